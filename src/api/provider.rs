@@ -1,0 +1,91 @@
+//! `GitProvider`: the connection layer (repository URL, credentials, branch
+//! allow-list, push batching).
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::schema::DURATION_PATTERN;
+use super::status::ResourceStatus;
+
+/// GitProvider defines a connection to a git host.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "configbutler.ai",
+    version = "v1alpha1",
+    kind = "GitProvider",
+    namespaced,
+    status = "GitProviderStatus",
+    shortname = "gp",
+    category = "gitops-reverser",
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    derive = "PartialEq",
+    doc = "GitProvider defines a connection to a git host: URL, credentials and write policy."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GitProviderSpec {
+    /// URL of the repository: ssh://, https:// or http://. Credentials never
+    /// go in the URL; they come from secretRef.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^(ssh|https|http)://[^/]+')")
+            .message("url must start with ssh://, https:// or http:// followed by a host (scp-like 'git@host:path' is not supported; write ssh://git@host/path)"),
+        validation = Rule::new("!self.matches('^https?://[^/]*@')")
+            .message("url must not carry credentials (user:password@); put them in the Secret named by secretRef")
+    )]
+    pub url: String,
+
+    /// SecretRef names the Secret, in the same namespace, that holds the
+    /// credentials (Flux's keys: identity/known_hosts, username/password,
+    /// bearerToken, ca.crt, tls.crt/tls.key).
+    pub secret_ref: SecretReference,
+
+    /// AllowedBranches restricts which branches can be written to. Entries are
+    /// globs (`release/*`). Empty means every branch is allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_branches: Vec<String>,
+
+    /// Push defines the strategy for pushing commits (batching).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushStrategy>,
+}
+
+/// A reference to a Secret in the referrer's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// PushStrategy batches commits into pushes. Commits are always one per
+/// change; only pushes are batched.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PushStrategy {
+    /// Interval is the maximum time to wait before pushing queued commits,
+    /// as a Go duration such as `5s` or `1m30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+
+    /// MaxCommits is the maximum number of commits to queue before pushing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_commits: Option<i32>,
+}
+
+/// Status of a GitProvider.
+pub type GitProviderStatus = ResourceStatus;

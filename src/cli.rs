@@ -1,0 +1,117 @@
+//! Command-line interface. Every flag of `run` can also be set through an
+//! environment variable, which is how the Helm chart configures it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Reverse GitOps: mirrors live Kubernetes objects into Git.
+#[derive(Debug, Parser)]
+#[command(name = "gitops-reverser", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions of all four kinds as YAML.
+    Crd {
+        /// Write one file per CRD into this folder instead of printing.
+        #[arg(long)]
+        output_dir: Option<std::path::PathBuf>,
+    },
+    /// Run the operator.
+    Run(RunArgs),
+}
+
+/// Settings of the `run` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Address that serves /healthz, /readyz and /metrics.
+    #[arg(long, env = "GITOPS_REVERSER_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Log line format.
+    #[arg(long, env = "GITOPS_REVERSER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `info,gitops_reverser=debug`.
+    #[arg(long, env = "GITOPS_REVERSER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// How long to wait for in-flight work after SIGTERM before exiting.
+    #[arg(long, env = "GITOPS_REVERSER_SHUTDOWN_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Parses a Go-style duration made of `ms`, `s`, `m` and `h` parts, the same
+/// form the CRDs accept for `push.interval`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid =
+        || format!("invalid duration {text:?}: expected a number with a unit, like 500ms, 5s, 1m30s or 2h");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_style_durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+    }
+
+    #[test]
+    fn rejects_durations_without_units_or_with_unknown_units() {
+        for bad in ["", "5", "5d", "s", "1m30", "-1s", "1..5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn every_run_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        for arg in run.get_arguments().filter(|a| a.get_long().is_some()) {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "--{} has no env var", arg.get_long().unwrap());
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Entry point: parse the command line and dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gitops_reverser::cli::{Cli, Command};
+use gitops_reverser::{api, run, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { output_dir } => match write_crds(output_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&error),
+        },
+        Command::Run(args) => {
+            if let Err(error) = telemetry::init_logging(args.log_format, &args.log_level) {
+                return fail(&error);
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+            };
+            match runtime.block_on(run::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "the operator stopped with an error");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Prints the CRDs, or writes them one file each into `dir`.
+fn write_crds(dir: Option<&std::path::Path>) -> Result<(), String> {
+    let Some(dir) = dir else {
+        print!("{}", api::crds_yaml().map_err(|e| format!("cannot render the CRDs: {e}"))?);
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for crd in api::all_crds() {
+        let path = dir.join(api::crd_file_name(&crd));
+        let yaml = api::crd_yaml(&crd).map_err(|e| format!("cannot render the CRDs: {e}"))?;
+        std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("gitops-reverser: {message}");
+    ExitCode::FAILURE
+}

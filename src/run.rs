@@ -1,0 +1,110 @@
+//! The `run` command: connect to the API server, serve probes and metrics,
+//! and stop cleanly on SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cli::RunArgs;
+use crate::server::{Probes, router};
+use crate::telemetry::Metrics;
+
+/// Why the operator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot load the Kubernetes client configuration (in-cluster or KUBECONFIG): {0}")]
+    KubeConfig(#[source] kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How often the API server connection is checked for readiness.
+const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|source| RunError::Bind { addr: args.http_addr, source })?;
+    info!(addr = %args.http_addr, "serving /healthz, /readyz and /metrics");
+
+    let checker = tokio::spawn(check_api_server(client, metrics.clone(), ready.clone(), stop_rx.clone()));
+    let app = router(Probes { metrics, ready });
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let signal = wait_for_signal().await.map_err(RunError::Signals)?;
+    info!(signal, "shutting down");
+    let _ = stop_tx.send(true);
+
+    let drained = tokio::time::timeout(args.shutdown_timeout, async {
+        let _ = checker.await;
+        server.await
+    })
+    .await;
+    match drained {
+        Ok(Ok(result)) => result.map_err(RunError::Serve)?,
+        Ok(Err(join)) => warn!(error = %join, "the HTTP server task ended abnormally"),
+        Err(_) => warn!(timeout = ?args.shutdown_timeout, "shutdown timed out; exiting anyway"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Marks the process ready while the API server answers.
+async fn check_api_server(
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match client.apiserver_version().await {
+            Ok(version) => {
+                if !ready.swap(true, Ordering::Relaxed) {
+                    info!(version = %version.git_version, "connected to the Kubernetes API server");
+                }
+                metrics.api_server_reachable.set(1);
+            }
+            Err(error) => {
+                if ready.swap(false, Ordering::Relaxed) {
+                    warn!(%error, "the Kubernetes API server stopped answering");
+                }
+                metrics.api_server_reachable.set(0);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(API_CHECK_INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,7 @@
+//! Logging and metrics setup.
+
+mod logging;
+mod metrics;
+
+pub use logging::init_logging;
+pub use metrics::Metrics;

@@ -1,0 +1,96 @@
+//! `gitops-reverser run` as a real OS process against the local API server:
+//! it serves health, readiness and metrics, and exits 0 soon after SIGTERM.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::http::{free_local_addr, get};
+
+fn start_operator(kubeconfig: &str, addr: std::net::SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
+        .args(["run", "--log-format", "json"])
+        .env("GITOPS_REVERSER_HTTP_ADDR", addr.to_string())
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gitops-reverser")
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the process to exit, returning its status and how long it took.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some((status, start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[tokio::test]
+async fn run_serves_probes_and_metrics_and_exits_cleanly_on_sigterm() {
+    let env = support::env();
+    let addr = free_local_addr();
+    let mut child = start_operator(env.var("KUBECONFIG"), addr);
+
+    let healthz =
+        support::wait_for("/healthz", Duration::from_secs(30), || async { get(addr, "/healthz") }).await;
+    assert_eq!(healthz.0, 200);
+    support::wait_for("/readyz to report ready", Duration::from_secs(30), || async {
+        get(addr, "/readyz").filter(|(code, _)| *code == 200)
+    })
+    .await;
+
+    let (code, metrics) = get(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("gitops_reverser_api_server_reachable 1"), "{metrics}");
+    assert!(metrics.contains("gitops_reverser_build_info{"), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics output must end with # EOF");
+
+    signal(&child, "TERM");
+    let (status, took) = wait_exit(&mut child, Duration::from_secs(5)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the operator did not exit within 5 s of SIGTERM")
+    });
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()),
+        "non-JSON log line:\n{logs}"
+    );
+    assert!(logs.contains("\"signal\":\"SIGTERM\""), "shutdown not logged:\n{logs}");
+    eprintln!("exited {took:?} after SIGTERM");
+}
+
+#[test]
+fn run_without_a_reachable_configuration_fails_with_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
+        .args(["run", "--http-addr", &free_local_addr().to_string()])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("Kubernetes client configuration"), "{logs}");
+}
+
+#[test]
+fn invalid_flags_are_rejected_with_usage() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
+        .args(["run", "--shutdown-timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid duration"));
+}
