@@ -8,5 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod run;
+pub mod sanitize;
 pub mod server;
 pub mod telemetry;
+pub mod worker;

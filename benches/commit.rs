@@ -1,0 +1,2 @@
+//! Placeholder; the benchmark lands with its module.
+fn main() {}

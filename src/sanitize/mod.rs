@@ -1,0 +1,1 @@
+//! Object → deterministic YAML bytes and file path (pure). Being written.

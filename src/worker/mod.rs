@@ -1,0 +1,6 @@
+//! The branch worker: local repository (gix), remote operations (git CLI) and
+//! credentials.
+
+pub mod credentials;
+pub mod remote;
+pub mod repo;
