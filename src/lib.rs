@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod route;
 pub mod run;
 pub mod sanitize;
 pub mod server;

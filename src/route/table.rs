@@ -1,0 +1,250 @@
+//! The rule table: compiled WatchRules and ClusterWatchRules, the watches
+//! they need, and the targets each event goes to.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::catalog::{ResourceCatalog, ServedResource, WILDCARD_EXCLUDED};
+use super::keys::TargetKey;
+use super::selector::{Selector, SelectorError};
+use crate::api::{ClusterWatchRuleSpec, Operation, Rule, WatchRuleSpec};
+
+/// Where a compiled rule came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleSource {
+    WatchRule { namespace: String, name: String },
+    ClusterWatchRule { name: String },
+}
+
+/// One entry of a rule's `rules` list, ready for matching.
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    pub source: RuleSource,
+    pub target: TargetKey,
+    /// Some for a WatchRule: it sees only its own namespace.
+    pub namespace: Option<String>,
+    operations: Vec<Operation>,
+    api_groups: Vec<String>,
+    api_versions: Vec<String>,
+    resources: Vec<String>,
+    selector: Option<Selector>,
+}
+
+/// Why a rule could not be compiled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("rules[{index}]: {source}")]
+pub struct RuleError {
+    pub index: usize,
+    #[source]
+    pub source: SelectorError,
+}
+
+/// Where a watch looks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every namespace, or a cluster-scoped resource.
+    All,
+    Namespace(String),
+}
+
+/// One shared watch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatchSpec {
+    pub resource: ServedResource,
+    pub scope: Scope,
+}
+
+/// The watches every rule together needs, and what could not be watched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchPlan {
+    pub watches: BTreeSet<WatchSpec>,
+    /// Per rule source, messages about selections that cannot be served.
+    pub problems: BTreeMap<RuleSource, Vec<String>>,
+}
+
+/// All compiled rules.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    rules: Vec<CompiledRule>,
+}
+
+impl RouteTable {
+    /// Replaces the rules of a WatchRule. Its sink is always in its own namespace.
+    pub fn set_watch_rule(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: &WatchRuleSpec,
+    ) -> Result<(), RuleError> {
+        let source = RuleSource::WatchRule { namespace: namespace.into(), name: name.into() };
+        let target = TargetKey::new(namespace, &spec.sink_ref.name);
+        self.replace(source, target, Some(namespace.to_owned()), &spec.rules)
+    }
+
+    /// Replaces the rules of a ClusterWatchRule.
+    pub fn set_cluster_watch_rule(
+        &mut self,
+        name: &str,
+        spec: &ClusterWatchRuleSpec,
+    ) -> Result<(), RuleError> {
+        let source = RuleSource::ClusterWatchRule { name: name.into() };
+        let target = TargetKey::new(&spec.sink_ref.namespace, &spec.sink_ref.name);
+        self.replace(source, target, None, &spec.rules)
+    }
+
+    pub fn remove(&mut self, source: &RuleSource) {
+        self.rules.retain(|rule| &rule.source != source);
+    }
+
+    fn replace(
+        &mut self,
+        source: RuleSource,
+        target: TargetKey,
+        namespace: Option<String>,
+        rules: &[Rule],
+    ) -> Result<(), RuleError> {
+        let compiled = rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let selector = rule
+                    .label_selector
+                    .as_ref()
+                    .map(Selector::compile)
+                    .transpose()
+                    .map_err(|source| RuleError { index, source })?;
+                Ok(CompiledRule {
+                    source: source.clone(),
+                    target: target.clone(),
+                    namespace: namespace.clone(),
+                    operations: rule.operations.clone(),
+                    api_groups: rule.api_groups.clone(),
+                    api_versions: rule.api_versions.clone(),
+                    resources: rule.resources.clone(),
+                    selector,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.remove(&source);
+        self.rules.extend(compiled);
+        Ok(())
+    }
+
+    /// Every target some rule writes to.
+    pub fn targets(&self) -> BTreeSet<TargetKey> {
+        self.rules.iter().map(|rule| rule.target.clone()).collect()
+    }
+
+    /// The targets that want this event.
+    pub fn route(
+        &self,
+        resource: &ServedResource,
+        namespace: Option<&str>,
+        labels: &BTreeMap<String, String>,
+        operation: Operation,
+    ) -> BTreeSet<TargetKey> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.selects(resource) && rule.reaches(namespace))
+            .filter(|rule| rule.operations.iter().any(|op| op.covers(operation)))
+            .filter(|rule| rule.selector.as_ref().is_none_or(|s| s.matches(labels)))
+            .map(|rule| rule.target.clone())
+            .collect()
+    }
+
+    /// The (group, plural) pairs whose files a target owns, for sweeping.
+    pub fn owned_resources(
+        &self,
+        target: &TargetKey,
+        catalog: &ResourceCatalog,
+    ) -> BTreeSet<(String, String)> {
+        self.rules
+            .iter()
+            .filter(|rule| &rule.target == target)
+            .flat_map(|rule| catalog.iter().filter(|r| rule.selects(r) && rule.can_watch(r)))
+            .map(|r| (r.group.clone(), r.plural.clone()))
+            .collect()
+    }
+
+    /// The shared watches all rules need: one per (resource, scope), and a
+    /// namespace watch is dropped where an all-namespaces watch covers it.
+    pub fn plan(&self, catalog: &ResourceCatalog) -> WatchPlan {
+        let mut scopes: BTreeMap<(String, String), (BTreeSet<Scope>, Vec<String>)> = BTreeMap::new();
+        let mut plan = WatchPlan::default();
+        for rule in &self.rules {
+            for resource in catalog.iter().filter(|r| rule.selects(r)) {
+                if !rule.can_watch(resource) {
+                    if rule.names_explicitly(resource) {
+                        plan.problems.entry(rule.source.clone()).or_default().push(format!(
+                            "{} is cluster-scoped and a WatchRule sees only its own namespace; use a ClusterWatchRule",
+                            resource.plural
+                        ));
+                    }
+                    continue;
+                }
+                let scope = match &rule.namespace {
+                    Some(ns) if resource.namespaced => Scope::Namespace(ns.clone()),
+                    _ => Scope::All,
+                };
+                let entry = scopes.entry((resource.group.clone(), resource.plural.clone())).or_default();
+                entry.0.insert(scope);
+                entry.1.extend(rule.api_versions.iter().cloned());
+            }
+            for missing in rule.resources.iter().filter(|r| *r != "*") {
+                if !catalog.iter().any(|r| &r.plural == missing && rule.group_matches(&r.group)) {
+                    plan.problems.entry(rule.source.clone()).or_default().push(format!(
+                        "resource {missing:?} is not served by the API server in the selected groups"
+                    ));
+                }
+            }
+        }
+        for ((group, plural), (scope_set, versions)) in scopes {
+            let Some(resource) = catalog.pick_version(&group, &plural, &versions) else { continue };
+            let scopes: Vec<Scope> = if scope_set.contains(&Scope::All) {
+                vec![Scope::All]
+            } else {
+                scope_set.into_iter().collect()
+            };
+            for scope in scopes {
+                plan.watches.insert(WatchSpec { resource: resource.clone(), scope });
+            }
+        }
+        plan
+    }
+}
+
+impl CompiledRule {
+    fn group_matches(&self, group: &str) -> bool {
+        self.api_groups.iter().any(|g| g == "*" || g == group)
+    }
+
+    /// Group and resource match, whatever the version.
+    fn selects(&self, resource: &ServedResource) -> bool {
+        self.group_matches(&resource.group)
+            && resource.watchable
+            && self.resources.iter().any(|r| {
+                r == &resource.plural
+                    || (r == "*"
+                        && !WILDCARD_EXCLUDED.contains(&(resource.group.as_str(), resource.plural.as_str())))
+            })
+    }
+
+    fn names_explicitly(&self, resource: &ServedResource) -> bool {
+        self.resources.contains(&resource.plural)
+    }
+
+    /// A WatchRule never reaches cluster-scoped objects.
+    fn can_watch(&self, resource: &ServedResource) -> bool {
+        self.namespace.is_none() || resource.namespaced
+    }
+
+    fn reaches(&self, namespace: Option<&str>) -> bool {
+        match (&self.namespace, namespace) {
+            (None, _) => true,
+            (Some(own), Some(ns)) => own == ns,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+use super::*;
+use crate::api::{LocalTargetReference, NamespacedTargetReference};
+
+fn served(group: &str, version: &str, plural: &str, namespaced: bool, preferred: bool) -> ServedResource {
+    ServedResource {
+        group: group.into(),
+        version: version.into(),
+        kind: plural.trim_end_matches('s').into(),
+        plural: plural.into(),
+        namespaced,
+        preferred,
+        watchable: true,
+    }
+}
+
+fn catalog() -> ResourceCatalog {
+    ResourceCatalog::new(vec![
+        served("", "v1", "configmaps", true, true),
+        served("", "v1", "secrets", true, true),
+        served("", "v1", "namespaces", false, true),
+        served("", "v1", "events", true, true),
+        served("apps", "v1", "deployments", true, true),
+        served("example.com", "v1", "widgets", true, true),
+        served("example.com", "v1beta1", "widgets", true, false),
+    ])
+}
+
+fn rule(json: serde_json::Value) -> Rule {
+    serde_json::from_value(json).unwrap()
+}
+
+fn watch_rule(target: &str, rules: Vec<Rule>) -> WatchRuleSpec {
+    WatchRuleSpec {
+        sink_ref: serde_json::from_value::<LocalTargetReference>(serde_json::json!({"name": target}))
+            .unwrap(),
+        rules,
+    }
+}
+
+fn cluster_rule(namespace: &str, target: &str, rules: Vec<Rule>) -> ClusterWatchRuleSpec {
+    ClusterWatchRuleSpec {
+        sink_ref: serde_json::from_value::<NamespacedTargetReference>(
+            serde_json::json!({"name": target, "namespace": namespace}),
+        )
+        .unwrap(),
+        rules,
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn a_watch_rule_reaches_only_its_own_namespace() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule(
+            "team-a",
+            "r",
+            &watch_rule("t", vec![rule(serde_json::json!({"resources": ["configmaps"]}))]),
+        )
+        .unwrap();
+    let cm = served("", "v1", "configmaps", true, true);
+    assert_eq!(
+        table.route(&cm, Some("team-a"), &labels(&[]), Operation::Create),
+        [TargetKey::new("team-a", "t")].into()
+    );
+    assert!(table.route(&cm, Some("team-b"), &labels(&[]), Operation::Create).is_empty());
+    assert!(table.route(&cm, None, &labels(&[]), Operation::Create).is_empty());
+}
+
+#[test]
+fn a_watch_rule_never_watches_cluster_scoped_resources_and_says_why() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule(
+            "team-a",
+            "r",
+            &watch_rule("t", vec![rule(serde_json::json!({"resources": ["namespaces"]}))]),
+        )
+        .unwrap();
+    let plan = table.plan(&catalog());
+    assert!(plan.watches.is_empty());
+    let problems = &plan.problems[&RuleSource::WatchRule { namespace: "team-a".into(), name: "r".into() }];
+    assert!(problems[0].contains("use a ClusterWatchRule"), "{problems:?}");
+}
+
+#[test]
+fn a_cluster_rule_watches_everywhere_and_subsumes_namespace_watches() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule(
+            "team-a",
+            "r",
+            &watch_rule("t", vec![rule(serde_json::json!({"resources": ["configmaps"]}))]),
+        )
+        .unwrap();
+    table
+        .set_watch_rule(
+            "team-b",
+            "r",
+            &watch_rule("t", vec![rule(serde_json::json!({"resources": ["configmaps"]}))]),
+        )
+        .unwrap();
+    let before = table.plan(&catalog());
+    assert_eq!(before.watches.len(), 2, "one watch per namespace: {:?}", before.watches);
+
+    table
+        .set_cluster_watch_rule(
+            "c",
+            &cluster_rule(
+                "ops",
+                "all",
+                vec![rule(serde_json::json!({"resources": ["configmaps", "namespaces"]}))],
+            ),
+        )
+        .unwrap();
+    let after = table.plan(&catalog());
+    let scopes: Vec<(&str, &Scope)> =
+        after.watches.iter().map(|w| (w.resource.plural.as_str(), &w.scope)).collect();
+    assert_eq!(scopes, vec![("configmaps", &Scope::All), ("namespaces", &Scope::All)]);
+
+    let ns = served("", "v1", "namespaces", false, true);
+    assert_eq!(
+        table.route(&ns, None, &labels(&[]), Operation::Update),
+        [TargetKey::new("ops", "all")].into()
+    );
+}
+
+#[test]
+fn wildcards_skip_churning_resources_but_explicit_names_do_not() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule("a", "r", &watch_rule("t", vec![rule(serde_json::json!({"resources": ["*"]}))]))
+        .unwrap();
+    let plan = table.plan(&catalog());
+    let plurals: BTreeSet<&str> = plan.watches.iter().map(|w| w.resource.plural.as_str()).collect();
+    assert!(plurals.contains("configmaps") && plurals.contains("secrets") && plurals.contains("widgets"));
+    assert!(!plurals.contains("events") && !plurals.contains("namespaces"));
+
+    table
+        .set_watch_rule("a", "r", &watch_rule("t", vec![rule(serde_json::json!({"resources": ["events"]}))]))
+        .unwrap();
+    assert_eq!(table.plan(&catalog()).watches.len(), 1);
+}
+
+#[test]
+fn the_preferred_version_is_watched_unless_another_is_asked_for() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule(
+            "a",
+            "r",
+            &watch_rule(
+                "t",
+                vec![rule(serde_json::json!({"apiGroups": ["example.com"], "resources": ["widgets"]}))],
+            ),
+        )
+        .unwrap();
+    let version =
+        |table: &RouteTable| table.plan(&catalog()).watches.first().unwrap().resource.version.clone();
+    assert_eq!(version(&table), "v1");
+    table
+        .set_watch_rule(
+            "a",
+            "r",
+            &watch_rule("t", vec![rule(serde_json::json!({"apiGroups": ["example.com"], "apiVersions": ["v1beta1"], "resources": ["widgets"]}))]),
+        )
+        .unwrap();
+    assert_eq!(version(&table), "v1beta1");
+}
+
+#[test]
+fn operations_groups_and_labels_filter_events() {
+    let mut table = RouteTable::default();
+    let spec = watch_rule(
+        "t",
+        vec![rule(serde_json::json!({
+            "operations": ["CREATE", "DELETE"],
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "labelSelector": {"matchLabels": {"audit": "true"}}
+        }))],
+    );
+    table.set_watch_rule("a", "r", &spec).unwrap();
+    let deploy = served("apps", "v1", "deployments", true, true);
+    let audited = labels(&[("audit", "true")]);
+    assert_eq!(table.route(&deploy, Some("a"), &audited, Operation::Create).len(), 1);
+    assert!(table.route(&deploy, Some("a"), &audited, Operation::Update).is_empty());
+    assert!(table.route(&deploy, Some("a"), &labels(&[]), Operation::Delete).is_empty());
+    let cm = served("", "v1", "configmaps", true, true);
+    assert!(table.route(&cm, Some("a"), &audited, Operation::Create).is_empty());
+}
+
+#[test]
+fn unknown_resources_are_reported_and_removed_rules_stop_routing() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule("a", "r", &watch_rule("t", vec![rule(serde_json::json!({"resources": ["gizmos"]}))]))
+        .unwrap();
+    let plan = table.plan(&catalog());
+    assert!(plan.problems.values().flatten().any(|p| p.contains("\"gizmos\" is not served")));
+    table.remove(&RuleSource::WatchRule { namespace: "a".into(), name: "r".into() });
+    assert!(table.targets().is_empty());
+}
+
+#[test]
+fn owned_resources_follow_the_rules_of_the_target() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule(
+            "a",
+            "r",
+            &watch_rule("t", vec![rule(serde_json::json!({"resources": ["configmaps", "namespaces"]}))]),
+        )
+        .unwrap();
+    let owned = table.owned_resources(&TargetKey::new("a", "t"), &catalog());
+    assert_eq!(owned, [(String::new(), "configmaps".to_owned())].into());
+}
+
+#[test]
+fn a_bad_selector_names_the_rule_index() {
+    let mut table = RouteTable::default();
+    let spec = watch_rule(
+        "t",
+        vec![
+            rule(serde_json::json!({"resources": ["configmaps"]})),
+            rule(
+                serde_json::json!({"resources": ["configmaps"], "labelSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}),
+            ),
+        ],
+    );
+    let error = table.set_watch_rule("a", "r", &spec).unwrap_err();
+    assert_eq!(error.index, 1);
+    assert!(error.to_string().starts_with("rules[1]: labelSelector"), "{error}");
+}
