@@ -2,5 +2,6 @@
 //! credentials.
 
 pub mod credentials;
+pub mod queue;
 pub mod remote;
 pub mod repo;

@@ -1,0 +1,259 @@
+//! The branch worker's intake queue (pure): changes coalesce per file path,
+//! the latest state winning, so a burst of updates to one object becomes one
+//! pending change instead of an ever-growing backlog. Sweeps are barriers:
+//! nothing queued after a sweep is merged into an entry queued before it, so
+//! a sweep never deletes a file for an object that was created after the
+//! sweep's snapshot of live objects.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::api::Operation;
+use crate::route::TargetKey;
+
+/// What changed and why, for the commit message and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeMeta {
+    pub target: TargetKey,
+    pub operation: Operation,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// When the watch event arrived; for queue-age and lag metrics.
+    pub received_at: Instant,
+}
+
+/// Which files a sweep looks at: those of one resource, optionally in one
+/// namespace, inside one target's folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepScope {
+    pub target: TargetKey,
+    pub group: String,
+    pub plural: String,
+    /// None: every namespace (or the cluster scope for cluster-scoped kinds).
+    pub namespace: Option<String>,
+}
+
+/// One unit of work for a branch worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkItem {
+    /// File `path` (full, including the target's folder) must hold `content`.
+    Write { path: String, content: Arc<[u8]>, meta: ChangeMeta },
+    /// File `path` must not exist.
+    Delete { path: String, meta: ChangeMeta },
+    /// Delete the target's files in `scope` whose full path is not in `live`.
+    Sweep { scope: SweepScope, live: HashSet<String> },
+    /// Delete the target's object files of every resource not in `owned`.
+    Retain { target: TargetKey, owned: BTreeSet<(String, String)> },
+}
+
+impl WorkItem {
+    fn path(&self) -> Option<&str> {
+        match self {
+            Self::Write { path, .. } | Self::Delete { path, .. } => Some(path),
+            Self::Sweep { .. } | Self::Retain { .. } => None,
+        }
+    }
+}
+
+/// FIFO with per-path coalescing inside each epoch between barriers.
+#[derive(Debug, Default)]
+pub struct CoalescingQueue {
+    entries: VecDeque<Option<WorkItem>>,
+    /// Position (as absolute sequence) of each path's entry in the current epoch.
+    open: HashMap<String, u64>,
+    /// Absolute sequence number of `entries[0]`.
+    head: u64,
+    len: usize,
+    coalesced: u64,
+}
+
+impl CoalescingQueue {
+    /// Adds an item; returns true if it replaced a pending one for the same path.
+    pub fn push(&mut self, item: WorkItem) -> bool {
+        let Some(path) = item.path() else {
+            // A barrier: later changes must not jump ahead of it.
+            self.open.clear();
+            self.entries.push_back(Some(item));
+            self.len += 1;
+            return false;
+        };
+        if let Some(&seq) = self.open.get(path) {
+            let slot = &mut self.entries[(seq - self.head) as usize];
+            *slot = Some(merge(slot.take().expect("open entries are occupied"), item));
+            self.coalesced += 1;
+            return true;
+        }
+        self.open.insert(path.to_owned(), self.head + self.entries.len() as u64);
+        self.entries.push_back(Some(item));
+        self.len += 1;
+        false
+    }
+
+    /// Takes the oldest pending item.
+    pub fn pop(&mut self) -> Option<WorkItem> {
+        loop {
+            let slot = self.entries.pop_front()?;
+            let seq = self.head;
+            self.head += 1;
+            let Some(item) = slot else { continue };
+            if let Some(path) = item.path()
+                && self.open.get(path) == Some(&seq)
+            {
+                self.open.remove(path);
+            }
+            self.len -= 1;
+            return Some(item);
+        }
+    }
+
+    /// Pending items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many pushes were merged into a pending item so far.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced
+    }
+
+    /// When the oldest pending change arrived.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.entries.iter().flatten().find_map(|item| match item {
+            WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } => Some(meta.received_at),
+            _ => None,
+        })
+    }
+}
+
+/// The newer state wins, but the operation stays truthful: a create that is
+/// then updated is still a create; a delete of something created in the same
+/// batch keeps the delete.
+fn merge(older: WorkItem, newer: WorkItem) -> WorkItem {
+    match (older, newer) {
+        (WorkItem::Write { meta: old, .. }, WorkItem::Write { path, content, mut meta })
+            if old.operation == Operation::Create =>
+        {
+            meta.operation = Operation::Create;
+            meta.received_at = old.received_at;
+            WorkItem::Write { path, content, meta }
+        }
+        (older, mut newer) => {
+            if let (
+                WorkItem::Write { meta: old, .. } | WorkItem::Delete { meta: old, .. },
+                WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. },
+            ) = (&older, &mut newer)
+            {
+                meta.received_at = old.received_at;
+            }
+            newer
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(operation: Operation) -> ChangeMeta {
+        ChangeMeta {
+            target: TargetKey::new("ns", "t"),
+            operation,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: "cm".into(),
+            received_at: Instant::now(),
+        }
+    }
+
+    fn write(path: &str, content: &str, operation: Operation) -> WorkItem {
+        WorkItem::Write { path: path.into(), content: content.as_bytes().into(), meta: meta(operation) }
+    }
+
+    fn sweep() -> WorkItem {
+        WorkItem::Sweep {
+            scope: SweepScope { target: TargetKey::new("ns", "t"), group: String::new(), plural: "configmaps".into(), namespace: None },
+            live: HashSet::new(),
+        }
+    }
+
+    /// (path, content or None for a delete, operation) of a write or delete.
+    fn summary(item: Option<WorkItem>) -> Option<(String, Option<String>, Operation)> {
+        match item? {
+            WorkItem::Write { path, content, meta } => {
+                Some((path, Some(String::from_utf8(content.to_vec()).unwrap()), meta.operation))
+            }
+            WorkItem::Delete { path, meta } => Some((path, None, meta.operation)),
+            _ => Some(("<barrier>".into(), None, Operation::All)),
+        }
+    }
+
+    fn delete(path: &str) -> WorkItem {
+        WorkItem::Delete { path: path.into(), meta: meta(Operation::Delete) }
+    }
+
+    #[test]
+    fn the_latest_state_of_a_path_wins_and_keeps_its_place() {
+        let mut queue = CoalescingQueue::default();
+        queue.push(write("a", "1", Operation::Update));
+        queue.push(write("b", "1", Operation::Update));
+        assert!(queue.push(write("a", "2", Operation::Update)));
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.coalesced(), 1);
+        assert_eq!(summary(queue.pop()), Some(("a".into(), Some("2".into()), Operation::Update)));
+        assert_eq!(summary(queue.pop()), Some(("b".into(), Some("1".into()), Operation::Update)));
+        assert!(queue.pop().is_none() && queue.is_empty());
+    }
+
+    #[test]
+    fn a_create_stays_a_create_and_a_delete_wins() {
+        let mut queue = CoalescingQueue::default();
+        queue.push(write("a", "1", Operation::Create));
+        queue.push(write("a", "2", Operation::Update));
+        assert_eq!(summary(queue.pop()), Some(("a".into(), Some("2".into()), Operation::Create)));
+        queue.push(write("b", "1", Operation::Update));
+        queue.push(delete("b"));
+        assert_eq!(summary(queue.pop()), Some(("b".into(), None, Operation::Delete)));
+    }
+
+    #[test]
+    fn nothing_jumps_ahead_of_a_sweep() {
+        let mut queue = CoalescingQueue::default();
+        queue.push(write("a", "1", Operation::Update));
+        queue.push(sweep());
+        assert!(!queue.push(write("a", "2", Operation::Update)), "must not merge across the barrier");
+        assert_eq!(queue.len(), 3);
+        assert_eq!(summary(queue.pop()), Some(("a".into(), Some("1".into()), Operation::Update)));
+        assert_eq!(summary(queue.pop()).unwrap().0, "<barrier>");
+        assert_eq!(summary(queue.pop()), Some(("a".into(), Some("2".into()), Operation::Update)));
+    }
+
+    #[test]
+    fn a_path_popped_and_pushed_again_starts_a_new_entry() {
+        let mut queue = CoalescingQueue::default();
+        queue.push(write("a", "1", Operation::Update));
+        queue.pop();
+        assert!(!queue.push(write("a", "2", Operation::Update)));
+        queue.push(write("b", "1", Operation::Update));
+        assert!(queue.push(write("a", "3", Operation::Update)));
+        assert_eq!(summary(queue.pop()), Some(("a".into(), Some("3".into()), Operation::Update)));
+    }
+
+    #[test]
+    fn the_oldest_arrival_is_kept_when_merging() {
+        let mut queue = CoalescingQueue::default();
+        let first = write("a", "1", Operation::Update);
+        let WorkItem::Write { meta: ref first_meta, .. } = first else { unreachable!() };
+        let arrived = first_meta.received_at;
+        queue.push(first);
+        queue.push(write("a", "2", Operation::Update));
+        assert_eq!(queue.oldest(), Some(arrived));
+    }
+}
