@@ -1,0 +1,64 @@
+//! The one error type of the local-repository layer.
+//!
+//! In: failures from gix, path validation and tree inspection. Out: a
+//! [`RepoError`] whose message names the path, ref or operation that failed,
+//! so a log line or condition message is useful without the source chain.
+
+use gix::ObjectId;
+
+/// Everything that can go wrong while reading or writing the local repository.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// A repository-relative path broke the path rules (see `path.rs`).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+
+    /// Not a full ref name such as `refs/heads/main` or `HEAD`.
+    #[error("invalid ref name {name:?}")]
+    InvalidRefName {
+        name: String,
+        #[source]
+        source: gix::validate::reference::name::Error,
+    },
+
+    /// A change would replace a folder by a file or the other way round, or two
+    /// changes in one commit overlap. Refused so no folder is ever wiped implicitly.
+    #[error("path conflict at {path:?}: {reason}")]
+    PathConflict { path: String, reason: String },
+
+    /// A name or email that would corrupt the commit header.
+    #[error("invalid identity {value:?}: {reason}")]
+    InvalidIdentity { value: String, reason: &'static str },
+
+    /// An object the operation needs is not in the local object database,
+    /// e.g. a parent commit that was never fetched.
+    #[error("{kind} {id} not found in the local repository")]
+    MissingObject { kind: &'static str, id: ObjectId },
+
+    /// An object exists but has another kind than the operation expects.
+    #[error("object {id} is a {actual}, expected a {expected}")]
+    WrongKind { id: ObjectId, expected: &'static str, actual: String },
+
+    /// The directory holds a repository with a worktree; the worker needs a bare one.
+    #[error("{} is not a bare repository", path.display())]
+    NotBare { path: std::path::PathBuf },
+
+    /// Any gix failure, with the operation and its subject.
+    #[error("{op} failed")]
+    Git {
+        op: String,
+        #[source]
+        source: gix::Error,
+    },
+}
+
+/// Attaches "what we were doing" to a gix result.
+pub(crate) trait Context<T> {
+    fn context(self, op: impl FnOnce() -> String) -> Result<T, RepoError>;
+}
+
+impl<T, E: Into<gix::Error>> Context<T> for Result<T, E> {
+    fn context(self, op: impl FnOnce() -> String) -> Result<T, RepoError> {
+        self.map_err(|e| RepoError::Git { op: op(), source: e.into() })
+    }
+}

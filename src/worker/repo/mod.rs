@@ -1,0 +1,175 @@
+//! The local bare repository of one branch worker; objects are written with
+//! gix, there is no worktree.
+//!
+//! In: file changes ("path has these bytes" / "path is gone") on top of a
+//! parent commit, and ref updates. Out: commit ids, refs, and reads of single
+//! files or of a folder listing (ids only, never all blobs) at a commit.
+//!
+//! The git CLI fetches into and pushes from the same directory, so it stays a
+//! plain bare repository that both tools read and write. gix never walks
+//! history here: a commit needs only its parent commit and the trees on the
+//! changed paths, which is exactly what a shallow `--depth 1` fetch provides.
+
+mod commit;
+mod error;
+mod path;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use error::Context;
+pub use error::RepoError;
+pub use gix::ObjectId;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::{FullName, Target};
+
+/// One file-level change; paths are '/'-separated and repository-relative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    Write { path: String, content: Vec<u8> },
+    Delete { path: String },
+}
+
+/// Name and email of an author or committer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+/// A point in time as git records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitTime {
+    /// Seconds since the Unix epoch (UTC).
+    pub seconds: i64,
+    /// Offset of the local time zone east of UTC, in seconds.
+    pub offset_seconds: i32,
+}
+
+/// Everything about a commit except its tree and parent.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitSpec<'a> {
+    pub message: &'a str,
+    pub author: &'a Identity,
+    pub committer: &'a Identity,
+    /// Used for author and committer; `None` means now.
+    pub time: Option<CommitTime>,
+}
+
+/// A bare repository on disk. `Send`, not `Sync`: one worker owns it and
+/// moves it into `spawn_blocking`.
+pub struct LocalRepo {
+    repo: gix::Repository,
+}
+
+// Trees on the changed path are read twice per commit (check, then edit);
+// a small cache keeps the second read off the disk. Bounded per worker.
+const OBJECT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+// Only for the reflog, which bare repositories normally don't keep.
+const REFLOG_NAME: &str = "gitops-reverser";
+
+impl LocalRepo {
+    /// Opens the bare repository at `path`, or creates one if `path` is
+    /// missing or an empty directory. Neither reads user or system git config.
+    pub fn open_or_init(path: &Path) -> Result<Self, RepoError> {
+        let has_content = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
+        let mut repo = if has_content {
+            gix::open_opts(path, gix::open::Options::isolated())
+                .context(|| format!("open repository {}", path.display()))?
+        } else {
+            gix::ThreadSafeRepository::init_opts(
+                path,
+                gix::create::Kind::Bare,
+                gix::create::Options::default(),
+                gix::open::Options::isolated(),
+            )
+            .context(|| format!("init bare repository {}", path.display()))?
+            .to_thread_local()
+        };
+        if !repo.is_bare() {
+            return Err(RepoError::NotBare { path: path.to_owned() });
+        }
+        repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
+        Ok(LocalRepo { repo })
+    }
+
+    /// The repository directory, for the git CLI (`--git-dir`).
+    pub fn git_dir(&self) -> &Path {
+        self.repo.git_dir()
+    }
+
+    /// The object a full ref name (`refs/heads/main`, `HEAD`) points to,
+    /// following symbolic refs; `None` if it (or its referent) does not exist.
+    pub fn resolve(&self, refname: &str) -> Result<Option<ObjectId>, RepoError> {
+        let op = || format!("resolve ref {refname}");
+        let mut name = full_name(refname)?;
+        // Bounded like git's own symref depth limit.
+        for _ in 0..5 {
+            let found = self.repo.refs.try_find(name.as_ref().as_partial_name()).context(op)?;
+            match found.map(|r| r.target) {
+                None => return Ok(None),
+                Some(Target::Object(id)) => return Ok(Some(id)),
+                Some(Target::Symbolic(next)) => name = next,
+            }
+        }
+        Err(RepoError::Git {
+            op: op(),
+            source: gix::Error::from_error(std::io::Error::other("symbolic ref chain too deep")),
+        })
+    }
+
+    /// Points `refname` at `id` unconditionally. The object must exist, so a
+    /// ref can never dangle.
+    pub fn set_ref(&self, refname: &str, id: ObjectId) -> Result<(), RepoError> {
+        let name = full_name(refname)?;
+        if !self.repo.has_object(id) {
+            return Err(RepoError::MissingObject { kind: "object", id });
+        }
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: "gitops-reverser: set ref".into(),
+                },
+                expected: PreviousValue::Any,
+                new: Target::Object(id),
+            },
+            name,
+            deref: false,
+        };
+        let signature = gix::actor::Signature {
+            name: REFLOG_NAME.into(),
+            email: REFLOG_NAME.into(),
+            time: gix::date::Time::now_utc(),
+        };
+        let mut time_buf = Default::default();
+        self.repo
+            .edit_references_as([edit], Some(signature.to_ref(&mut time_buf)))
+            .context(|| format!("update ref {refname} to {id}"))?;
+        Ok(())
+    }
+
+    /// The blob id `content` would get, without writing it.
+    ///
+    /// SHA-1 collision detection may refuse crafted input; that yields the
+    /// null id, which matches no tree entry, and `commit` then reports the error.
+    pub fn blob_id(content: &[u8]) -> ObjectId {
+        gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, content)
+            .unwrap_or_else(|_| ObjectId::null(gix::hash::Kind::Sha1))
+    }
+}
+
+fn full_name(refname: &str) -> Result<FullName, RepoError> {
+    FullName::try_from(refname)
+        .map_err(|source| RepoError::InvalidRefName { name: refname.to_owned(), source })
+}
+
+// `LocalRepo` crosses into `spawn_blocking`; keep that a compile-time fact.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<LocalRepo>();
+};

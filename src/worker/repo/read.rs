@@ -1,0 +1,135 @@
+//! Reads from commits: one file's bytes, a folder's listing, and the path
+//! lookups that `commit` uses to tell no-ops and conflicts apart.
+//!
+//! In: a commit id and a repository-relative path. Out: bytes, `(path, blob
+//! id)` pairs, or a [`Lookup`]. Only the trees on the path (or below the
+//! listed folder) are read; blobs are read only by `read_file`.
+
+use gix::ObjectId;
+use gix::objs::tree::EntryMode;
+
+use super::error::Context;
+use super::{LocalRepo, RepoError, path};
+
+/// What a path names in a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Nothing at the path, and every existing folder on the way is a folder.
+    Missing,
+    /// An entry exists at the path.
+    Found { mode: EntryMode, id: ObjectId },
+    /// The first `depth` components name a non-folder, so the path cannot exist.
+    Blocked { depth: usize },
+}
+
+impl LocalRepo {
+    /// The bytes of the file at `path` in `commit`; `None` if there is no
+    /// file there (missing, or a folder).
+    pub fn read_file(&self, commit: ObjectId, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        let components = path::split(path, false)?;
+        let tree = self.commit_tree(commit)?;
+        match self.lookup(tree, &components)? {
+            Lookup::Found { mode, id } if mode.is_blob_or_symlink() => {
+                let mut blob =
+                    self.repo.find_blob(id).context(|| format!("read blob {id} at {path:?} in {commit}"))?;
+                Ok(Some(blob.take_data()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every file below the folder `prefix` (`""` = whole tree) in `commit`,
+    /// as (full path, blob id), in `git ls-tree -r` order. A missing prefix,
+    /// or one naming a file, gives an empty list. Submodule entries are skipped.
+    pub fn list_files(&self, commit: ObjectId, prefix: &str) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let components = path::split(prefix, true)?;
+        let root = self.commit_tree(commit)?;
+        let start = match self.lookup(root, &components)? {
+            _ if components.is_empty() => root,
+            Lookup::Found { mode, id } if mode.is_tree() => id,
+            _ => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        let mut dir = prefix.to_owned();
+        // Pre-order depth-first like `git ls-tree -r`; an explicit stack of
+        // (remaining entries, length of `dir` for that folder) instead of
+        // recursion, so a hostile deep tree cannot overflow the stack.
+        let mut stack = vec![(self.tree_entries(start, &dir)?.into_iter(), dir.len())];
+        while let Some((entries, dir_len)) = stack.last_mut() {
+            let Some((name, mode, id)) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            dir.truncate(*dir_len);
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(&name);
+            if mode.is_tree() {
+                let entries = self.tree_entries(id, &dir)?;
+                stack.push((entries.into_iter(), dir.len()));
+            } else if !mode.is_commit() {
+                out.push((dir.clone(), id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of one tree, owned, for the listing walk.
+    fn tree_entries(&self, id: ObjectId, dir: &str) -> Result<Vec<(String, EntryMode, ObjectId)>, RepoError> {
+        let tree = self.find_tree(id)?;
+        let decoded = tree.decode().context(|| format!("decode tree {id} at {dir:?}"))?;
+        Ok(decoded.entries.iter().map(|e| (e.filename.to_string(), e.mode, e.oid.to_owned())).collect())
+    }
+
+    /// The tree id of `commit`.
+    pub(crate) fn commit_tree(&self, commit: ObjectId) -> Result<ObjectId, RepoError> {
+        let object = self
+            .repo
+            .try_find_object(commit)
+            .context(|| format!("read commit {commit}"))?
+            .ok_or(RepoError::MissingObject { kind: "commit", id: commit })?;
+        if object.kind != gix::objs::Kind::Commit {
+            return Err(RepoError::WrongKind {
+                id: commit,
+                expected: "commit",
+                actual: object.kind.to_string(),
+            });
+        }
+        let tree = object.into_commit().tree_id().context(|| format!("decode commit {commit}"))?;
+        Ok(tree.detach())
+    }
+
+    /// Follows `components` from the tree `root`.
+    pub(crate) fn lookup(&self, root: ObjectId, components: &[&str]) -> Result<Lookup, RepoError> {
+        let mut current = root;
+        for (depth, name) in components.iter().enumerate() {
+            let tree = self.find_tree(current)?;
+            let Some(entry) = tree.find_entry(*name) else {
+                return Ok(Lookup::Missing);
+            };
+            let (mode, id) = (entry.mode(), entry.object_id());
+            if depth + 1 == components.len() {
+                return Ok(Lookup::Found { mode, id });
+            }
+            if !mode.is_tree() {
+                return Ok(Lookup::Blocked { depth: depth + 1 });
+            }
+            current = id;
+        }
+        Ok(Lookup::Found { mode: gix::objs::tree::EntryKind::Tree.into(), id: root })
+    }
+
+    /// A tree object, with "not there" and "not a tree" told apart.
+    pub(crate) fn find_tree(&self, id: ObjectId) -> Result<gix::Tree<'_>, RepoError> {
+        let object = self
+            .repo
+            .try_find_object(id)
+            .context(|| format!("read tree {id}"))?
+            .ok_or(RepoError::MissingObject { kind: "tree", id })?;
+        if object.kind != gix::objs::Kind::Tree {
+            return Err(RepoError::WrongKind { id, expected: "tree", actual: object.kind.to_string() });
+        }
+        Ok(object.into_tree())
+    }
+}

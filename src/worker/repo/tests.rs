@@ -1,0 +1,321 @@
+//! Integration-style tests: gix writes, the real `git` CLI checks.
+//!
+//! In: temp directories. Out: assertions that git (fsck --strict, log, show,
+//! ls-tree, fetch, push) accepts and reads exactly what `LocalRepo` wrote,
+//! also on shallow clones and on top of commits made by plain git.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use super::*;
+
+/// A sandbox: a temp HOME and git with no user or system config.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs git in `cwd`, panics with stderr on failure, returns stdout.
+    fn git(&self, cwd: &Path, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", "Other Writer")
+            .env("GIT_AUTHOR_EMAIL", "other@example.com")
+            .env("GIT_COMMITTER_NAME", "Other Writer")
+            .env("GIT_COMMITTER_EMAIL", "other@example.com")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    fn git_str(&self, cwd: &Path, args: &[&str]) -> String {
+        String::from_utf8(self.git(cwd, args)).unwrap().trim_end().to_owned()
+    }
+
+    /// `git fsck --strict` on a bare repository.
+    fn fsck(&self, repo: &LocalRepo) {
+        self.git(repo.git_dir(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// A bare "remote" with `commits` commits made by plain git on `main`.
+    fn origin_with_history(&self, commits: usize) -> PathBuf {
+        let work = self.path("other-writer");
+        self.git(self.dir.path(), &["init", "-q", "-b", "main", work.to_str().unwrap()]);
+        for i in 0..commits {
+            std::fs::create_dir_all(work.join("ns/core/configmaps")).unwrap();
+            std::fs::write(work.join(format!("ns/core/configmaps/cm{i}.yaml")), format!("n: {i}\n")).unwrap();
+            self.git(&work, &["add", "-A"]);
+            self.git(&work, &["commit", "-q", "-m", &format!("other {i}")]);
+        }
+        let origin = self.path("origin.git");
+        let (w, o) = (work.to_str().unwrap(), origin.to_str().unwrap());
+        self.git(self.dir.path(), &["clone", "-q", "--bare", w, o]);
+        origin
+    }
+}
+
+fn who(name: &str) -> Identity {
+    Identity { name: name.into(), email: format!("{}@example.com", name.to_lowercase()) }
+}
+
+fn spec<'a>(message: &'a str, author: &'a Identity, committer: &'a Identity) -> CommitSpec<'a> {
+    CommitSpec {
+        message,
+        author,
+        committer,
+        time: Some(CommitTime { seconds: 1_700_000_000, offset_seconds: 3600 }),
+    }
+}
+
+fn write(path: &str, content: &[u8]) -> FileChange {
+    FileChange::Write { path: path.into(), content: content.to_vec() }
+}
+
+fn delete(path: &str) -> FileChange {
+    FileChange::Delete { path: path.into() }
+}
+
+/// Commits `changes` with a fixed spec; panics on error.
+fn commit(repo: &LocalRepo, parent: Option<ObjectId>, changes: &[FileChange]) -> Option<ObjectId> {
+    let (a, c) = (who("Alice"), who("Bot"));
+    repo.commit(parent, changes, &spec("update", &a, &c)).unwrap()
+}
+
+fn loose_objects(sandbox: &Sandbox, repo: &LocalRepo) -> String {
+    sandbox.git_str(repo.git_dir(), &["count-objects"])
+}
+
+#[test]
+fn git_reads_what_gix_wrote() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let binary = [0u8, 159, 146, 150, b'\n', b'x'];
+    let changes = [
+        write("ns1/apps/deployments/web.yaml", b"kind: Deployment\n"),
+        write("ns1/core/configmaps/system:x.yaml", b"kind: ConfigMap\n"),
+        write("_cluster/core/namespaces/ns1.yaml", &binary),
+    ];
+    let (author, committer) = (who("Alice"), who("Bot"));
+    let message = "CREATE apps/v1 Deployment ns1/web\n\nTrace-Id: abc";
+    let id = repo.commit(None, &changes, &spec(message, &author, &committer)).unwrap().unwrap();
+    repo.set_ref("refs/heads/main", id).unwrap();
+    sandbox.fsck(&repo);
+
+    let dir = repo.git_dir();
+    let log = sandbox.git_str(dir, &["log", "--format=%an <%ae> %at|%cn <%ce> %ct %cI|%P|%B", "main"]);
+    assert_eq!(
+        log,
+        "Alice <alice@example.com> 1700000000|Bot <bot@example.com> 1700000000 \
+         2023-11-14T23:13:20+01:00||CREATE apps/v1 Deployment ns1/web\n\nTrace-Id: abc"
+    );
+    for change in &changes {
+        let FileChange::Write { path, content } = change else { unreachable!() };
+        assert_eq!(&sandbox.git(dir, &["show", &format!("{id}:{path}")]), content);
+        assert_eq!(repo.read_file(id, path).unwrap().as_ref(), Some(content));
+    }
+
+    let ls_tree = sandbox.git_str(dir, &["ls-tree", "-r", "--format=%(path) %(objectname)", "main"]);
+    let listed: Vec<String> =
+        repo.list_files(id, "").unwrap().into_iter().map(|(path, id)| format!("{path} {id}")).collect();
+    assert_eq!(listed.join("\n"), ls_tree);
+
+    let ns1: Vec<String> = repo.list_files(id, "ns1").unwrap().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(ns1, ["ns1/apps/deployments/web.yaml", "ns1/core/configmaps/system:x.yaml"]);
+    assert!(repo.list_files(id, "ns2").unwrap().is_empty());
+    assert!(repo.list_files(id, "ns1/apps/deployments/web.yaml").unwrap().is_empty());
+}
+
+#[test]
+fn second_commit_edits_only_its_path() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let first = commit(&repo, None, &[write("a/x.yaml", b"1"), write("b/y.yaml", b"2")]).unwrap();
+    let second = commit(&repo, Some(first), &[write("a/x.yaml", b"1b"), write("c/d/z.yaml", b"3")]).unwrap();
+    repo.set_ref("refs/heads/main", second).unwrap();
+    sandbox.fsck(&repo);
+
+    let dir = repo.git_dir();
+    assert_eq!(sandbox.git_str(dir, &["rev-parse", "main^"]), first.to_string());
+    let diff = sandbox.git_str(dir, &["diff", "--name-status", "main^", "main"]);
+    assert_eq!(diff, "M\ta/x.yaml\nA\tc/d/z.yaml");
+    // The untouched folder keeps its tree id.
+    let b = |rev: &str| sandbox.git_str(dir, &["rev-parse", &format!("{rev}:b")]);
+    assert_eq!(b("main"), b("main^"));
+}
+
+#[test]
+fn no_ops_write_no_commit_and_no_objects() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let base = commit(&repo, None, &[write("a/x.yaml", b"same"), write("f", b"file")]).unwrap();
+    let before = loose_objects(&sandbox, &repo);
+
+    assert_eq!(commit(&repo, Some(base), &[write("a/x.yaml", b"same")]), None);
+    assert_eq!(commit(&repo, Some(base), &[delete("a/missing.yaml"), delete("nope/x")]), None);
+    assert_eq!(commit(&repo, Some(base), &[delete("f/below-a-file")]), None);
+    assert_eq!(commit(&repo, Some(base), &[]), None);
+    assert_eq!(commit(&repo, None, &[delete("x")]), None);
+    // Written and deleted again in the same batch: the last change wins.
+    assert_eq!(commit(&repo, Some(base), &[write("new", b"n"), delete("new")]), None);
+    assert_eq!(loose_objects(&sandbox, &repo), before);
+
+    let id = LocalRepo::blob_id(b"same");
+    assert_eq!(sandbox.git_str(repo.git_dir(), &["rev-parse", &format!("{base}:a/x.yaml")]), id.to_string());
+}
+
+#[test]
+fn deletes_remove_folders_left_empty() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let base = commit(&repo, None, &[write("a/b/c/x.yaml", b"x"), write("a/y.yaml", b"y")]).unwrap();
+    let one = commit(&repo, Some(base), &[delete("a/b/c/x.yaml")]).unwrap();
+    let dir = repo.git_dir();
+    assert_eq!(
+        sandbox.git_str(dir, &["ls-tree", "-r", "-t", "--name-only", &one.to_string()]),
+        "a\na/y.yaml"
+    );
+
+    let empty = commit(&repo, Some(one), &[delete("a/y.yaml")]).unwrap();
+    assert_eq!(
+        sandbox.git_str(dir, &["rev-parse", &format!("{empty}^{{tree}}")]),
+        "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    );
+    assert!(repo.list_files(empty, "").unwrap().is_empty());
+    repo.set_ref("refs/heads/main", empty).unwrap();
+    sandbox.fsck(&repo);
+    assert!(dir.join("objects/4b/825dc642cb6eb9a060e54bf8d69288fbee4904").exists());
+}
+
+#[test]
+fn conflicts_and_bad_input_are_refused() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let base = commit(&repo, None, &[write("dir/file.yaml", b"x")]).unwrap();
+    let (a, c) = (who("Alice"), who("Bot"));
+    let try_commit = |changes: &[FileChange]| repo.commit(Some(base), changes, &spec("m", &a, &c));
+
+    let cases: [(&[FileChange], &str); 6] = [
+        (&[write("dir", b"replaces a folder")], "path conflict at \"dir\""),
+        (&[write("dir/file.yaml/x", b"below a file")], "\"dir/file.yaml\" is a file"),
+        (&[delete("dir")], "only files can be deleted"),
+        (&[write("../x", b"")], "invalid path \"../x\""),
+        (&[write("a/.git/hooks", b"")], "'.git' segments"),
+        (&[write("/etc/x", b"")], "absolute paths"),
+    ];
+    for (changes, expected) in cases {
+        let err = try_commit(changes).unwrap_err().to_string();
+        assert!(err.contains(expected), "{changes:?}: {err}");
+    }
+
+    let bad = Identity { name: "Eve <evil>".into(), email: "e@x".into() };
+    let err = repo.commit(Some(base), &[write("x", b"")], &spec("m", &bad, &c)).unwrap_err();
+    assert!(matches!(err, RepoError::InvalidIdentity { .. }), "{err}");
+
+    let missing = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
+    let err = commit_err(&repo, Some(missing));
+    assert!(err.contains("commit 0123456789012345678901234567890123456789 not found"), "{err}");
+    let blob = LocalRepo::blob_id(b"x");
+    assert!(commit_err(&repo, Some(blob)).contains("is a blob, expected a commit"));
+}
+
+fn commit_err(repo: &LocalRepo, parent: Option<ObjectId>) -> String {
+    let (a, c) = (who("Alice"), who("Bot"));
+    repo.commit(parent, &[write("x", b"")], &spec("m", &a, &c)).unwrap_err().to_string()
+}
+
+#[test]
+fn refs_resolve_and_update() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.path("repo.git");
+    let repo = LocalRepo::open_or_init(&path).unwrap();
+    assert_eq!(repo.resolve("refs/heads/main").unwrap(), None);
+    assert_eq!(repo.resolve("HEAD").unwrap(), None, "unborn HEAD");
+
+    let id = commit(&repo, None, &[write("x", b"1")]).unwrap();
+    repo.set_ref("refs/remotes/origin/main", id).unwrap();
+    assert_eq!(repo.resolve("refs/remotes/origin/main").unwrap(), Some(id));
+    let head_target = sandbox.git_str(repo.git_dir(), &["symbolic-ref", "HEAD"]);
+    repo.set_ref(&head_target, id).unwrap();
+    assert_eq!(repo.resolve("HEAD").unwrap(), Some(id));
+    assert_eq!(sandbox.git_str(repo.git_dir(), &["rev-parse", "origin/main"]), id.to_string());
+
+    let missing = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
+    assert!(matches!(repo.set_ref("refs/heads/x", missing), Err(RepoError::MissingObject { .. })));
+    for bad in ["main", "refs/heads/a..b", "refs/heads/x.lock", ""] {
+        let err = repo.resolve(bad).unwrap_err();
+        assert!(matches!(err, RepoError::InvalidRefName { .. }), "{bad:?}: {err}");
+    }
+
+    // Reopening finds the same repository and refs; a non-repository is refused.
+    drop(repo);
+    let again = LocalRepo::open_or_init(&path).unwrap();
+    assert_eq!(again.resolve("refs/remotes/origin/main").unwrap(), Some(id));
+    let junk = sandbox.path("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("file"), "x").unwrap();
+    assert!(LocalRepo::open_or_init(&junk).is_err());
+}
+
+#[test]
+fn builds_on_plain_git_commits_in_a_shallow_fetch_and_pushes() {
+    let sandbox = Sandbox::new();
+    let origin = sandbox.origin_with_history(3);
+    let url = format!("file://{}", origin.display());
+    // Opened before the fetch: gix must notice the pack git adds afterwards.
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let dir = repo.git_dir().to_owned();
+    sandbox.git(&dir, &["fetch", "-q", "--depth", "1", &url, "+refs/heads/main:refs/remotes/origin/main"]);
+    assert!(dir.join("shallow").exists(), "the fetch is shallow");
+
+    let tip = repo.resolve("refs/remotes/origin/main").unwrap().unwrap();
+    let ours = commit(
+        &repo,
+        Some(tip),
+        &[write("ns/core/configmaps/cm0.yaml", b"n: changed\n"), write("ns/apps/deployments/d.yaml", b"d\n")],
+    )
+    .unwrap();
+    sandbox.fsck(&repo);
+    assert_eq!(repo.read_file(ours, "ns/core/configmaps/cm2.yaml").unwrap().unwrap(), b"n: 2\n");
+    assert_eq!(repo.list_files(ours, "ns/core").unwrap().len(), 3);
+    let log = sandbox.git_str(&dir, &["log", "--format=%s", &ours.to_string()]);
+    assert_eq!(log, "update\nother 2", "history stops at the shallow boundary");
+
+    // A compare-and-swap push, as the remote module does it.
+    let lease = format!("--force-with-lease=refs/heads/main:{tip}");
+    sandbox.git(&dir, &["push", "-q", "--porcelain", &lease, &url, &format!("{ours}:refs/heads/main")]);
+    let remote_log = sandbox.git_str(&origin, &["log", "--format=%s", "main"]);
+    assert_eq!(remote_log, "update\nother 2\nother 1\nother 0");
+    sandbox.git(&origin, &["fsck", "--strict", "--no-dangling"]);
+    assert_eq!(sandbox.git(&origin, &["show", "main:ns/apps/deployments/d.yaml"]), b"d\n");
+
+    // After `git gc` moved everything into a new pack, the open handle still finds it.
+    // (Only referenced commits survive a prune, so the ref comes first.)
+    repo.set_ref("refs/heads/main", ours).unwrap();
+    sandbox.git(&dir, &["gc", "-q", "--prune=now"]);
+    assert!(sandbox.git_str(&dir, &["count-objects", "-v"]).contains("packs: 1"));
+    let next = commit(&repo, Some(ours), &[delete("ns/apps/deployments/d.yaml")]).unwrap();
+    sandbox.fsck(&repo);
+    let names = sandbox.git_str(&dir, &["ls-tree", "-r", "--name-only", &next.to_string()]);
+    assert_eq!(
+        names,
+        "ns/core/configmaps/cm0.yaml\nns/core/configmaps/cm1.yaml\nns/core/configmaps/cm2.yaml"
+    );
+}
