@@ -1,0 +1,358 @@
+//! Network operations on one remote repository, through the `git` CLI (gix
+//! cannot push).
+//!
+//! In: a repository URL and [`Credentials`]; for fetch and push, a local bare
+//! repository. Out: remote branch tips, fetched refs (`refs/remotes/origin/<b>`),
+//! compare-and-swap pushes ([`PushOutcome`]), or a [`RemoteError`] whose
+//! [`reason`](RemoteError::reason) is the condition reason to report.
+//!
+//! Every git process runs in the [`sandbox`] environment (credentials in 0600
+//! files, never in argv), is bounded by a timeout and is killed with its helpers.
+//! A push is only attempted after `ls-remote` has seen the repository: some
+//! servers (soft-serve, Gitea with push-to-create) create a repository on push.
+
+mod error;
+mod output;
+mod run;
+mod sandbox;
+#[cfg(test)]
+mod tests;
+mod url;
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+use self::error::{Class, classify, clean};
+pub use self::error::{Op, RemoteError};
+use self::output::PushStatus;
+use self::run::{Output, RunError};
+use self::sandbox::Sandbox;
+use self::url::{RemoteUrl, check_branch, check_oid};
+use crate::worker::credentials::Credentials;
+#[cfg(test)]
+use crate::{api::Reason, worker::credentials::CredentialsError};
+
+/// The result of a compare-and-swap push that reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The remote branch now points at the local commit.
+    Pushed,
+    /// The remote branch was not where the caller expected: fetch, rebuild, retry.
+    Stale,
+}
+
+/// One remote repository with its credentials, in a private sandbox directory
+/// that is removed on drop.
+#[derive(Debug)]
+pub struct Remote {
+    url: RemoteUrl,
+    credentials: Credentials,
+    sandbox: Sandbox,
+    timeout: Duration,
+    search_path: OsString,
+    /// The commit offered in dry-run pushes, made once per remote.
+    probe: OnceCell<String>,
+}
+
+impl Remote {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    pub fn new(url: &str, credentials: Credentials) -> Result<Self, RemoteError> {
+        let url = url::parse(url).map_err(RemoteError::InvalidConfiguration)?;
+        if credentials.transport() != url.transport {
+            return Err(RemoteError::InvalidConfiguration(format!(
+                "the credentials were read for an {}:// URL, but the URL is {}",
+                credentials.transport().as_str(),
+                url.display
+            )));
+        }
+        let sandbox = Sandbox::new(&url, &credentials).map_err(|source| RemoteError::Io {
+            op: Op::Local,
+            url: url.display.clone(),
+            source,
+        })?;
+        Ok(Self {
+            url,
+            credentials,
+            sandbox,
+            timeout: Self::DEFAULT_TIMEOUT,
+            search_path: sandbox::default_search_path(),
+            probe: OnceCell::new(),
+        })
+    }
+
+    /// Bounds every git process (default [`Self::DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The `PATH` in which `git` and `ssh` are looked up (default: the operator's).
+    pub fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
+        self.search_path = path.into();
+        self
+    }
+
+    /// The URL without userinfo, as shown in messages.
+    pub fn url(&self) -> &str {
+        &self.url.display
+    }
+
+    /// Tip of `refs/heads/<branch>` on the remote; `None` if the branch does not exist.
+    pub async fn branch_tip(&self, branch: &str) -> Result<Option<String>, RemoteError> {
+        let refname = branch_ref(branch)?;
+        let args = args(["ls-remote", "--", &self.url.for_git, &refname]);
+        let output = self.git(Op::LsRemote, args).await?;
+        if !output.success {
+            return Err(self.failure(Op::LsRemote, &output.stderr));
+        }
+        Ok(output::ls_remote_tip(&output.stdout, &refname))
+    }
+
+    /// Proves write access: `ls-remote` (read access, and the repository exists),
+    /// then a dry-run push that must get past receive-pack's ref advertisement.
+    /// A refusal there means the credentials can read but not write.
+    pub async fn verify_write_access(&self, branch: &str) -> Result<(), RemoteError> {
+        let refname = branch_ref(branch)?;
+        let tip = self.branch_tip(branch).await?;
+        let probe = self.probe_commit().await?;
+        let output = self
+            .git(
+                Op::DryRunPush,
+                in_repo(
+                    &self.probe_dir(),
+                    [
+                        "push",
+                        "--dry-run",
+                        "--porcelain",
+                        "--no-verify",
+                        &format!("--force-with-lease={refname}:{}", tip.as_deref().unwrap_or("")),
+                        "--",
+                        &self.url.for_git,
+                        &format!("{probe}:{refname}"),
+                    ],
+                ),
+            )
+            .await?;
+        // A status line means git read the advertisement, i.e. the server let us into
+        // receive-pack. Some servers (soft-serve) then fail the idle session: ignore.
+        if output::push_status(&output.stdout, &refname).is_some() {
+            return Ok(());
+        }
+        Err(match self.failure(Op::DryRunPush, &output.stderr) {
+            RemoteError::AuthenticationFailed { op, url, detail, .. }
+            | RemoteError::RepositoryNotFound { op, url, detail } => {
+                RemoteError::NoWriteAccess { op, url, detail, hint: error::write_hint(&self.credentials) }
+            }
+            other => other,
+        })
+    }
+
+    /// Fetches `refs/heads/<branch>` (depth 1) into the bare repository `git_dir` as
+    /// `refs/remotes/origin/<branch>`; returns its tip, or `None` (and removes the
+    /// stale tracking ref) if the branch does not exist.
+    pub async fn fetch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
+        let refname = branch_ref(branch)?;
+        let tracking = format!("refs/remotes/origin/{branch}");
+        let output = self
+            .git(
+                Op::Fetch,
+                in_repo(
+                    git_dir,
+                    [
+                        "fetch",
+                        "--depth=1",
+                        "--no-tags",
+                        "--no-write-fetch-head",
+                        "--no-recurse-submodules",
+                        "--quiet",
+                        "--",
+                        &self.url.for_git,
+                        &format!("+{refname}:{tracking}"),
+                    ],
+                ),
+            )
+            .await?;
+        if !output.success {
+            if output.stderr.contains("couldn't find remote ref") {
+                let delete = self.git(Op::Local, in_repo(git_dir, ["update-ref", "-d", &tracking])).await?;
+                if !delete.success {
+                    return Err(self.failure(Op::Local, &delete.stderr));
+                }
+                return Ok(None);
+            }
+            return Err(self.failure(Op::Fetch, &output.stderr));
+        }
+        let parsed = self
+            .git(
+                Op::Local,
+                in_repo(git_dir, ["rev-parse", "--verify", "--quiet", &format!("{tracking}^{{commit}}")]),
+            )
+            .await?;
+        if !parsed.success {
+            return Err(self.failure(Op::Local, &parsed.stderr));
+        }
+        Ok(Some(parsed.stdout.trim().to_owned()))
+    }
+
+    /// Compare-and-swap push of commit `local` (in `git_dir`) to `refs/heads/<branch>`,
+    /// expecting the remote branch at `expected` (`None`: it must not exist yet).
+    /// A wrong expectation gives `Ok(PushOutcome::Stale)` and changes nothing.
+    pub async fn push(
+        &self,
+        git_dir: &Path,
+        local: &str,
+        branch: &str,
+        expected: Option<&str>,
+    ) -> Result<PushOutcome, RemoteError> {
+        let refname = branch_ref(branch)?;
+        check_oid("local commit", local).map_err(RemoteError::InvalidConfiguration)?;
+        if let Some(expected) = expected {
+            check_oid("expected commit", expected).map_err(RemoteError::InvalidConfiguration)?;
+        }
+        // Never push to a repository we have not seen; and skip the upload when the
+        // lease is already known to fail, or a lost reply hid that it succeeded.
+        match self.branch_tip(branch).await?.as_deref() {
+            Some(tip) if tip == local => return Ok(PushOutcome::Pushed),
+            tip if tip != expected => return Ok(PushOutcome::Stale),
+            _ => {}
+        }
+        let output = self
+            .git(
+                Op::Push,
+                in_repo(
+                    git_dir,
+                    [
+                        "push",
+                        "--porcelain",
+                        "--no-verify",
+                        &format!("--force-with-lease={refname}:{}", expected.unwrap_or("")),
+                        "--",
+                        &self.url.for_git,
+                        &format!("{local}:{refname}"),
+                    ],
+                ),
+            )
+            .await?;
+        match output::push_status(&output.stdout, &refname) {
+            Some(PushStatus::Updated) => Ok(PushOutcome::Pushed),
+            Some(PushStatus::Stale) => Ok(PushOutcome::Stale),
+            Some(PushStatus::RemoteRejected(summary)) => {
+                // The server re-checks the old value when it updates the ref; if the
+                // branch moved meanwhile, that is a lost race, not a failure.
+                if let Ok(tip) = self.branch_tip(branch).await
+                    && tip.as_deref() != expected
+                    && tip.as_deref() != Some(local)
+                {
+                    return Ok(PushOutcome::Stale);
+                }
+                Err(self.failure(Op::Push, &format!("{}\n{summary}", output.stderr)))
+            }
+            Some(PushStatus::Rejected(summary)) => {
+                Err(self.failure(Op::Push, &format!("{}\n{summary}", output.stderr)))
+            }
+            None => Err(self.failure(Op::Push, &output.stderr)),
+        }
+    }
+
+    fn probe_dir(&self) -> std::path::PathBuf {
+        self.sandbox.path().join("probe.git")
+    }
+
+    /// An empty-tree commit in the sandbox's own bare repository, for dry runs.
+    async fn probe_commit(&self) -> Result<&str, RemoteError> {
+        let commit = self
+            .probe
+            .get_or_try_init(|| async {
+                let dir = self.probe_dir();
+                if !dir.exists() {
+                    let mut init = args(["init", "--bare", "--quiet", "--"]);
+                    init.push(dir.clone().into());
+                    self.local_ok(init).await?;
+                }
+                let tree =
+                    self.local_ok(in_repo(&dir, ["hash-object", "-t", "tree", "-w", "--stdin"])).await?;
+                let commit = in_repo(
+                    &dir,
+                    [
+                        "-c",
+                        "user.name=gitops-reverser",
+                        "-c",
+                        "user.email=gitops-reverser@localhost",
+                        "commit-tree",
+                        "-m",
+                        "gitops-reverser write-access probe (dry run, never pushed)",
+                        tree.trim(),
+                    ],
+                );
+                Ok::<_, RemoteError>(self.local_ok(commit).await?.trim().to_owned())
+            })
+            .await?;
+        Ok(commit)
+    }
+
+    async fn local_ok(&self, args: Vec<OsString>) -> Result<String, RemoteError> {
+        let output = self.git(Op::Local, args).await?;
+        if !output.success {
+            return Err(self.failure(Op::Local, &output.stderr));
+        }
+        Ok(output.stdout)
+    }
+
+    /// Runs git in the sandbox; only spawning and the timeout are errors here.
+    async fn git(&self, op: Op, args: Vec<OsString>) -> Result<Output, RemoteError> {
+        let mut command = self.sandbox.command(&self.search_path, self.timeout);
+        command.args(args);
+        let span = tracing::debug_span!("git", %op, url = %self.url.display);
+        run::run(command, &op.to_string(), self.timeout).instrument(span).await.map_err(|error| match error {
+            RunError::Timeout => {
+                RemoteError::Timeout { op, url: self.url.display.clone(), after: self.timeout }
+            }
+            RunError::Spawn(source) => RemoteError::Io { op, url: self.url.display.clone(), source },
+        })
+    }
+
+    /// The error for a failed run, from git's stderr.
+    fn failure(&self, op: Op, stderr: &str) -> RemoteError {
+        let url = self.url.display.clone();
+        let detail = clean(stderr, &self.credentials, self.sandbox.path());
+        let credentials = &self.credentials;
+        match classify(stderr) {
+            Class::HostKey => {
+                RemoteError::HostKeyRejected { op, url, detail, hint: error::host_key_hint(credentials) }
+            }
+            Class::Certificate => RemoteError::UntrustedCertificate {
+                op,
+                url,
+                detail,
+                hint: error::certificate_hint(credentials),
+            },
+            Class::NotFound => RemoteError::RepositoryNotFound { op, url, detail },
+            Class::Auth => {
+                RemoteError::AuthenticationFailed { op, url, detail, hint: error::auth_hint(credentials) }
+            }
+            Class::Network => RemoteError::Network { op, url, detail },
+            Class::Other => RemoteError::Git { op, url, detail },
+        }
+    }
+}
+
+fn branch_ref(branch: &str) -> Result<String, RemoteError> {
+    check_branch(branch).map_err(RemoteError::InvalidConfiguration)?;
+    Ok(format!("refs/heads/{branch}"))
+}
+
+fn args<const N: usize>(args: [&str; N]) -> Vec<OsString> {
+    args.iter().map(|arg| OsStr::new(arg).to_owned()).collect()
+}
+
+/// `--git-dir=<path>` followed by `rest`; one argument, so no path can pose as an option.
+fn in_repo<const N: usize>(git_dir: &Path, rest: [&str; N]) -> Vec<OsString> {
+    let mut arg = OsString::from("--git-dir=");
+    arg.push(git_dir);
+    std::iter::once(arg).chain(args(rest)).collect()
+}

@@ -1,0 +1,94 @@
+//! Running one git process: bounded in time, killed with all its children.
+//!
+//! In: a prepared `git` command (see `sandbox`). Out: its exit status and output,
+//! or `Timeout`. git runs in its own process group, so that on timeout or when the
+//! caller drops the future, the helpers it started (`ssh`, `git-remote-https`)
+//! die with it instead of lingering on a dead connection.
+
+use std::io;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+
+/// What a finished git process produced.
+#[derive(Debug)]
+pub(super) struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug)]
+pub(super) enum RunError {
+    Spawn(io::Error),
+    Timeout,
+}
+
+/// Runs `command` with null stdin, capturing stdout and stderr, for at most `timeout`.
+pub(super) async fn run(
+    mut command: tokio::process::Command,
+    op: &str,
+    timeout: Duration,
+) -> Result<Output, RunError> {
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.kill_on_drop(true).process_group(0);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(RunError::Spawn)?;
+    // Declared after `child`, so dropped before it: the group is killed while git
+    // is not yet reaped, and its id cannot have been reused.
+    let mut group = GroupGuard(child.id());
+    let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+
+    let work = async {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (out, err, status) = tokio::join!(
+            stdout_pipe.read_to_end(&mut stdout),
+            stderr_pipe.read_to_end(&mut stderr),
+            child.wait()
+        );
+        out?;
+        err?;
+        Ok::<_, io::Error>((status?, stdout, stderr))
+    };
+    let result = tokio::time::timeout(timeout, work).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(Ok((status, stdout, stderr))) => {
+            group.0 = None; // exited and reaped: nothing left to kill
+            tracing::debug!(op, elapsed_ms, code = status.code(), "git finished");
+            Ok(Output {
+                success: status.success(),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            })
+        }
+        Ok(Err(error)) => Err(RunError::Spawn(error)),
+        Err(_) => {
+            tracing::warn!(op, elapsed_ms, "git timed out; killing its process group");
+            Err(RunError::Timeout)
+        }
+    }
+}
+
+/// Kills the process group on drop unless disarmed (`None`).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // std has no killpg, and Cargo.toml has no libc; `kill` ships with every
+            // image that ships git. Negative pid = the whole group.
+            let killed = std::process::Command::new("kill")
+                .args(["-9", "--", &format!("-{pgid}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if let Err(error) = killed {
+                tracing::warn!(pgid, %error, "could not kill git's process group");
+            }
+        }
+    }
+}
