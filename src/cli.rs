@@ -41,6 +41,31 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Only handle GitTargets, GitProviders and WatchRules of this namespace
+    /// (and ClusterWatchRules whose sink is in it). Empty: every namespace.
+    #[arg(long, env = "GITOPS_REVERSER_NAMESPACE", default_value = "")]
+    pub namespace: String,
+
+    /// Folder for the local git repositories (one per branch); an emptyDir in a pod.
+    #[arg(long, env = "GITOPS_REVERSER_DATA_DIR", default_value = "/tmp/gitops-reverser")]
+    pub data_dir: std::path::PathBuf,
+
+    /// Name of the committer (and author) of every commit.
+    #[arg(long, env = "GITOPS_REVERSER_COMMITTER_NAME", default_value = "gitops-reverser")]
+    pub committer_name: String,
+
+    /// Email of the committer (and author) of every commit.
+    #[arg(long, env = "GITOPS_REVERSER_COMMITTER_EMAIL", default_value = "gitops-reverser@configbutler.ai")]
+    pub committer_email: String,
+
+    /// This replica's name (the pod name in a cluster); shown in Events.
+    #[arg(long, env = "POD_NAME", default_value = "gitops-reverser")]
+    pub replica: String,
+
+    /// How often each GitTarget's write access is verified again.
+    #[arg(long, env = "GITOPS_REVERSER_ACCESS_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub access_check_interval: Duration,
+
     /// How long to wait for in-flight work after SIGTERM before exiting.
     #[arg(long, env = "GITOPS_REVERSER_SHUTDOWN_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -1,15 +1,18 @@
 //! gitops-reverser: mirrors selected live Kubernetes objects into a Git
 //! branch as clean YAML, one commit per change.
 //!
-//! The data path reads top-down through the modules: `api` (types), then
-//! `cli`/`server` (process wiring), and later watch → route → sanitize →
-//! worker → status.
+//! The data path reads top-down through the modules:
+//! `watch` → `route` → `sanitize` → `worker` → `status`, wired by
+//! `controller` and started by `run`.
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod route;
 pub mod run;
 pub mod sanitize;
 pub mod server;
+pub mod status;
 pub mod telemetry;
+pub mod watch;
 pub mod worker;

@@ -10,8 +10,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
+use crate::controller::{Controller, Settings};
 use crate::server::{Probes, router};
 use crate::telemetry::Metrics;
+use crate::worker::repo::Identity;
 
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(|source| RunError::Bind { addr: args.http_addr, source })?;
     info!(addr = %args.http_addr, "serving /healthz, /readyz and /metrics");
 
-    let checker = tokio::spawn(check_api_server(client, metrics.clone(), ready.clone(), stop_rx.clone()));
+    let checker =
+        tokio::spawn(check_api_server(client.clone(), metrics.clone(), ready.clone(), stop_rx.clone()));
+    let controller = Controller::new(
+        client,
+        Settings {
+            data_dir: args.data_dir.clone(),
+            committer: Identity { name: args.committer_name.clone(), email: args.committer_email.clone() },
+            instance: args.replica.clone(),
+            access_check_interval: args.access_check_interval,
+            namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
+        },
+    );
+    let controller = tokio::spawn(controller.run(stop_rx.clone()));
     let app = router(Probes { metrics, ready });
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -57,6 +71,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
         let _ = checker.await;
+        let _ = controller.await;
         server.await
     })
     .await;

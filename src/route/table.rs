@@ -61,6 +61,29 @@ pub struct WatchPlan {
     pub problems: BTreeMap<RuleSource, Vec<String>>,
 }
 
+/// The operations a target records for an object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpMask(u8);
+
+impl OpMask {
+    fn bit(op: Operation) -> u8 {
+        match op {
+            Operation::Create => 1,
+            Operation::Update => 2,
+            Operation::Delete => 4,
+            Operation::All => 7,
+        }
+    }
+
+    pub fn add(&mut self, op: Operation) {
+        self.0 |= Self::bit(op);
+    }
+
+    pub fn covers(self, op: Operation) -> bool {
+        self.0 & Self::bit(op) == Self::bit(op)
+    }
+}
+
 /// All compiled rules.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
@@ -89,6 +112,11 @@ impl RouteTable {
         let source = RuleSource::ClusterWatchRule { name: name.into() };
         let target = TargetKey::new(&spec.sink_ref.namespace, &spec.sink_ref.name);
         self.replace(source, target, None, &spec.rules)
+    }
+
+    /// Keeps only the rules whose target passes `keep`.
+    pub fn retain_targets(&mut self, keep: impl Fn(&TargetKey) -> bool) {
+        self.rules.retain(|rule| keep(&rule.target));
     }
 
     pub fn remove(&mut self, source: &RuleSource) {
@@ -132,6 +160,37 @@ impl RouteTable {
     /// Every target some rule writes to.
     pub fn targets(&self) -> BTreeSet<TargetKey> {
         self.rules.iter().map(|rule| rule.target.clone()).collect()
+    }
+
+    /// The targets whose rules select this object, each with the operations
+    /// it records. Selection alone decides where a file belongs; the mask
+    /// decides which changes are written.
+    pub fn selecting(
+        &self,
+        resource: &ServedResource,
+        namespace: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> BTreeMap<TargetKey, OpMask> {
+        let mut selected: BTreeMap<TargetKey, OpMask> = BTreeMap::new();
+        for rule in self.rules.iter().filter(|rule| rule.selects(resource) && rule.reaches(namespace)) {
+            if rule.selector.as_ref().is_none_or(|s| s.matches(labels)) {
+                let mask = selected.entry(rule.target.clone()).or_default();
+                for op in &rule.operations {
+                    mask.add(*op);
+                }
+            }
+        }
+        selected
+    }
+
+    /// Whether `target` records `operation` on some resource matching (group, plural).
+    pub fn records(&self, target: &TargetKey, group: &str, plural: &str, operation: Operation) -> bool {
+        self.rules.iter().any(|rule| {
+            &rule.target == target
+                && rule.group_matches(group)
+                && rule.resources.iter().any(|r| r == plural || r == "*")
+                && rule.operations.iter().any(|op| op.covers(operation))
+        })
     }
 
     /// The targets that want this event.

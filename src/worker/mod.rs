@@ -1,7 +1,11 @@
-//! The branch worker: local repository (gix), remote operations (git CLI) and
-//! credentials.
+//! The branch worker: intake queue, local repository (gix), remote
+//! operations (git CLI), credentials, and the task that ties them together.
 
+pub mod branch;
 pub mod credentials;
+pub mod files;
+pub mod message;
+pub mod policy;
 pub mod queue;
 pub mod remote;
 pub mod repo;

@@ -179,7 +179,12 @@ mod tests {
 
     fn sweep() -> WorkItem {
         WorkItem::Sweep {
-            scope: SweepScope { target: TargetKey::new("ns", "t"), group: String::new(), plural: "configmaps".into(), namespace: None },
+            scope: SweepScope {
+                target: TargetKey::new("ns", "t"),
+                group: String::new(),
+                plural: "configmaps".into(),
+                namespace: None,
+            },
             live: HashSet::new(),
         }
     }

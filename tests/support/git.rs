@@ -118,3 +118,45 @@ impl GitClient {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The branch as the server has it: every file and every commit subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BranchView {
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Newest first.
+    pub subjects: Vec<String>,
+    pub head: String,
+}
+
+impl BranchView {
+    /// Files below `prefix`, with the prefix stripped.
+    pub fn under(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        self.files
+            .iter()
+            .filter_map(|(path, content)| Some((path.strip_prefix(prefix)?.to_owned(), content.clone())))
+            .collect()
+    }
+}
+
+impl GitClient {
+    /// Clones `branch` of `url` and reads it whole; None if the branch does not exist.
+    pub fn read_branch(&self, url: &str, branch: &str) -> Option<BranchView> {
+        let scratch = self.workdir("views");
+        let listed = self.run(&scratch, &["ls-remote", url, &format!("refs/heads/{branch}")]);
+        if !listed.status.success() || listed.stdout.is_empty() {
+            return None;
+        }
+        let dir = scratch.join(format!("clone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        self.ok(&scratch, &["clone", "--quiet", "--branch", branch, url, dir.to_str().unwrap()]);
+        let head = self.ok(&dir, &["rev-parse", "HEAD"]).trim().to_owned();
+        let names = self.ok(&dir, &["ls-tree", "-r", "--name-only", "HEAD"]);
+        let files = names
+            .lines()
+            .map(|name| (name.to_owned(), std::fs::read_to_string(dir.join(name)).unwrap_or_default()))
+            .collect();
+        let subjects = self.ok(&dir, &["log", "--format=%s"]).lines().map(str::to_owned).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        Some(BranchView { files, subjects, head })
+    }
+}

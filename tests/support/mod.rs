@@ -3,8 +3,10 @@
 //! on conditions with deadlines instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fixtures;
 pub mod git;
 pub mod http;
+pub mod operator;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -235,3 +235,26 @@ fn a_bad_selector_names_the_rule_index() {
     assert_eq!(error.index, 1);
     assert!(error.to_string().starts_with("rules[1]: labelSelector"), "{error}");
 }
+
+#[test]
+fn selection_is_independent_of_the_recorded_operations() {
+    let mut table = RouteTable::default();
+    table
+        .set_watch_rule(
+            "a",
+            "r",
+            &watch_rule(
+                "t",
+                vec![rule(serde_json::json!({"operations": ["CREATE"], "resources": ["configmaps"]}))],
+            ),
+        )
+        .unwrap();
+    let cm = served("", "v1", "configmaps", true, true);
+    let selected = table.selecting(&cm, Some("a"), &labels(&[]));
+    let mask = selected[&TargetKey::new("a", "t")];
+    assert!(
+        mask.covers(Operation::Create) && !mask.covers(Operation::Update) && !mask.covers(Operation::Delete)
+    );
+    assert!(!table.records(&TargetKey::new("a", "t"), "", "configmaps", Operation::Delete));
+    assert!(table.records(&TargetKey::new("a", "t"), "", "configmaps", Operation::Create));
+}

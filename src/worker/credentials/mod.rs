@@ -61,7 +61,7 @@ impl Transport {
 }
 
 /// How git authenticates to the repository, and the TLS material it uses.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
     /// The Secret these came from, for error messages; `None` = no Secret.
     secret_name: Option<String>,
@@ -71,7 +71,7 @@ pub struct Credentials {
 }
 
 /// The authentication method.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
     /// No credentials (a public repository over HTTP(S)).
     Anonymous,
@@ -86,7 +86,7 @@ pub enum Auth {
 }
 
 /// An SSH identity and the host keys the server must present.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshKey {
     /// The private key, normalised to LF line ends with a final newline (OpenSSH needs it).
     pub identity: Secret,
@@ -99,7 +99,7 @@ pub struct SshKey {
 }
 
 /// TLS material for `https://` (empty for other transports).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tls {
     /// PEM CA bundle to trust instead of the system bundle.
     pub ca: Option<String>,
@@ -107,7 +107,7 @@ pub struct Tls {
 }
 
 /// A client certificate for mutual TLS.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCert {
     /// PEM certificate chain; not secret.
     pub cert: String,

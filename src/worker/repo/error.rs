@@ -44,7 +44,7 @@ pub enum RepoError {
     NotBare { path: std::path::PathBuf },
 
     /// Any gix failure, with the operation and its subject.
-    #[error("{op} failed")]
+    #[error("{op} failed: {source}")]
     Git {
         op: String,
         #[source]

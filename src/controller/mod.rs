@@ -1,0 +1,330 @@
+//! The controller: turns the configuration objects into running parts and
+//! reports their state. Level-based: every pass recomputes the whole desired
+//! state from the caches and moves the running parts towards it.
+//!
+//! In: GitProviders, GitTargets, WatchRules, ClusterWatchRules, Flux
+//! GitRepositories, their Secrets. Out: one branch worker per (repository,
+//! branch), the routing snapshot, the shared watches, and status.
+
+mod access;
+mod publish;
+pub mod resolve;
+mod stores;
+mod targets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{info, warn};
+
+use crate::route::{BranchKey, ResourceCatalog, RouteTable, RuleSource, TargetKey};
+use crate::status::writer::StatusWriter;
+use crate::watch::dispatch::{Routing, TargetInfo};
+use crate::watch::index::TargetId;
+use crate::watch::{Notice, Snapshot, WatchManager};
+use crate::worker::branch::{WorkerHandle, WorkerSettings};
+use crate::worker::queue::WorkItem;
+use crate::worker::repo::Identity;
+use access::AccessChecks;
+use stores::Stores;
+use targets::{Resolved, TargetState};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Local repositories live below this folder.
+    pub data_dir: PathBuf,
+    pub committer: Identity,
+    /// This replica's name, for Events.
+    pub instance: String,
+    /// How often write access is verified again.
+    pub access_check_interval: Duration,
+    /// Limit to one namespace; None: all.
+    pub namespace: Option<String>,
+}
+
+/// How often discovery runs again, to pick up new CRDs.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// Status and housekeeping cadence.
+const TICK: Duration = Duration::from_secs(1);
+/// How long stopping workers may take to push what they hold.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct RunningWorker {
+    handle: WorkerHandle,
+    settings: WorkerSettings,
+}
+
+pub struct Controller {
+    client: kube::Client,
+    settings: Settings,
+    changed: Arc<Notify>,
+    stores: Stores,
+    catalog: ResourceCatalog,
+    catalog_at: Option<Instant>,
+    workers: HashMap<BranchKey, RunningWorker>,
+    targets: HashMap<TargetKey, TargetState>,
+    ids: HashMap<TargetKey, TargetId>,
+    watches: WatchManager,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    access: AccessChecks,
+    writer: StatusWriter,
+    rule_problems: BTreeMap<RuleSource, Vec<String>>,
+    written: publish::Written,
+}
+
+impl Controller {
+    pub fn new(client: kube::Client, settings: Settings) -> Self {
+        let changed = Arc::new(Notify::new());
+        let (snapshot, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let (notices_tx, notices) = mpsc::unbounded_channel();
+        Self {
+            stores: Stores::start(&client, settings.namespace.as_deref(), changed.clone()),
+            watches: WatchManager::new(client.clone(), snapshots, notices_tx),
+            writer: StatusWriter::new(client.clone(), &settings.instance),
+            access: AccessChecks::new(changed.clone()),
+            client,
+            settings,
+            changed,
+            catalog: ResourceCatalog::default(),
+            catalog_at: None,
+            workers: HashMap::new(),
+            targets: HashMap::new(),
+            ids: HashMap::new(),
+            snapshot,
+            notices,
+            rule_problems: BTreeMap::new(),
+            written: publish::Written::default(),
+        }
+    }
+
+    /// Runs until `stop` turns true, then drains the workers.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = self.changed.notified() => {
+                    // Let a burst of changes settle into one pass.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ = tick.tick() => {}
+                _ = stopped(&mut stop) => break,
+            }
+            while let Ok(notice) = self.notices.try_recv() {
+                self.note(notice).await;
+            }
+            self.reconcile().await;
+        }
+        info!("stopping: draining branch workers");
+        self.watches.stop_all();
+        let drains = self.workers.drain().map(|(_, w)| w.handle.drain(DRAIN_TIMEOUT));
+        futures::future::join_all(drains).await;
+    }
+
+    async fn refresh_catalog(&mut self) {
+        if self.catalog_at.is_some_and(|at| at.elapsed() < DISCOVERY_INTERVAL) {
+            return;
+        }
+        match crate::watch::discovery::discover(&self.client).await {
+            Ok(catalog) => {
+                if catalog.find(crate::api::FLUX_SOURCE_GROUP, "gitrepositories").is_some() {
+                    self.stores.start_flux(
+                        &self.client,
+                        self.settings.namespace.as_deref(),
+                        self.changed.clone(),
+                    );
+                }
+                self.catalog = catalog;
+                self.catalog_at = Some(Instant::now());
+            }
+            Err(error) => warn!(%error, "discovery failed; keeping the previous resource list"),
+        }
+    }
+
+    fn rule_table(&mut self) -> RouteTable {
+        let mut table = RouteTable::default();
+        self.rule_problems.clear();
+        for rule in self.stores.watch_rules.state() {
+            let (ns, name) = (
+                rule.metadata.namespace.clone().unwrap_or_default(),
+                rule.metadata.name.clone().unwrap_or_default(),
+            );
+            if let Err(error) = table.set_watch_rule(&ns, &name, &rule.spec) {
+                self.rule_problems
+                    .insert(RuleSource::WatchRule { namespace: ns, name }, vec![error.to_string()]);
+            }
+        }
+        for rule in self.stores.cluster_watch_rules.state() {
+            if self.settings.namespace.as_ref().is_some_and(|ns| ns != &rule.spec.sink_ref.namespace) {
+                continue;
+            }
+            let name = rule.metadata.name.clone().unwrap_or_default();
+            if let Err(error) = table.set_cluster_watch_rule(&name, &rule.spec) {
+                self.rule_problems.insert(RuleSource::ClusterWatchRule { name }, vec![error.to_string()]);
+            }
+        }
+        table
+    }
+
+    fn target_id(&mut self, key: &TargetKey) -> TargetId {
+        let next = self.ids.len() as TargetId;
+        *self.ids.entry(key.clone()).or_insert(next)
+    }
+
+    /// One level-based pass.
+    async fn reconcile(&mut self) {
+        self.refresh_catalog().await;
+        let table = self.rule_table();
+        self.resolve_targets().await;
+        self.access.schedule(&mut self.targets, self.settings.access_check_interval);
+        self.access.collect(&mut self.targets);
+
+        // One worker per branch, configured from its targets.
+        let mut branches: BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>> = BTreeMap::new();
+        for (key, state) in &self.targets {
+            if let Some(resolved) = state.resolved() {
+                branches
+                    .entry(resolved.branch_key.clone())
+                    .or_default()
+                    .push((key.clone(), resolved.clone()));
+            }
+        }
+        let mut resync: Vec<TargetKey> = Vec::new();
+        for (branch, members) in &branches {
+            let settings = self.worker_settings(branch, members);
+            match self.workers.get_mut(branch) {
+                Some(running) if !running.handle.is_finished() => {
+                    if running.settings.folders != settings.folders
+                        || running.settings.credentials != settings.credentials
+                        || running.settings.push != settings.push
+                    {
+                        running.handle.update(settings.clone()).await;
+                        running.settings = settings;
+                    }
+                }
+                _ => {
+                    info!(%branch, targets = members.len(), "starting branch worker");
+                    let handle = WorkerHandle::spawn(settings.clone());
+                    forward_changes(&handle, self.changed.clone());
+                    self.workers.insert(branch.clone(), RunningWorker { handle, settings });
+                    resync.extend(members.iter().map(|(k, _)| k.clone()));
+                }
+            }
+        }
+        let stopped: Vec<BranchKey> =
+            self.workers.keys().filter(|k| !branches.contains_key(*k)).cloned().collect();
+        for branch in stopped {
+            if let Some(worker) = self.workers.remove(&branch) {
+                info!(%branch, "stopping branch worker: no target uses it any more");
+                tokio::spawn(worker.handle.drain(DRAIN_TIMEOUT));
+            }
+        }
+
+        // Routing for the targets that have a worker.
+        let mut infos = HashMap::new();
+        let mut queues = HashMap::new();
+        let active: Vec<(TargetKey, Resolved)> = branches.values().flatten().cloned().collect();
+        for (key, resolved) in &active {
+            let id = self.target_id(key);
+            infos.insert(
+                key.clone(),
+                TargetInfo { id, base_folder: resolved.folder.clone(), write_secrets: false },
+            );
+            queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
+            let state = self.targets.get_mut(key).expect("active targets are known");
+            let fingerprint = (
+                resolved.branch_key.clone(),
+                resolved.folder.clone(),
+                table.owned_resources(key, &self.catalog),
+            );
+            if state.synced_as.as_ref() != Some(&fingerprint) {
+                state.synced_as = Some(fingerprint);
+                resync.push(key.clone());
+            }
+        }
+        let mut active_table = table.clone();
+        active_table.retain_targets(|t| infos.contains_key(t));
+        let plan = active_table.plan(&self.catalog);
+        for (source, problems) in &plan.problems {
+            self.rule_problems.entry(source.clone()).or_default().extend(problems.iter().cloned());
+        }
+        self.snapshot
+            .send_replace(Arc::new(Snapshot { routing: Routing::new(active_table.clone(), infos), queues }));
+        let started = self.watches.reconcile(&plan);
+
+        resync.sort();
+        resync.dedup();
+        for key in &resync {
+            let owned = active_table.owned_resources(key, &self.catalog);
+            let queue = self.snapshot.borrow().queues.get(key).cloned();
+            if let Some(queue) = queue {
+                let _ = queue.send(WorkItem::Retain { target: key.clone(), owned: owned.clone() }).await;
+            }
+            self.watches.resync(|spec| {
+                !started.contains(spec)
+                    && owned.contains(&(spec.resource.group.clone(), spec.resource.plural.clone()))
+            });
+        }
+
+        self.publish_statuses(&table).await;
+    }
+
+    fn worker_settings(&self, branch: &BranchKey, members: &[(TargetKey, Resolved)]) -> WorkerSettings {
+        // Targets sharing a branch share one worker; the first (by name) decides its connection.
+        let (_, first) = &members[0];
+        let hash = xxhash_rust::xxh3::xxh3_64(&branch.stable_bytes());
+        WorkerSettings {
+            key: branch.clone(),
+            url: first.provider.url.clone(),
+            credentials: first.credentials.clone(),
+            push: first.provider.push,
+            committer: self.settings.committer.clone(),
+            repo_dir: self.settings.data_dir.join("repos").join(format!("{hash:016x}")),
+            folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
+        }
+    }
+
+    async fn note(&mut self, notice: Notice) {
+        match notice {
+            Notice::SecretWithheld { target, namespace, name } => {
+                let Some(state) = self.targets.get_mut(&target) else { return };
+                let object = format!("{}/{name}", namespace.unwrap_or_default());
+                if state.withheld.insert(object.clone())
+                    && let Some(gt) = self.stores.targets.find(|t| {
+                        TargetKey::new(
+                            t.metadata.namespace.clone().unwrap_or_default(),
+                            t.metadata.name.clone().unwrap_or_default(),
+                        ) == target
+                    })
+                {
+                    let note = format!(
+                        "Secret {object} was not written: Secrets are never written in plain text and no encryption is configured"
+                    );
+                    self.writer.warn(gt.as_ref(), "SecretWithheld", note).await;
+                }
+            }
+            Notice::Unserializable { resource, name, error } => {
+                warn!(%resource, %name, %error, "object skipped");
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Wakes the controller whenever a worker's state changes, so status follows.
+fn forward_changes(handle: &WorkerHandle, changed: Arc<Notify>) {
+    let mut state = handle.state.clone();
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            changed.notify_one();
+        }
+    });
+}

@@ -1,0 +1,226 @@
+//! Computes and writes the status of every object this replica owns. Writes
+//! only what changed; counters alone are written at most every 2 s.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use tracing::warn;
+
+use super::Controller;
+use super::targets::key_of;
+use crate::api::{ConditionType, GitTargetStatus, ProviderKind, Reason, ResourceStatus};
+use crate::route::{RouteTable, RuleSource, TargetKey};
+use crate::status::conditions::{self, Desired, Status};
+use crate::status::target::{Observation, desired};
+
+/// Counters such as queuedEvents change constantly; write them this often.
+const COUNTER_WRITE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What was last written per object, so a lagging cache never causes a
+/// duplicate write or a duplicate Event.
+#[derive(Default)]
+pub struct Written {
+    targets: BTreeMap<TargetKey, (GitTargetStatus, Instant)>,
+    resources: BTreeMap<String, Vec<Condition>>,
+}
+
+impl Controller {
+    pub(super) async fn publish_statuses(&mut self, table: &RouteTable) {
+        let now = SystemTime::now();
+        for target in self.stores.targets.state() {
+            let key = key_of(&target);
+            let Some(state) = self.targets.get(&key) else { continue };
+            let worker = state
+                .resolved()
+                .and_then(|r| self.workers.get(&r.branch_key))
+                .map(|w| w.handle.state.borrow().clone());
+            let (url, branch) = state
+                .resolved()
+                .map_or((String::new(), String::new()), |r| (r.provider.url.clone(), r.branch.clone()));
+            let observation = Observation {
+                generation: target.metadata.generation,
+                problem: state.problem(),
+                access: &state.access,
+                worker: worker.as_ref(),
+                withheld_secrets: state.withheld.len(),
+                url: &url,
+                branch: &branch,
+            };
+            let previous =
+                self.written.targets.get(&key).map(|(s, _)| s.clone()).or_else(|| target.status.clone());
+            let next = desired(previous.as_ref(), &observation, now);
+            let before = previous.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            let conditions_changed = !conditions::same(&before, &next.conditions)
+                || previous.as_ref().map(|p| p.observed_generation) != Some(next.observed_generation);
+            let counters_changed = previous.as_ref().is_none_or(|p| {
+                p.worker_status != next.worker_status
+                    || p.git_status.as_ref().map(|g| (g.branch_exists, &g.last_commit_sha))
+                        != next.git_status.as_ref().map(|g| (g.branch_exists, &g.last_commit_sha))
+            });
+            let recently =
+                self.written.targets.get(&key).is_some_and(|(_, at)| at.elapsed() < COUNTER_WRITE_INTERVAL);
+            if !conditions_changed && (!counters_changed || recently) {
+                continue;
+            }
+            match self.writer.patch(target.as_ref(), &next).await {
+                Ok(()) => {
+                    self.writer.record_transitions(target.as_ref(), &before, &next.conditions).await;
+                    self.written.targets.insert(key, (next, Instant::now()));
+                }
+                Err(error) => warn!(target = %key, %error, "cannot write GitTarget status"),
+            }
+        }
+        self.publish_rules(table).await;
+        self.publish_providers().await;
+    }
+
+    async fn publish_rules(&mut self, table: &RouteTable) {
+        let targets: BTreeMap<TargetKey, bool> =
+            self.targets.iter().map(|(k, s)| (k.clone(), s.problem().is_none())).collect();
+        let _ = table;
+        for rule in self.stores.watch_rules.state() {
+            let source = RuleSource::WatchRule {
+                namespace: rule.namespace().unwrap_or_default(),
+                name: rule.name_any(),
+            };
+            let sink = TargetKey::new(rule.namespace().unwrap_or_default(), &rule.spec.sink_ref.name);
+            let ready = self.rule_ready(&source, &sink, &targets);
+            self.write_resource(
+                rule.as_ref(),
+                format!("wr/{}", source_name(&source)),
+                rule.status.as_ref(),
+                rule.metadata.generation,
+                ready,
+            )
+            .await;
+        }
+        for rule in self.stores.cluster_watch_rules.state() {
+            let source = RuleSource::ClusterWatchRule { name: rule.name_any() };
+            let sink = TargetKey::new(&rule.spec.sink_ref.namespace, &rule.spec.sink_ref.name);
+            let ready = self.rule_ready(&source, &sink, &targets);
+            self.write_resource(
+                rule.as_ref(),
+                format!("cwr/{}", source_name(&source)),
+                rule.status.as_ref(),
+                rule.metadata.generation,
+                ready,
+            )
+            .await;
+        }
+    }
+
+    fn rule_ready(
+        &self,
+        source: &RuleSource,
+        sink: &TargetKey,
+        targets: &BTreeMap<TargetKey, bool>,
+    ) -> Desired {
+        let problems = self.rule_problems.get(source).cloned().unwrap_or_default();
+        let (status, reason, message) = match targets.get(sink) {
+            None => (
+                Status::False,
+                Reason::InvalidConfiguration,
+                format!(
+                    "GitTarget {:?} not found in namespace {:?}; create it or fix spec.sinkRef",
+                    sink.name, sink.namespace
+                ),
+            ),
+            Some(_) if problems.iter().any(|p| p.starts_with("rules[")) => {
+                (Status::False, Reason::InvalidConfiguration, problems.join("; "))
+            }
+            Some(ok) => {
+                let mut message = format!("writing to GitTarget {sink}");
+                if !ok {
+                    message.push_str(" (which is not Ready; see its status)");
+                }
+                if !problems.is_empty() {
+                    message.push_str(&format!("; ignored: {}", problems.join("; ")));
+                }
+                (Status::True, Reason::Ready, message)
+            }
+        };
+        Desired { type_: ConditionType::Ready, status, reason, message }
+    }
+
+    async fn publish_providers(&mut self) {
+        for provider in self.stores.providers.state() {
+            let (ns, name) = (provider.namespace().unwrap_or_default(), provider.name_any());
+            // A provider is as good as the credentials its targets could build from it.
+            let problem = self.stores.targets.state().into_iter().find_map(|t| {
+                let uses = t.namespace().as_deref() == Some(&ns)
+                    && t.spec.provider_ref.kind == ProviderKind::GitProvider
+                    && t.spec.provider_ref.name == name;
+                let problem = self.targets.get(&key_of(&t))?.problem()?.clone();
+                (uses && problem.reason == Reason::InvalidConfiguration && problem.message.contains("Secret"))
+                    .then_some(problem)
+            });
+            let ready = match problem {
+                Some(problem) => Desired {
+                    type_: ConditionType::Ready,
+                    status: Status::False,
+                    reason: problem.reason,
+                    message: problem.message,
+                },
+                None => Desired {
+                    type_: ConditionType::Ready,
+                    status: Status::True,
+                    reason: Reason::Ready,
+                    message: "configuration accepted; each GitTarget verifies write access itself".into(),
+                },
+            };
+            self.write_resource(
+                provider.as_ref(),
+                format!("gp/{ns}/{name}"),
+                provider.status.as_ref(),
+                provider.metadata.generation,
+                ready,
+            )
+            .await;
+        }
+    }
+
+    async fn write_resource<K>(
+        &mut self,
+        object: &K,
+        key: String,
+        current: Option<&ResourceStatus>,
+        generation: Option<i64>,
+        ready: Desired,
+    ) where
+        K: crate::status::writer::StatusApi,
+    {
+        let before = self
+            .written
+            .resources
+            .get(&key)
+            .cloned()
+            .or_else(|| current.map(|s| s.conditions.clone()))
+            .unwrap_or_default();
+        let now = crate::status::target::to_time(SystemTime::now());
+        let next = ResourceStatus {
+            conditions: conditions::build(&before, &[ready], generation, &now),
+            observed_generation: generation,
+        };
+        if conditions::same(&before, &next.conditions)
+            && current.is_some_and(|c| c.observed_generation == generation)
+        {
+            return;
+        }
+        match self.writer.patch(object, &next).await {
+            Ok(()) => {
+                self.writer.record_transitions(object, &before, &next.conditions).await;
+                self.written.resources.insert(key, next.conditions);
+            }
+            Err(error) => warn!(object = %key, %error, "cannot write status"),
+        }
+    }
+}
+
+fn source_name(source: &RuleSource) -> String {
+    match source {
+        RuleSource::WatchRule { namespace, name } => format!("{namespace}/{name}"),
+        RuleSource::ClusterWatchRule { name } => name.clone(),
+    }
+}

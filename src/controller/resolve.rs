@@ -1,0 +1,148 @@
+//! Provider resolution (pure): what a GitTarget's providerRef resolves to,
+//! whether its branch is allowed, and the problems a user must fix.
+
+use kube::api::DynamicObject;
+
+use crate::api::{GitProvider, Reason};
+use crate::status::Problem;
+use crate::worker::policy::PushPolicy;
+
+/// URL, credentials Secret and write policy, whichever kind supplied them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderConfig {
+    /// "GitProvider x" or "GitRepository x", for messages.
+    pub describe: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub allowed_branches: Vec<String>,
+    pub push: PushPolicy,
+}
+
+pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
+    ProviderConfig {
+        describe: format!("GitProvider {:?}", provider.metadata.name.as_deref().unwrap_or_default()),
+        url: provider.spec.url.clone(),
+        secret: Some(provider.spec.secret_ref.name.clone()),
+        allowed_branches: provider.spec.allowed_branches.clone(),
+        push: PushPolicy::from_spec(provider.spec.push.as_ref()),
+    }
+}
+
+/// Reads Flux's `spec.url` and `spec.secretRef.name`. Flux has no branch
+/// allow-list or push batching, so the defaults apply.
+pub fn from_flux_git_repository(repository: &DynamicObject) -> Result<ProviderConfig, Problem> {
+    let name = repository.metadata.name.as_deref().unwrap_or_default();
+    let spec = repository.data.get("spec");
+    let url = spec.and_then(|s| s.get("url")).and_then(|u| u.as_str()).filter(|u| !u.is_empty());
+    let Some(url) = url else {
+        return Err(Problem::new(
+            Reason::InvalidConfiguration,
+            format!("Flux GitRepository {name:?} has no spec.url"),
+        ));
+    };
+    if !(url.starts_with("ssh://") || url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(Problem::new(
+            Reason::InvalidConfiguration,
+            format!(
+                "Flux GitRepository {name:?} has URL scheme this operator cannot push to; use ssh://, https:// or http://"
+            ),
+        ));
+    }
+    let secret = spec
+        .and_then(|s| s.get("secretRef"))
+        .and_then(|r| r.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned);
+    Ok(ProviderConfig {
+        describe: format!("GitRepository {name:?}"),
+        url: url.to_owned(),
+        secret,
+        allowed_branches: Vec::new(),
+        push: PushPolicy::default(),
+    })
+}
+
+/// Checks the branch against `allowedBranches` globs, where `*` matches
+/// within one `/`-separated segment and `**` matches across segments.
+pub fn check_branch(branch: &str, provider: &ProviderConfig) -> Result<(), Problem> {
+    if provider.allowed_branches.is_empty()
+        || provider.allowed_branches.iter().any(|p| glob_matches(p, branch))
+    {
+        return Ok(());
+    }
+    Err(Problem::new(
+        Reason::BranchNotAllowed,
+        format!(
+            "branch {branch:?} is not in allowedBranches {:?} of {}; change spec.branch or the allow-list",
+            provider.allowed_branches, provider.describe
+        ),
+    ))
+}
+
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            [b'*', rest @ ..] => {
+                (0..=t.len()).take_while(|&i| i == 0 || t[i - 1] != b'/').any(|i| go(rest, &t[i..]))
+            }
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(allowed: &[&str]) -> ProviderConfig {
+        ProviderConfig {
+            describe: "GitProvider \"p\"".into(),
+            url: "ssh://h/r".into(),
+            secret: None,
+            allowed_branches: allowed.iter().map(|s| s.to_string()).collect(),
+            push: PushPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn globs_match_within_and_across_segments() {
+        assert!(glob_matches("main", "main"));
+        assert!(glob_matches("release/*", "release/1.0"));
+        assert!(!glob_matches("release/*", "release/1.0/hotfix"));
+        assert!(glob_matches("release/**", "release/1.0/hotfix"));
+        assert!(glob_matches("audit-*", "audit-prod"));
+        assert!(!glob_matches("audit-*", "main"));
+    }
+
+    #[test]
+    fn a_branch_outside_the_allow_list_is_refused_with_a_fix() {
+        assert!(check_branch("anything", &provider(&[])).is_ok());
+        assert!(check_branch("audit/x", &provider(&["main", "audit/*"])).is_ok());
+        let problem = check_branch("dev", &provider(&["main"])).unwrap_err();
+        assert_eq!(problem.reason, Reason::BranchNotAllowed);
+        assert!(
+            problem.message.contains("\"dev\"") && problem.message.contains("allowedBranches"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn flux_repositories_give_url_and_secret() {
+        let repo: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "flux-system", "namespace": "ns"},
+            "spec": {"url": "ssh://git@h/r.git", "secretRef": {"name": "flux-key"}, "interval": "1m"}
+        }))
+        .unwrap();
+        let config = from_flux_git_repository(&repo).unwrap();
+        assert_eq!(config.url, "ssh://git@h/r.git");
+        assert_eq!(config.secret.as_deref(), Some("flux-key"));
+        let mut no_url = repo.clone();
+        no_url.data["spec"].as_object_mut().unwrap().remove("url");
+        assert_eq!(from_flux_git_repository(&no_url).unwrap_err().reason, Reason::InvalidConfiguration);
+    }
+}

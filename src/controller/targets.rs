@@ -1,0 +1,236 @@
+//! Per-target controller state, and resolving a GitTarget into a provider,
+//! credentials and a branch key. A target that cannot be resolved carries a
+//! Problem that its status reports.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::Controller;
+use super::resolve::{ProviderConfig, check_branch, from_flux_git_repository, from_git_provider};
+use crate::api::{GitTarget, ProviderKind, Reason};
+use crate::route::{BranchKey, TargetKey};
+use crate::sanitize::normalize_base_folder;
+use crate::status::Problem;
+use crate::status::target::Access;
+use crate::worker::credentials::Credentials;
+
+/// Re-read Secrets this often, so rotated credentials are picked up.
+const RESOLVED_TTL: Duration = Duration::from_secs(60);
+/// Retry a failed resolution (e.g. a missing Secret) this often.
+const PROBLEM_TTL: Duration = Duration::from_secs(5);
+
+/// A GitTarget that can be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub provider: ProviderConfig,
+    pub credentials: Credentials,
+    pub branch_key: BranchKey,
+    pub branch: String,
+    pub folder: String,
+}
+
+/// What a target was resynced as: branch, folder and owned (group, plural)s.
+pub type SyncedAs = (BranchKey, String, BTreeSet<(String, String)>);
+
+/// What the controller remembers about one GitTarget.
+#[derive(Debug)]
+pub struct TargetState {
+    pub generation: Option<i64>,
+    inputs: String,
+    resolved_at: Instant,
+    pub outcome: Result<Resolved, Problem>,
+    pub access: Access,
+    pub check_seq: u64,
+    pub checking: bool,
+    pub next_check: Option<Instant>,
+    /// What the target was last resynced as: branch, folder, owned resources.
+    pub synced_as: Option<SyncedAs>,
+    /// Secrets selected but withheld, as "namespace/name".
+    pub withheld: HashSet<String>,
+}
+
+impl TargetState {
+    pub fn resolved(&self) -> Option<&Resolved> {
+        self.outcome.as_ref().ok()
+    }
+
+    pub fn problem(&self) -> Option<&Problem> {
+        self.outcome.as_ref().err()
+    }
+}
+
+pub fn key_of(target: &GitTarget) -> TargetKey {
+    TargetKey::new(target.namespace().unwrap_or_default(), target.name_any())
+}
+
+impl Controller {
+    /// Resolves every GitTarget whose inputs changed or whose result aged.
+    pub(super) async fn resolve_targets(&mut self) {
+        let targets = self.stores.targets.state();
+        let present: HashSet<TargetKey> = targets.iter().map(|t| key_of(t)).collect();
+        self.targets.retain(|key, _| present.contains(key));
+        for target in &targets {
+            let key = key_of(target);
+            let inputs = self.inputs_of(target);
+            if let Some(state) = self.targets.get(&key) {
+                let ttl = if state.outcome.is_ok() { RESOLVED_TTL } else { PROBLEM_TTL };
+                if state.inputs == inputs && state.resolved_at.elapsed() < ttl {
+                    continue;
+                }
+            }
+            let outcome = self.resolve(target).await;
+            match self.targets.get_mut(&key) {
+                Some(state) => {
+                    if state.outcome.as_ref().ok() != outcome.as_ref().ok() {
+                        // New URL, branch or credentials: the old check says nothing.
+                        state.access = Access::Checking;
+                        state.next_check = None;
+                        state.check_seq += 1;
+                        state.checking = false;
+                    }
+                    state.outcome = outcome;
+                    state.inputs = inputs;
+                    state.resolved_at = Instant::now();
+                    state.generation = target.metadata.generation;
+                }
+                None => {
+                    self.targets.insert(
+                        key,
+                        TargetState {
+                            generation: target.metadata.generation,
+                            inputs,
+                            resolved_at: Instant::now(),
+                            outcome,
+                            access: Access::Checking,
+                            check_seq: 0,
+                            checking: false,
+                            next_check: None,
+                            synced_as: None,
+                            withheld: HashSet::new(),
+                        },
+                    );
+                }
+            }
+        }
+        self.reject_shared_folders();
+    }
+
+    /// Two targets writing the same folder of the same branch would delete
+    /// each other's files; the later one (by name) is refused.
+    fn reject_shared_folders(&mut self) {
+        let mut seen: HashMap<(BranchKey, String), TargetKey> = HashMap::new();
+        let mut keys: Vec<TargetKey> = self.targets.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let state = self.targets.get_mut(&key).expect("key from the map");
+            let Some(resolved) = state.resolved() else { continue };
+            let slot = (resolved.branch_key.clone(), resolved.folder.clone());
+            if let Some(owner) = seen.get(&slot) {
+                state.outcome = Err(Problem::new(
+                    Reason::InvalidConfiguration,
+                    format!(
+                        "GitTarget {owner} already writes folder {:?} of branch {:?} in {}; give each GitTarget its own baseFolder",
+                        slot.1, slot.0.branch, slot.0.url
+                    ),
+                ));
+            } else {
+                seen.insert(slot, key);
+            }
+        }
+    }
+
+    /// What resolution depends on, besides the Secret's content.
+    fn inputs_of(&self, target: &GitTarget) -> String {
+        let ns = target.namespace().unwrap_or_default();
+        let name = &target.spec.provider_ref.name;
+        let provider_version = match target.spec.provider_ref.kind {
+            ProviderKind::GitProvider => self
+                .stores
+                .providers
+                .find(|p| p.namespace().as_deref() == Some(&ns) && &p.name_any() == name)
+                .and_then(|p| p.metadata.resource_version.clone()),
+            ProviderKind::GitRepository => self.stores.flux_repositories.as_ref().and_then(|store| {
+                store
+                    .find(|r| {
+                        r.metadata.namespace.as_deref() == Some(&ns) && r.metadata.name.as_ref() == Some(name)
+                    })
+                    .and_then(|r| r.metadata.resource_version.clone())
+            }),
+        };
+        format!("{:?}/{:?}", target.metadata.generation, provider_version)
+    }
+
+    async fn resolve(&self, target: &GitTarget) -> Result<Resolved, Problem> {
+        let ns = target.namespace().unwrap_or_default();
+        let reference = &target.spec.provider_ref;
+        let provider = match reference.kind {
+            ProviderKind::GitProvider => {
+                let found = self
+                    .stores
+                    .providers
+                    .find(|p| p.namespace().as_deref() == Some(&ns) && p.name_any() == reference.name)
+                    .ok_or_else(|| {
+                        Problem::new(
+                            Reason::InvalidConfiguration,
+                            format!("GitProvider {:?} not found in namespace {ns:?}; create it or fix spec.providerRef.name", reference.name),
+                        )
+                    })?;
+                from_git_provider(&found)
+            }
+            ProviderKind::GitRepository => {
+                let store = self.stores.flux_repositories.as_ref().ok_or_else(|| {
+                    Problem::new(
+                        Reason::InvalidConfiguration,
+                        "the Flux GitRepository CRD (source.toolkit.fluxcd.io/v1) is not installed",
+                    )
+                })?;
+                let found = store
+                    .find(|r| {
+                        r.metadata.namespace.as_deref() == Some(&ns)
+                            && r.metadata.name.as_deref() == Some(&reference.name)
+                    })
+                    .ok_or_else(|| {
+                        Problem::new(
+                            Reason::InvalidConfiguration,
+                            format!("Flux GitRepository {:?} not found in namespace {ns:?}", reference.name),
+                        )
+                    })?;
+                from_flux_git_repository(&found)?
+            }
+        };
+        check_branch(&target.spec.branch, &provider)?;
+        let credentials = self.credentials(&ns, &provider).await?;
+        Ok(Resolved {
+            branch_key: BranchKey::new(&provider.url, &target.spec.branch),
+            branch: target.spec.branch.clone(),
+            folder: normalize_base_folder(&target.spec.base_folder),
+            credentials,
+            provider,
+        })
+    }
+
+    async fn credentials(&self, ns: &str, provider: &ProviderConfig) -> Result<Credentials, Problem> {
+        let invalid = |message: String| Problem::new(Reason::InvalidConfiguration, message);
+        let Some(name) = &provider.secret else {
+            return Credentials::anonymous(&provider.url)
+                .map_err(|e| Problem::new(e.reason(), e.to_string()));
+        };
+        let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| invalid(format!("cannot read Secret {name:?} in namespace {ns:?}: {e}")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Secret {name:?} (named by {}) not found in namespace {ns:?}; create it with the git credentials",
+                    provider.describe
+                ))
+            })?;
+        let data = secret.data.unwrap_or_default();
+        Credentials::from_secret_data(name, &data, &provider.url)
+            .map_err(|e| Problem::new(e.reason(), e.to_string()))
+    }
+}

@@ -1,0 +1,119 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::status::conditions::find;
+
+fn worker(active: bool) -> WorkerState {
+    WorkerState {
+        active,
+        branch_exists: true,
+        remote_tip: Some("0123456789abcdef0123".into()),
+        last_checked: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)),
+        ..Default::default()
+    }
+}
+
+fn observe<'a>(
+    problem: Option<&'a Problem>,
+    access: &'a Access,
+    worker: Option<&'a WorkerState>,
+) -> Observation<'a> {
+    Observation {
+        generation: Some(3),
+        problem,
+        access,
+        worker,
+        withheld_secrets: 0,
+        url: "ssh://git/x",
+        branch: "main",
+    }
+}
+
+fn condition(status: &GitTargetStatus, type_: ConditionType) -> (String, String) {
+    let c = find(&status.conditions, type_).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+#[test]
+fn a_configuration_problem_makes_ready_false_with_its_reason() {
+    let problem = Problem::new(Reason::InvalidConfiguration, "Secret \"git\" has no key \"identity\"");
+    let status = desired(None, &observe(Some(&problem), &Access::Checking, None), at(1));
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "InvalidConfiguration".into()));
+    assert!(find(&status.conditions, ConditionType::Ready).unwrap().message.contains("identity"));
+    assert_eq!(condition(&status, ConditionType::Active), ("False".into(), "WorkerNotStarted".into()));
+    assert!(status.git_status.is_none());
+    assert_eq!(status.observed_generation, Some(3));
+}
+
+#[test]
+fn verified_access_and_an_idle_worker_are_ready_and_synced() {
+    let w = worker(true);
+    let status = desired(None, &observe(None, &Access::Verified { at: at(50) }, Some(&w)), at(200));
+    assert_eq!(condition(&status, ConditionType::Ready), ("True".into(), "Ready".into()));
+    assert_eq!(condition(&status, ConditionType::Available), ("True".into(), "Available".into()));
+    assert_eq!(condition(&status, ConditionType::Active), ("True".into(), "Idle".into()));
+    assert_eq!(condition(&status, ConditionType::Synced), ("True".into(), "Synced".into()));
+    let git = status.git_status.unwrap();
+    assert!(git.branch_exists);
+    assert_eq!(git.last_commit_sha.as_deref(), Some("0123456789abcdef0123"));
+    assert_eq!(status.worker_status.unwrap().queued_events, Some(0));
+}
+
+#[test]
+fn a_failed_check_names_its_reason_in_ready_and_available() {
+    let access = Access::Failed {
+        at: at(10),
+        reason: Reason::AuthenticationFailed,
+        message: "no write access".into(),
+    };
+    let status = desired(None, &observe(None, &access, None), at(20));
+    assert_eq!(condition(&status, ConditionType::Available), ("False".into(), "AuthenticationFailed".into()));
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "AuthenticationFailed".into()));
+}
+
+#[test]
+fn the_newest_observation_of_the_remote_wins() {
+    let mut w = worker(true);
+    w.error = Some((Reason::NetworkError, "connection refused".into()));
+    w.unpushed = 2;
+    w.last_push_failed = true;
+    w.last_checked = Some(at(300));
+    let verified_earlier = Access::Verified { at: at(200) };
+    let down = desired(None, &observe(None, &verified_earlier, Some(&w)), at(301));
+    assert_eq!(condition(&down, ConditionType::Available), ("False".into(), "NetworkError".into()));
+    assert_eq!(condition(&down, ConditionType::Synced), ("False".into(), "SyncFailed".into()));
+    assert_eq!(down.worker_status.as_ref().unwrap().last_push_status, Some(PushResult::Failed));
+
+    w.error = None;
+    w.unpushed = 0;
+    w.last_push_failed = false;
+    w.last_push = Some(at(400));
+    w.last_checked = Some(at(400));
+    let failed_before = Access::Failed { at: at(350), reason: Reason::NetworkError, message: "down".into() };
+    let up = desired(Some(&down), &observe(None, &failed_before, Some(&w)), at(401));
+    assert_eq!(condition(&up, ConditionType::Available), ("True".into(), "Available".into()));
+    assert_eq!(condition(&up, ConditionType::Ready), ("True".into(), "Ready".into()));
+}
+
+#[test]
+fn unchecked_access_is_validating() {
+    let w = worker(true);
+    let status = desired(None, &observe(None, &Access::Checking, Some(&w)), at(1));
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "Validating".into()));
+    assert_eq!(condition(&status, ConditionType::Available), ("Unknown".into(), "Checking".into()));
+}
+
+#[test]
+fn withheld_secrets_are_mentioned_in_ready() {
+    let w = worker(true);
+    let access = Access::Verified { at: at(50) };
+    let mut obs = observe(None, &access, Some(&w));
+    obs.withheld_secrets = 2;
+    let status = desired(None, &obs, at(60));
+    let ready = find(&status.conditions, ConditionType::Ready).unwrap();
+    assert!(ready.message.contains("2 Secrets were not written"), "{}", ready.message);
+}

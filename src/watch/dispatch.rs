@@ -1,0 +1,272 @@
+//! Turns one watch event into work items for branch workers (pure).
+//!
+//! In: the object (as JSON), its resource, the routing snapshot and the
+//! watch's index. Out: (target, WorkItem) pairs, and the targets that had a
+//! Secret withheld because no encryption is configured.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::index::{ObjectIndex, TargetId};
+use crate::api::Operation;
+use crate::route::{RouteTable, Scope, ServedResource, TargetKey, WatchSpec};
+use crate::sanitize::{self, ObjectKey, ResourceRef, SanitizeError};
+use crate::worker::queue::{ChangeMeta, SweepScope, WorkItem};
+
+/// What dispatch needs to know about a target that has a running worker.
+#[derive(Clone, Debug)]
+pub struct TargetInfo {
+    pub id: TargetId,
+    /// Normalised base folder.
+    pub base_folder: String,
+    /// False until Secret encryption is configured: Secrets are withheld.
+    pub write_secrets: bool,
+}
+
+/// The routing state every watch reads: rules and active targets.
+#[derive(Clone, Debug, Default)]
+pub struct Routing {
+    pub table: RouteTable,
+    pub targets: HashMap<TargetKey, TargetInfo>,
+    ids: HashMap<TargetId, TargetKey>,
+}
+
+impl Routing {
+    pub fn new(table: RouteTable, targets: HashMap<TargetKey, TargetInfo>) -> Self {
+        let ids = targets.iter().map(|(key, info)| (info.id, key.clone())).collect();
+        Self { table, targets, ids }
+    }
+
+    fn key_of(&self, id: TargetId) -> Option<&TargetKey> {
+        self.ids.get(&id)
+    }
+}
+
+/// The outcome of one event.
+#[derive(Debug, Default)]
+pub struct Dispatched {
+    pub items: Vec<(TargetKey, WorkItem)>,
+    /// Targets that selected a Secret which was not written.
+    pub withheld_secrets: Vec<TargetKey>,
+    /// The event changed nothing any target records (e.g. a status update).
+    pub unchanged: bool,
+}
+
+/// The parts of an object's metadata that routing needs.
+struct Meta<'a> {
+    namespace: Option<&'a str>,
+    name: &'a str,
+    labels: BTreeMap<String, String>,
+}
+
+fn meta_of(object: &Value) -> Option<Meta<'_>> {
+    let metadata = object.get("metadata")?;
+    let labels = metadata
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default();
+    Some(Meta {
+        namespace: metadata.get("namespace").and_then(Value::as_str),
+        name: metadata.get("name").and_then(Value::as_str)?,
+        labels,
+    })
+}
+
+fn change_meta(
+    target: &TargetKey,
+    operation: Operation,
+    resource: &ServedResource,
+    meta: &Meta,
+    at: Instant,
+) -> ChangeMeta {
+    ChangeMeta {
+        target: target.clone(),
+        operation,
+        api_version: resource.api_version(),
+        kind: resource.kind.clone(),
+        namespace: meta.namespace.map(str::to_owned),
+        name: meta.name.to_owned(),
+        received_at: at,
+    }
+}
+
+/// The sanitizer's view of a served resource.
+pub fn resource_ref(resource: &ServedResource) -> ResourceRef {
+    ResourceRef {
+        group: resource.group.clone(),
+        version: resource.version.clone(),
+        kind: resource.kind.clone(),
+        plural: resource.plural.clone(),
+        namespaced: resource.namespaced,
+    }
+}
+
+/// An object was created or changed (or listed during a resync).
+pub fn on_apply(
+    routing: &Routing,
+    resource: &ServedResource,
+    object: &Value,
+    index: &mut ObjectIndex,
+    at: Instant,
+) -> Result<Dispatched, SanitizeError> {
+    let rref = resource_ref(resource);
+    let Some(meta) = meta_of(object) else { return Ok(Dispatched::default()) };
+    if sanitize::is_secret(&rref) {
+        // No encryption exists yet, so a Secret never reaches the sanitizer
+        // (which refuses plain-text Secrets as a second line of defence).
+        let withheld_secrets = routing
+            .table
+            .selecting(resource, meta.namespace, &meta.labels)
+            .into_keys()
+            .filter(|target| routing.targets.get(target).is_some_and(|info| !info.write_secrets))
+            .collect();
+        return Ok(Dispatched { withheld_secrets, ..Dispatched::default() });
+    }
+    let sanitized = sanitize::sanitize(object, &rref)?;
+    let key = ObjectIndex::key(meta.namespace, meta.name);
+    let previous = index.get(&key).cloned();
+    let selected: Vec<(TargetKey, _)> = routing
+        .table
+        .selecting(resource, meta.namespace, &meta.labels)
+        .into_iter()
+        .filter(|(target, _)| routing.targets.contains_key(target))
+        .collect();
+
+    let mut out = Dispatched::default();
+    let content: Arc<[u8]> = sanitized.yaml.into();
+    let same_bytes = previous.as_ref().is_some_and(|p| p.hash == sanitized.hash);
+    let mut ids_now = Vec::with_capacity(selected.len());
+    for (target, mask) in &selected {
+        let info = &routing.targets[target];
+        ids_now.push(info.id);
+        let was_selected = previous.as_ref().is_some_and(|p| p.targets.contains(&info.id));
+        if was_selected && same_bytes {
+            continue;
+        }
+        let operation = if was_selected { Operation::Update } else { Operation::Create };
+        if !mask.covers(operation) {
+            continue;
+        }
+        let path = sanitize::join_base(&info.base_folder, &sanitized.path);
+        let meta = change_meta(target, operation, resource, &meta, at);
+        out.items.push((target.clone(), WorkItem::Write { path, content: content.clone(), meta }));
+    }
+    // Targets that selected the object before but no longer do (labels changed).
+    for id in previous.iter().flat_map(|p| p.targets.iter()).filter(|id| !ids_now.contains(id)) {
+        let Some(target) = routing.key_of(*id) else { continue };
+        if routing.table.records(target, &resource.group, &resource.plural, Operation::Delete) {
+            let path = sanitize::join_base(&routing.targets[target].base_folder, &sanitized.path);
+            let meta = change_meta(target, Operation::Delete, resource, &meta, at);
+            out.items.push((target.clone(), WorkItem::Delete { path, meta }));
+        }
+    }
+    out.unchanged = out.items.is_empty() && out.withheld_secrets.is_empty();
+    index.insert(&key, sanitized.hash, ids_now);
+    Ok(out)
+}
+
+/// An object was deleted.
+pub fn on_delete(
+    routing: &Routing,
+    resource: &ServedResource,
+    object: &Value,
+    index: &mut ObjectIndex,
+    at: Instant,
+) -> Dispatched {
+    let Some(meta) = meta_of(object) else { return Dispatched::default() };
+    let key = ObjectIndex::key(meta.namespace, meta.name);
+    let targets: Vec<TargetKey> = match index.remove(&key) {
+        Some(entry) => entry.targets.iter().filter_map(|id| routing.key_of(*id).cloned()).collect(),
+        None => routing.table.selecting(resource, meta.namespace, &meta.labels).into_keys().collect(),
+    };
+    let relative = sanitize::object_path(
+        &resource_ref(resource),
+        &ObjectKey { namespace: meta.namespace.map(str::to_owned), name: meta.name.to_owned() },
+    );
+    let mut out = Dispatched::default();
+    for target in targets {
+        let Some(info) = routing.targets.get(&target) else { continue };
+        if routing.table.records(&target, &resource.group, &resource.plural, Operation::Delete) {
+            let path = sanitize::join_base(&info.base_folder, &relative);
+            let meta = change_meta(&target, Operation::Delete, resource, &meta, at);
+            out.items.push((target, WorkItem::Delete { path, meta }));
+        }
+    }
+    out.unchanged = out.items.is_empty();
+    out
+}
+
+/// After a complete list: objects the index knew that the list no longer
+/// has are deleted, then every target of this watch gets a sweep with the
+/// full set of its live files, so files of objects deleted while nobody
+/// watched disappear too.
+pub fn on_list_complete(
+    routing: &Routing,
+    spec: &WatchSpec,
+    listed: &HashSet<String>,
+    index: &mut ObjectIndex,
+    at: Instant,
+) -> Vec<(TargetKey, WorkItem)> {
+    let resource = &spec.resource;
+    let rref = resource_ref(resource);
+    let mut items = Vec::new();
+    for (key, entry) in index.retain_live(listed) {
+        let (namespace, name) = split_key(&key);
+        let object = serde_json::json!({"metadata": {"namespace": namespace, "name": name}});
+        // Route the delete to the targets the object was written to.
+        let mut vanished = ObjectIndex::default();
+        vanished.insert(&key, entry.hash, entry.targets.to_vec());
+        items.extend(on_delete(routing, resource, &object, &mut vanished, at).items);
+    }
+    let namespace = match &spec.scope {
+        Scope::Namespace(ns) => Some(ns.clone()),
+        Scope::All => None,
+    };
+    for (target, info) in &routing.targets {
+        let selects = routing.table.records(target, &resource.group, &resource.plural, Operation::Delete)
+            && routing
+                .table
+                .owned_resources(target, &single(resource))
+                .contains(&(resource.group.clone(), resource.plural.clone()));
+        if !selects {
+            continue;
+        }
+        let live = index
+            .keys_for(info.id)
+            .map(|key| {
+                let (namespace, name) = split_key(key);
+                let relative = sanitize::object_path(
+                    &rref,
+                    &ObjectKey { namespace: namespace.map(str::to_owned), name: name.to_owned() },
+                );
+                sanitize::join_base(&info.base_folder, &relative)
+            })
+            .collect();
+        let scope = SweepScope {
+            target: target.clone(),
+            group: resource.group.clone(),
+            plural: resource.plural.clone(),
+            namespace: namespace.clone(),
+        };
+        items.push((target.clone(), WorkItem::Sweep { scope, live }));
+    }
+    items
+}
+
+fn single(resource: &ServedResource) -> crate::route::ResourceCatalog {
+    crate::route::ResourceCatalog::new(vec![resource.clone()])
+}
+
+fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((namespace, name)) => (Some(namespace), name),
+        None => (None, key),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::*;
+use crate::api::{LocalTargetReference, WatchRuleSpec};
+
+fn configmaps() -> ServedResource {
+    ServedResource {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+        namespaced: true,
+        preferred: true,
+        watchable: true,
+    }
+}
+
+fn secrets() -> ServedResource {
+    ServedResource { kind: "Secret".into(), plural: "secrets".into(), ..configmaps() }
+}
+
+fn routing(rules: serde_json::Value, folders: &[(&str, &str)]) -> Routing {
+    let mut table = RouteTable::default();
+    for (target, _) in folders {
+        let spec = WatchRuleSpec {
+            sink_ref: serde_json::from_value::<LocalTargetReference>(serde_json::json!({"name": target}))
+                .unwrap(),
+            rules: serde_json::from_value(rules.clone()).unwrap(),
+        };
+        table.set_watch_rule("ns", &format!("rule-{target}"), &spec).unwrap();
+    }
+    let targets = folders
+        .iter()
+        .enumerate()
+        .map(|(i, (target, folder))| {
+            (
+                TargetKey::new("ns", *target),
+                TargetInfo { id: i as u32, base_folder: folder.to_string(), write_secrets: false },
+            )
+        })
+        .collect();
+    Routing::new(table, targets)
+}
+
+fn configmap(name: &str, value: &str, labels: serde_json::Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "ns", "labels": labels, "resourceVersion": value, "uid": "u"},
+        "data": {"v": value}
+    })
+}
+
+fn paths(out: &Dispatched) -> Vec<(String, &'static str, Operation)> {
+    out.items
+        .iter()
+        .map(|(target, item)| match item {
+            WorkItem::Write { path, meta, .. } => {
+                (format!("{}:{path}", target.name), "write", meta.operation)
+            }
+            WorkItem::Delete { path, meta } => (format!("{}:{path}", target.name), "delete", meta.operation),
+            _ => (target.name.clone(), "other", Operation::All),
+        })
+        .collect()
+}
+
+#[test]
+fn create_update_noop_and_delete() {
+    let routing = routing(serde_json::json!([{"resources": ["configmaps"]}]), &[("t", "clusters/a")]);
+    let mut index = ObjectIndex::default();
+    let now = Instant::now();
+    let created =
+        on_apply(&routing, &configmaps(), &configmap("cm", "1", serde_json::json!({})), &mut index, now)
+            .unwrap();
+    assert_eq!(
+        paths(&created),
+        vec![("t:clusters/a/ns/core/configmaps/cm.yaml".into(), "write", Operation::Create)]
+    );
+
+    let updated =
+        on_apply(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now)
+            .unwrap();
+    assert_eq!(paths(&updated)[0].2, Operation::Update);
+
+    // Same data, only server-managed metadata differs: nothing to write.
+    let mut same = configmap("cm", "2", serde_json::json!({}));
+    same["metadata"]["resourceVersion"] = "999".into();
+    let noop = on_apply(&routing, &configmaps(), &same, &mut index, now).unwrap();
+    assert!(noop.unchanged && noop.items.is_empty());
+
+    let deleted = on_delete(&routing, &configmaps(), &same, &mut index, now);
+    assert_eq!(
+        paths(&deleted),
+        vec![("t:clusters/a/ns/core/configmaps/cm.yaml".into(), "delete", Operation::Delete)]
+    );
+    assert!(index.is_empty());
+}
+
+#[test]
+fn one_object_goes_to_every_selecting_target_in_its_own_folder() {
+    let routing = routing(serde_json::json!([{"resources": ["configmaps"]}]), &[("a", "one"), ("b", "two")]);
+    let mut index = ObjectIndex::default();
+    let out = on_apply(
+        &routing,
+        &configmaps(),
+        &configmap("cm", "1", serde_json::json!({})),
+        &mut index,
+        Instant::now(),
+    )
+    .unwrap();
+    let mut got: Vec<String> = paths(&out).into_iter().map(|p| p.0).collect();
+    got.sort();
+    assert_eq!(got, vec!["a:one/ns/core/configmaps/cm.yaml", "b:two/ns/core/configmaps/cm.yaml"]);
+}
+
+#[test]
+fn an_object_that_stops_matching_the_selector_is_deleted_from_the_target() {
+    let routing = routing(
+        serde_json::json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"audit": "true"}}}]),
+        &[("t", "")],
+    );
+    let mut index = ObjectIndex::default();
+    let now = Instant::now();
+    let out = on_apply(
+        &routing,
+        &configmaps(),
+        &configmap("cm", "1", serde_json::json!({"audit": "true"})),
+        &mut index,
+        now,
+    )
+    .unwrap();
+    assert_eq!(out.items.len(), 1);
+    let out =
+        on_apply(&routing, &configmaps(), &configmap("cm", "1", serde_json::json!({})), &mut index, now)
+            .unwrap();
+    assert_eq!(paths(&out), vec![("t:ns/core/configmaps/cm.yaml".into(), "delete", Operation::Delete)]);
+}
+
+#[test]
+fn secrets_are_withheld_without_encryption() {
+    let routing = routing(serde_json::json!([{"resources": ["*"]}]), &[("t", "")]);
+    let mut index = ObjectIndex::default();
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "s", "namespace": "ns"}, "data": {"password": "aHVudGVyMg=="}
+    });
+    let out = on_apply(&routing, &secrets(), &secret, &mut index, Instant::now()).unwrap();
+    assert!(out.items.is_empty());
+    assert_eq!(out.withheld_secrets, vec![TargetKey::new("ns", "t")]);
+}
+
+#[test]
+fn a_create_only_rule_ignores_updates_and_deletes() {
+    let routing =
+        routing(serde_json::json!([{"operations": ["CREATE"], "resources": ["configmaps"]}]), &[("t", "")]);
+    let mut index = ObjectIndex::default();
+    let now = Instant::now();
+    assert_eq!(
+        on_apply(&routing, &configmaps(), &configmap("cm", "1", serde_json::json!({})), &mut index, now)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(
+        on_apply(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now)
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        on_delete(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now)
+            .items
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_completed_list_deletes_vanished_objects_and_sweeps_each_target() {
+    let routing = routing(serde_json::json!([{"resources": ["configmaps"]}]), &[("t", "base")]);
+    let mut index = ObjectIndex::default();
+    let now = Instant::now();
+    for name in ["keep", "gone"] {
+        on_apply(&routing, &configmaps(), &configmap(name, "1", serde_json::json!({})), &mut index, now)
+            .unwrap();
+    }
+    let spec = WatchSpec { resource: configmaps(), scope: Scope::Namespace("ns".into()) };
+    let items = on_list_complete(&routing, &spec, &["ns/keep".to_owned()].into(), &mut index, now);
+    match &items[..] {
+        [(_, WorkItem::Delete { path, .. }), (_, WorkItem::Sweep { scope, live })] => {
+            assert_eq!(path, "base/ns/core/configmaps/gone.yaml");
+            assert_eq!(scope.namespace.as_deref(), Some("ns"));
+            assert_eq!(live, &HashSet::from(["base/ns/core/configmaps/keep.yaml".to_owned()]));
+        }
+        other => panic!("unexpected items: {other:?}"),
+    }
+}

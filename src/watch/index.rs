@@ -1,0 +1,95 @@
+//! The index of watched objects (pure). Per object it keeps only a content
+//! hash and the targets it was last written to, never the object itself, so
+//! memory per watched object stays small and bounded.
+
+use std::collections::HashMap;
+
+/// A small interned id for a GitTarget, so index entries stay compact.
+pub type TargetId = u32;
+
+/// What the index remembers about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// xxh3 of the sanitized YAML.
+    pub hash: u64,
+    /// Targets the object was last routed to (sorted).
+    pub targets: Box<[TargetId]>,
+}
+
+/// Objects of one watch, keyed by `namespace/name` (or `name`).
+#[derive(Debug, Default)]
+pub struct ObjectIndex {
+    entries: HashMap<Box<str>, Entry>,
+}
+
+impl ObjectIndex {
+    pub fn key(namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Records the object's new state; returns the previous one.
+    pub fn insert(&mut self, key: &str, hash: u64, mut targets: Vec<TargetId>) -> Option<Entry> {
+        targets.sort_unstable();
+        targets.dedup();
+        self.entries.insert(key.into(), Entry { hash, targets: targets.into_boxed_slice() })
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        self.entries.remove(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keys of objects routed to `target`.
+    pub fn keys_for(&self, target: TargetId) -> impl Iterator<Item = &str> {
+        self.entries.iter().filter(move |(_, e)| e.targets.binary_search(&target).is_ok()).map(|(k, _)| &**k)
+    }
+
+    /// Keeps only the keys in `live`, returning the removed entries: used when
+    /// a relist shows which objects vanished while the watch was down.
+    pub fn retain_live(&mut self, live: &std::collections::HashSet<String>) -> Vec<(String, Entry)> {
+        let gone: Vec<Box<str>> = self.entries.keys().filter(|k| !live.contains(&***k)).cloned().collect();
+        gone.into_iter().filter_map(|k| self.entries.remove(&k).map(|e| (k.into_string(), e))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_returns_the_previous_state_and_sorts_targets() {
+        let mut index = ObjectIndex::default();
+        let key = ObjectIndex::key(Some("ns"), "cm");
+        assert_eq!(key, "ns/cm");
+        assert!(index.insert(&key, 1, vec![3, 1, 3]).is_none());
+        let previous = index.insert(&key, 2, vec![1]).unwrap();
+        assert_eq!(previous, Entry { hash: 1, targets: vec![1, 3].into() });
+        assert_eq!(index.keys_for(1).collect::<Vec<_>>(), vec!["ns/cm"]);
+        assert_eq!(index.keys_for(3).count(), 0);
+    }
+
+    #[test]
+    fn retain_live_reports_objects_that_vanished() {
+        let mut index = ObjectIndex::default();
+        index.insert("a", 1, vec![0]);
+        index.insert("b", 2, vec![0]);
+        let gone = index.retain_live(&["a".to_owned()].into());
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "b");
+        assert_eq!(index.len(), 1);
+    }
+}

@@ -1,0 +1,34 @@
+//! Watches: discovery, one shared watch per (resource, scope), the index of
+//! watched objects, and dispatch of their changes to branch workers.
+
+pub mod discovery;
+pub mod dispatch;
+pub mod index;
+mod manager;
+mod task;
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
+pub use manager::WatchManager;
+
+use crate::route::TargetKey;
+use crate::worker::queue::WorkItem;
+
+/// What every watch task reads for each event: routing plus the queue of
+/// each active target's branch worker.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub routing: dispatch::Routing,
+    pub queues: HashMap<TargetKey, mpsc::Sender<WorkItem>>,
+}
+
+/// Something a user should hear about, reported in the target's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A Secret was selected but not written: no encryption is configured.
+    SecretWithheld { target: TargetKey, namespace: Option<String>, name: String },
+    /// An object could not be sanitized.
+    Unserializable { resource: String, name: String, error: String },
+}

@@ -1,0 +1,488 @@
+//! The branch worker: one task per (repository URL, branch). It takes work
+//! items from its queue, makes one commit per change in a local bare
+//! repository (gix), and pushes batches with the git CLI as a
+//! compare-and-swap. When someone else moved the branch, it fetches and
+//! replays its unpushed changes on the new tip, so nothing is lost and
+//! nobody's commits are overwritten.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::credentials::Credentials;
+use super::files::BranchFiles;
+use super::message;
+use super::policy::{PushPolicy, backoff};
+use super::queue::{CoalescingQueue, WorkItem};
+use super::remote::{PushOutcome, Remote, RemoteError};
+use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
+use crate::api::Reason;
+use crate::route::{BranchKey, TargetKey};
+
+/// Pending work beyond this many distinct entries makes the watches wait.
+const INTAKE_LIMIT: usize = 10_000;
+/// Capacity of the channel in front of the queue.
+pub const CHANNEL_CAPACITY: usize = 1024;
+/// Replays after a rejected push before backing off.
+const MAX_REPLAYS: u32 = 5;
+
+/// Everything a worker needs; sent again to change it while running.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub key: BranchKey,
+    /// The URL as the user wrote it (the key holds a normalised form).
+    pub url: String,
+    pub credentials: Credentials,
+    pub push: PushPolicy,
+    pub committer: Identity,
+    pub repo_dir: PathBuf,
+    /// (target, normalised base folder) of every target on this branch.
+    pub folders: Vec<(TargetKey, String)>,
+}
+
+/// What the status writer needs to know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerState {
+    /// The worker fetched the branch and processes events.
+    pub active: bool,
+    pub queued: usize,
+    pub unpushed: usize,
+    pub branch_exists: bool,
+    pub remote_tip: Option<String>,
+    pub last_checked: Option<SystemTime>,
+    pub last_push: Option<SystemTime>,
+    pub last_push_failed: bool,
+    /// The last remote failure, cleared by the next success.
+    pub error: Option<(Reason, String)>,
+}
+
+enum Control {
+    Update(Box<WorkerSettings>),
+    Drain(oneshot::Sender<()>),
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    pub queue: mpsc::Sender<WorkItem>,
+    pub state: watch::Receiver<WorkerState>,
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    pub fn spawn(settings: WorkerSettings) -> Self {
+        let (queue, intake) = mpsc::channel(CHANNEL_CAPACITY);
+        let (control, control_rx) = mpsc::channel(8);
+        let (state_tx, state) = watch::channel(WorkerState::default());
+        let task = tokio::spawn(run(settings, intake, control_rx, state_tx));
+        Self { queue, state, control, task }
+    }
+
+    /// Changes credentials, batching or the targets on this branch.
+    pub async fn update(&self, settings: WorkerSettings) {
+        let _ = self.control.send(Control::Update(Box::new(settings))).await;
+    }
+
+    /// Stops intake, commits what is queued, pushes, and ends the task.
+    pub async fn drain(self, timeout: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.control.send(Control::Drain(done)).await.is_ok() {
+            let _ = tokio::time::timeout(timeout, wait).await;
+        }
+        self.task.abort();
+    }
+
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Errors of one worker step.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("local repository: {0}")]
+    Repo(#[from] RepoError),
+    #[error("cannot create the local repository folder: {0}")]
+    DataDir(std::io::Error),
+    #[error("the remote reported an invalid commit id {0:?}")]
+    InvalidTip(String),
+    #[error("branch {0:?} kept moving: {MAX_REPLAYS} replays on new tips were all overtaken by other pushes")]
+    Contended(String),
+}
+
+impl StepError {
+    fn reason(&self) -> Reason {
+        match self {
+            Self::Remote(error) => error.reason(),
+            Self::Repo(_) | Self::DataDir(_) | Self::InvalidTip(_) | Self::Contended(_) => {
+                Reason::GitOperationFailed
+            }
+        }
+    }
+}
+
+/// A commit that is not on the remote yet, kept so it can be replayed.
+struct Unpushed {
+    change: FileChange,
+    message: String,
+    received_at: Instant,
+}
+
+struct Worker {
+    settings: WorkerSettings,
+    remote: Remote,
+    repo: Option<LocalRepo>,
+    files: BranchFiles,
+    local_tip: Option<ObjectId>,
+    remote_tip: Option<ObjectId>,
+    unpushed: Vec<Unpushed>,
+    queue: CoalescingQueue,
+    failures: u32,
+    retry_at: Option<Instant>,
+    state: watch::Sender<WorkerState>,
+}
+
+async fn run(
+    settings: WorkerSettings,
+    mut intake: mpsc::Receiver<WorkItem>,
+    mut control: mpsc::Receiver<Control>,
+    state: watch::Sender<WorkerState>,
+) {
+    let Some(mut worker) = Worker::start(settings, &state, &mut control).await else { return };
+    info!(branch = %worker.settings.key, files = worker.files.len(), "branch worker started");
+    let mut draining: Option<oneshot::Sender<()>> = None;
+    loop {
+        while draining.is_none() && worker.queue.len() < INTAKE_LIMIT {
+            match intake.try_recv() {
+                Ok(item) => {
+                    worker.queue.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(item) = worker.queue.pop() {
+            worker.process(item).await;
+        } else if let Some(done) = draining.take() {
+            worker.push_with_replay().await;
+            let _ = done.send(());
+            return;
+        }
+        worker.publish();
+        let now = Instant::now();
+        let due = worker.push_due();
+        if due.is_some_and(|at| at <= now) {
+            worker.push_with_replay().await;
+            worker.publish();
+            continue;
+        }
+        if !worker.queue.is_empty() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let wake = due.unwrap_or(now + Duration::from_secs(3600));
+        tokio::select! {
+            item = intake.recv(), if draining.is_none() => match item {
+                Some(item) => { worker.queue.push(item); }
+                None => draining = Some(oneshot::channel().0),
+            },
+            message = control.recv() => match message {
+                Some(Control::Update(settings)) => worker.reconfigure(*settings),
+                Some(Control::Drain(done)) => draining = Some(done),
+                None => draining = Some(oneshot::channel().0),
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+    }
+}
+
+impl Worker {
+    /// Opens the local repository and fetches the branch, retrying until it
+    /// works (the status shows why not) or the worker is told to stop.
+    async fn start(
+        settings: WorkerSettings,
+        state: &watch::Sender<WorkerState>,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> Option<Self> {
+        let mut settings = settings;
+        let mut failures = 0;
+        loop {
+            match Self::try_start(settings.clone(), state.clone()).await {
+                Ok(worker) => return Some(worker),
+                Err(error) => {
+                    warn!(branch = %settings.key, %error, "cannot start the branch worker; retrying");
+                    state.send_modify(|s| {
+                        s.active = false;
+                        s.error = Some((error.reason(), error.to_string()));
+                        s.last_checked = Some(SystemTime::now());
+                    });
+                }
+            }
+            let wait = backoff(failures);
+            failures += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                message = control.recv() => match message {
+                    Some(Control::Update(new)) => settings = *new,
+                    Some(Control::Drain(done)) => { let _ = done.send(()); return None; }
+                    None => return None,
+                },
+            }
+        }
+    }
+
+    async fn try_start(
+        settings: WorkerSettings,
+        state: watch::Sender<WorkerState>,
+    ) -> Result<Self, StepError> {
+        let remote = Remote::new(&settings.url, settings.credentials.clone())?;
+        let dir = settings.repo_dir.clone();
+        tokio::fs::create_dir_all(&dir).await.map_err(StepError::DataDir)?;
+        let repo = tokio::task::spawn_blocking(move || LocalRepo::open_or_init(&dir))
+            .await
+            .expect("opening the repository does not panic")?;
+        let mut worker = Self {
+            files: BranchFiles::new([], settings.folders.clone()),
+            settings,
+            remote,
+            repo: Some(repo),
+            local_tip: None,
+            remote_tip: None,
+            unpushed: Vec::new(),
+            queue: CoalescingQueue::default(),
+            failures: 0,
+            retry_at: None,
+            state,
+        };
+        worker.fetch_and_reset().await?;
+        worker.state.send_modify(|s| {
+            s.active = true;
+            s.error = None;
+        });
+        Ok(worker)
+    }
+
+    /// Runs `f` on the repository on a blocking thread.
+    async fn with_repo<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&LocalRepo) -> Result<T, RepoError> + Send + 'static,
+    ) -> Result<T, RepoError> {
+        let repo = self.repo.take().expect("the repository is always returned");
+        let (repo, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&repo);
+            (repo, result)
+        })
+        .await
+        .expect("repository operations do not panic");
+        self.repo = Some(repo);
+        result
+    }
+
+    /// Makes the local view equal to the remote branch.
+    async fn fetch_and_reset(&mut self) -> Result<(), StepError> {
+        let git_dir = self.repo.as_ref().expect("repo").git_dir().to_owned();
+        let tip = self.remote.fetch(&git_dir, &self.settings.key.branch).await?;
+        let tip = match tip {
+            Some(sha) => Some(ObjectId::from_hex(sha.as_bytes()).map_err(|_| StepError::InvalidTip(sha))?),
+            None => None,
+        };
+        let files = match tip {
+            Some(tip) => self.with_repo(move |repo| repo.list_files(tip, "")).await?,
+            None => Vec::new(),
+        };
+        self.files = BranchFiles::new(files, self.settings.folders.clone());
+        self.local_tip = tip;
+        self.remote_tip = tip;
+        self.state.send_modify(|s| {
+            s.branch_exists = tip.is_some();
+            s.remote_tip = tip.map(|t| t.to_string());
+            s.last_checked = Some(SystemTime::now());
+        });
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, settings: WorkerSettings) {
+        self.files.set_folders(settings.folders.clone());
+        if settings.credentials != self.settings.credentials || settings.url != self.settings.url {
+            match Remote::new(&settings.url, settings.credentials.clone()) {
+                Ok(remote) => self.remote = remote,
+                Err(error) => {
+                    warn!(branch = %settings.key, %error, "new credentials rejected; keeping the old ones")
+                }
+            }
+        }
+        self.settings = settings;
+        // A settings change may fix what made pushes fail.
+        self.retry_at = None;
+    }
+
+    async fn process(&mut self, item: WorkItem) {
+        let result = match item {
+            WorkItem::Write { path, content, meta } => {
+                let change = FileChange::Write { path, content: content.to_vec() };
+                self.commit(change, message::for_change(&meta), meta.received_at).await
+            }
+            WorkItem::Delete { path, meta } => {
+                self.commit(FileChange::Delete { path }, message::for_change(&meta), meta.received_at).await
+            }
+            WorkItem::Sweep { scope, live } => {
+                let doomed = self.files.sweep(&scope, &live);
+                self.delete_all(doomed, |object| message::for_sweep(object, &scope.target)).await
+            }
+            WorkItem::Retain { target, owned } => {
+                let doomed = self.files.retain(&target, &owned);
+                self.delete_all(doomed, |object| message::for_retain(object, &target)).await
+            }
+        };
+        if let Err(error) = result {
+            // A local write failure is not the remote's fault; the next resync repairs it.
+            warn!(branch = %self.settings.key, %error, "cannot commit a change");
+        }
+    }
+
+    async fn delete_all(
+        &mut self,
+        doomed: Vec<(String, crate::sanitize::DecodedPath)>,
+        message: impl Fn(&crate::sanitize::DecodedPath) -> String,
+    ) -> Result<(), StepError> {
+        for (path, object) in doomed {
+            self.commit(FileChange::Delete { path }, message(&object), Instant::now()).await?;
+        }
+        Ok(())
+    }
+
+    /// One commit for one change; a change that alters nothing makes none.
+    async fn commit(
+        &mut self,
+        change: FileChange,
+        message: String,
+        received_at: Instant,
+    ) -> Result<(), StepError> {
+        let (path, blob) = match &change {
+            FileChange::Write { path, content } => (path.clone(), Some(LocalRepo::blob_id(content))),
+            FileChange::Delete { path } => (path.clone(), None),
+        };
+        if self.files.get(&path).copied() == blob {
+            return Ok(());
+        }
+        let parent = self.local_tip;
+        let committer = self.settings.committer.clone();
+        let (spec_change, spec_message) = (change.clone(), message.clone());
+        let commit = self
+            .with_repo(move |repo| {
+                let spec = CommitSpec {
+                    message: &spec_message,
+                    author: &committer,
+                    committer: &committer,
+                    time: None,
+                };
+                repo.commit(parent, std::slice::from_ref(&spec_change), &spec)
+            })
+            .await?;
+        if let Some(commit) = commit {
+            self.local_tip = Some(commit);
+            self.files.set(&path, blob);
+            self.unpushed.push(Unpushed { change, message, received_at });
+        }
+        Ok(())
+    }
+
+    fn push_due(&self) -> Option<Instant> {
+        let due =
+            self.settings.push.due(self.unpushed.len(), self.unpushed.first().map(|u| u.received_at))?;
+        Some(self.retry_at.map_or(due, |retry| retry.max(due)))
+    }
+
+    /// Pushes; on a stale expectation fetches, replays and tries again.
+    async fn push_with_replay(&mut self) {
+        if self.unpushed.is_empty() {
+            return;
+        }
+        let mut replays = 0;
+        let result = loop {
+            match self.push_once().await {
+                Ok(PushOutcome::Pushed) => break Ok(()),
+                Ok(PushOutcome::Stale) if replays < MAX_REPLAYS => {
+                    replays += 1;
+                    debug!(branch = %self.settings.key, "the branch moved; replaying on the new tip");
+                    if let Err(error) = self.replay().await {
+                        break Err(error);
+                    }
+                }
+                Ok(PushOutcome::Stale) => {
+                    break Err(StepError::Contended(self.settings.key.branch.clone()));
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        match result {
+            Ok(()) => {
+                let pushed = self.unpushed.len();
+                self.unpushed.clear();
+                self.remote_tip = self.local_tip;
+                self.failures = 0;
+                self.retry_at = None;
+                debug!(branch = %self.settings.key, commits = pushed, "pushed");
+                self.state.send_modify(|s| {
+                    s.last_push = Some(SystemTime::now());
+                    s.last_push_failed = false;
+                    s.error = None;
+                    s.branch_exists = true;
+                    s.remote_tip = self.local_tip.map(|t| t.to_string());
+                    s.last_checked = Some(SystemTime::now());
+                });
+            }
+            Err(error) => {
+                warn!(branch = %self.settings.key, %error, "push failed; will retry");
+                self.retry_at = Some(Instant::now() + backoff(self.failures));
+                self.failures += 1;
+                self.state.send_modify(|s| {
+                    s.last_push_failed = true;
+                    s.error = Some((error.reason(), error.to_string()));
+                    s.last_checked = Some(SystemTime::now());
+                });
+            }
+        }
+    }
+
+    async fn push_once(&mut self) -> Result<PushOutcome, StepError> {
+        let Some(local) = self.local_tip else { return Ok(PushOutcome::Pushed) };
+        let git_dir = self.repo.as_ref().expect("repo").git_dir().to_owned();
+        let expected = self.remote_tip.map(|t| t.to_string());
+        let outcome = self
+            .remote
+            .push(&git_dir, &local.to_string(), &self.settings.key.branch, expected.as_deref())
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Rebuilds the unpushed changes on top of the remote's new tip. The
+    /// changes are "file X has bytes Y" or "file X is gone", so replaying
+    /// them on any tip gives the state the cluster had.
+    async fn replay(&mut self) -> Result<(), StepError> {
+        let pending = std::mem::take(&mut self.unpushed);
+        self.fetch_and_reset().await?;
+        for Unpushed { change, message, received_at } in pending {
+            self.commit(change, message, received_at).await?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let (queued, unpushed) = (self.queue.len(), self.unpushed.len());
+        self.state.send_if_modified(|s| {
+            let changed = s.queued != queued || s.unpushed != unpushed;
+            s.queued = queued;
+            s.unpushed = unpushed;
+            changed
+        });
+    }
+}

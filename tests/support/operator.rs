@@ -1,0 +1,80 @@
+//! Runs the real operator binary as an OS process for one namespace, with
+//! its logs in a file (tests scan them for credentials).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::http::free_local_addr;
+
+pub struct Operator {
+    child: Option<Child>,
+    pub addr: std::net::SocketAddr,
+    pub log_path: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Starts `gitops-reverser run` limited to `namespace`.
+    pub fn start(env: &super::Env, namespace: &str) -> Self {
+        Self::start_with(env, namespace, &[])
+    }
+
+    pub fn start_with(env: &super::Env, namespace: &str, extra: &[&str]) -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let log_path = scratch.path().join("operator.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let addr = free_local_addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
+            .arg("run")
+            .args(["--namespace", namespace, "--log-format", "json", "--access-check-interval", "3s"])
+            .arg("--http-addr")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(scratch.path().join("data"))
+            .args(extra)
+            .env("KUBECONFIG", env.var("KUBECONFIG"))
+            .env("GITOPS_REVERSER_LOG_LEVEL", "info,gitops_reverser=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gitops-reverser");
+        Self { child: Some(child), addr, log_path, _scratch: scratch }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            eprintln!("--- operator log (last {} lines) ---", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
