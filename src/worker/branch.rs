@@ -178,7 +178,7 @@ async fn run(
         }
         worker.publish();
         let now = Instant::now();
-        let due = worker.push_due();
+        let due = worker.push_due(now);
         if due.is_some_and(|at| at <= now) {
             worker.push_with_replay().await;
             worker.publish();

@@ -40,13 +40,14 @@ impl PushPolicy {
         }
     }
 
-    /// When the next push is due, given the unpushed commits.
-    pub fn due(&self, unpushed: usize, oldest: Option<Instant>) -> Option<Instant> {
+    /// When the next push is due, given the unpushed commits; a full batch
+    /// is due `now`.
+    pub fn due(&self, unpushed: usize, oldest: Option<Instant>, now: Instant) -> Option<Instant> {
         if unpushed == 0 {
             return None;
         }
         if unpushed >= self.max_commits {
-            return Some(Instant::now());
+            return Some(now);
         }
         oldest.map(|at| at + self.interval)
     }
@@ -75,9 +76,10 @@ mod tests {
     fn a_full_batch_is_due_at_once_and_a_partial_one_after_the_interval() {
         let policy = PushPolicy { interval: Duration::from_secs(10), max_commits: 3 };
         let then = Instant::now();
-        assert_eq!(policy.due(0, Some(then)), None);
-        assert_eq!(policy.due(2, Some(then)), Some(then + Duration::from_secs(10)));
-        assert!(policy.due(3, Some(then)).unwrap() <= Instant::now());
+        let now = then + Duration::from_secs(1);
+        assert_eq!(policy.due(0, Some(then), now), None);
+        assert_eq!(policy.due(2, Some(then), now), Some(then + Duration::from_secs(10)));
+        assert_eq!(policy.due(3, Some(then), now), Some(now));
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! One write-path scenario: a namespace, a repository, the objects that
+//! connect them, and the operator; with waits on the branch and on status.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::fixtures::{self, Access};
+use super::git::{Auth, BranchView, GitClient};
+use super::operator::Operator;
+use super::{Env, Repo, TestNamespace, wait_for};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct Scenario {
+    pub env: &'static Env,
+    pub client: kube::Client,
+    pub ns: TestNamespace,
+    pub repo: Repo,
+    pub git: GitClient,
+}
+
+impl Scenario {
+    pub async fn new(prefix: &str) -> Self {
+        let env = super::env();
+        let client = env.client().await;
+        fixtures::install_crds(&client).await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let repo = env.new_repo(prefix);
+        Self { env, client, ns, repo, git: GitClient::new(Auth::ssh_rw(env)) }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// Secret + GitProvider named `name` for this repo over SSH (read-write).
+    pub async fn ssh_provider(&self, name: &str, push: Value) {
+        self.provider(name, &self.repo.ssh_url.clone(), &Access::Ssh { read_only: false }, push).await;
+    }
+
+    /// Secret + GitProvider named `name` for `url` with `access`.
+    pub async fn provider(&self, name: &str, url: &str, access: &Access, push: Value) {
+        fixtures::git_secret(&self.client, self.env, self.namespace(), name, access).await;
+        fixtures::provider(&self.client, self.namespace(), name, url, name, push).await;
+    }
+
+    pub async fn target(&self, name: &str, provider: &str, branch: &str, folder: &str) {
+        fixtures::target(&self.client, self.namespace(), name, json!({"name": provider}), branch, folder).await;
+    }
+
+    pub async fn rule(&self, name: &str, target: &str, rules: Value) {
+        fixtures::watch_rule(&self.client, self.namespace(), name, target, rules).await;
+    }
+
+    pub async fn configmap(&self, name: &str, data: Value) {
+        fixtures::configmap(&self.client, self.namespace(), name, data).await;
+    }
+
+    pub fn operator(&self) -> Operator {
+        Operator::start(self.env, self.namespace())
+    }
+
+    pub fn branch(&self, branch: &str) -> Option<BranchView> {
+        self.git.read_branch(&self.repo.ssh_url, branch)
+    }
+
+    /// Waits until the branch satisfies `check`.
+    pub async fn wait_branch(&self, what: &str, branch: &str, check: impl Fn(&BranchView) -> bool) -> BranchView {
+        wait_for(what, WAIT, || async { self.branch(branch).filter(|view| check(view)) }).await
+    }
+
+    /// Waits until condition `type_` of GitTarget `target` satisfies `check`;
+    /// returns (status, reason, message).
+    pub async fn wait_condition(
+        &self,
+        target: &str,
+        type_: &str,
+        check: impl Fn(&(String, String, String)) -> bool,
+    ) -> (String, String, String) {
+        wait_for(&format!("{type_} of GitTarget {target}"), WAIT, || async {
+            fixtures::condition(&self.client, self.namespace(), target, type_).await.filter(|c| check(c))
+        })
+        .await
+    }
+
+    /// Path of an object file below `folder` for a core-group resource.
+    pub fn core_path(&self, folder: &str, plural: &str, name: &str) -> String {
+        let prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
+        format!("{prefix}{}/core/{plural}/{name}.yaml", self.namespace())
+    }
+
+    /// The repository's name on the server.
+    pub fn repo_name(&self) -> String {
+        self.repo.ssh_url.rsplit('/').next().unwrap().trim_end_matches(".git").to_owned()
+    }
+
+    /// Pushes the server logged for this repository: (user, ref, old, new).
+    pub fn pushes(&self) -> Vec<(String, String, String, String)> {
+        let log = std::fs::read_to_string(self.env.var("GITENV_PUSHLOG")).unwrap_or_default();
+        let name = self.repo_name();
+        log.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() >= 7 && f[1] == name).then(|| (f[2].to_owned(), f[4].to_owned(), f[5].to_owned(), f[6].to_owned()))
+            })
+            .collect()
+    }
+}

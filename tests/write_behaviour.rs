@@ -1,0 +1,211 @@
+//! Acceptance 4, 8, 9 and 10 of the write path: batching, sharing a branch,
+//! tenancy, Secrets and credentials, large objects and unusual names.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::fixtures::{self, Access};
+use support::scenario::{Scenario, WAIT};
+use support::{ClusterObjectGuard, TestNamespace, wait_for};
+
+/// Counts the commits each logged push carried, using a clone of the repo.
+fn commits_per_push(s: &Scenario) -> Vec<usize> {
+    let view = s.branch("main").expect("main exists");
+    let scratch = s.git.workdir("count");
+    let dir = scratch.join("clone");
+    let _ = std::fs::remove_dir_all(&dir);
+    s.git.ok(&scratch, &["clone", "--quiet", &s.repo.ssh_url, dir.to_str().unwrap()]);
+    let _ = view;
+    s.pushes()
+        .iter()
+        .map(|(_, _, old, new)| {
+            let range = if old.chars().all(|c| c == '0') { new.clone() } else { format!("{old}..{new}") };
+            s.git.ok(&dir, &["rev-list", "--count", &range]).trim().parse().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_commits_batches_pushes_of_five() {
+    let s = Scenario::new("wb-max").await;
+    s.ssh_provider("git", json!({"interval": "1h", "maxCommits": 5})).await;
+    s.target("t", "git", "main", "").await;
+    // The label keeps kube-root-ca.crt out, so exactly our ten objects count.
+    s.rule("r", "t", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}])).await;
+    let _operator = s.operator();
+    s.wait_condition("t", "Ready", |c| c.0 == "True").await;
+    for i in 0..10 {
+        fixtures::apply(
+            &s.client,
+            s.namespace(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("cm-{i}"), "namespace": s.namespace(), "labels": {"batch": "yes"}},
+                   "data": {"i": i.to_string()}}),
+        )
+        .await;
+    }
+    wait_for("two pushes", WAIT, || async { (s.pushes().len() >= 2).then_some(()) }).await;
+    assert_eq!(commits_per_push(&s), vec![5, 5], "pushes: {:?}", s.pushes());
+    assert_eq!(s.branch("main").unwrap().files.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interval_bounds_the_wait_and_batches_what_arrives_within_it() {
+    let s = Scenario::new("wb-int").await;
+    s.ssh_provider("git", json!({"interval": "3s", "maxCommits": 1000})).await;
+    s.target("t", "git", "main", "").await;
+    s.rule("r", "t", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}])).await;
+    let _operator = s.operator();
+    s.wait_condition("t", "Ready", |c| c.0 == "True").await;
+    let started = Instant::now();
+    for i in 0..3 {
+        fixtures::apply(
+            &s.client,
+            s.namespace(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("cm-{i}"), "namespace": s.namespace(), "labels": {"batch": "yes"}},
+                   "data": {"i": i.to_string()}}),
+        )
+        .await;
+    }
+    let created_within = started.elapsed();
+    wait_for("a push", WAIT, || async { (!s.pushes().is_empty()).then_some(()) }).await;
+    let waited = started.elapsed();
+    eprintln!("3 objects created within {created_within:?}; first push after {waited:?}");
+    assert!(waited < Duration::from_secs(3 + 10), "the interval did not bound the wait: {waited:?}");
+    assert!(created_within < Duration::from_secs(2), "the test created the objects too slowly to batch them");
+    assert_eq!(commits_per_push(&s), vec![3], "one push with all three commits");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_targets_on_one_branch_share_a_worker_and_keep_their_own_files() {
+    let s = Scenario::new("wb-share").await;
+    s.ssh_provider("git", json!({"interval": "1s"})).await;
+    s.target("a", "git", "main", "team-a").await;
+    s.target("b", "git", "main", "team-b").await;
+    s.rule("ra", "a", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "a"}}}])).await;
+    s.rule("rb", "b", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "b"}}}])).await;
+    let operator = s.operator();
+    for team in ["a", "b"] {
+        fixtures::apply(
+            &s.client,
+            s.namespace(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("cm-{team}"), "namespace": s.namespace(), "labels": {"team": team}},
+                   "data": {"team": team}}),
+        )
+        .await;
+    }
+    let (pa, pb) = (s.core_path("team-a", "configmaps", "cm-a"), s.core_path("team-b", "configmaps", "cm-b"));
+    s.wait_branch("both files", "main", |v| v.files.contains_key(&pa) && v.files.contains_key(&pb)).await;
+    // A resync of target a (its rule changes) must not touch b's files.
+    s.rule("ra", "a", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "none"}}}])).await;
+    let view = s.wait_branch("a's file to go", "main", |v| !v.files.contains_key(&pa)).await;
+    assert!(view.files.contains_key(&pb), "target a deleted target b's file: {:?}", view.files.keys());
+    let logs = operator.logs();
+    assert_eq!(logs.matches("starting branch worker").count(), 1, "one worker for one branch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_rule_never_reaches_another_namespace() {
+    let s = Scenario::new("wb-tenant").await;
+    let other = TestNamespace::create(&s.client, "wb-other").await;
+    fixtures::configmap(&s.client, &other.name, "foreign", json!({"secret": "plans"})).await;
+    s.ssh_provider("git", json!({"interval": "1s"})).await;
+    s.target("t", "git", "main", "").await;
+    s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
+    let _operator = s.operator();
+    s.configmap("own", json!({"mine": "yes"})).await;
+    let view = s.wait_branch("own file", "main", |v| v.files.contains_key(&s.core_path("", "configmaps", "own"))).await;
+    assert!(view.files.keys().all(|p| p.starts_with(&format!("{}/", s.namespace()))), "{:?}", view.files.keys());
+    assert!(!view.files.values().any(|f| f.contains("plans")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_watch_rule_mirrors_a_cluster_scoped_kind() {
+    let s = Scenario::new("wb-cluster").await;
+    s.ssh_provider("git", json!({"interval": "1s"})).await;
+    s.target("t", "git", "main", "inventory").await;
+    let rule = support::unique_name("wb-cluster");
+    let _guard = ClusterObjectGuard { resource: "clusterwatchrules.configbutler.ai", name: rule.clone() };
+    let label = support::unique_name("mark");
+    fixtures::apply(
+        &s.client,
+        "",
+        json!({"apiVersion": "configbutler.ai/v1alpha1", "kind": "ClusterWatchRule",
+               "metadata": {"name": rule},
+               "spec": {"sinkRef": {"name": "t", "namespace": s.namespace()},
+                        "rules": [{"apiGroups": [""], "resources": ["namespaces"],
+                                   "labelSelector": {"matchLabels": {"mirror": label}}}]}}),
+    )
+    .await;
+    let _operator = s.operator();
+    let marked = TestNamespace::create(&s.client, "wb-marked").await;
+    fixtures::apply(&s.client, "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": marked.name, "labels": {"mirror": label}}}))
+        .await;
+    let path = format!("inventory/_cluster/core/namespaces/{}.yaml", marked.name);
+    let view = s.wait_branch("the namespace file", "main", |v| v.files.contains_key(&path)).await;
+    assert!(view.files[&path].contains("kind: Namespace"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_reach_git_and_credentials_never_reach_logs() {
+    let s = Scenario::new("wb-secret").await;
+    s.ssh_provider("git", json!({"interval": "1s"})).await;
+    s.target("t", "git", "main", "").await;
+    s.rule("r", "t", json!([{"resources": ["*"]}])).await;
+    let operator = s.operator();
+    let value = support::unique_name("TOP-SECRET-VALUE");
+    fixtures::apply(
+        &s.client,
+        s.namespace(),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": s.namespace()},
+               "stringData": {"password": value}}),
+    )
+    .await;
+    s.configmap("after", json!({"k": "v"})).await;
+    let view = s.wait_branch("the ConfigMap after the Secret", "main", |v| v.files.contains_key(&s.core_path("", "configmaps", "after"))).await;
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+    for (path, content) in &view.files {
+        assert!(!content.contains(&value) && !content.contains(&encoded), "secret value in {path}");
+        assert!(!path.contains("/secrets/"), "a Secret file was written: {path}");
+    }
+    let ready = s.wait_condition("t", "Ready", |c| c.2.contains("Secrets were not written")).await;
+    assert_eq!(ready.0, "True");
+    let logs = operator.logs();
+    let identity = std::fs::read_to_string(s.env.var("GITENV_SSH_KEY_RW")).unwrap();
+    let key_body: Vec<&str> = identity.lines().filter(|l| !l.starts_with("-----")).collect();
+    for needle in key_body.iter().copied().chain([value.as_str(), encoded.as_str(), s.env.var("GITENV_HTTPS_PASS_RW")]) {
+        assert!(!logs.contains(needle), "a credential appears in the operator log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_objects_and_unusual_names_are_mirrored_exactly() {
+    let s = Scenario::new("wb-large").await;
+    s.ssh_provider("git", json!({"interval": "1s"})).await;
+    s.target("t", "git", "main", "").await;
+    s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
+    let _operator = s.operator();
+    // ~1 MiB, multi-line, under the API server's request limit.
+    let line = "0123456789abcdef".repeat(4) + "\n";
+    let big = line.repeat(1024 * 1024 / line.len() - 64);
+    s.configmap("big", json!({"payload": big})).await;
+    let names = ["a.b.c", "x--y", "0-starts-with-digit", "ends.with.yaml", &"n".repeat(253)];
+    for name in names {
+        s.configmap(name, json!({"name": name})).await;
+    }
+    let expected: BTreeSet<String> = names.iter().chain(&["big"]).map(|n| s.core_path("", "configmaps", n)).collect();
+    let view = s.wait_branch("every file", "main", |v| expected.iter().all(|p| v.files.contains_key(p))).await;
+    let file = &view.files[&s.core_path("", "configmaps", "big")];
+    let parsed: serde_json::Value = serde_saphyr::from_str(file).unwrap();
+    assert_eq!(parsed["data"]["payload"].as_str().unwrap(), big, "the large value changed on its way to git");
+    for name in names {
+        let parsed: serde_json::Value = serde_saphyr::from_str(&view.files[&s.core_path("", "configmaps", name)]).unwrap();
+        assert_eq!(parsed["metadata"]["name"], name);
+    }
+}
