@@ -64,7 +64,7 @@ mod tests {
         );
         let fragments: Vec<&str> = key.fragments().collect();
         assert!(fragments.contains(&"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE"));
-        assert!(!fragments.iter().any(|f| *f == "-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(!fragments.contains(&"-----BEGIN OPENSSH PRIVATE KEY-----"));
         assert!(!fragments.contains(&"short"));
         assert_eq!(Secret::new("pw").fragments().collect::<Vec<_>>(), ["pw"]);
     }
