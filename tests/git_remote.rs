@@ -120,25 +120,23 @@ async fn a_push_that_loses_the_race_is_stale() {
         PushOutcome::Pushed
     );
 
-    let path = RecordingPath::new();
-    let wrapper = path.dir.path().join("git");
-    let real = std::fs::read_to_string(&wrapper).unwrap();
-    let exec_line = real.lines().last().unwrap().to_owned();
-    let real_git = exec_line.split('\'').nth(1).unwrap().to_owned();
-    let marker = path.dir.path().join("raced");
+    // A `git` on PATH that, before our real push (not the dry run), force-pushes
+    // their commit with the same sandbox environment, then runs the real git.
+    let path = tempfile::tempdir().unwrap();
+    let marker = path.path().join("raced");
     let url = repo.ssh_url.replacen("ssh://", "ssh://git@", 1);
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in *\" push --porcelain \"*)\n  if [ ! -e '{m}' ]; then : > '{m}'; \
-             '{g}' --git-dir='{d}' push --quiet --force -- '{url}' {theirs}:refs/heads/main || exit 99; fi;;\nesac\n{exec_line}\n",
-            m = marker.display(),
-            g = real_git,
-            d = local.path().display(),
-        ),
-    )
-    .unwrap();
-    let racing = new_remote(&repo.ssh_url, credentials()).with_search_path(path.search_path());
+    let git = which("git");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" push --porcelain \"*)\n\
+         \x20 if [ ! -e '{m}' ]; then : > '{m}'; '{g}' --git-dir='{d}' push --quiet --force -- '{url}' \
+         {theirs}:refs/heads/main || exit 99; fi;;\nesac\nexec '{g}' \"$@\"\n",
+        m = marker.display(),
+        g = git.display(),
+        d = local.path().display(),
+    );
+    write_executable(&path.path().join("git"), &script);
+    let search_path = format!("{}:/usr/local/bin:/usr/bin:/bin", path.path().display());
+    let racing = new_remote(&repo.ssh_url, credentials()).with_search_path(search_path);
     assert_eq!(racing.push(local.path(), &ours, "main", Some(&base)).await.unwrap(), PushOutcome::Stale);
     assert!(marker.exists(), "the competing push ran");
     assert_eq!(

@@ -209,9 +209,7 @@ impl RecordingPath {
                 log.display(),
                 real.display()
             );
-            let path = dir.path().join(program);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            write_executable(&dir.path().join(program), &script);
         }
         Self { dir }
     }
@@ -225,7 +223,13 @@ impl RecordingPath {
     }
 }
 
-fn which(program: &str) -> PathBuf {
+pub fn write_executable(path: &Path, script: &str) {
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The absolute path of `program` on this process's PATH.
+pub fn which(program: &str) -> PathBuf {
     let output = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().unwrap();
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
