@@ -332,6 +332,10 @@ async fn no_secret_reaches_argv_environment_logs_or_messages() {
     let token = mint_jwt(env, repo_name(&repo.https_url));
     let wrong_password = "wrong-password-5ec4e7-never-shown";
     register_secret(wrong_password);
+    // tracing-core's one-dispatch shortcut caches `Interest::never` when a thread
+    // without a subscriber (another test) registers a callsite first
+    // (tokio-rs/tracing#3611); a second live Dispatch forces the general path.
+    let _second_dispatch = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
