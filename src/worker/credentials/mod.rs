@@ -163,6 +163,9 @@ impl Credentials {
         let mut secrets = match &self.auth {
             Auth::Anonymous => vec![],
             Auth::SshKey(key) => std::iter::once(&key.identity).chain(&key.passphrase).collect(),
+            // A short user name (`git`, `ro`) is an ordinary word, and scrubbing it
+            // would garble messages; a long one may be a token used as user name.
+            Auth::Basic { username, password } if username.expose().len() < 8 => vec![password],
             Auth::Basic { username, password } => vec![username, password],
             Auth::Bearer(token) => vec![token],
         };

@@ -209,11 +209,11 @@ fn debug_output_and_scrub_never_show_values() {
     let ssh =
         read(&[("identity", KEY_ENCRYPTED), ("known_hosts", KNOWN_HOSTS), ("password", "pp-98765")], SSH_URL)
             .unwrap();
-    let basic = read(&[("username", "user-abc"), ("password", "pw-xyz-1")], HTTPS_URL).unwrap();
+    let basic = read(&[("username", "ss_user_token"), ("password", "pw-xyz-1")], HTTPS_URL).unwrap();
     for (credentials, values) in [
         (&bearer, vec!["tok-123456", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"]),
         (&ssh, vec!["pp-98765", "b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABAz/T+DUT"]),
-        (&basic, vec!["user-abc", "pw-xyz-1"]),
+        (&basic, vec!["ss_user_token", "pw-xyz-1"]),
     ] {
         let debug = format!("{credentials:?}");
         let scrubbed = credentials.scrub(&format!("error: {} went wrong", values.join(" and ")));
@@ -223,4 +223,8 @@ fn debug_output_and_scrub_never_show_values() {
         }
         assert!(scrubbed.contains("[redacted]"));
     }
+    // A short user name is no secret worth garbling messages for; Debug still hides it.
+    let short = read(&[("username", "ro"), ("password", "pw-xyz-1")], HTTPS_URL).unwrap();
+    assert_eq!(short.scrub("remote-ro pw-xyz-1"), "remote-ro [redacted]");
+    assert!(!format!("{short:?}").contains("\"ro\""));
 }

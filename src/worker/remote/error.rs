@@ -92,12 +92,8 @@ pub(super) enum Class {
     Other,
 }
 
-const HOST_KEY: &[&str] = &[
-    "host key verification failed",
-    "remote host identification has changed",
-    "host key is known for",
-    "no matching host key type found",
-];
+const HOST_KEY: &[&str] =
+    &["host key verification failed", "remote host identification has changed", "host key is known for"];
 const CERTIFICATE: &[&str] = &[
     "server certificate verification failed", // curl + GnuTLS
     "ssl certificate problem",                // curl + OpenSSL

@@ -6,8 +6,9 @@
 //! compare-and-swap pushes ([`PushOutcome`]), or a [`RemoteError`] whose
 //! [`reason`](RemoteError::reason) is the condition reason to report.
 //!
-//! Every git process runs in the [`sandbox`] environment (credentials in 0600
-//! files, never in argv), is bounded by a timeout and is killed with its helpers.
+//! Every git process runs in the `sandbox` environment (credentials in 0600
+//! files, never in argv); each operation is bounded by one timeout, on which its
+//! git processes are killed together with their helpers.
 //! A push is only attempted after `ls-remote` has seen the repository: some
 //! servers (soft-serve, Gitea with push-to-create) create a repository on push.
 
@@ -47,7 +48,6 @@ pub enum PushOutcome {
 
 /// One remote repository with its credentials, in a private sandbox directory
 /// that is removed on drop.
-#[derive(Debug)]
 pub struct Remote {
     url: RemoteUrl,
     credentials: Credentials,
@@ -85,7 +85,8 @@ impl Remote {
         })
     }
 
-    /// Bounds every git process (default [`Self::DEFAULT_TIMEOUT`]).
+    /// Bounds each operation, all its git processes together (default
+    /// [`Self::DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -102,8 +103,58 @@ impl Remote {
         &self.url.display
     }
 
+    /// The bound on each operation, all its git processes together. A caller that
+    /// fences pushes (design notes §4) checks its lease margin against this.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Tip of `refs/heads/<branch>` on the remote; `None` if the branch does not exist.
     pub async fn branch_tip(&self, branch: &str) -> Result<Option<String>, RemoteError> {
+        self.bounded(Op::LsRemote, self.ls_remote(branch)).await
+    }
+
+    /// Proves write access: `ls-remote` (read access, and the repository exists),
+    /// then a dry-run push that must get past receive-pack's ref advertisement.
+    /// A refusal there means the credentials can read but not write.
+    pub async fn verify_write_access(&self, branch: &str) -> Result<(), RemoteError> {
+        self.bounded(Op::DryRunPush, self.dry_run_push(branch)).await
+    }
+
+    /// Fetches `refs/heads/<branch>` (depth 1) into the bare repository `git_dir` as
+    /// `refs/remotes/origin/<branch>`; returns its tip, or `None` (and removes the
+    /// stale tracking ref) if the branch does not exist.
+    pub async fn fetch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
+        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch)).await
+    }
+
+    /// Compare-and-swap push of commit `local` (in `git_dir`) to `refs/heads/<branch>`,
+    /// expecting the remote branch at `expected` (`None`: it must not exist yet).
+    /// A wrong expectation gives `Ok(PushOutcome::Stale)` and changes nothing.
+    pub async fn push(
+        &self,
+        git_dir: &Path,
+        local: &str,
+        branch: &str,
+        expected: Option<&str>,
+    ) -> Result<PushOutcome, RemoteError> {
+        self.bounded(Op::Push, self.push_branch(git_dir, local, branch, expected)).await
+    }
+
+    /// Runs `work` within the timeout; dropping it on expiry kills its git processes.
+    async fn bounded<T>(
+        &self,
+        op: Op,
+        work: impl Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        let span = tracing::debug_span!("remote", %op, url = %self.url.display);
+        match tokio::time::timeout(self.timeout, work).instrument(span).await {
+            Ok(result) => result,
+            Err(_) => Err(RemoteError::Timeout { op, url: self.url.display.clone(), after: self.timeout }),
+        }
+    }
+
+    async fn ls_remote(&self, branch: &str) -> Result<Option<String>, RemoteError> {
         let refname = branch_ref(branch)?;
         let args = args(["ls-remote", "--", &self.url.for_git, &refname]);
         let output = self.git(Op::LsRemote, args).await?;
@@ -113,12 +164,9 @@ impl Remote {
         Ok(output::ls_remote_tip(&output.stdout, &refname))
     }
 
-    /// Proves write access: `ls-remote` (read access, and the repository exists),
-    /// then a dry-run push that must get past receive-pack's ref advertisement.
-    /// A refusal there means the credentials can read but not write.
-    pub async fn verify_write_access(&self, branch: &str) -> Result<(), RemoteError> {
+    async fn dry_run_push(&self, branch: &str) -> Result<(), RemoteError> {
         let refname = branch_ref(branch)?;
-        let tip = self.branch_tip(branch).await?;
+        let tip = self.ls_remote(branch).await?;
         let probe = self.probe_commit().await?;
         let output = self
             .git(
@@ -152,10 +200,7 @@ impl Remote {
         })
     }
 
-    /// Fetches `refs/heads/<branch>` (depth 1) into the bare repository `git_dir` as
-    /// `refs/remotes/origin/<branch>`; returns its tip, or `None` (and removes the
-    /// stale tracking ref) if the branch does not exist.
-    pub async fn fetch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
+    async fn fetch_branch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
         let refname = branch_ref(branch)?;
         let tracking = format!("refs/remotes/origin/{branch}");
         let output = self
@@ -199,10 +244,7 @@ impl Remote {
         Ok(Some(parsed.stdout.trim().to_owned()))
     }
 
-    /// Compare-and-swap push of commit `local` (in `git_dir`) to `refs/heads/<branch>`,
-    /// expecting the remote branch at `expected` (`None`: it must not exist yet).
-    /// A wrong expectation gives `Ok(PushOutcome::Stale)` and changes nothing.
-    pub async fn push(
+    async fn push_branch(
         &self,
         git_dir: &Path,
         local: &str,
@@ -216,7 +258,7 @@ impl Remote {
         }
         // Never push to a repository we have not seen; and skip the upload when the
         // lease is already known to fail, or a lost reply hid that it succeeded.
-        match self.branch_tip(branch).await?.as_deref() {
+        match self.ls_remote(branch).await?.as_deref() {
             Some(tip) if tip == local => return Ok(PushOutcome::Pushed),
             tip if tip != expected => return Ok(PushOutcome::Stale),
             _ => {}
@@ -244,7 +286,7 @@ impl Remote {
             Some(PushStatus::RemoteRejected(summary)) => {
                 // The server re-checks the old value when it updates the ref; if the
                 // branch moved meanwhile, that is a lost race, not a failure.
-                if let Ok(tip) = self.branch_tip(branch).await
+                if let Ok(tip) = self.ls_remote(branch).await
                     && tip.as_deref() != expected
                     && tip.as_deref() != Some(local)
                 {
@@ -307,8 +349,7 @@ impl Remote {
     async fn git(&self, op: Op, args: Vec<OsString>) -> Result<Output, RemoteError> {
         let mut command = self.sandbox.command(&self.search_path, self.timeout);
         command.args(args);
-        let span = tracing::debug_span!("git", %op, url = %self.url.display);
-        run::run(command, &op.to_string(), self.timeout).instrument(span).await.map_err(|error| match error {
+        run::run(command, &op.to_string(), self.timeout).await.map_err(|error| match error {
             RunError::Timeout => {
                 RemoteError::Timeout { op, url: self.url.display.clone(), after: self.timeout }
             }
@@ -338,6 +379,17 @@ impl Remote {
             Class::Network => RemoteError::Network { op, url, detail },
             Class::Other => RemoteError::Git { op, url, detail },
         }
+    }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.url.display)
+            .field("credentials", &self.credentials.source())
+            .field("sandbox", &self.sandbox.path())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 

@@ -209,3 +209,15 @@ fn remote_refuses_mismatched_or_unsafe_input() {
     let error = Remote::new("https://alice:pw@h/r.git", credentials).unwrap_err();
     assert!(!error.to_string().contains("pw@"), "{error}");
 }
+
+/// Workers spawn these futures on a multi-threaded runtime.
+#[allow(dead_code)]
+fn remote_and_its_futures_are_send(remote: &Remote, git_dir: &Path) {
+    fn send<T: Send>(_: T) {}
+    fn sync<T: Send + Sync>() {}
+    sync::<Remote>();
+    send(remote.branch_tip("main"));
+    send(remote.verify_write_access("main"));
+    send(remote.fetch(git_dir, "main"));
+    send(remote.push(git_dir, "", "main", None));
+}

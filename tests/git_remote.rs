@@ -1,0 +1,407 @@
+//! The git CLI remote against the real soft-serve, over SSH and HTTPS: reading
+//! tips, fetching, compare-and-swap pushes, proving write access, classifying
+//! failures, killing hung processes, and never letting a secret out.
+
+#[path = "git_remote/fixtures.rs"]
+mod fixtures;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fixtures::*;
+use gitops_reverser::api::Reason;
+use gitops_reverser::worker::credentials::Credentials;
+use gitops_reverser::worker::remote::{PushOutcome, Remote, RemoteError};
+
+/// Expects an error, checks it for secrets, and returns it with its message.
+fn expect_err<T: std::fmt::Debug>(result: Result<T, RemoteError>) -> (RemoteError, String) {
+    let error = result.expect_err("expected an error");
+    let message = checked(&error);
+    (error, message)
+}
+
+/// branch_tip, verify, push, fetch, push again: the worker's whole cycle.
+async fn round_trip(env: &support::Env, remote: &Remote, repo: &str) {
+    assert_eq!(remote.branch_tip("main").await.unwrap(), None, "a new repository has no main");
+    remote.verify_write_access("main").await.unwrap_or_else(|e| panic!("verify: {}", checked(&e)));
+
+    let local = LocalRepo::new();
+    let first = local.commit(None, "a.yaml", "a: 1\n");
+    assert_eq!(remote.push(local.path(), &first, "main", None).await.unwrap(), PushOutcome::Pushed);
+    assert_eq!(remote.branch_tip("main").await.unwrap().as_deref(), Some(first.as_str()));
+
+    // A fresh repository catches up by fetching, then builds on the fetched tip.
+    let worker = LocalRepo::new();
+    assert_eq!(remote.fetch(worker.path(), "main").await.unwrap().as_deref(), Some(first.as_str()));
+    assert_eq!(worker.rev("refs/remotes/origin/main").as_deref(), Some(first.as_str()));
+    let second = worker.commit(Some(&first), "a.yaml", "a: 2\n");
+    assert_eq!(remote.push(worker.path(), &second, "main", Some(&first)).await.unwrap(), PushOutcome::Pushed);
+    assert_eq!(remote.branch_tip("main").await.unwrap().as_deref(), Some(second.as_str()));
+    // Pushing what is already there (a retry whose reply was lost) is a success.
+    assert_eq!(remote.push(worker.path(), &second, "main", Some(&first)).await.unwrap(), PushOutcome::Pushed);
+
+    // A branch that does not exist: no tip, and the tracking ref goes away.
+    assert_eq!(remote.fetch(worker.path(), "absent").await.unwrap(), None);
+    assert_eq!(worker.rev("refs/remotes/origin/absent"), None);
+
+    let log = pushlog(env, repo);
+    assert_eq!(log.len(), 2, "exactly two ref updates reach the server: {log:?}");
+}
+
+#[tokio::test]
+async fn ssh_round_trip() {
+    let env = env();
+    let repo = env.new_repo("remote-ssh");
+    let remote = new_remote(&repo.ssh_url, ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url));
+    round_trip(env, &remote, repo_name(&repo.ssh_url)).await;
+    assert!(pushlog(env, repo_name(&repo.ssh_url)).iter().all(|l| l.contains(" rw ssh ")));
+}
+
+#[tokio::test]
+async fn https_basic_round_trip() {
+    let env = env();
+    let repo = env.new_repo("remote-basic");
+    let remote = new_remote(&repo.https_url, basic_credentials(env, "RW", &repo.https_url));
+    round_trip(env, &remote, repo_name(&repo.https_url)).await;
+    assert!(pushlog(env, repo_name(&repo.https_url)).iter().all(|l| l.contains(" rw https ")));
+}
+
+#[tokio::test]
+async fn https_bearer_round_trip() {
+    let env = env();
+    let repo = env.new_repo("remote-bearer");
+    let token = mint_jwt(env, repo_name(&repo.https_url));
+    let remote = new_remote(&repo.https_url, bearer_credentials(env, &token, &repo.https_url));
+    round_trip(env, &remote, repo_name(&repo.https_url)).await;
+
+    // An access token is no JWT: soft-serve refuses it as Bearer.
+    let wrong = new_remote(
+        &repo.https_url,
+        bearer_credentials(env, env.var("GITENV_HTTPS_PASS_RW"), &repo.https_url),
+    );
+    let (error, message) = expect_err(wrong.branch_tip("main").await);
+    assert_eq!(error.reason(), Reason::AuthenticationFailed, "{message}");
+    assert!(message.contains("bearerToken"), "{message}");
+}
+
+#[tokio::test]
+async fn stale_expectations_are_reported_and_change_nothing() {
+    let env = env();
+    let repo = env.new_repo("remote-cas");
+    let remote = new_remote(&repo.ssh_url, ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url));
+    let local = LocalRepo::new();
+    let base = local.commit(None, "a.yaml", "base\n");
+    let ours = local.commit(Some(&base), "a.yaml", "ours\n");
+    let elsewhere = local.commit(None, "a.yaml", "never pushed\n");
+    assert_eq!(remote.push(local.path(), &base, "main", None).await.unwrap(), PushOutcome::Pushed);
+
+    // Expecting a commit the remote does not have.
+    assert_eq!(remote.push(local.path(), &ours, "main", Some(&elsewhere)).await.unwrap(), PushOutcome::Stale);
+    // Expecting no branch where one exists.
+    assert_eq!(remote.push(local.path(), &ours, "main", None).await.unwrap(), PushOutcome::Stale);
+    assert_eq!(remote.branch_tip("main").await.unwrap().as_deref(), Some(base.as_str()));
+    assert_eq!(pushlog(env, repo_name(&repo.ssh_url)).len(), 1, "no stale push reached the server");
+}
+
+#[tokio::test]
+async fn a_push_that_loses_the_race_is_stale() {
+    // Another writer moves the branch between our ls-remote and our push: git's
+    // --force-with-lease, not our pre-check, must catch it.
+    let env = env();
+    let repo = env.new_repo("remote-race");
+    let local = LocalRepo::new();
+    let base = local.commit(None, "a.yaml", "base\n");
+    let theirs = local.commit(Some(&base), "a.yaml", "theirs\n");
+    let ours = local.commit(Some(&base), "a.yaml", "ours\n");
+    let credentials = || ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url);
+    assert_eq!(
+        new_remote(&repo.ssh_url, credentials()).push(local.path(), &base, "main", None).await.unwrap(),
+        PushOutcome::Pushed
+    );
+
+    // A `git` on PATH that, before our real push (not the dry run), force-pushes
+    // their commit with the same sandbox environment, then runs the real git.
+    let path = tempfile::tempdir().unwrap();
+    let marker = path.path().join("raced");
+    let url = repo.ssh_url.replacen("ssh://", "ssh://git@", 1);
+    let git = which("git");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" push --porcelain \"*)\n\
+         \x20 if [ ! -e '{m}' ]; then : > '{m}'; '{g}' --git-dir='{d}' push --quiet --force -- '{url}' \
+         {theirs}:refs/heads/main || exit 99; fi;;\nesac\nexec '{g}' \"$@\"\n",
+        m = marker.display(),
+        g = git.display(),
+        d = local.path().display(),
+    );
+    write_executable(&path.path().join("git"), &script);
+    let search_path = format!("{}:/usr/local/bin:/usr/bin:/bin", path.path().display());
+    let racing = new_remote(&repo.ssh_url, credentials()).with_search_path(search_path);
+    assert_eq!(racing.push(local.path(), &ours, "main", Some(&base)).await.unwrap(), PushOutcome::Stale);
+    assert!(marker.exists(), "the competing push ran");
+    assert_eq!(
+        racing.branch_tip("main").await.unwrap().as_deref(),
+        Some(theirs.as_str()),
+        "their commit stays"
+    );
+}
+
+#[tokio::test]
+async fn read_only_credentials_lack_write_access() {
+    let env = env();
+    let repo = env.new_repo("remote-ro");
+    let cases = [
+        (repo.ssh_url.clone(), ssh_credentials(env, "GITENV_SSH_KEY_RO", &repo.ssh_url)),
+        (repo.https_url.clone(), basic_credentials(env, "RO", &repo.https_url)),
+    ];
+    for (url, credentials) in cases {
+        let remote = new_remote(&url, credentials);
+        assert_eq!(remote.branch_tip("main").await.unwrap(), None, "read-only credentials can read");
+        let (error, message) = expect_err(remote.verify_write_access("main").await);
+        assert_eq!(error.reason(), Reason::AuthenticationFailed, "{message}");
+        assert!(matches!(error, RemoteError::NoWriteAccess { .. }), "{message}");
+        assert!(message.contains("can read") && message.contains("write access"), "{message}");
+
+        let local = LocalRepo::new();
+        let commit = local.commit(None, "a.yaml", "a\n");
+        let (error, message) = expect_err(remote.push(local.path(), &commit, "main", None).await);
+        assert_eq!(error.reason(), Reason::AuthenticationFailed, "{message}");
+    }
+    assert!(pushlog(env, repo_name(&repo.ssh_url)).is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_repository_is_not_found_and_not_created() {
+    let env = env();
+    let repo = env.new_repo("remote-known");
+    let missing = |url: &str| url.replace("remote-known", "remote-missing");
+    let cases = [
+        (missing(&repo.ssh_url), ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url)),
+        (missing(&repo.https_url), basic_credentials(env, "RW", &repo.https_url)),
+    ];
+    for (url, credentials) in cases {
+        let remote = new_remote(&url, credentials);
+        let (error, message) = expect_err(remote.verify_write_access("main").await);
+        assert_eq!(error.reason(), Reason::RepositoryNotFound, "{message}");
+        let local = LocalRepo::new();
+        let commit = local.commit(None, "a.yaml", "a\n");
+        let (error, message) = expect_err(remote.push(local.path(), &commit, "main", None).await);
+        assert_eq!(error.reason(), Reason::RepositoryNotFound, "{message}");
+        // soft-serve creates repositories on push: none was attempted.
+        let (error, _) = expect_err(remote.branch_tip("main").await);
+        assert_eq!(error.reason(), Reason::RepositoryNotFound);
+    }
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_network_error() {
+    let env = env();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ssh_url = format!("ssh://127.0.0.1:{port}/r.git");
+    let https_url = format!("https://127.0.0.1:{port}/r.git");
+    let cases = [
+        (ssh_url.clone(), ssh_credentials(env, "GITENV_SSH_KEY_RW", &ssh_url)),
+        (https_url.clone(), basic_credentials(env, "RW", &https_url)),
+    ];
+    for (url, credentials) in cases {
+        let (error, message) = expect_err(new_remote(&url, credentials).verify_write_access("main").await);
+        assert_eq!(error.reason(), Reason::NetworkError, "{message}");
+        assert!(message.contains("cannot reach"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_host_key_is_refused_not_trusted() {
+    let env = env();
+    let repo = env.new_repo("remote-hostkey");
+    let real = read_file(env.var("GITENV_KNOWN_HOSTS"));
+    let scratch = tempfile::tempdir().unwrap();
+    let other = scratch.path().join("other");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status();
+    assert!(status.unwrap().success());
+    let other_key = read_file(&format!("{}.pub", other.display()));
+    let other_key: Vec<&str> = other_key.split_whitespace().take(2).collect();
+    let changed: String =
+        real.lines().map(|l| format!("{} {}\n", l.split(' ').next().unwrap(), other_key.join(" "))).collect();
+    let unrelated = format!("[example.com]:22 {}\n", other_key.join(" "));
+
+    for (known_hosts, expected) in [(changed, "has changed"), (unrelated, "host key is known")] {
+        let data =
+            secret(&[("identity", &read_file(env.var("GITENV_SSH_KEY_RW"))), ("known_hosts", &known_hosts)]);
+        let credentials = Credentials::from_secret_data("git-ssh", &data, &repo.ssh_url).unwrap();
+        let remote = new_remote(&repo.ssh_url, credentials);
+        for _ in 0..2 {
+            // Twice: a first failure must not have taught the remote the key.
+            let (error, message) = expect_err(remote.branch_tip("main").await);
+            assert!(matches!(error, RemoteError::HostKeyRejected { .. }), "{message}");
+            assert_eq!(error.reason(), Reason::NetworkError);
+            assert!(message.contains("known_hosts") && message.contains("Secret `git-ssh`"), "{message}");
+            assert!(message.to_lowercase().contains(expected), "{message}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn https_without_the_ca_is_a_certificate_error() {
+    let env = env();
+    let repo = env.new_repo("remote-noca");
+    let data = secret(&[
+        ("username", env.var("GITENV_HTTPS_USER_RW")),
+        ("password", env.var("GITENV_HTTPS_PASS_RW")),
+    ]);
+    let credentials = Credentials::from_secret_data("git-https", &data, &repo.https_url).unwrap();
+    let (error, message) =
+        expect_err(new_remote(&repo.https_url, credentials).verify_write_access("main").await);
+    assert!(matches!(error, RemoteError::UntrustedCertificate { .. }), "{message}");
+    assert_eq!(error.reason(), Reason::NetworkError);
+    assert!(message.contains("certificate") && message.contains("ca.crt"), "{message}");
+}
+
+#[tokio::test]
+async fn an_encrypted_identity_is_unlocked_without_argv() {
+    let env = env();
+    let repo = env.new_repo("remote-passphrase");
+    let scratch = tempfile::tempdir().unwrap();
+    let key = scratch.path().join("id");
+    let passphrase = format!("pass-{}", support::unique_name("phrase"));
+    register_secret(&passphrase);
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", &passphrase, "-f"])
+        .arg(&key)
+        .status();
+    assert!(status.unwrap().success());
+    let identity = read_file(&key.display().to_string());
+    register_secret(&identity);
+    let public = read_file(&format!("{}.pub", key.display()));
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    let user = support::unique_name("enc").replace('-', "");
+    let admin = Path::new(env.var("GITENV_ADMIN_KEY"));
+    soft(env, admin, &["user", "create", &user, "-k", &format!("'{}'", public.join(" "))]);
+    soft(env, admin, &["repo", "collab", "add", repo_name(&repo.ssh_url), &user, "read-write"]);
+
+    let known_hosts = read_file(env.var("GITENV_KNOWN_HOSTS"));
+    let with = |passphrase: &str| {
+        let data =
+            secret(&[("identity", &identity), ("known_hosts", &known_hosts), ("password", passphrase)]);
+        Credentials::from_secret_data("git-ssh", &data, &repo.ssh_url).unwrap()
+    };
+    let path = RecordingPath::new();
+    let unlocked = new_remote(&repo.ssh_url, with(&passphrase)).with_search_path(path.search_path());
+    round_trip(env, &unlocked, repo_name(&repo.ssh_url)).await;
+    assert!(path.log().contains("argv ssh"), "ssh ran through the recording PATH");
+    assert_clean("argv and environment of git and ssh", &path.log());
+
+    let wrong = new_remote(&repo.ssh_url, with("not-the-passphrase"));
+    let (error, message) = expect_err(wrong.branch_tip("main").await);
+    assert_eq!(error.reason(), Reason::AuthenticationFailed, "{message}");
+    assert!(message.contains("passphrase"), "{message}");
+}
+
+#[tokio::test]
+async fn a_hung_server_times_out_and_every_process_is_killed() {
+    let _env = env();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts, never answers, and reports when the client side closes the socket.
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let _ = std::io::Read::read_to_end(&mut socket, &mut Vec::new());
+        let _ = closed_tx.send(Instant::now());
+    });
+    let url = format!("https://127.0.0.1:{port}/r.git");
+    let remote = new_remote(&url, Credentials::anonymous(&url).unwrap()).with_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let (error, message) = expect_err(remote.branch_tip("main").await);
+    let failed = Instant::now();
+    assert!(matches!(error, RemoteError::Timeout { .. }), "{message}");
+    assert_eq!(error.reason(), Reason::NetworkError);
+    assert!(failed - started < Duration::from_secs(5), "took {:?}", failed - started);
+    // git-remote-https held the socket; it died with git's process group.
+    let closed = closed_rx.recv_timeout(Duration::from_secs(5)).expect("the connection was never closed");
+    assert!(closed.saturating_duration_since(failed) < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn no_secret_reaches_argv_environment_logs_or_messages() {
+    let env = env();
+    let repo = env.new_repo("remote-secrets");
+    let token = mint_jwt(env, repo_name(&repo.https_url));
+    let wrong_password = "wrong-password-5ec4e7-never-shown";
+    register_secret(wrong_password);
+    // tracing-core's one-dispatch shortcut caches `Interest::never` when a thread
+    // without a subscriber (another test) registers a callsite first
+    // (tokio-rs/tracing#3611); a second live Dispatch forces the general path.
+    let _second_dispatch = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer({
+            let logs = logs.clone();
+            move || LogWriter(logs.clone())
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let path = RecordingPath::new();
+    let wrong_data = secret(&[
+        ("username", "rw"),
+        ("password", wrong_password),
+        ("ca.crt", &read_file(env.var("GITENV_CA_CRT"))),
+    ]);
+    let remotes = [
+        (repo.ssh_url.clone(), ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url)),
+        (repo.https_url.clone(), basic_credentials(env, "RW", &repo.https_url)),
+        (repo.https_url.clone(), basic_credentials(env, "RO", &repo.https_url)),
+        (repo.https_url.clone(), bearer_credentials(env, &token, &repo.https_url)),
+        (
+            repo.https_url.clone(),
+            Credentials::from_secret_data("wrong", &wrong_data, &repo.https_url).unwrap(),
+        ),
+    ];
+    let local = LocalRepo::new();
+    for (url, credentials) in remotes {
+        let remote = new_remote(&url, credentials).with_search_path(path.search_path());
+        let tip = remote.branch_tip("main").await;
+        let _ = remote.verify_write_access("main").await.map_err(|e| checked(&e));
+        let commit = local.commit(tip.as_ref().ok().cloned().flatten().as_deref(), "x.yaml", &url);
+        let expected = tip.as_ref().ok().cloned().flatten();
+        let _ =
+            remote.push(local.path(), &commit, "main", expected.as_deref()).await.map_err(|e| checked(&e));
+        let _ = remote.fetch(local.path(), "main").await.map_err(|e| checked(&e));
+        let _ = tip.map_err(|e| checked(&e));
+    }
+    let log = path.log();
+    assert!(
+        log.contains("argv git [ls-remote]") && log.contains("argv ssh") && log.contains("[push]"),
+        "{log}"
+    );
+    assert_clean("argv and environment of git and ssh", &log);
+    for line in log.lines().filter_map(|l| l.strip_prefix("env ")) {
+        let name = line.split('=').next().unwrap();
+        let allowed = name.starts_with("GIT_")
+            || name.starts_with("SSH_ASKPASS")
+            || name.to_ascii_lowercase().ends_with("_proxy")
+            || ["PATH", "HOME", "LC_ALL", "PWD", "OLDPWD", "SHLVL", "_"].contains(&name);
+        assert!(allowed, "a variable from outside the sandbox reached git: {name}");
+    }
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("git finished"), "tracing captured the runs: {logs}");
+    assert_clean("tracing output", &logs);
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
