@@ -235,12 +235,10 @@ impl Controller {
                 TargetInfo { id, base_folder: resolved.folder.clone(), write_secrets: false },
             );
             queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
+            let rules = self.rules_hash(key);
             let state = self.targets.get_mut(key).expect("active targets are known");
-            let fingerprint = (
-                resolved.branch_key.clone(),
-                resolved.folder.clone(),
-                table.owned_resources(key, &self.catalog),
-            );
+            let fingerprint =
+                (resolved.branch_key.clone(), resolved.folder.clone(), table.owned_resources(key, &self.catalog), rules);
             if state.synced_as.as_ref() != Some(&fingerprint) {
                 state.synced_as = Some(fingerprint);
                 resync.push(key.clone());
@@ -271,6 +269,29 @@ impl Controller {
         }
 
         self.publish_statuses(&table).await;
+    }
+
+    /// A hash of every rule that writes to `target`: any change to them
+    /// (a label selector, an operation) calls for a resync.
+    fn rules_hash(&self, target: &TargetKey) -> u64 {
+        let mut specs: Vec<String> = self
+            .stores
+            .watch_rules
+            .state()
+            .iter()
+            .filter(|r| r.metadata.namespace.as_deref() == Some(&target.namespace) && r.spec.sink_ref.name == target.name)
+            .map(|r| format!("wr/{:?}/{:?}", r.metadata.name, r.spec))
+            .chain(
+                self.stores
+                    .cluster_watch_rules
+                    .state()
+                    .iter()
+                    .filter(|r| r.spec.sink_ref.namespace == target.namespace && r.spec.sink_ref.name == target.name)
+                    .map(|r| format!("cwr/{:?}/{:?}", r.metadata.name, r.spec)),
+            )
+            .collect();
+        specs.sort();
+        xxhash_rust::xxh3::xxh3_64(specs.join("\n").as_bytes())
     }
 
     fn worker_settings(&self, branch: &BranchKey, members: &[(TargetKey, Resolved)]) -> WorkerSettings {

@@ -33,8 +33,9 @@ pub struct Resolved {
     pub folder: String,
 }
 
-/// What a target was resynced as: branch, folder and owned (group, plural)s.
-pub type SyncedAs = (BranchKey, String, BTreeSet<(String, String)>);
+/// What a target was resynced as: branch, folder, owned (group, plural)s and
+/// a hash of the rules that point at it.
+pub type SyncedAs = (BranchKey, String, BTreeSet<(String, String)>, u64);
 
 /// What the controller remembers about one GitTarget.
 #[derive(Debug)]

@@ -395,9 +395,9 @@ impl Worker {
         Ok(())
     }
 
-    fn push_due(&self) -> Option<Instant> {
-        let due =
-            self.settings.push.due(self.unpushed.len(), self.unpushed.first().map(|u| u.received_at))?;
+    fn push_due(&self, now: Instant) -> Option<Instant> {
+        let oldest = self.unpushed.first().map(|u| u.received_at);
+        let due = self.settings.push.due(self.unpushed.len(), oldest, now)?;
         Some(self.retry_at.map_or(due, |retry| retry.max(due)))
     }
 
