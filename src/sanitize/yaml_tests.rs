@@ -2,6 +2,7 @@
 //! position, YAML 1.1 quoting, and key-order determinism.
 
 use super::*;
+use crate::sanitize::fixtures;
 use serde_json::json;
 
 /// Strings that break naive emitters. Each must come back byte-identical.
@@ -249,6 +250,8 @@ fn dump_catalogue_for_other_readers() {
     let mut docs: Vec<Value> = tricky_strings().iter().flat_map(|s| positions(s)).collect();
     docs.push(json!({ "t": true, "z": null, "i": -42, "u": u64::MAX, "fl": 1.5, "whole": 2.0,
         "tiny": 1e-300, "huge": 1.7e308, "e": 1e20, "neg0": -0.0, "m": {}, "l": [] }));
+    docs.push(crate::sanitize::sanitize_value(fixtures::deployment()));
+    docs.push(crate::sanitize::sanitize_value(fixtures::big_config_map()));
     for (i, doc) in docs.iter().enumerate() {
         std::fs::write(format!("{dir}/{i}.yaml"), to_yaml(doc)).unwrap();
         std::fs::write(format!("{dir}/{i}.json"), serde_json::to_vec(doc).unwrap()).unwrap();
