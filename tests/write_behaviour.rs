@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use gitops_reverser::sanitize::{ObjectKey, ResourceRef, object_path};
 use serde_json::json;
 use support::fixtures::{self, Access};
 use support::scenario::{Scenario, WAIT};
@@ -199,13 +200,24 @@ async fn large_objects_and_unusual_names_are_mirrored_exactly() {
     for name in names {
         s.configmap(name, json!({"name": name})).await;
     }
-    let expected: BTreeSet<String> = names.iter().chain(&["big"]).map(|n| s.core_path("", "configmaps", n)).collect();
+    let path_of = |name: &str| {
+        let resource = ResourceRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+            namespaced: true,
+        };
+        object_path(&resource, &ObjectKey { namespace: Some(s.namespace().to_owned()), name: name.to_owned() })
+    };
+    let expected: BTreeSet<String> = names.iter().chain(&["big"]).map(|n| path_of(n)).collect();
     let view = s.wait_branch("every file", "main", |v| expected.iter().all(|p| v.files.contains_key(p))).await;
-    let file = &view.files[&s.core_path("", "configmaps", "big")];
+    assert!(view.files.keys().all(|p| p.rsplit('/').next().unwrap().len() <= 255), "a file name is too long to check out");
+    let file = &view.files[&path_of("big")];
     let parsed: serde_json::Value = serde_saphyr::from_str(file).unwrap();
     assert_eq!(parsed["data"]["payload"].as_str().unwrap(), big, "the large value changed on its way to git");
     for name in names {
-        let parsed: serde_json::Value = serde_saphyr::from_str(&view.files[&s.core_path("", "configmaps", name)]).unwrap();
+        let parsed: serde_json::Value = serde_saphyr::from_str(&view.files[&path_of(name)]).unwrap();
         assert_eq!(parsed["metadata"]["name"], name);
     }
 }

@@ -74,9 +74,36 @@ pub fn object_path(resource: &ResourceRef, key: &ObjectKey) -> String {
     out.push('/');
     encode_into(&resource.plural, &mut out);
     out.push('/');
-    encode_into(&key.name, &mut out);
-    out.push_str(EXTENSION);
+    out.push_str(&file_name(&key.name));
     out
+}
+
+/// Most filesystems refuse file names over 255 bytes, and encoding can
+/// triple a name's length.
+const MAX_FILE_NAME: usize = 255;
+/// How much of an over-long encoded name is kept before the hash.
+const SHORTENED_PREFIX: usize = 200;
+/// Marks a shortened name. Names never contain a literal `~` (it is
+/// percent-encoded), so the mark is unambiguous.
+const SHORTENED_MARK: char = '~';
+
+/// `{encoded name}.yaml`, or for names too long for a file system
+/// `{first 200 bytes}~{xxh3 of the full name}.yaml`: still one file per
+/// object and stable, though the name itself is then only in the file.
+fn file_name(name: &str) -> String {
+    let encoded = encode_segment(name);
+    if encoded.len() + EXTENSION.len() <= MAX_FILE_NAME {
+        return format!("{encoded}{EXTENSION}");
+    }
+    let mut cut = SHORTENED_PREFIX;
+    // Never split a `%XX` escape.
+    if let Some(percent) = encoded[..cut].rfind('%')
+        && percent + 3 > cut
+    {
+        cut = percent;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+    format!("{}{SHORTENED_MARK}{hash:016x}{EXTENSION}", &encoded[..cut])
 }
 
 /// Inverse of [`object_path`]. `None` for anything that is not exactly a
@@ -104,7 +131,15 @@ pub fn decode_object_path(relative: &str) -> Option<DecodedPath> {
         (group_segment(&decoded) == group).then_some(decoded)?
     };
     let plural = decode_canonical(plural)?;
-    let name = decode_canonical(file.strip_suffix(EXTENSION)?)?;
+    let stem = file.strip_suffix(EXTENSION)?;
+    let name = match stem.split_once(SHORTENED_MARK) {
+        // A shortened name: the prefix, marked as cut; the file holds the rest.
+        Some((prefix, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("{}…", decode_canonical(prefix)?)
+        }
+        Some(_) => return None,
+        None => decode_canonical(stem)?,
+    };
     Some(DecodedPath { namespace, group, plural, name })
 }
 

@@ -182,3 +182,29 @@ fn base_folders() {
     let rest = strip_base("a", &theirs).unwrap();
     assert_eq!(decode_object_path(rest), None);
 }
+
+#[test]
+fn over_long_names_are_shortened_to_fit_a_file_system() {
+    let resource = ResourceRef {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+        namespaced: true,
+    };
+    for name in ["n".repeat(253), "A".repeat(100), format!("{}:{}", "a".repeat(198), "b".repeat(54))] {
+        let key = ObjectKey { namespace: Some("ns".into()), name: name.clone() };
+        let path = object_path(&resource, &key);
+        let file = path.rsplit('/').next().unwrap();
+        assert!(file.len() <= 255, "{} bytes: {file}", file.len());
+        assert_eq!(path, object_path(&resource, &key), "stable");
+        let decoded = decode_object_path(&path).expect("a shortened path still decodes");
+        assert_eq!((decoded.namespace.as_deref(), decoded.plural.as_str()), (Some("ns"), "configmaps"));
+        let mut other = name.clone();
+        other.push('x');
+        let other_path = object_path(&resource, &ObjectKey { namespace: Some("ns".into()), name: other });
+        assert_ne!(path, other_path, "names sharing a prefix get different files");
+    }
+    let short = object_path(&resource, &ObjectKey { namespace: Some("ns".into()), name: "n".repeat(250) });
+    assert!(short.ends_with(&format!("{}.yaml", "n".repeat(250))), "a name that fits is kept whole");
+}
