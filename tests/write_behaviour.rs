@@ -35,7 +35,12 @@ async fn max_commits_batches_pushes_of_five() {
     s.ssh_provider("git", json!({"interval": "1h", "maxCommits": 5})).await;
     s.target("t", "git", "main", "").await;
     // The label keeps kube-root-ca.crt out, so exactly our ten objects count.
-    s.rule("r", "t", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}])).await;
+    s.rule(
+        "r",
+        "t",
+        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]),
+    )
+    .await;
     let _operator = s.operator();
     s.wait_condition("t", "Ready", |c| c.0 == "True").await;
     for i in 0..10 {
@@ -58,7 +63,12 @@ async fn interval_bounds_the_wait_and_batches_what_arrives_within_it() {
     let s = Scenario::new("wb-int").await;
     s.ssh_provider("git", json!({"interval": "3s", "maxCommits": 1000})).await;
     s.target("t", "git", "main", "").await;
-    s.rule("r", "t", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}])).await;
+    s.rule(
+        "r",
+        "t",
+        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]),
+    )
+    .await;
     let _operator = s.operator();
     s.wait_condition("t", "Ready", |c| c.0 == "True").await;
     let started = Instant::now();
@@ -87,8 +97,18 @@ async fn two_targets_on_one_branch_share_a_worker_and_keep_their_own_files() {
     s.ssh_provider("git", json!({"interval": "1s"})).await;
     s.target("a", "git", "main", "team-a").await;
     s.target("b", "git", "main", "team-b").await;
-    s.rule("ra", "a", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "a"}}}])).await;
-    s.rule("rb", "b", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "b"}}}])).await;
+    s.rule(
+        "ra",
+        "a",
+        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "a"}}}]),
+    )
+    .await;
+    s.rule(
+        "rb",
+        "b",
+        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "b"}}}]),
+    )
+    .await;
     let operator = s.operator();
     for team in ["a", "b"] {
         fixtures::apply(
@@ -103,7 +123,12 @@ async fn two_targets_on_one_branch_share_a_worker_and_keep_their_own_files() {
     let (pa, pb) = (s.core_path("team-a", "configmaps", "cm-a"), s.core_path("team-b", "configmaps", "cm-b"));
     s.wait_branch("both files", "main", |v| v.files.contains_key(&pa) && v.files.contains_key(&pb)).await;
     // A resync of target a (its rule changes) must not touch b's files.
-    s.rule("ra", "a", json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "none"}}}])).await;
+    s.rule(
+        "ra",
+        "a",
+        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"team": "none"}}}]),
+    )
+    .await;
     let view = s.wait_branch("a's file to go", "main", |v| !v.files.contains_key(&pa)).await;
     assert!(view.files.contains_key(&pb), "target a deleted target b's file: {:?}", view.files.keys());
     let logs = operator.logs();
@@ -120,8 +145,14 @@ async fn a_watch_rule_never_reaches_another_namespace() {
     s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
     let _operator = s.operator();
     s.configmap("own", json!({"mine": "yes"})).await;
-    let view = s.wait_branch("own file", "main", |v| v.files.contains_key(&s.core_path("", "configmaps", "own"))).await;
-    assert!(view.files.keys().all(|p| p.starts_with(&format!("{}/", s.namespace()))), "{:?}", view.files.keys());
+    let view = s
+        .wait_branch("own file", "main", |v| v.files.contains_key(&s.core_path("", "configmaps", "own")))
+        .await;
+    assert!(
+        view.files.keys().all(|p| p.starts_with(&format!("{}/", s.namespace()))),
+        "{:?}",
+        view.files.keys()
+    );
     assert!(!view.files.values().any(|f| f.contains("plans")));
 }
 
@@ -168,7 +199,11 @@ async fn secrets_never_reach_git_and_credentials_never_reach_logs() {
     )
     .await;
     s.configmap("after", json!({"k": "v"})).await;
-    let view = s.wait_branch("the ConfigMap after the Secret", "main", |v| v.files.contains_key(&s.core_path("", "configmaps", "after"))).await;
+    let view = s
+        .wait_branch("the ConfigMap after the Secret", "main", |v| {
+            v.files.contains_key(&s.core_path("", "configmaps", "after"))
+        })
+        .await;
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
     for (path, content) in &view.files {
@@ -180,7 +215,9 @@ async fn secrets_never_reach_git_and_credentials_never_reach_logs() {
     let logs = operator.logs();
     let identity = std::fs::read_to_string(s.env.var("GITENV_SSH_KEY_RW")).unwrap();
     let key_body: Vec<&str> = identity.lines().filter(|l| !l.starts_with("-----")).collect();
-    for needle in key_body.iter().copied().chain([value.as_str(), encoded.as_str(), s.env.var("GITENV_HTTPS_PASS_RW")]) {
+    for needle in
+        key_body.iter().copied().chain([value.as_str(), encoded.as_str(), s.env.var("GITENV_HTTPS_PASS_RW")])
+    {
         assert!(!logs.contains(needle), "a credential appears in the operator log");
     }
 }
@@ -208,11 +245,18 @@ async fn large_objects_and_unusual_names_are_mirrored_exactly() {
             plural: "configmaps".into(),
             namespaced: true,
         };
-        object_path(&resource, &ObjectKey { namespace: Some(s.namespace().to_owned()), name: name.to_owned() })
+        object_path(
+            &resource,
+            &ObjectKey { namespace: Some(s.namespace().to_owned()), name: name.to_owned() },
+        )
     };
     let expected: BTreeSet<String> = names.iter().chain(&["big"]).map(|n| path_of(n)).collect();
-    let view = s.wait_branch("every file", "main", |v| expected.iter().all(|p| v.files.contains_key(p))).await;
-    assert!(view.files.keys().all(|p| p.rsplit('/').next().unwrap().len() <= 255), "a file name is too long to check out");
+    let view =
+        s.wait_branch("every file", "main", |v| expected.iter().all(|p| v.files.contains_key(p))).await;
+    assert!(
+        view.files.keys().all(|p| p.rsplit('/').next().unwrap().len() <= 255),
+        "a file name is too long to check out"
+    );
     let file = &view.files[&path_of("big")];
     let parsed: serde_json::Value = serde_saphyr::from_str(file).unwrap();
     assert_eq!(parsed["data"]["payload"].as_str().unwrap(), big, "the large value changed on its way to git");

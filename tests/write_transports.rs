@@ -12,7 +12,9 @@ async fn mirrors_a_configmap(s: &Scenario) {
     let _operator = s.operator();
     s.configmap("probe", json!({"transport": "works"})).await;
     let path = s.core_path("mirror", "configmaps", "probe");
-    let view = s.wait_branch("the probe file", "main", |v| v.files.get(&path).is_some_and(|f| f.contains("works"))).await;
+    let view = s
+        .wait_branch("the probe file", "main", |v| v.files.get(&path).is_some_and(|f| f.contains("works")))
+        .await;
     assert!(view.subjects.iter().any(|subject| subject.ends_with("/probe")));
     s.wait_condition("t", "Ready", |c| c.0 == "True").await;
 }
@@ -41,7 +43,16 @@ async fn over_https_with_a_bearer_token() {
     let s = Scenario::new("tr-bearer").await;
     // soft-serve accepts a JWT it signed as a bearer token; mint one for the rw user.
     let output = std::process::Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+        ])
         .arg("-i")
         .arg(s.env.var("GITENV_SSH_KEY_RW"))
         .arg("-o")
@@ -51,7 +62,8 @@ async fn over_https_with_a_bearer_token() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    s.provider("git", &s.repo.https_url.clone(), &Access::HttpsBearer { token }, json!({"interval": "1s"})).await;
+    s.provider("git", &s.repo.https_url.clone(), &Access::HttpsBearer { token }, json!({"interval": "1s"}))
+        .await;
     s.target("t", "git", "main", "mirror").await;
     s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
     mirrors_a_configmap(&s).await;
@@ -61,7 +73,8 @@ async fn over_https_with_a_bearer_token() {
 async fn through_a_flux_git_repository() {
     let s = Scenario::new("tr-flux").await;
     // The Secret Flux would use, with a key that can write.
-    fixtures::git_secret(&s.client, s.env, s.namespace(), "flux-system", &Access::Ssh { read_only: false }).await;
+    fixtures::git_secret(&s.client, s.env, s.namespace(), "flux-system", &Access::Ssh { read_only: false })
+        .await;
     fixtures::apply(
         &s.client,
         s.namespace(),
@@ -72,8 +85,15 @@ async fn through_a_flux_git_repository() {
         }),
     )
     .await;
-    fixtures::target(&s.client, s.namespace(), "t", json!({"kind": "GitRepository", "name": "flux-system"}), "main", "mirror")
-        .await;
+    fixtures::target(
+        &s.client,
+        s.namespace(),
+        "t",
+        json!({"kind": "GitRepository", "name": "flux-system"}),
+        "main",
+        "mirror",
+    )
+    .await;
     s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
     mirrors_a_configmap(&s).await;
 }

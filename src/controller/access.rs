@@ -69,8 +69,10 @@ impl AccessChecks {
                 continue;
             }
             state.checking = false;
-            if matches!(access, Access::Failed { .. }) {
-                state.next_check = Some(Instant::now() + RETRY_AFTER_FAILURE);
+            match access {
+                Access::Failed { .. } => state.next_check = Some(Instant::now() + RETRY_AFTER_FAILURE),
+                Access::Verified { .. } => state.verified_once = true,
+                Access::Checking => {}
             }
             state.access = access;
         }

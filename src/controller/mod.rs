@@ -186,7 +186,7 @@ impl Controller {
         // One worker per branch, configured from its targets.
         let mut branches: BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>> = BTreeMap::new();
         for (key, state) in &self.targets {
-            if let Some(resolved) = state.resolved() {
+            if let Some(resolved) = state.resolved().filter(|_| state.may_write()) {
                 branches
                     .entry(resolved.branch_key.clone())
                     .or_default()
@@ -237,8 +237,12 @@ impl Controller {
             queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
             let rules = self.rules_hash(key);
             let state = self.targets.get_mut(key).expect("active targets are known");
-            let fingerprint =
-                (resolved.branch_key.clone(), resolved.folder.clone(), table.owned_resources(key, &self.catalog), rules);
+            let fingerprint = (
+                resolved.branch_key.clone(),
+                resolved.folder.clone(),
+                table.owned_resources(key, &self.catalog),
+                rules,
+            );
             if state.synced_as.as_ref() != Some(&fingerprint) {
                 state.synced_as = Some(fingerprint);
                 resync.push(key.clone());
@@ -279,14 +283,19 @@ impl Controller {
             .watch_rules
             .state()
             .iter()
-            .filter(|r| r.metadata.namespace.as_deref() == Some(&target.namespace) && r.spec.sink_ref.name == target.name)
+            .filter(|r| {
+                r.metadata.namespace.as_deref() == Some(&target.namespace)
+                    && r.spec.sink_ref.name == target.name
+            })
             .map(|r| format!("wr/{:?}/{:?}", r.metadata.name, r.spec))
             .chain(
                 self.stores
                     .cluster_watch_rules
                     .state()
                     .iter()
-                    .filter(|r| r.spec.sink_ref.namespace == target.namespace && r.spec.sink_ref.name == target.name)
+                    .filter(|r| {
+                        r.spec.sink_ref.namespace == target.namespace && r.spec.sink_ref.name == target.name
+                    })
                     .map(|r| format!("cwr/{:?}/{:?}", r.metadata.name, r.spec)),
             )
             .collect();

@@ -45,6 +45,8 @@ pub struct TargetState {
     resolved_at: Instant,
     pub outcome: Result<Resolved, Problem>,
     pub access: Access,
+    /// The current credentials passed a write check at least once.
+    pub verified_once: bool,
     pub check_seq: u64,
     pub checking: bool,
     pub next_check: Option<Instant>,
@@ -61,6 +63,23 @@ impl TargetState {
 
     pub fn problem(&self) -> Option<&Problem> {
         self.outcome.as_ref().err()
+    }
+
+    /// Whether this target's own credentials proved write access. Targets
+    /// that share a branch share a worker (and its credentials), so a target
+    /// is only routed once its own credentials could write. A network error
+    /// does not revoke that: changes then queue until the server is back.
+    pub fn may_write(&self) -> bool {
+        self.verified_once
+            && !matches!(
+                &self.access,
+                Access::Failed {
+                    reason: Reason::AuthenticationFailed
+                        | Reason::RepositoryNotFound
+                        | Reason::InvalidConfiguration,
+                    ..
+                }
+            )
     }
 }
 
@@ -89,6 +108,7 @@ impl Controller {
                     if state.outcome.as_ref().ok() != outcome.as_ref().ok() {
                         // New URL, branch or credentials: the old check says nothing.
                         state.access = Access::Checking;
+                        state.verified_once = false;
                         state.next_check = None;
                         state.check_seq += 1;
                         state.checking = false;
@@ -107,6 +127,7 @@ impl Controller {
                             resolved_at: Instant::now(),
                             outcome,
                             access: Access::Checking,
+                            verified_once: false,
                             check_seq: 0,
                             checking: false,
                             next_check: None,

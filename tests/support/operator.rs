@@ -66,7 +66,8 @@ impl Drop for Operator {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let logs = self.logs();
-            let tail: Vec<&str> = logs.lines().rev().filter(|l| !l.contains("\"level\":\"DEBUG\"")).take(60).collect();
+            let tail: Vec<&str> =
+                logs.lines().rev().filter(|l| !l.contains("\"level\":\"DEBUG\"")).take(60).collect();
             eprintln!("--- operator log (last {} lines) ---", tail.len());
             for line in tail.iter().rev() {
                 eprintln!("{line}");

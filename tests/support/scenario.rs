@@ -46,7 +46,8 @@ impl Scenario {
     }
 
     pub async fn target(&self, name: &str, provider: &str, branch: &str, folder: &str) {
-        fixtures::target(&self.client, self.namespace(), name, json!({"name": provider}), branch, folder).await;
+        fixtures::target(&self.client, self.namespace(), name, json!({"name": provider}), branch, folder)
+            .await;
     }
 
     pub async fn rule(&self, name: &str, target: &str, rules: Value) {
@@ -66,7 +67,12 @@ impl Scenario {
     }
 
     /// Waits until the branch satisfies `check`.
-    pub async fn wait_branch(&self, what: &str, branch: &str, check: impl Fn(&BranchView) -> bool) -> BranchView {
+    pub async fn wait_branch(
+        &self,
+        what: &str,
+        branch: &str,
+        check: impl Fn(&BranchView) -> bool,
+    ) -> BranchView {
         wait_for(what, WAIT, || async { self.branch(branch).filter(|view| check(view)) }).await
     }
 
@@ -102,8 +108,61 @@ impl Scenario {
         log.lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                (f.len() >= 7 && f[1] == name).then(|| (f[2].to_owned(), f[4].to_owned(), f[5].to_owned(), f[6].to_owned()))
+                (f.len() >= 7 && f[1] == name)
+                    .then(|| (f[2].to_owned(), f[4].to_owned(), f[5].to_owned(), f[6].to_owned()))
             })
             .collect()
+    }
+}
+
+impl Scenario {
+    /// What the target's folder must hold for `plural` (a core resource):
+    /// every live object of this namespace, sanitized, by path.
+    pub async fn expected_core_files(
+        &self,
+        folder: &str,
+        plural: &str,
+        kind: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        use gitops_reverser::sanitize::{ResourceRef, join_base, normalize_base_folder, sanitize};
+        use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace(), &resource);
+        let rref = ResourceRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced: true,
+        };
+        let base = normalize_base_folder(folder);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|object| {
+                let sanitized = sanitize(&serde_json::to_value(object).unwrap(), &rref).unwrap();
+                (join_base(&base, &sanitized.path), String::from_utf8(sanitized.yaml).unwrap())
+            })
+            .collect()
+    }
+
+    /// Waits until the files of `plural` below `folder` on `branch` equal
+    /// the sanitized live objects, byte for byte.
+    pub async fn wait_converged(&self, branch: &str, folder: &str, plural: &str, kind: &str) -> BranchView {
+        let marker = format!("/core/{plural}/");
+        wait_for(&format!("{branch} to equal the live {plural}"), WAIT, || async {
+            let expected = self.expected_core_files(folder, plural, kind).await;
+            let view = self.branch(branch)?;
+            let actual: std::collections::BTreeMap<String, String> = view
+                .files
+                .iter()
+                .filter(|(p, _)| p.contains(&marker))
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect();
+            (actual == expected).then_some(view)
+        })
+        .await
     }
 }
