@@ -1,0 +1,86 @@
+//! The local environment (`tests/env/up`): its variables, new repositories,
+//! and the server-side push log.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Env {
+    pub root: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// Runs `tests/env/up` (installing on first use) and reads env.sh.
+    pub fn up(root: &Path) -> Result<Self, String> {
+        let status = Command::new(root.join("tests/env/up")).status().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("tests/env/up failed: {status}"));
+        }
+        let text = std::fs::read_to_string(root.join("target/env/env.sh")).map_err(|e| e.to_string())?;
+        let vars = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|a| a.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+            .collect();
+        Ok(Self { root: root.to_owned(), vars })
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.vars.get(name).map(String::as_str).unwrap_or_else(|| panic!("env.sh lacks {name}"))
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.var(name)).unwrap_or_default()
+    }
+
+    /// Creates a repository and returns its SSH URL.
+    pub fn new_repo(&self, name: &str) -> Result<String, String> {
+        let out = Command::new(self.root.join("tests/env/new-repo")).arg(name).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let urls: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        Ok(urls["ssh_url"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Pushes the server logged for `repo`: (unix seconds, old sha, new sha).
+    pub fn pushes(&self, repo: &str) -> Vec<(f64, String, String)> {
+        std::fs::read_to_string(self.var("GITENV_PUSHLOG"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() >= 7 && f[1] == repo).then(|| (f[0].parse().unwrap_or(0.0), f[5].to_owned(), f[6].to_owned()))
+            })
+            .collect()
+    }
+
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.var("KUBECONFIG")).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| e.to_string())?;
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+
+    /// Runs git with the read-write SSH key and an isolated configuration.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> Result<String, String> {
+        let ssh = format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            self.var("GITENV_SSH_KEY_RW"),
+            self.var("GITENV_KNOWN_HOSTS")
+        );
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", ssh)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
