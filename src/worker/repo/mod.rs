@@ -64,9 +64,11 @@ pub struct LocalRepo {
     repo: gix::Repository,
 }
 
-// Trees on the changed path are read twice per commit (check, then edit);
-// a small cache keeps the second read off the disk. Bounded per worker.
-const OBJECT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+// Trees on the changed path are read twice per commit (check, then edit),
+// and the upper trees again by the next commit; a small cache keeps those
+// reads off the disk (no-op checks: ~100 µs uncached, ~5 µs cached). It is
+// per worker and grows on demand up to this cap.
+const OBJECT_CACHE_BYTES: usize = 1024 * 1024;
 
 // Only for the reflog, which bare repositories normally don't keep.
 const REFLOG_NAME: &str = "gitops-reverser";
