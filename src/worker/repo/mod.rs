@@ -26,10 +26,22 @@ use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 
 /// One file-level change; paths are '/'-separated and repository-relative.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum FileChange {
     Write { path: String, content: Vec<u8> },
     Delete { path: String },
+}
+
+// Content stays out of logs: it can be large, and it is user data.
+impl std::fmt::Debug for FileChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileChange::Write { path, content } => {
+                f.debug_struct("Write").field("path", path).field("bytes", &content.len()).finish()
+            }
+            FileChange::Delete { path } => f.debug_struct("Delete").field("path", path).finish(),
+        }
+    }
 }
 
 /// Name and email of an author or committer.
