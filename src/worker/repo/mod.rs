@@ -123,7 +123,9 @@ impl LocalRepo {
         // Bounded like git's own symref depth limit.
         for _ in 0..5 {
             let found = self.repo.refs.try_find(name.as_ref().as_partial_name()).context(op)?;
-            match found.map(|r| r.target) {
+            // `try_find` takes partial names and may try other prefixes too;
+            // only the exact ref counts.
+            match found.filter(|r| r.name == name).map(|r| r.target) {
                 None => return Ok(None),
                 Some(Target::Object(id)) => return Ok(Some(id)),
                 Some(Target::Symbolic(next)) => name = next,

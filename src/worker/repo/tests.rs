@@ -269,6 +269,9 @@ fn refs_resolve_and_update() {
 
     let missing = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
     assert!(matches!(repo.set_ref("refs/heads/x", missing), Err(RepoError::MissingObject { .. })));
+    // A ref that only a partial-name search would find does not count.
+    repo.set_ref("refs/heads/refs/tags/v1", id).unwrap();
+    assert_eq!(repo.resolve("refs/tags/v1").unwrap(), None);
     for bad in ["main", "refs/heads/a..b", "refs/heads/x.lock", ""] {
         let err = repo.resolve(bad).unwrap_err();
         assert!(matches!(err, RepoError::InvalidRefName { .. }), "{bad:?}: {err}");
@@ -281,7 +284,8 @@ fn refs_resolve_and_update() {
     let junk = sandbox.path("junk");
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("file"), "x").unwrap();
-    assert!(LocalRepo::open_or_init(&junk).is_err());
+    let err = LocalRepo::open_or_init(&junk).err().expect("not a repository").to_string();
+    assert!(err.starts_with(&format!("open repository {} failed: ", junk.display())), "{err}");
 }
 
 #[test]
