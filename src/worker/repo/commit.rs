@@ -17,9 +17,9 @@ use super::path::{self, Op, Planned};
 use super::read::Lookup;
 use super::{CommitSpec, CommitTime, FileChange, Identity, LocalRepo, RepoError};
 
-/// A change that survived the no-op check: a blob to place, or a file to drop.
+/// A change that survived the no-op check: bytes to place, or a file to drop.
 enum Edit<'a> {
-    Upsert(&'a Planned<'a>, ObjectId),
+    Upsert(&'a Planned<'a>, &'a [u8]),
     Remove(&'a Planned<'a>),
 }
 
@@ -50,6 +50,8 @@ impl LocalRepo {
             None => ObjectId::empty_tree(self.repo.object_hash()),
         };
 
+        // Check everything before writing anything, so a refused change
+        // leaves no stray blobs behind.
         let mut edits = Vec::with_capacity(plan.len());
         for change in &plan {
             if let Some(edit) = self.check(base_tree, change)? {
@@ -66,13 +68,20 @@ impl LocalRepo {
             let tree = self.find_tree(base_tree)?;
             tree.decode().context(|| format!("decode tree {base_tree}"))?.into_owned()
         };
-        // The plumbing editor: gix's validating editor would also stat every
-        // entry of every rewritten tree (hundreds per commit); our paths are
-        // validated up front and every id we insert was just written.
+        // The plumbing editor: gix's validating editor also checks that every
+        // entry of every rewritten tree exists (a stat per entry when loose;
+        // measured 15-50% slower per commit, 2x for deletes); our paths are
+        // validated up front and every id we insert is written just before.
         let mut editor = gix::objs::tree::Editor::new(root, &self.repo.objects, self.repo.object_hash());
         for edit in &edits {
-            match edit {
-                Edit::Upsert(change, id) => editor.upsert(&change.components, EntryKind::Blob, *id),
+            match *edit {
+                Edit::Upsert(change, content) => {
+                    let id = self
+                        .repo
+                        .write_blob(content)
+                        .context(|| format!("write blob for {:?}", change.path))?;
+                    editor.upsert(&change.components, EntryKind::Blob, id.detach())
+                }
                 Edit::Remove(change) => editor.remove(&change.components),
             }
             .context(|| format!("edit tree at {:?}", change_path(edit)))?;
@@ -115,16 +124,13 @@ impl LocalRepo {
                 Err(conflict("it is a folder; a file cannot replace it".into()))
             }
             (Op::Write(content), found) => {
-                let id = Self::blob_id(content);
-                if let Lookup::Found { mode, id: existing } = found
-                    && existing == id
+                if let Lookup::Found { mode, id } = found
                     && mode.kind() == EntryKind::Blob
+                    && id == Self::blob_id(content)
                 {
                     return Ok(None);
                 }
-                let written =
-                    self.repo.write_blob(content).context(|| format!("write blob for {:?}", change.path))?;
-                Ok(Some(Edit::Upsert(change, written.detach())))
+                Ok(Some(Edit::Upsert(change, content)))
             }
         }
     }

@@ -43,7 +43,8 @@ pub enum RepoError {
     #[error("{} is not a bare repository", path.display())]
     NotBare { path: std::path::PathBuf },
 
-    /// Any gix failure, with the operation and its subject.
+    /// Any gix failure, with the operation and its subject. The cause is in
+    /// the message too, since conditions and logs usually show only that.
     #[error("{op} failed: {source}")]
     Git {
         op: String,

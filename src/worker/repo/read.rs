@@ -45,7 +45,6 @@ impl LocalRepo {
         let components = path::split(prefix, true)?;
         let root = self.commit_tree(commit)?;
         let start = match self.lookup(root, &components)? {
-            _ if components.is_empty() => root,
             Lookup::Found { mode, id } if mode.is_tree() => id,
             _ => return Ok(Vec::new()),
         };

@@ -89,6 +89,12 @@ fn write(path: &str, content: &[u8]) -> FileChange {
     FileChange::Write { path: path.into(), content: content.to_vec() }
 }
 
+#[test]
+fn debug_output_leaves_content_out() {
+    let shown = format!("{:?}", write("a.yaml", b"password: hunter2"));
+    assert_eq!(shown, r#"Write { path: "a.yaml", bytes: 17 }"#);
+}
+
 fn delete(path: &str) -> FileChange {
     FileChange::Delete { path: path.into() }
 }
@@ -224,6 +230,10 @@ fn conflicts_and_bad_input_are_refused() {
         let err = try_commit(changes).unwrap_err().to_string();
         assert!(err.contains(expected), "{changes:?}: {err}");
     }
+    // A refused batch writes nothing, not even the blobs of its valid changes.
+    let before = loose_objects(&sandbox, &repo);
+    assert!(try_commit(&[write("fine.yaml", b"new bytes"), write("dir", b"x")]).is_err());
+    assert_eq!(loose_objects(&sandbox, &repo), before);
 
     let bad = Identity { name: "Eve <evil>".into(), email: "e@x".into() };
     let err = repo.commit(Some(base), &[write("x", b"")], &spec("m", &bad, &c)).unwrap_err();
@@ -259,6 +269,9 @@ fn refs_resolve_and_update() {
 
     let missing = ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap();
     assert!(matches!(repo.set_ref("refs/heads/x", missing), Err(RepoError::MissingObject { .. })));
+    // A ref that only a partial-name search would find does not count.
+    repo.set_ref("refs/heads/refs/tags/v1", id).unwrap();
+    assert_eq!(repo.resolve("refs/tags/v1").unwrap(), None);
     for bad in ["main", "refs/heads/a..b", "refs/heads/x.lock", ""] {
         let err = repo.resolve(bad).unwrap_err();
         assert!(matches!(err, RepoError::InvalidRefName { .. }), "{bad:?}: {err}");
@@ -271,7 +284,8 @@ fn refs_resolve_and_update() {
     let junk = sandbox.path("junk");
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("file"), "x").unwrap();
-    assert!(LocalRepo::open_or_init(&junk).is_err());
+    let err = LocalRepo::open_or_init(&junk).err().expect("not a repository").to_string();
+    assert!(err.starts_with(&format!("open repository {} failed: ", junk.display())), "{err}");
 }
 
 #[test]
@@ -311,7 +325,11 @@ fn builds_on_plain_git_commits_in_a_shallow_fetch_and_pushes() {
     repo.set_ref("refs/heads/main", ours).unwrap();
     sandbox.git(&dir, &["gc", "-q", "--prune=now"]);
     assert!(sandbox.git_str(&dir, &["count-objects", "-v"]).contains("packs: 1"));
+    assert!(!dir.join("refs/heads/main").exists(), "gc packed the refs");
+    assert_eq!(repo.resolve("refs/heads/main").unwrap(), Some(ours));
     let next = commit(&repo, Some(ours), &[delete("ns/apps/deployments/d.yaml")]).unwrap();
+    repo.set_ref("refs/heads/main", next).unwrap();
+    assert_eq!(sandbox.git_str(&dir, &["rev-parse", "main"]), next.to_string());
     sandbox.fsck(&repo);
     let names = sandbox.git_str(&dir, &["ls-tree", "-r", "--name-only", &next.to_string()]);
     assert_eq!(
