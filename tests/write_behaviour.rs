@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gitops_reverser::sanitize::{ObjectKey, ResourceRef, object_path};
 use serde_json::json;
-use support::fixtures::{self, Access};
+use support::fixtures;
 use support::scenario::{Scenario, WAIT};
 use support::{ClusterObjectGuard, TestNamespace, wait_for};
 

@@ -37,7 +37,10 @@ impl Env {
 
     /// Creates a repository and returns its SSH URL.
     pub fn new_repo(&self, name: &str) -> Result<String, String> {
-        let out = Command::new(self.root.join("tests/env/new-repo")).arg(name).output().map_err(|e| e.to_string())?;
+        let out = Command::new(self.root.join("tests/env/new-repo"))
+            .arg(name)
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
@@ -52,14 +55,18 @@ impl Env {
             .lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                (f.len() >= 7 && f[1] == repo).then(|| (f[0].parse().unwrap_or(0.0), f[5].to_owned(), f[6].to_owned()))
+                (f.len() >= 7 && f[1] == repo)
+                    .then(|| (f[0].parse().unwrap_or(0.0), f[5].to_owned(), f[6].to_owned()))
             })
             .collect()
     }
 
     pub async fn client(&self) -> Result<kube::Client, String> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.var("KUBECONFIG")).map_err(|e| e.to_string())?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| e.to_string())?;
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.var("KUBECONFIG")).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
         kube::Client::try_from(config).map_err(|e| e.to_string())
     }
 

@@ -53,12 +53,20 @@ async fn main() -> Result<(), String> {
     let env = env::Env::up(&root)?;
     let operator = root.join(&cli.operator);
     match cli.scenario {
-        Scenario::Steady { rate, seconds, interval } => steady(&env, &operator, rate, seconds, &interval).await,
+        Scenario::Steady { rate, seconds, interval } => {
+            steady(&env, &operator, rate, seconds, &interval).await
+        }
         Scenario::Memory { objects } => memory(&env, &operator, objects).await,
     }
 }
 
-async fn steady(env: &env::Env, operator: &std::path::Path, rate: f64, seconds: u64, interval: &str) -> Result<(), String> {
+async fn steady(
+    env: &env::Env,
+    operator: &std::path::Path,
+    rate: f64,
+    seconds: u64,
+    interval: &str,
+) -> Result<(), String> {
     let run = setup::Run::start(env, operator, "lt-steady", interval, 1000).await?;
     let total = (rate * seconds as f64) as usize;
     let mut created = Vec::with_capacity(total);
@@ -71,9 +79,8 @@ async fn steady(env: &env::Env, operator: &std::path::Path, rate: f64, seconds: 
     }
     let send_seconds = started.elapsed().as_secs_f64();
     let pushed = run.wait_pushed(total, Duration::from_secs(300)).await?;
-    let lags: Vec<f64> = (0..total)
-        .filter_map(|i| pushed.get(&format!("lt-{i}")).map(|at| at - created[i]))
-        .collect();
+    let lags: Vec<f64> =
+        (0..total).filter_map(|i| pushed.get(&format!("lt-{i}")).map(|at| at - created[i])).collect();
     let summary = json!({
         "scenario": "steady",
         "rate_requested": rate,

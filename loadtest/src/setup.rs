@@ -42,16 +42,26 @@ async fn apply(client: &kube::Client, ns: &str, manifest: Value) -> Result<(), S
         Api::namespaced_with(client.clone(), ns, &resource)
     };
     let name = manifest["metadata"]["name"].as_str().unwrap().to_owned();
-    api.patch(&name, &PatchParams::apply("loadtest").force(), &Patch::Apply(&manifest)).await.map(drop).map_err(|e| e.to_string())
+    api.patch(&name, &PatchParams::apply("loadtest").force(), &Patch::Apply(&manifest))
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 impl<'a> Run<'a> {
-    pub async fn start(env: &'a Env, operator: &Path, prefix: &str, interval: &str, max_commits: u32) -> Result<Self, String> {
+    pub async fn start(
+        env: &'a Env,
+        operator: &Path,
+        prefix: &str,
+        interval: &str,
+        max_commits: u32,
+    ) -> Result<Self, String> {
         let client = env.client().await?;
         let stamp = format!("{prefix}-{}", std::process::id());
         let url = env.new_repo(&stamp)?;
         let ns = stamp.clone();
-        apply(&client, "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        apply(&client, "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .await?;
         let crds = Command::new(operator).arg("crd").output().map_err(|e| e.to_string())?;
         let kubectl = Path::new(env.var("GITENV_BIN")).join("kubectl");
         let mut apply_crds = Command::new(kubectl)
@@ -61,7 +71,8 @@ impl<'a> Run<'a> {
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        std::io::Write::write_all(apply_crds.stdin.as_mut().unwrap(), &crds.stdout).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(apply_crds.stdin.as_mut().unwrap(), &crds.stdout)
+            .map_err(|e| e.to_string())?;
         apply_crds.wait().map_err(|e| e.to_string())?;
         apply(&client, &ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git", "namespace": ns},
             "stringData": {"identity": env.file("GITENV_SSH_KEY_RW"), "known_hosts": env.file("GITENV_KNOWN_HOSTS")}})).await?;
@@ -91,7 +102,11 @@ impl<'a> Run<'a> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
             &self.namespace,
-            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("configbutler.ai", "v1alpha1", "GitTarget")),
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "configbutler.ai",
+                "v1alpha1",
+                "GitTarget",
+            )),
         );
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
@@ -108,13 +123,16 @@ impl<'a> Run<'a> {
     }
 
     fn body(&self, name: &str, value: &str) -> k8s_openapi::api::core::v1::ConfigMap {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": self.namespace, "labels": {"loadtest": "yes"}},
-            "data": {"value": value}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": self.namespace, "labels": {"loadtest": "yes"}},
+            "data": {"value": value}}),
+        )
         .unwrap()
     }
 
     pub async fn configmap(&self, name: &str, value: &str) -> Result<(), String> {
-        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(self.client.clone(), &self.namespace);
         api.create(&PostParams::default(), &self.body(name, value)).await.map(drop).map_err(|e| e.to_string())
     }
 
@@ -141,9 +159,12 @@ impl<'a> Run<'a> {
                 self.env.git(&clone, &["fetch", "--quiet", "origin", "+refs/heads/*:refs/heads/*"])?;
                 let mut at = HashMap::new();
                 for (time, old, new) in &pushes {
-                    let range = if old.chars().all(|c| c == '0') { new.clone() } else { format!("{old}..{new}") };
+                    let range =
+                        if old.chars().all(|c| c == '0') { new.clone() } else { format!("{old}..{new}") };
                     for subject in self.env.git(&clone, &["log", "--format=%s", &range])?.lines() {
-                        if let Some(name) = subject.strip_prefix("CREATE ConfigMap ").and_then(|s| s.split('/').nth(1)) {
+                        if let Some(name) =
+                            subject.strip_prefix("CREATE ConfigMap ").and_then(|s| s.split('/').nth(1))
+                        {
                             at.entry(name.to_owned()).or_insert(*time);
                         }
                     }
