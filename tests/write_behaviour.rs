@@ -41,8 +41,7 @@ async fn max_commits_batches_pushes_of_five() {
         json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]),
     )
     .await;
-    let _operator = s.operator();
-    s.wait_condition("t", "Ready", |c| c.0 == "True").await;
+    let _operator = s.operator_synced().await;
     for i in 0..10 {
         fixtures::apply(
             &s.client,
@@ -69,8 +68,7 @@ async fn interval_bounds_the_wait_and_batches_what_arrives_within_it() {
         json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]),
     )
     .await;
-    let _operator = s.operator();
-    s.wait_condition("t", "Ready", |c| c.0 == "True").await;
+    let _operator = s.operator_synced().await;
     let started = Instant::now();
     for i in 0..3 {
         fixtures::apply(

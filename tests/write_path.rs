@@ -27,6 +27,7 @@ async fn configmap_create_update_delete_each_make_one_commit() {
     fixtures::target(&client, &ns.name, "audit", json!({"name": "git"}), "main", "clusters/test").await;
     fixtures::watch_rule(&client, &ns.name, "cms", "audit", json!([{"resources": ["configmaps"]}])).await;
     let operator = Operator::start(env, &ns.name);
+    operator.wait_log("initial list complete").await;
     let git = GitClient::new(Auth::ssh_rw(env));
     let path = format!("clusters/test/{}/core/configmaps/app.yaml", ns.name);
     let read = || async { git.read_branch(&repo.ssh_url, "main") };

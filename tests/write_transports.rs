@@ -9,7 +9,7 @@ use support::scenario::Scenario;
 
 /// Creates a ConfigMap and waits for its file on main; checks Ready.
 async fn mirrors_a_configmap(s: &Scenario) {
-    let _operator = s.operator();
+    let _operator = s.operator_synced().await;
     s.configmap("probe", json!({"transport": "works"})).await;
     let path = s.core_path("mirror", "configmaps", "probe");
     let view = s

@@ -82,6 +82,7 @@ fn change_meta(
     resource: &ServedResource,
     meta: &Meta,
     at: Instant,
+    resync: bool,
 ) -> ChangeMeta {
     ChangeMeta {
         target: target.clone(),
@@ -91,6 +92,7 @@ fn change_meta(
         namespace: meta.namespace.map(str::to_owned),
         name: meta.name.to_owned(),
         received_at: at,
+        resync,
     }
 }
 
@@ -105,13 +107,14 @@ pub fn resource_ref(resource: &ServedResource) -> ResourceRef {
     }
 }
 
-/// An object was created or changed (or listed during a resync).
+/// An object was created or changed, or listed (`listing`) during a resync.
 pub fn on_apply(
     routing: &Routing,
     resource: &ServedResource,
     object: &Value,
     index: &mut ObjectIndex,
     at: Instant,
+    listing: bool,
 ) -> Result<Dispatched, SanitizeError> {
     let rref = resource_ref(resource);
     let Some(meta) = meta_of(object) else { return Ok(Dispatched::default()) };
@@ -152,7 +155,7 @@ pub fn on_apply(
             continue;
         }
         let path = sanitize::join_base(&info.base_folder, &sanitized.path);
-        let meta = change_meta(target, operation, resource, &meta, at);
+        let meta = change_meta(target, operation, resource, &meta, at, listing);
         out.items.push((target.clone(), WorkItem::Write { path, content: content.clone(), meta }));
     }
     // Targets that selected the object before but no longer do (labels changed).
@@ -160,7 +163,7 @@ pub fn on_apply(
         let Some(target) = routing.key_of(*id) else { continue };
         if routing.table.records(target, &resource.group, &resource.plural, Operation::Delete) {
             let path = sanitize::join_base(&routing.targets[target].base_folder, &sanitized.path);
-            let meta = change_meta(target, Operation::Delete, resource, &meta, at);
+            let meta = change_meta(target, Operation::Delete, resource, &meta, at, listing);
             out.items.push((target.clone(), WorkItem::Delete { path, meta }));
         }
     }
@@ -169,13 +172,14 @@ pub fn on_apply(
     Ok(out)
 }
 
-/// An object was deleted.
+/// An object was deleted (`listing`: found missing by a relist).
 pub fn on_delete(
     routing: &Routing,
     resource: &ServedResource,
     object: &Value,
     index: &mut ObjectIndex,
     at: Instant,
+    listing: bool,
 ) -> Dispatched {
     let Some(meta) = meta_of(object) else { return Dispatched::default() };
     let key = ObjectIndex::key(meta.namespace, meta.name);
@@ -192,7 +196,7 @@ pub fn on_delete(
         let Some(info) = routing.targets.get(&target) else { continue };
         if routing.table.records(&target, &resource.group, &resource.plural, Operation::Delete) {
             let path = sanitize::join_base(&info.base_folder, &relative);
-            let meta = change_meta(&target, Operation::Delete, resource, &meta, at);
+            let meta = change_meta(&target, Operation::Delete, resource, &meta, at, listing);
             out.items.push((target, WorkItem::Delete { path, meta }));
         }
     }
@@ -220,7 +224,7 @@ pub fn on_list_complete(
         // Route the delete to the targets the object was written to.
         let mut vanished = ObjectIndex::default();
         vanished.insert(&key, entry.hash, entry.targets.to_vec());
-        items.extend(on_delete(routing, resource, &object, &mut vanished, at).items);
+        items.extend(on_delete(routing, resource, &object, &mut vanished, at, true).items);
     }
     let namespace = match &spec.scope {
         Scope::Namespace(ns) => Some(ns.clone()),

@@ -11,7 +11,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::dispatch;
 use super::index::ObjectIndex;
@@ -82,6 +82,7 @@ impl WatchTask {
         match event {
             Event::Init => *listed = Some(HashSet::new()),
             Event::InitApply(object) | Event::Apply(object) => {
+                let is_listing = listed.is_some();
                 if let Some(listed) = listed.as_mut() {
                     listed.insert(ObjectIndex::key(
                         object.metadata.namespace.as_deref(),
@@ -92,7 +93,14 @@ impl WatchTask {
                     Ok(value) => value,
                     Err(error) => return warn!(%error, "cannot encode a watched object"),
                 };
-                match dispatch::on_apply(&snapshot.routing, &self.spec.resource, &value, index, now) {
+                match dispatch::on_apply(
+                    &snapshot.routing,
+                    &self.spec.resource,
+                    &value,
+                    index,
+                    now,
+                    is_listing,
+                ) {
                     Ok(dispatched) => {
                         for target in &dispatched.withheld_secrets {
                             let _ = self.notices.send(Notice::SecretWithheld {
@@ -117,13 +125,14 @@ impl WatchTask {
             Event::Delete(object) => {
                 let value = serde_json::to_value(&object).unwrap_or_default();
                 let dispatched =
-                    dispatch::on_delete(&snapshot.routing, &self.spec.resource, &value, index, now);
+                    dispatch::on_delete(&snapshot.routing, &self.spec.resource, &value, index, now, false);
                 self.send_all(&snapshot, dispatched.items).await;
             }
             Event::InitDone => {
                 let listed = listed.take().unwrap_or_default();
                 let items = dispatch::on_list_complete(&snapshot.routing, &self.spec, &listed, index, now);
                 self.send_all(&snapshot, items).await;
+                info!(resource = %self.spec.resource.plural, scope = ?self.spec.scope, objects = listed.len(), "initial list complete");
             }
         }
     }

@@ -130,11 +130,17 @@ impl StepError {
     }
 }
 
+/// Resync items committed together at most.
+const MAX_RESYNC_BATCH: usize = 5_000;
+
 /// A commit that is not on the remote yet, kept so it can be replayed.
 struct Unpushed {
-    change: FileChange,
+    changes: Vec<FileChange>,
     message: String,
     received_at: Instant,
+    /// The interval counts from the commit, not the event: a worker that is
+    /// behind must batch its backlog, not push after every commit.
+    committed_at: Instant,
 }
 
 struct Worker {
@@ -325,21 +331,25 @@ impl Worker {
     }
 
     async fn process(&mut self, item: WorkItem) {
+        let resync =
+            matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
         let result = match item {
+            item if resync => self.commit_resync_batch(item).await,
             WorkItem::Write { path, content, meta } => {
                 let change = FileChange::Write { path, content: content.to_vec() };
-                self.commit(change, message::for_change(&meta), meta.received_at).await
+                self.commit(vec![change], message::for_change(&meta), meta.received_at).await
             }
             WorkItem::Delete { path, meta } => {
-                self.commit(FileChange::Delete { path }, message::for_change(&meta), meta.received_at).await
+                self.commit(vec![FileChange::Delete { path }], message::for_change(&meta), meta.received_at)
+                    .await
             }
             WorkItem::Sweep { scope, live } => {
                 let doomed = self.files.sweep(&scope, &live);
-                self.delete_all(doomed, |object| message::for_sweep(object, &scope.target)).await
+                self.delete_all(doomed, |objects| message::for_sweep(objects, &scope.target)).await
             }
             WorkItem::Retain { target, owned } => {
                 let doomed = self.files.retain(&target, &owned);
-                self.delete_all(doomed, |object| message::for_retain(object, &target)).await
+                self.delete_all(doomed, |objects| message::for_retain(objects, &target)).await
             }
         };
         if let Err(error) = result {
@@ -348,34 +358,85 @@ impl Worker {
         }
     }
 
+    /// Commits `first` and the resync items queued right behind it as one
+    /// commit: listing objects is reconciliation, not a change anyone made,
+    /// and one commit per listed object would rewrite a large folder's tree
+    /// once per object.
+    async fn commit_resync_batch(&mut self, first: WorkItem) -> Result<(), StepError> {
+        let is_resync = |item: &WorkItem| matches!(item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
+        let mut items = vec![first];
+        while items.len() < MAX_RESYNC_BATCH {
+            match self.queue.pop_if(is_resync) {
+                Some(item) => items.push(item),
+                None => break,
+            }
+        }
+        let mut changes = Vec::with_capacity(items.len());
+        let mut metas = Vec::with_capacity(items.len());
+        // Only what differs from the branch counts, so the message is true.
+        for item in &items {
+            match item {
+                WorkItem::Write { path, content, meta }
+                    if self.files.get(path) != Some(&LocalRepo::blob_id(content)) =>
+                {
+                    changes.push(FileChange::Write { path: path.clone(), content: content.to_vec() });
+                    metas.push(meta);
+                }
+                WorkItem::Delete { path, meta } if self.files.get(path).is_some() => {
+                    changes.push(FileChange::Delete { path: path.clone() });
+                    metas.push(meta);
+                }
+                _ => {}
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let received_at = metas.iter().map(|m| m.received_at).min().unwrap_or_else(Instant::now);
+        let message = if let [single] = metas.as_slice() {
+            message::for_change(single)
+        } else {
+            message::for_resync(&metas)
+        };
+        self.commit(changes, message, received_at).await
+    }
+
     async fn delete_all(
         &mut self,
         doomed: Vec<(String, crate::sanitize::DecodedPath)>,
-        message: impl Fn(&crate::sanitize::DecodedPath) -> String,
+        message: impl Fn(&[crate::sanitize::DecodedPath]) -> String,
     ) -> Result<(), StepError> {
-        for (path, object) in doomed {
-            self.commit(FileChange::Delete { path }, message(&object), Instant::now()).await?;
+        if doomed.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (paths, objects): (Vec<String>, Vec<_>) = doomed.into_iter().unzip();
+        let changes = paths.into_iter().map(|path| FileChange::Delete { path }).collect();
+        self.commit(changes, message(&objects), Instant::now()).await
     }
 
-    /// One commit for one change; a change that alters nothing makes none.
+    /// One commit for the given changes; changes that alter nothing are
+    /// dropped, and none left means no commit.
     async fn commit(
         &mut self,
-        change: FileChange,
+        changes: Vec<FileChange>,
         message: String,
         received_at: Instant,
     ) -> Result<(), StepError> {
-        let (path, blob) = match &change {
-            FileChange::Write { path, content } => (path.clone(), Some(LocalRepo::blob_id(content))),
-            FileChange::Delete { path } => (path.clone(), None),
-        };
-        if self.files.get(&path).copied() == blob {
+        let changes: Vec<FileChange> = changes
+            .into_iter()
+            .filter(|change| match change {
+                FileChange::Write { path, content } => {
+                    self.files.get(path) != Some(&LocalRepo::blob_id(content))
+                }
+                FileChange::Delete { path } => self.files.get(path).is_some(),
+            })
+            .collect();
+        if changes.is_empty() {
             return Ok(());
         }
         let parent = self.local_tip;
         let committer = self.settings.committer.clone();
-        let (spec_change, spec_message) = (change.clone(), message.clone());
+        let (spec_changes, spec_message) = (changes.clone(), message.clone());
         let commit = self
             .with_repo(move |repo| {
                 let spec = CommitSpec {
@@ -384,19 +445,26 @@ impl Worker {
                     committer: &committer,
                     time: None,
                 };
-                repo.commit(parent, std::slice::from_ref(&spec_change), &spec)
+                repo.commit(parent, &spec_changes, &spec)
             })
             .await?;
         if let Some(commit) = commit {
             self.local_tip = Some(commit);
-            self.files.set(&path, blob);
-            self.unpushed.push(Unpushed { change, message, received_at });
+            for change in &changes {
+                match change {
+                    FileChange::Write { path, content } => {
+                        self.files.set(path, Some(LocalRepo::blob_id(content)))
+                    }
+                    FileChange::Delete { path } => self.files.set(path, None),
+                }
+            }
+            self.unpushed.push(Unpushed { changes, message, received_at, committed_at: Instant::now() });
         }
         Ok(())
     }
 
     fn push_due(&self, now: Instant) -> Option<Instant> {
-        let oldest = self.unpushed.first().map(|u| u.received_at);
+        let oldest = self.unpushed.first().map(|u| u.committed_at);
         let due = self.settings.push.due(self.unpushed.len(), oldest, now)?;
         Some(self.retry_at.map_or(due, |retry| retry.max(due)))
     }
@@ -470,8 +538,8 @@ impl Worker {
     async fn replay(&mut self) -> Result<(), StepError> {
         let pending = std::mem::take(&mut self.unpushed);
         self.fetch_and_reset().await?;
-        for Unpushed { change, message, received_at } in pending {
-            self.commit(change, message, received_at).await?;
+        for Unpushed { changes, message, received_at, .. } in pending {
+            self.commit(changes, message, received_at).await?;
         }
         Ok(())
     }

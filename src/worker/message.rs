@@ -33,23 +33,46 @@ pub fn for_change(meta: &ChangeMeta) -> String {
     )
 }
 
-/// A delete found by a resync: the object no longer exists.
-pub fn for_sweep(object: &DecodedPath, target: &crate::route::TargetKey) -> String {
+/// Objects written while listing: the branch catches up with the cluster.
+pub fn for_resync(metas: &[&ChangeMeta]) -> String {
+    let mut targets: Vec<String> = metas.iter().map(|m| m.target.to_string()).collect();
+    targets.sort();
+    targets.dedup();
+    let mut lines: Vec<String> = metas
+        .iter()
+        .map(|m| {
+            format!("{} {} {}", operation(m.operation), m.kind, object_name(m.namespace.as_deref(), &m.name))
+        })
+        .collect();
+    lines.sort();
     format!(
-        "DELETE {} {}\n\nGitTarget: {target}\nThe object no longer exists; found while resyncing.\n",
-        object.plural,
-        object_name(object.namespace.as_deref(), &object.name),
+        "SYNC {} objects\n\nGitTarget: {}\nWritten as they are live, while resyncing (start, takeover or relist):\n{}\n",
+        metas.len(),
+        targets.join(", "),
+        lines.join("\n")
     )
 }
 
-/// A delete because no rule selects the resource any more.
-pub fn for_retain(object: &DecodedPath, target: &crate::route::TargetKey) -> String {
-    format!(
-        "DELETE {} {}\n\nGitTarget: {target}\nNo rule of this GitTarget selects {} any more.\n",
-        object.plural,
-        object_name(object.namespace.as_deref(), &object.name),
-        object.plural,
-    )
+/// Deletes found by a resync: the objects no longer exist.
+pub fn for_sweep(objects: &[DecodedPath], target: &crate::route::TargetKey) -> String {
+    deletes(objects, target, "These objects no longer exist; found while resyncing.")
+}
+
+/// Deletes because no rule selects the resource any more.
+pub fn for_retain(objects: &[DecodedPath], target: &crate::route::TargetKey) -> String {
+    deletes(objects, target, "No rule of this GitTarget selects their resource any more.")
+}
+
+fn deletes(objects: &[DecodedPath], target: &crate::route::TargetKey, why: &str) -> String {
+    let names: Vec<String> = objects
+        .iter()
+        .map(|o| format!("{} {}", o.plural, object_name(o.namespace.as_deref(), &o.name)))
+        .collect();
+    let subject = match names.as_slice() {
+        [one] => format!("DELETE {one}"),
+        _ => format!("DELETE {} objects", names.len()),
+    };
+    format!("{subject}\n\nGitTarget: {target}\n{why}\n{}\n", names.join("\n"))
 }
 
 #[cfg(test)]
@@ -67,6 +90,7 @@ mod tests {
             namespace: Some("team-a".into()),
             name: "settings".into(),
             received_at: std::time::Instant::now(),
+            resync: false,
         };
         let message = for_change(&meta);
         assert!(

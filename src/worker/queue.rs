@@ -23,6 +23,9 @@ pub struct ChangeMeta {
     pub name: String,
     /// When the watch event arrived; for queue-age and lag metrics.
     pub received_at: Instant,
+    /// Seen while listing (start, resync, relist) rather than as a change:
+    /// such writes are reconciliation and are committed together.
+    pub resync: bool,
 }
 
 /// Which files a sweep looks at: those of one resource, optionally in one
@@ -90,6 +93,15 @@ impl CoalescingQueue {
         self.entries.push_back(Some(item));
         self.len += 1;
         false
+    }
+
+    /// Takes the oldest pending item if `take` accepts it.
+    pub fn pop_if(&mut self, take: impl Fn(&WorkItem) -> bool) -> Option<WorkItem> {
+        while let Some(None) = self.entries.front() {
+            self.entries.pop_front();
+            self.head += 1;
+        }
+        if self.entries.front()?.as_ref().is_some_and(take) { self.pop() } else { None }
     }
 
     /// Takes the oldest pending item.
@@ -170,6 +182,7 @@ mod tests {
             namespace: Some("ns".into()),
             name: "cm".into(),
             received_at: Instant::now(),
+            resync: false,
         }
     }
 

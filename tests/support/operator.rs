@@ -57,6 +57,14 @@ impl Operator {
         let _ = child.wait();
     }
 
+    /// Waits until the log has a line containing `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        super::wait_for(&format!("the operator to log {needle:?}"), Duration::from_secs(60), || async {
+            self.logs().contains(needle).then_some(())
+        })
+        .await
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

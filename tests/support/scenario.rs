@@ -62,6 +62,15 @@ impl Scenario {
         Operator::start(self.env, self.namespace())
     }
 
+    /// Starts the operator and waits until its first list of the watched
+    /// objects is complete, so later changes arrive as live events (one
+    /// commit each) rather than in the initial SYNC commit.
+    pub async fn operator_synced(&self) -> Operator {
+        let operator = self.operator();
+        operator.wait_log("initial list complete").await;
+        operator
+    }
+
     pub fn branch(&self, branch: &str) -> Option<BranchView> {
         self.git.read_branch(&self.repo.ssh_url, branch)
     }

@@ -66,26 +66,38 @@ fn create_update_noop_and_delete() {
     let routing = routing(serde_json::json!([{"resources": ["configmaps"]}]), &[("t", "clusters/a")]);
     let mut index = ObjectIndex::default();
     let now = Instant::now();
-    let created =
-        on_apply(&routing, &configmaps(), &configmap("cm", "1", serde_json::json!({})), &mut index, now)
-            .unwrap();
+    let created = on_apply(
+        &routing,
+        &configmaps(),
+        &configmap("cm", "1", serde_json::json!({})),
+        &mut index,
+        now,
+        false,
+    )
+    .unwrap();
     assert_eq!(
         paths(&created),
         vec![("t:clusters/a/ns/core/configmaps/cm.yaml".into(), "write", Operation::Create)]
     );
 
-    let updated =
-        on_apply(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now)
-            .unwrap();
+    let updated = on_apply(
+        &routing,
+        &configmaps(),
+        &configmap("cm", "2", serde_json::json!({})),
+        &mut index,
+        now,
+        false,
+    )
+    .unwrap();
     assert_eq!(paths(&updated)[0].2, Operation::Update);
 
     // Same data, only server-managed metadata differs: nothing to write.
     let mut same = configmap("cm", "2", serde_json::json!({}));
     same["metadata"]["resourceVersion"] = "999".into();
-    let noop = on_apply(&routing, &configmaps(), &same, &mut index, now).unwrap();
+    let noop = on_apply(&routing, &configmaps(), &same, &mut index, now, false).unwrap();
     assert!(noop.unchanged && noop.items.is_empty());
 
-    let deleted = on_delete(&routing, &configmaps(), &same, &mut index, now);
+    let deleted = on_delete(&routing, &configmaps(), &same, &mut index, now, false);
     assert_eq!(
         paths(&deleted),
         vec![("t:clusters/a/ns/core/configmaps/cm.yaml".into(), "delete", Operation::Delete)]
@@ -103,6 +115,7 @@ fn one_object_goes_to_every_selecting_target_in_its_own_folder() {
         &configmap("cm", "1", serde_json::json!({})),
         &mut index,
         Instant::now(),
+        false,
     )
     .unwrap();
     let mut got: Vec<String> = paths(&out).into_iter().map(|p| p.0).collect();
@@ -124,12 +137,19 @@ fn an_object_that_stops_matching_the_selector_is_deleted_from_the_target() {
         &configmap("cm", "1", serde_json::json!({"audit": "true"})),
         &mut index,
         now,
+        false,
     )
     .unwrap();
     assert_eq!(out.items.len(), 1);
-    let out =
-        on_apply(&routing, &configmaps(), &configmap("cm", "1", serde_json::json!({})), &mut index, now)
-            .unwrap();
+    let out = on_apply(
+        &routing,
+        &configmaps(),
+        &configmap("cm", "1", serde_json::json!({})),
+        &mut index,
+        now,
+        false,
+    )
+    .unwrap();
     assert_eq!(paths(&out), vec![("t:ns/core/configmaps/cm.yaml".into(), "delete", Operation::Delete)]);
 }
 
@@ -141,7 +161,7 @@ fn secrets_are_withheld_without_encryption() {
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "s", "namespace": "ns"}, "data": {"password": "aHVudGVyMg=="}
     });
-    let out = on_apply(&routing, &secrets(), &secret, &mut index, Instant::now()).unwrap();
+    let out = on_apply(&routing, &secrets(), &secret, &mut index, Instant::now(), false).unwrap();
     assert!(out.items.is_empty());
     assert_eq!(out.withheld_secrets, vec![TargetKey::new("ns", "t")]);
 }
@@ -153,22 +173,43 @@ fn a_create_only_rule_ignores_updates_and_deletes() {
     let mut index = ObjectIndex::default();
     let now = Instant::now();
     assert_eq!(
-        on_apply(&routing, &configmaps(), &configmap("cm", "1", serde_json::json!({})), &mut index, now)
-            .unwrap()
-            .items
-            .len(),
+        on_apply(
+            &routing,
+            &configmaps(),
+            &configmap("cm", "1", serde_json::json!({})),
+            &mut index,
+            now,
+            false
+        )
+        .unwrap()
+        .items
+        .len(),
         1
     );
     assert!(
-        on_apply(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now)
-            .unwrap()
-            .items
-            .is_empty()
+        on_apply(
+            &routing,
+            &configmaps(),
+            &configmap("cm", "2", serde_json::json!({})),
+            &mut index,
+            now,
+            false
+        )
+        .unwrap()
+        .items
+        .is_empty()
     );
     assert!(
-        on_delete(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now)
-            .items
-            .is_empty()
+        on_delete(
+            &routing,
+            &configmaps(),
+            &configmap("cm", "2", serde_json::json!({})),
+            &mut index,
+            now,
+            false
+        )
+        .items
+        .is_empty()
     );
 }
 
@@ -178,8 +219,15 @@ fn a_completed_list_deletes_vanished_objects_and_sweeps_each_target() {
     let mut index = ObjectIndex::default();
     let now = Instant::now();
     for name in ["keep", "gone"] {
-        on_apply(&routing, &configmaps(), &configmap(name, "1", serde_json::json!({})), &mut index, now)
-            .unwrap();
+        on_apply(
+            &routing,
+            &configmaps(),
+            &configmap(name, "1", serde_json::json!({})),
+            &mut index,
+            now,
+            false,
+        )
+        .unwrap();
     }
     let spec = WatchSpec { resource: configmaps(), scope: Scope::Namespace("ns".into()) };
     let items = on_list_complete(&routing, &spec, &["ns/keep".to_owned()].into(), &mut index, now);
