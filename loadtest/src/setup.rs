@@ -20,6 +20,19 @@ pub struct Run<'a> {
     url: String,
     operator: Child,
     scratch: std::path::PathBuf,
+    binary: std::path::PathBuf,
+}
+
+fn spawn_operator(env: &Env, binary: &Path, ns: &str, scratch: &Path, log: &str) -> Result<Child, String> {
+    let log = std::fs::File::create(scratch.join(log)).map_err(|e| e.to_string())?;
+    Command::new(binary)
+        .args(["run", "--namespace", ns, "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
+        .env("KUBECONFIG", env.var("KUBECONFIG"))
+        .stderr(log)
+        .spawn()
+        .map_err(|e| e.to_string())
 }
 
 impl Drop for Run<'_> {
@@ -84,18 +97,31 @@ impl<'a> Run<'a> {
             "spec": {"sinkRef": {"name": "t"}, "rules": [{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"loadtest": "yes"}}}]}})).await?;
         let scratch = env.root.join("target/loadtest").join(&stamp);
         std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(scratch.join("operator.log")).map_err(|e| e.to_string())?;
-        let operator = Command::new(operator)
-            .args(["run", "--namespace", &ns, "--http-addr", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(scratch.join("data"))
-            .env("KUBECONFIG", env.var("KUBECONFIG"))
-            .stderr(log)
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let run = Self { env, client, namespace: ns, repo: stamp, url, operator, scratch };
+        let child = spawn_operator(env, operator, &ns, &scratch, "operator.log")?;
+        let run = Self {
+            env,
+            client,
+            namespace: ns,
+            repo: stamp,
+            url,
+            operator: child,
+            scratch,
+            binary: operator.to_owned(),
+        };
         run.wait_ready().await?;
         Ok(run)
+    }
+
+    /// Kills the operator and starts a new one (fresh data dir), as after a
+    /// crash; waits until its target is Ready.
+    pub async fn restart_operator(&mut self) -> Result<(), String> {
+        let _ = self.operator.kill();
+        let _ = self.operator.wait();
+        let data = self.scratch.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        self.operator =
+            spawn_operator(self.env, &self.binary, &self.namespace, &self.scratch, "operator-2.log")?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&self) -> Result<(), String> {
@@ -152,7 +178,7 @@ impl<'a> Run<'a> {
         let clone = self.scratch.join("clone");
         loop {
             let pushes = self.env.pushes(&self.repo);
-            if let Some((_, _, last)) = pushes.last() {
+            if !pushes.is_empty() {
                 if !clone.exists() {
                     self.env.git(&self.scratch, &["clone", "--quiet", "--bare", &self.url, "clone"])?;
                 }
@@ -161,18 +187,19 @@ impl<'a> Run<'a> {
                 for (time, old, new) in &pushes {
                     let range =
                         if old.chars().all(|c| c == '0') { new.clone() } else { format!("{old}..{new}") };
-                    for subject in self.env.git(&clone, &["log", "--format=%s", &range])?.lines() {
+                    // Live changes name the object in the subject, a SYNC commit in its body.
+                    for line in self.env.git(&clone, &["log", "--format=%B", &range])?.lines() {
                         if let Some(name) =
-                            subject.strip_prefix("CREATE ConfigMap ").and_then(|s| s.split('/').nth(1))
+                            line.strip_prefix("CREATE ConfigMap ").and_then(|s| s.split('/').nth(1))
                         {
                             at.entry(name.to_owned()).or_insert(*time);
                         }
                     }
                 }
-                let _ = last;
                 if at.len() >= count {
                     return Ok(at);
                 }
+                eprintln!("{} of {count} changes pushed", at.len());
             }
             if Instant::now() > deadline {
                 return Err(format!("only some of {count} changes were pushed within {timeout:?}"));
