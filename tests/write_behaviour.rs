@@ -43,14 +43,7 @@ async fn max_commits_batches_pushes_of_five() {
     .await;
     let _operator = s.operator_synced().await;
     for i in 0..10 {
-        fixtures::apply(
-            &s.client,
-            s.namespace(),
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": format!("cm-{i}"), "namespace": s.namespace(), "labels": {"batch": "yes"}},
-                   "data": {"i": i.to_string()}}),
-        )
-        .await;
+        s.labelled_configmap(&format!("cm-{i}"), json!({"batch": "yes"}), json!({"i": i.to_string()})).await;
     }
     wait_for("two pushes", WAIT, || async { (s.pushes().len() >= 2).then_some(()) }).await;
     assert_eq!(commits_per_push(&s), vec![5, 5], "pushes: {:?}", s.pushes());
@@ -71,14 +64,7 @@ async fn interval_bounds_the_wait_and_batches_what_arrives_within_it() {
     let _operator = s.operator_synced().await;
     let started = Instant::now();
     for i in 0..3 {
-        fixtures::apply(
-            &s.client,
-            s.namespace(),
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": format!("cm-{i}"), "namespace": s.namespace(), "labels": {"batch": "yes"}},
-                   "data": {"i": i.to_string()}}),
-        )
-        .await;
+        s.labelled_configmap(&format!("cm-{i}"), json!({"batch": "yes"}), json!({"i": i.to_string()})).await;
     }
     let created_within = started.elapsed();
     wait_for("a push", WAIT, || async { (!s.pushes().is_empty()).then_some(()) }).await;
@@ -109,14 +95,7 @@ async fn two_targets_on_one_branch_share_a_worker_and_keep_their_own_files() {
     .await;
     let operator = s.operator();
     for team in ["a", "b"] {
-        fixtures::apply(
-            &s.client,
-            s.namespace(),
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": format!("cm-{team}"), "namespace": s.namespace(), "labels": {"team": team}},
-                   "data": {"team": team}}),
-        )
-        .await;
+        s.labelled_configmap(&format!("cm-{team}"), json!({"team": team}), json!({"team": team})).await;
     }
     let (pa, pb) = (s.core_path("team-a", "configmaps", "cm-a"), s.core_path("team-b", "configmaps", "cm-b"));
     s.wait_branch("both files", "main", |v| v.files.contains_key(&pa) && v.files.contains_key(&pb)).await;

@@ -58,6 +58,13 @@ impl Scenario {
         fixtures::configmap(&self.client, self.namespace(), name, data).await;
     }
 
+    /// A ConfigMap with `labels` and `data`.
+    pub async fn labelled_configmap(&self, name: &str, labels: Value, data: Value) {
+        let manifest = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": self.namespace(), "labels": labels}, "data": data});
+        fixtures::apply(&self.client, self.namespace(), manifest).await;
+    }
+
     pub fn operator(&self) -> Operator {
         Operator::start(self.env, self.namespace())
     }
