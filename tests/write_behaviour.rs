@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use gitops_reverser::sanitize::{ObjectKey, ResourceRef, object_path};
 use serde_json::json;
 use support::fixtures;
+use support::operator::Operator;
 use support::scenario::{Scenario, WAIT};
 use support::{ClusterObjectGuard, TestNamespace, wait_for};
 
@@ -29,22 +30,29 @@ fn commits_per_push(s: &Scenario) -> Vec<usize> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn max_commits_batches_pushes_of_five() {
-    let s = Scenario::new("wb-max").await;
-    s.ssh_provider("git", json!({"interval": "1h", "maxCommits": 5})).await;
+/// A target that records only ConfigMaps labelled `batch=yes` (which keeps
+/// kube-root-ca.crt out, so exactly the test's objects count), with the
+/// operator running and its first list done.
+async fn batching(prefix: &str, push: serde_json::Value) -> (Scenario, Operator) {
+    let s = Scenario::new(prefix).await;
+    s.ssh_provider("git", push).await;
     s.target("t", "git", "main", "").await;
-    // The label keeps kube-root-ca.crt out, so exactly our ten objects count.
-    s.rule(
-        "r",
-        "t",
-        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]),
-    )
-    .await;
-    let _operator = s.operator_synced().await;
-    for i in 0..10 {
+    let rules = json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]);
+    s.rule("r", "t", rules).await;
+    let operator = s.operator_synced().await;
+    (s, operator)
+}
+
+async fn create_batch(s: &Scenario, count: usize) {
+    for i in 0..count {
         s.labelled_configmap(&format!("cm-{i}"), json!({"batch": "yes"}), json!({"i": i.to_string()})).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_commits_batches_pushes_of_five() {
+    let (s, _operator) = batching("wb-max", json!({"interval": "1h", "maxCommits": 5})).await;
+    create_batch(&s, 10).await;
     wait_for("two pushes", WAIT, || async { (s.pushes().len() >= 2).then_some(()) }).await;
     assert_eq!(commits_per_push(&s), vec![5, 5], "pushes: {:?}", s.pushes());
     assert_eq!(s.branch("main").unwrap().files.len(), 10);
@@ -52,20 +60,9 @@ async fn max_commits_batches_pushes_of_five() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn interval_bounds_the_wait_and_batches_what_arrives_within_it() {
-    let s = Scenario::new("wb-int").await;
-    s.ssh_provider("git", json!({"interval": "3s", "maxCommits": 1000})).await;
-    s.target("t", "git", "main", "").await;
-    s.rule(
-        "r",
-        "t",
-        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]),
-    )
-    .await;
-    let _operator = s.operator_synced().await;
+    let (s, _operator) = batching("wb-int", json!({"interval": "3s", "maxCommits": 1000})).await;
     let started = Instant::now();
-    for i in 0..3 {
-        s.labelled_configmap(&format!("cm-{i}"), json!({"batch": "yes"}), json!({"i": i.to_string()})).await;
-    }
+    create_batch(&s, 3).await;
     let created_within = started.elapsed();
     wait_for("a push", WAIT, || async { (!s.pushes().is_empty()).then_some(()) }).await;
     let waited = started.elapsed();
