@@ -130,6 +130,11 @@ impl StepError {
     }
 }
 
+/// Commits between two maintenance runs (`git gc --auto`).
+const COMMITS_PER_MAINTENANCE: usize = 1_000;
+/// Loose objects git may keep before it packs them (git's own default).
+const LOOSE_OBJECT_THRESHOLD: u32 = 6_700;
+
 /// Resync items committed together at most.
 const MAX_RESYNC_BATCH: usize = 5_000;
 
@@ -154,6 +159,7 @@ struct Worker {
     queue: CoalescingQueue,
     failures: u32,
     retry_at: Option<Instant>,
+    commits_since_maintenance: usize,
     state: watch::Sender<WorkerState>,
 }
 
@@ -266,6 +272,7 @@ impl Worker {
             queue: CoalescingQueue::default(),
             failures: 0,
             retry_at: None,
+            commits_since_maintenance: 0,
             state,
         };
         worker.fetch_and_reset().await?;
@@ -495,6 +502,7 @@ impl Worker {
             Ok(()) => {
                 let pushed = self.unpushed.len();
                 self.unpushed.clear();
+                self.after_push(pushed).await;
                 self.remote_tip = self.local_tip;
                 self.failures = 0;
                 self.retry_at = None;
@@ -517,6 +525,24 @@ impl Worker {
                     s.error = Some((error.reason(), error.to_string()));
                     s.last_checked = Some(SystemTime::now());
                 });
+            }
+        }
+    }
+
+    /// Keeps the pushed tip referenced (so gc never drops it) and packs
+    /// loose objects now and then: every commit writes about six.
+    async fn after_push(&mut self, pushed: usize) {
+        let Some(tip) = self.local_tip else { return };
+        let refname = format!("refs/heads/{}", self.settings.key.branch);
+        if let Err(error) = self.with_repo(move |repo| repo.set_ref(&refname, tip)).await {
+            warn!(branch = %self.settings.key, %error, "cannot record the pushed tip locally");
+        }
+        self.commits_since_maintenance += pushed;
+        if self.commits_since_maintenance >= COMMITS_PER_MAINTENANCE {
+            self.commits_since_maintenance = 0;
+            let git_dir = self.repo.as_ref().expect("repo").git_dir().to_owned();
+            if let Err(error) = self.remote.maintain(&git_dir, LOOSE_OBJECT_THRESHOLD).await {
+                warn!(branch = %self.settings.key, %error, "repository maintenance failed");
             }
         }
     }

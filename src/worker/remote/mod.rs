@@ -337,6 +337,17 @@ impl Remote {
         Ok(commit)
     }
 
+    /// Packs loose objects once more than `loose_threshold` exist. The
+    /// sandbox turns git's automatic gc off, so the worker asks for it here.
+    /// Unreachable objects younger than two weeks (git's default grace) are
+    /// kept, which covers commits not yet pushed.
+    pub async fn maintain(&self, git_dir: &Path, loose_threshold: u32) -> Result<(), RemoteError> {
+        let threshold = format!("gc.auto={loose_threshold}");
+        let args =
+            in_repo(git_dir, ["-c", &threshold, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"]);
+        self.local_ok(args).await.map(drop)
+    }
+
     async fn local_ok(&self, args: Vec<OsString>) -> Result<String, RemoteError> {
         let output = self.git(Op::Local, args).await?;
         if !output.success {

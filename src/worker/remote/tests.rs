@@ -221,3 +221,59 @@ fn remote_and_its_futures_are_send(remote: &Remote, git_dir: &Path) {
     send(remote.fetch(git_dir, "main"));
     send(remote.push(git_dir, "", "main", None));
 }
+
+#[tokio::test]
+async fn maintenance_packs_loose_objects_past_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let git_dir = dir.path().join("repo.git");
+    let git = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new("git")
+            .arg(format!("--git-dir={}", git_dir.display()))
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "git {args:?} failed");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    std::process::Command::new("git").args(["init", "--quiet", "--bare"]).arg(&git_dir).status().unwrap();
+    // `gc --auto` estimates loose objects from the objects/17 folder alone, so
+    // plant two blobs there plus a few elsewhere; all reachable from main.
+    let mut contents: Vec<String> = (0..5).map(|i| format!("object {i}\n")).collect();
+    let planted = (0u32..)
+        .map(|i| format!("planted {i}\n"))
+        .filter(|c| crate::worker::repo::LocalRepo::blob_id(c.as_bytes()).to_string().starts_with("17"))
+        .take(2);
+    contents.extend(planted);
+    let mut tree_listing = String::new();
+    for (i, content) in contents.iter().enumerate() {
+        let blob = git(&["hash-object", "-w", "--stdin"], content);
+        tree_listing.push_str(&format!("100644 blob {blob}\tf{i}\n"));
+    }
+    let tree = git(&["mktree"], &tree_listing);
+    let commit = git(&["commit-tree", &tree, "-m", "c"], "");
+    git(&["update-ref", "refs/heads/main", &commit], "");
+    let loose = |text: &str| -> u32 {
+        text.lines().find_map(|l| l.strip_prefix("count: ")).unwrap().parse().unwrap()
+    };
+    let total = contents.len() as u32 + 2;
+    assert_eq!(loose(&git(&["count-objects", "-v"], "")), total);
+
+    let url = "https://git.example.com/repo.git";
+    let remote = Remote::new(url, Credentials::anonymous(url).unwrap()).unwrap();
+    remote.maintain(&git_dir, 6_700).await.unwrap();
+    assert_eq!(loose(&git(&["count-objects", "-v"], "")), total, "below the threshold nothing is packed");
+    remote.maintain(&git_dir, 10).await.unwrap();
+    let after = git(&["count-objects", "-v"], "");
+    assert_eq!(loose(&after), 0, "{after}");
+    assert_eq!(git(&["cat-file", "-t", &commit], ""), "commit", "history intact");
+}
