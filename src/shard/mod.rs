@@ -1,0 +1,2 @@
+//! Sharding: shard Leases, stable hashing and rendezvous assignment.
+pub mod lease;
