@@ -12,6 +12,7 @@ pub mod route;
 pub mod run;
 pub mod sanitize;
 pub mod server;
+pub mod shard;
 pub mod status;
 pub mod telemetry;
 pub mod watch;
