@@ -15,12 +15,10 @@ use support::{ClusterObjectGuard, TestNamespace, wait_for};
 
 /// Counts the commits each logged push carried, using a clone of the repo.
 fn commits_per_push(s: &Scenario) -> Vec<usize> {
-    let view = s.branch("main").expect("main exists");
     let scratch = s.git.workdir("count");
     let dir = scratch.join("clone");
     let _ = std::fs::remove_dir_all(&dir);
     s.git.ok(&scratch, &["clone", "--quiet", &s.repo.ssh_url, dir.to_str().unwrap()]);
-    let _ = view;
     s.pushes()
         .iter()
         .map(|(_, _, old, new)| {

@@ -272,7 +272,7 @@ impl Controller {
             });
         }
 
-        self.publish_statuses(&table).await;
+        self.publish_statuses().await;
     }
 
     /// A hash of every rule that writes to `target`: any change to them

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::Controller;
 use super::targets::key_of;
 use crate::api::{ConditionType, GitTargetStatus, ProviderKind, Reason, ResourceStatus};
-use crate::route::{RouteTable, RuleSource, TargetKey};
+use crate::route::{RuleSource, TargetKey};
 use crate::status::conditions::{self, Desired, Status};
 use crate::status::target::{Observation, desired};
 
@@ -27,7 +27,7 @@ pub struct Written {
 }
 
 impl Controller {
-    pub(super) async fn publish_statuses(&mut self, table: &RouteTable) {
+    pub(super) async fn publish_statuses(&mut self) {
         let now = SystemTime::now();
         for target in self.stores.targets.state() {
             let key = key_of(&target);
@@ -72,14 +72,13 @@ impl Controller {
                 Err(error) => warn!(target = %key, %error, "cannot write GitTarget status"),
             }
         }
-        self.publish_rules(table).await;
+        self.publish_rules().await;
         self.publish_providers().await;
     }
 
-    async fn publish_rules(&mut self, table: &RouteTable) {
+    async fn publish_rules(&mut self) {
         let targets: BTreeMap<TargetKey, bool> =
             self.targets.iter().map(|(k, s)| (k.clone(), s.problem().is_none())).collect();
-        let _ = table;
         for rule in self.stores.watch_rules.state() {
             let source = RuleSource::WatchRule {
                 namespace: rule.namespace().unwrap_or_default(),

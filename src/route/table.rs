@@ -210,6 +210,13 @@ impl RouteTable {
             .collect()
     }
 
+    /// Whether some rule of `target` selects (and may watch) `resource`.
+    pub fn selects_resource(&self, target: &TargetKey, resource: &ServedResource) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| &rule.target == target && rule.selects(resource) && rule.can_watch(resource))
+    }
+
     /// The (group, plural) pairs whose files a target owns, for sweeping.
     pub fn owned_resources(
         &self,

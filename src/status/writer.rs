@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::warn;
 
-use crate::api::{ConditionType, Reason};
+use crate::api::ConditionType;
 
 /// Patches `/status` and records transitions as Kubernetes Events.
 #[derive(Clone)]
@@ -112,10 +112,4 @@ fn truncate(note: &str) -> String {
         end -= 1;
     }
     note[..end].to_owned()
-}
-
-/// The reason string of a condition, for tests and metrics.
-pub fn reason_of(conditions: &[Condition], type_: ConditionType) -> Option<Reason> {
-    let reason = &conditions.iter().find(|c| c.type_ == type_.as_str())?.reason;
-    Reason::ALL.into_iter().find(|r| r.as_str() == reason)
 }

@@ -187,21 +187,32 @@ pub fn on_delete(
         Some(entry) => entry.targets.iter().filter_map(|id| routing.key_of(*id).cloned()).collect(),
         None => routing.table.selecting(resource, meta.namespace, &meta.labels).into_keys().collect(),
     };
+    let items = delete_items(routing, resource, &meta, targets, at, listing);
+    Dispatched { unchanged: items.is_empty(), items, withheld_secrets: Vec::new() }
+}
+
+/// Delete items for `targets` that record deletes of `resource`.
+fn delete_items(
+    routing: &Routing,
+    resource: &ServedResource,
+    meta: &Meta,
+    targets: impl IntoIterator<Item = TargetKey>,
+    at: Instant,
+    listing: bool,
+) -> Vec<(TargetKey, WorkItem)> {
     let relative = sanitize::object_path(
         &resource_ref(resource),
         &ObjectKey { namespace: meta.namespace.map(str::to_owned), name: meta.name.to_owned() },
     );
-    let mut out = Dispatched::default();
-    for target in targets {
-        let Some(info) = routing.targets.get(&target) else { continue };
-        if routing.table.records(&target, &resource.group, &resource.plural, Operation::Delete) {
-            let path = sanitize::join_base(&info.base_folder, &relative);
-            let meta = change_meta(&target, Operation::Delete, resource, &meta, at, listing);
-            out.items.push((target, WorkItem::Delete { path, meta }));
-        }
-    }
-    out.unchanged = out.items.is_empty();
-    out
+    targets
+        .into_iter()
+        .filter(|target| routing.table.records(target, &resource.group, &resource.plural, Operation::Delete))
+        .filter_map(|target| {
+            let path = sanitize::join_base(&routing.targets.get(&target)?.base_folder, &relative);
+            let meta = change_meta(&target, Operation::Delete, resource, meta, at, listing);
+            Some((target, WorkItem::Delete { path, meta }))
+        })
+        .collect()
 }
 
 /// After a complete list: objects the index knew that the list no longer
@@ -220,11 +231,10 @@ pub fn on_list_complete(
     let mut items = Vec::new();
     for (key, entry) in index.retain_live(listed) {
         let (namespace, name) = split_key(&key);
-        let object = serde_json::json!({"metadata": {"namespace": namespace, "name": name}});
+        let meta = Meta { namespace, name, labels: BTreeMap::new() };
         // Route the delete to the targets the object was written to.
-        let mut vanished = ObjectIndex::default();
-        vanished.insert(&key, entry.hash, entry.targets.to_vec());
-        items.extend(on_delete(routing, resource, &object, &mut vanished, at, true).items);
+        let targets = entry.targets.iter().filter_map(|id| routing.key_of(*id).cloned());
+        items.extend(delete_items(routing, resource, &meta, targets, at, true));
     }
     let namespace = match &spec.scope {
         Scope::Namespace(ns) => Some(ns.clone()),
@@ -232,10 +242,7 @@ pub fn on_list_complete(
     };
     for (target, info) in &routing.targets {
         let selects = routing.table.records(target, &resource.group, &resource.plural, Operation::Delete)
-            && routing
-                .table
-                .owned_resources(target, &single(resource))
-                .contains(&(resource.group.clone(), resource.plural.clone()));
+            && routing.table.selects_resource(target, resource);
         if !selects {
             continue;
         }
@@ -259,10 +266,6 @@ pub fn on_list_complete(
         items.push((target.clone(), WorkItem::Sweep { scope, live }));
     }
     items
-}
-
-fn single(resource: &ServedResource) -> crate::route::ResourceCatalog {
-    crate::route::ResourceCatalog::new(vec![resource.clone()])
 }
 
 fn split_key(key: &str) -> (Option<&str>, &str) {
