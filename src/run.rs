@@ -52,6 +52,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             instance: args.replica.clone(),
             access_check_interval: args.access_check_interval,
             namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
+            metrics: metrics.clone(),
         },
     );
     let controller = tokio::spawn(controller.run(stop_rx.clone()));

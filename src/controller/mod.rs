@@ -33,7 +33,7 @@ use stores::Stores;
 use targets::{Resolved, TargetState};
 
 /// How the controller runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// Local repositories live below this folder.
     pub data_dir: PathBuf,
@@ -44,6 +44,7 @@ pub struct Settings {
     pub access_check_interval: Duration,
     /// Limit to one namespace; None: all.
     pub namespace: Option<String>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
