@@ -14,14 +14,18 @@ fn main() -> ExitCode {
             Err(error) => fail(&error),
         },
         Command::Run(args) => {
-            if let Err(error) = telemetry::init_logging(args.log_format, &args.log_level) {
-                return fail(&error);
-            }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
             };
-            match runtime.block_on(run::run(args)) {
+            // The OTLP exporter's gRPC channel lives on the runtime.
+            let traces = match runtime
+                .block_on(async { telemetry::init(args.log_format, &args.log_level, &args.replica) })
+            {
+                Ok(traces) => traces,
+                Err(error) => return fail(&error),
+            };
+            match runtime.block_on(run::run(args, traces)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "the operator stopped with an error");

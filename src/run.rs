@@ -13,6 +13,7 @@ use crate::cli::RunArgs;
 use crate::controller::{Controller, Settings};
 use crate::server::{Probes, router};
 use crate::telemetry::Metrics;
+use crate::telemetry::trace::Exporter;
 use crate::worker::repo::Identity;
 
 /// Why the operator could not run.
@@ -31,7 +32,8 @@ pub enum RunError {
 /// How often the API server connection is checked for readiness.
 const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+/// Runs until SIGTERM or SIGINT; `traces` (if any) is flushed on the way out.
+pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError> {
     let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -80,6 +82,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Ok(Ok(result)) => result.map_err(RunError::Serve)?,
         Ok(Err(join)) => warn!(error = %join, "the HTTP server task ended abnormally"),
         Err(_) => warn!(timeout = ?args.shutdown_timeout, "shutdown timed out; exiting anyway"),
+    }
+    if let Some(traces) = traces {
+        // Exports the spans still buffered (the last pushes) before exit.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
     info!("stopped");
     Ok(())

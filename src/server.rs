@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::telemetry::Metrics;
+use crate::telemetry::{Format, Metrics, negotiate, to_text};
 
 /// What the endpoints report on.
 #[derive(Clone)]
@@ -36,9 +36,13 @@ async fn readyz(State(probes): State<Probes>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        probes.metrics.encode(),
-    )
+/// OpenMetrics (with exemplars) for scrapers that ask for it, else the
+/// Prometheus text format.
+async fn metrics(State(probes): State<Probes>, headers: HeaderMap) -> impl IntoResponse {
+    let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = match format {
+        Format::OpenMetrics => probes.metrics.encode(),
+        Format::Text => to_text(&probes.metrics.encode()),
+    };
+    ([(header::CONTENT_TYPE, format.content_type())], body)
 }

@@ -85,7 +85,7 @@ impl Controller {
         let (notices_tx, notices) = mpsc::unbounded_channel();
         Self {
             stores: Stores::start(&client, settings.namespace.as_deref(), changed.clone()),
-            watches: WatchManager::new(client.clone(), snapshots, notices_tx),
+            watches: WatchManager::new(client.clone(), snapshots, notices_tx, settings.metrics.clone()),
             writer: StatusWriter::new(client.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             client,
@@ -316,6 +316,7 @@ impl Controller {
             committer: self.settings.committer.clone(),
             repo_dir: self.settings.data_dir.join("repos").join(format!("{hash:016x}")),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
+            metrics: self.settings.metrics.clone(),
         }
     }
 

@@ -14,6 +14,7 @@ use crate::api::{ConditionType, GitTargetStatus, ProviderKind, Reason, ResourceS
 use crate::route::{RuleSource, TargetKey};
 use crate::status::conditions::{self, Desired, Status};
 use crate::status::target::{Observation, desired};
+use crate::telemetry::TargetLabels;
 
 /// Counters such as queuedEvents change constantly; write them this often.
 const COUNTER_WRITE_INTERVAL: Duration = Duration::from_secs(2);
@@ -29,6 +30,7 @@ pub struct Written {
 impl Controller {
     pub(super) async fn publish_statuses(&mut self) {
         let now = SystemTime::now();
+        let mut ready = Vec::new();
         for target in self.stores.targets.state() {
             let key = key_of(&target);
             let Some(state) = self.targets.get(&key) else { continue };
@@ -51,6 +53,12 @@ impl Controller {
             let previous =
                 self.written.targets.get(&key).map(|(s, _)| s.clone()).or_else(|| target.status.clone());
             let next = desired(previous.as_ref(), &observation, now);
+            ready.push((
+                TargetLabels { namespace: key.namespace.clone(), name: key.name.clone() },
+                next.conditions
+                    .iter()
+                    .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True"),
+            ));
             let before = previous.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
             let conditions_changed = !conditions::same(&before, &next.conditions)
                 || previous.as_ref().map(|p| p.observed_generation) != Some(next.observed_generation);
@@ -72,6 +80,7 @@ impl Controller {
                 Err(error) => warn!(target = %key, %error, "cannot write GitTarget status"),
             }
         }
+        self.settings.metrics.set_targets_ready(ready);
         self.publish_rules().await;
         self.publish_providers().await;
     }

@@ -1,7 +1,13 @@
-//! Logging and metrics setup.
+//! Logging, traces (OTLP) and the metrics registry.
 
+mod branch_metrics;
+mod exposition;
 mod logging;
 mod metrics;
+pub mod trace;
 
-pub use logging::init_logging;
-pub use metrics::{Metrics, ShardMetrics};
+pub use exposition::{Format, negotiate, to_text};
+pub use logging::init;
+pub use metrics::{
+    BranchMetrics, EventMetrics, Metrics, ResourceLabels, ShardMetrics, TargetLabels, TraceLabel,
+};

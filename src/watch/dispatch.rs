@@ -14,6 +14,7 @@ use super::index::{ObjectIndex, TargetId};
 use crate::api::Operation;
 use crate::route::{RouteTable, Scope, ServedResource, TargetKey, WatchSpec};
 use crate::sanitize::{self, ObjectKey, ResourceRef, SanitizeError};
+use crate::telemetry::trace::{EventTrace, TARGET};
 use crate::worker::queue::{ChangeMeta, SweepScope, WorkItem};
 
 /// What dispatch needs to know about a target that has a running worker.
@@ -93,6 +94,8 @@ fn change_meta(
         name: meta.name.to_owned(),
         received_at: at,
         resync,
+        // A child of the event's span; a listed object waits without one.
+        trace: EventTrace::current(target, !resync),
     }
 }
 
@@ -129,15 +132,18 @@ pub fn on_apply(
             .collect();
         return Ok(Dispatched { withheld_secrets, ..Dispatched::default() });
     }
-    let sanitized = sanitize::sanitize(object, &rref)?;
+    let sanitized =
+        tracing::info_span!(target: TARGET, "sanitize").in_scope(|| sanitize::sanitize(object, &rref))?;
     let key = ObjectIndex::key(meta.namespace, meta.name);
     let previous = index.get(&key).cloned();
-    let selected: Vec<(TargetKey, _)> = routing
-        .table
-        .selecting(resource, meta.namespace, &meta.labels)
-        .into_iter()
-        .filter(|(target, _)| routing.targets.contains_key(target))
-        .collect();
+    let selected: Vec<(TargetKey, _)> = tracing::info_span!(target: TARGET, "route").in_scope(|| {
+        routing
+            .table
+            .selecting(resource, meta.namespace, &meta.labels)
+            .into_iter()
+            .filter(|(target, _)| routing.targets.contains_key(target))
+            .collect()
+    });
 
     let mut out = Dispatched::default();
     let content: Arc<[u8]> = sanitized.yaml.into();
@@ -183,10 +189,11 @@ pub fn on_delete(
 ) -> Dispatched {
     let Some(meta) = meta_of(object) else { return Dispatched::default() };
     let key = ObjectIndex::key(meta.namespace, meta.name);
-    let targets: Vec<TargetKey> = match index.remove(&key) {
-        Some(entry) => entry.targets.iter().filter_map(|id| routing.key_of(*id).cloned()).collect(),
-        None => routing.table.selecting(resource, meta.namespace, &meta.labels).into_keys().collect(),
-    };
+    let targets: Vec<TargetKey> =
+        tracing::info_span!(target: TARGET, "route").in_scope(|| match index.remove(&key) {
+            Some(entry) => entry.targets.iter().filter_map(|id| routing.key_of(*id).cloned()).collect(),
+            None => routing.table.selecting(resource, meta.namespace, &meta.labels).into_keys().collect(),
+        });
     let items = delete_items(routing, resource, &meta, targets, at, listing);
     Dispatched { unchanged: items.is_empty(), items, withheld_secrets: Vec::new() }
 }

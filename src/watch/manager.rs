@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use super::task::WatchTask;
 use super::{Notice, Snapshot};
 use crate::route::{WatchPlan, WatchSpec};
+use crate::telemetry::Metrics;
 
 struct Running {
     restart: mpsc::Sender<()>,
@@ -22,6 +23,7 @@ pub struct WatchManager {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     notices: mpsc::UnboundedSender<Notice>,
     running: HashMap<WatchSpec, Running>,
+    metrics: Arc<Metrics>,
 }
 
 impl WatchManager {
@@ -29,8 +31,9 @@ impl WatchManager {
         client: kube::Client,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         notices: mpsc::UnboundedSender<Notice>,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { client, snapshots, notices, running: HashMap::new() }
+        Self { client, snapshots, notices, running: HashMap::new(), metrics }
     }
 
     /// Makes the running watches equal to the plan; returns the specs started.
@@ -54,10 +57,12 @@ impl WatchManager {
                 snapshots: self.snapshots.clone(),
                 restart: restart_rx,
                 notices: self.notices.clone(),
+                metrics: self.metrics.clone(),
             };
             self.running.insert(spec.clone(), Running { restart, task: tokio::spawn(task.run()) });
             started.push(spec.clone());
         }
+        self.metrics.watches_open.set(self.running.len() as i64);
         started
     }
 
@@ -83,5 +88,6 @@ impl WatchManager {
         for (_, running) in self.running.drain() {
             running.task.abort();
         }
+        self.metrics.watches_open.set(0);
     }
 }

@@ -17,6 +17,8 @@ use super::dispatch;
 use super::index::ObjectIndex;
 use super::{Notice, Snapshot};
 use crate::route::{Scope, TargetKey, WatchSpec};
+use crate::telemetry::trace::{self, TARGET};
+use crate::telemetry::{EventMetrics, Metrics, TargetLabels, TraceLabel};
 use crate::worker::queue::WorkItem;
 
 pub(super) struct WatchTask {
@@ -25,6 +27,15 @@ pub(super) struct WatchTask {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub restart: mpsc::Receiver<()>,
     pub notices: mpsc::UnboundedSender<Notice>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A list in progress (start, resync, relist): the names seen so far, and
+/// its `watch.resync` trace, which the listed objects' changes belong to.
+struct Listing {
+    names: HashSet<String>,
+    started: Instant,
+    span: tracing::Span,
 }
 
 impl WatchTask {
@@ -52,7 +63,7 @@ impl WatchTask {
             let mut index = ObjectIndex::default();
             let config = watcher::Config::default().page_size(500);
             let mut stream = watcher(api.clone(), config).default_backoff().boxed();
-            let mut listed: Option<HashSet<String>> = None;
+            let mut listed: Option<Listing> = None;
             loop {
                 tokio::select! {
                     biased;
@@ -75,32 +86,41 @@ impl WatchTask {
         &self,
         event: Event<DynamicObject>,
         index: &mut ObjectIndex,
-        listed: &mut Option<HashSet<String>>,
+        listed: &mut Option<Listing>,
     ) {
         let snapshot = self.snapshots.borrow().clone();
         let now = Instant::now();
+        let resource = EventMetrics::resource(&self.spec.resource.group, &self.spec.resource.plural);
+        if matches!(event, Event::InitApply(_) | Event::Apply(_) | Event::Delete(_)) {
+            self.metrics.events.received.get_or_create(&resource).inc();
+        }
         match event {
-            Event::Init => *listed = Some(HashSet::new()),
+            Event::Init => {
+                let span = tracing::info_span!(target: TARGET, parent: None, "watch.resync",
+                    resource = %resource.resource, scope = ?self.spec.scope, replica = trace::replica(),
+                    objects = tracing::field::Empty);
+                *listed = Some(Listing { names: HashSet::new(), started: now, span });
+            }
             Event::InitApply(object) | Event::Apply(object) => {
                 let is_listing = listed.is_some();
-                if let Some(listed) = listed.as_mut() {
-                    listed.insert(ObjectIndex::key(
-                        object.metadata.namespace.as_deref(),
-                        object.metadata.name.as_deref().unwrap_or(""),
-                    ));
-                }
+                let span = match listed.as_mut() {
+                    Some(listed) => {
+                        listed.names.insert(ObjectIndex::key(
+                            object.metadata.namespace.as_deref(),
+                            object.metadata.name.as_deref().unwrap_or(""),
+                        ));
+                        listed.span.clone()
+                    }
+                    None => self.event_span("apply", &resource, &object),
+                };
                 let value = match serde_json::to_value(&object) {
                     Ok(value) => value,
                     Err(error) => return warn!(%error, "cannot encode a watched object"),
                 };
-                match dispatch::on_apply(
-                    &snapshot.routing,
-                    &self.spec.resource,
-                    &value,
-                    index,
-                    now,
-                    is_listing,
-                ) {
+                let dispatched = span.in_scope(|| {
+                    dispatch::on_apply(&snapshot.routing, &self.spec.resource, &value, index, now, is_listing)
+                });
+                match dispatched {
                     Ok(dispatched) => {
                         for target in &dispatched.withheld_secrets {
                             let _ = self.notices.send(Notice::SecretWithheld {
@@ -123,27 +143,66 @@ impl WatchTask {
                 }
             }
             Event::Delete(object) => {
+                let span = self.event_span("delete", &resource, &object);
                 let value = serde_json::to_value(&object).unwrap_or_default();
-                let dispatched =
-                    dispatch::on_delete(&snapshot.routing, &self.spec.resource, &value, index, now, false);
+                let dispatched = span.in_scope(|| {
+                    dispatch::on_delete(&snapshot.routing, &self.spec.resource, &value, index, now, false)
+                });
                 self.send_all(&snapshot, dispatched.items).await;
             }
             Event::InitDone => {
-                let listed = listed.take().unwrap_or_default();
-                let items = dispatch::on_list_complete(&snapshot.routing, &self.spec, &listed, index, now);
+                let Listing { names, started, span } = listed.take().unwrap_or_else(|| Listing {
+                    names: HashSet::new(),
+                    started: now,
+                    span: tracing::Span::none(),
+                });
+                let items = span.in_scope(|| {
+                    dispatch::on_list_complete(&snapshot.routing, &self.spec, &names, index, now)
+                });
                 self.send_all(&snapshot, items).await;
-                info!(resource = %self.spec.resource.plural, scope = ?self.spec.scope, objects = listed.len(), "initial list complete");
+                span.record("objects", names.len());
+                let trace_id =
+                    trace::trace_id(&trace::context_of(&span)).map(|trace_id| TraceLabel { trace_id });
+                self.metrics.events.resync_duration.get_or_create(&resource).observe(
+                    started.elapsed().as_secs_f64(),
+                    trace_id,
+                    None,
+                );
+                self.metrics.events.resync_objects.get_or_create(&resource).inc_by(names.len() as u64);
+                info!(resource = %self.spec.resource.plural, scope = ?self.spec.scope, objects = names.len(), "initial list complete");
             }
         }
+    }
+
+    /// The root span of one live watch event.
+    fn event_span(
+        &self,
+        event: &'static str,
+        resource: &crate::telemetry::ResourceLabels,
+        object: &DynamicObject,
+    ) -> tracing::Span {
+        tracing::info_span!(target: TARGET, parent: None, "watch.event",
+            event, resource = %resource.resource,
+            namespace = object.metadata.namespace.as_deref().unwrap_or(""),
+            name = object.metadata.name.as_deref().unwrap_or(""),
+            resource_version = object.metadata.resource_version.as_deref().unwrap_or(""),
+            replica = trace::replica())
     }
 
     /// Sends in order; a full queue makes this watch wait (backpressure),
     /// it never drops a change.
     async fn send_all(&self, snapshot: &Snapshot, items: Vec<(TargetKey, WorkItem)>) {
         for (target, item) in items {
-            if let Some(queue) = snapshot.queues.get(&target) {
-                // A closed queue means the worker stopped; its restart resyncs.
-                let _ = queue.send(item).await;
+            let sent = match snapshot.queues.get(&target) {
+                Some(queue) => queue.send(item).await.is_ok(),
+                None => false,
+            };
+            if sent {
+                let labels = TargetLabels { namespace: target.namespace, name: target.name };
+                self.metrics.events.routed.get_or_create(&labels).inc();
+            } else {
+                // The worker stopped; its restart resyncs.
+                self.metrics.events.dropped.inc();
             }
         }
     }

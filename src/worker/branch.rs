@@ -6,21 +6,24 @@
 //! nobody's commits are overwritten.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::credentials::Credentials;
 use super::files::BranchFiles;
 use super::message;
+use super::observe::{self, Source};
 use super::policy::{PushPolicy, backoff};
 use super::queue::{CoalescingQueue, WorkItem};
 use super::remote::{PushOutcome, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
+use crate::telemetry::{BranchMetrics, Metrics};
 
 /// Pending work beyond this many distinct entries makes the watches wait.
 const INTAKE_LIMIT: usize = 10_000;
@@ -41,6 +44,7 @@ pub struct WorkerSettings {
     pub repo_dir: PathBuf,
     /// (target, normalised base folder) of every target on this branch.
     pub folders: Vec<(TargetKey, String)>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the status writer needs to know.
@@ -142,7 +146,7 @@ const MAX_RESYNC_BATCH: usize = 5_000;
 struct Unpushed {
     changes: Vec<FileChange>,
     message: String,
-    received_at: Instant,
+    source: Source,
     /// The interval counts from the commit, not the event: a worker that is
     /// behind must batch its backlog, not push after every commit.
     committed_at: Instant,
@@ -161,6 +165,7 @@ struct Worker {
     retry_at: Option<Instant>,
     commits_since_maintenance: usize,
     state: watch::Sender<WorkerState>,
+    metrics: BranchMetrics,
 }
 
 async fn run(
@@ -175,9 +180,7 @@ async fn run(
     loop {
         while draining.is_none() && worker.queue.len() < INTAKE_LIMIT {
             match intake.try_recv() {
-                Ok(item) => {
-                    worker.queue.push(item);
-                }
+                Ok(item) => worker.intake(item),
                 Err(_) => break,
             }
         }
@@ -203,7 +206,7 @@ async fn run(
         let wake = due.unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             item = intake.recv(), if draining.is_none() => match item {
-                Some(item) => { worker.queue.push(item); }
+                Some(item) => worker.intake(item),
                 None => draining = Some(oneshot::channel().0),
             },
             message = control.recv() => match message {
@@ -262,6 +265,7 @@ impl Worker {
             .await
             .expect("opening the repository does not panic")?;
         let mut worker = Self {
+            metrics: settings.metrics.branch(remote.url(), &settings.key.branch),
             files: BranchFiles::new([], settings.folders.clone()),
             settings,
             remote,
@@ -337,18 +341,28 @@ impl Worker {
         self.retry_at = None;
     }
 
+    /// Queues an item; a merge into a pending change is counted.
+    fn intake(&mut self, item: WorkItem) {
+        if self.queue.push(item) {
+            self.metrics.coalesced();
+        }
+    }
+
     async fn process(&mut self, item: WorkItem) {
         let resync =
             matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
         let result = match item {
             item if resync => self.commit_resync_batch(item).await,
-            WorkItem::Write { path, content, meta } => {
+            WorkItem::Write { path, content, mut meta } => {
                 let change = FileChange::Write { path, content: content.to_vec() };
-                self.commit(vec![change], message::for_change(&meta), meta.received_at).await
+                let source = Source::of(&mut meta);
+                let message = message::with_trace_id(message::for_change(&meta), source.trace_id());
+                self.commit(vec![change], message, source).await
             }
-            WorkItem::Delete { path, meta } => {
-                self.commit(vec![FileChange::Delete { path }], message::for_change(&meta), meta.received_at)
-                    .await
+            WorkItem::Delete { path, mut meta } => {
+                let source = Source::of(&mut meta);
+                let message = message::with_trace_id(message::for_change(&meta), source.trace_id());
+                self.commit(vec![FileChange::Delete { path }], message, source).await
             }
             WorkItem::Sweep { scope, live } => {
                 let doomed = self.files.sweep(&scope, &live);
@@ -399,13 +413,14 @@ impl Worker {
         if changes.is_empty() {
             return Ok(());
         }
-        let received_at = metas.iter().map(|m| m.received_at).min().unwrap_or_else(Instant::now);
+        let source = Source::of_all(&metas);
         let message = if let [single] = metas.as_slice() {
             message::for_change(single)
         } else {
             message::for_resync(&metas)
         };
-        self.commit(changes, message, received_at).await
+        let message = message::with_trace_id(message, source.trace_id());
+        self.commit(changes, message, source).await
     }
 
     async fn delete_all(
@@ -418,7 +433,7 @@ impl Worker {
         }
         let (paths, objects): (Vec<String>, Vec<_>) = doomed.into_iter().unzip();
         let changes = paths.into_iter().map(|path| FileChange::Delete { path }).collect();
-        self.commit(changes, message(&objects), Instant::now()).await
+        self.commit(changes, message(&objects), Source::internal()).await
     }
 
     /// One commit for the given changes; changes that alter nothing are
@@ -427,7 +442,7 @@ impl Worker {
         &mut self,
         changes: Vec<FileChange>,
         message: String,
-        received_at: Instant,
+        source: Source,
     ) -> Result<(), StepError> {
         let changes: Vec<FileChange> = changes
             .into_iter()
@@ -444,6 +459,8 @@ impl Worker {
         let parent = self.local_tip;
         let committer = self.settings.committer.clone();
         let (spec_changes, spec_message) = (changes.clone(), message.clone());
+        let span = observe::commit_span(&self.settings.key, self.remote.url(), &source, changes.len());
+        let started = Instant::now();
         let commit = self
             .with_repo(move |repo| {
                 let spec = CommitSpec {
@@ -454,8 +471,12 @@ impl Worker {
                 };
                 repo.commit(parent, &spec_changes, &spec)
             })
-            .await?;
+            .instrument(span.clone())
+            .await;
+        self.metrics.commit(started.elapsed(), commit.is_ok(), source.trace_id());
+        let commit = commit?;
         if let Some(commit) = commit {
+            span.record("sha", commit.to_string());
             self.local_tip = Some(commit);
             for change in &changes {
                 match change {
@@ -465,7 +486,7 @@ impl Worker {
                     FileChange::Delete { path } => self.files.set(path, None),
                 }
             }
-            self.unpushed.push(Unpushed { changes, message, received_at, committed_at: Instant::now() });
+            self.unpushed.push(Unpushed { changes, message, source, committed_at: Instant::now() });
         }
         Ok(())
     }
@@ -481,14 +502,32 @@ impl Worker {
         if self.unpushed.is_empty() {
             return;
         }
+        let span = observe::push_span(
+            &self.settings.key,
+            self.remote.url(),
+            self.unpushed.len(),
+            self.unpushed.iter().map(|u| &u.source),
+        );
+        let trace_id = crate::telemetry::trace::trace_id(&crate::telemetry::trace::context_of(&span));
         let mut replays = 0;
         let result = loop {
-            match self.push_once().await {
+            let started = Instant::now();
+            let outcome = self.push_once().instrument(span.clone()).await;
+            let (result, reason) = match &outcome {
+                Ok(PushOutcome::Pushed) => ("pushed", String::new()),
+                Ok(PushOutcome::Stale) => ("stale", String::new()),
+                Err(error) => ("failed", error.reason().as_str().to_owned()),
+            };
+            self.metrics.push(started.elapsed(), result, &reason, trace_id.clone());
+            span.record("result", result);
+            span.record("reason", reason.as_str());
+            match outcome {
                 Ok(PushOutcome::Pushed) => break Ok(()),
                 Ok(PushOutcome::Stale) if replays < MAX_REPLAYS => {
                     replays += 1;
                     debug!(branch = %self.settings.key, "the branch moved; replaying on the new tip");
-                    if let Err(error) = self.replay().await {
+                    span.record("replays", replays);
+                    if let Err(error) = self.replay().instrument(span.clone()).await {
                         break Err(error);
                     }
                 }
@@ -501,6 +540,11 @@ impl Worker {
         match result {
             Ok(()) => {
                 let pushed = self.unpushed.len();
+                span.record("sha", self.local_tip.map(|t| t.to_string()).unwrap_or_default());
+                for unpushed in &self.unpushed {
+                    self.metrics
+                        .pushed_change(unpushed.source.received_at.elapsed(), unpushed.source.trace_id());
+                }
                 self.unpushed.clear();
                 self.after_push(pushed).await;
                 self.remote_tip = self.local_tip;
@@ -564,14 +608,15 @@ impl Worker {
     async fn replay(&mut self) -> Result<(), StepError> {
         let pending = std::mem::take(&mut self.unpushed);
         self.fetch_and_reset().await?;
-        for Unpushed { changes, message, received_at, .. } in pending {
-            self.commit(changes, message, received_at).await?;
+        for Unpushed { changes, message, source, .. } in pending {
+            self.commit(changes, message, source).await?;
         }
         Ok(())
     }
 
     fn publish(&self) {
         let (queued, unpushed) = (self.queue.len(), self.unpushed.len());
+        self.metrics.queue(queued, self.queue.oldest().map(|at| at.elapsed()).unwrap_or_default());
         self.state.send_if_modified(|s| {
             let changed = s.queued != queued || s.unpushed != unpushed;
             s.queued = queued;

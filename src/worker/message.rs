@@ -33,6 +33,18 @@ pub fn for_change(meta: &ChangeMeta) -> String {
     )
 }
 
+/// `message` with a `Trace-Id` trailer in its own last paragraph (where
+/// `git interpret-trailers` looks), when the change has one trace.
+pub fn with_trace_id(mut message: String, trace_id: Option<String>) -> String {
+    if let Some(trace_id) = trace_id {
+        if !message.ends_with('\n') {
+            message.push('\n');
+        }
+        message.push_str(&format!("\nTrace-Id: {trace_id}\n"));
+    }
+    message
+}
+
 /// Objects written while listing: the branch catches up with the cluster.
 pub fn for_resync(metas: &[&ChangeMeta]) -> String {
     let mut targets: Vec<String> = metas.iter().map(|m| m.target.to_string()).collect();
@@ -91,8 +103,15 @@ mod tests {
             name: "settings".into(),
             received_at: std::time::Instant::now(),
             resync: false,
+            trace: Default::default(),
         };
         let message = for_change(&meta);
+        assert_eq!(with_trace_id(message.clone(), None), message);
+        let traced = with_trace_id(message.clone(), Some("0af7651916cd43dd8448eb211c80319c".into()));
+        assert!(
+            traced.ends_with("API version: v1\n\nTrace-Id: 0af7651916cd43dd8448eb211c80319c\n"),
+            "{traced}"
+        );
         assert!(
             message.starts_with("UPDATE ConfigMap team-a/settings\n\nGitTarget: audit/prod\n"),
             "{message}"

@@ -5,6 +5,7 @@ pub mod branch;
 pub mod credentials;
 pub mod files;
 pub mod message;
+pub mod observe;
 pub mod policy;
 pub mod queue;
 pub mod remote;

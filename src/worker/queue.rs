@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::api::Operation;
 use crate::route::TargetKey;
+use crate::telemetry::trace::EventTrace;
 
 /// What changed and why, for the commit message and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct ChangeMeta {
     /// Seen while listing (start, resync, relist) rather than as a change:
     /// such writes are reconciliation and are committed together.
     pub resync: bool,
+    /// The trace of the watch event (or list) this change came from.
+    pub trace: EventTrace,
 }
 
 /// Which files a sweep looks at: those of one resource, optionally in one
@@ -53,6 +56,14 @@ pub enum WorkItem {
 }
 
 impl WorkItem {
+    /// The change's metadata (writes and deletes only).
+    pub fn meta_mut(&mut self) -> Option<&mut ChangeMeta> {
+        match self {
+            Self::Write { meta, .. } | Self::Delete { meta, .. } => Some(meta),
+            Self::Sweep { .. } | Self::Retain { .. } => None,
+        }
+    }
+
     fn path(&self) -> Option<&str> {
         match self {
             Self::Write { path, .. } | Self::Delete { path, .. } => Some(path),
@@ -85,7 +96,11 @@ impl CoalescingQueue {
         };
         if let Some(&seq) = self.open.get(path) {
             let slot = &mut self.entries[(seq - self.head) as usize];
-            *slot = Some(merge(slot.take().expect("open entries are occupied"), item));
+            let mut older = slot.take().expect("open entries are occupied");
+            if let Some(meta) = older.meta_mut() {
+                meta.trace.coalesced();
+            }
+            *slot = Some(merge(older, item));
             self.coalesced += 1;
             return true;
         }
@@ -183,6 +198,7 @@ mod tests {
             name: "cm".into(),
             received_at: Instant::now(),
             resync: false,
+            trace: EventTrace::default(),
         }
     }
 
