@@ -6,6 +6,7 @@
 pub mod fixtures;
 pub mod git;
 pub mod http;
+pub mod jaeger;
 pub mod operator;
 pub mod scenario;
 

@@ -21,6 +21,11 @@ impl Operator {
     }
 
     pub fn start_with(env: &super::Env, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(env, namespace, extra, &[])
+    }
+
+    /// Starts it with `extra` flags and `vars` in its environment.
+    pub fn start_with_env(env: &super::Env, namespace: &str, extra: &[&str], vars: &[(&str, &str)]) -> Self {
         let scratch = tempfile::tempdir().unwrap();
         let log_path = scratch.path().join("operator.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -35,6 +40,7 @@ impl Operator {
             .args(extra)
             .env("KUBECONFIG", env.var("KUBECONFIG"))
             .env("GITOPS_REVERSER_LOG_LEVEL", "info,gitops_reverser=debug")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
