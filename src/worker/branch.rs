@@ -307,12 +307,17 @@ impl Worker {
         f: impl FnOnce(&LocalRepo) -> Result<T, RepoError> + Send + 'static,
     ) -> Result<T, RepoError> {
         let repo = self.repo.take().expect("the repository is always returned");
-        let (repo, result) = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             let result = f(&repo);
             (repo, result)
         })
-        .await
-        .expect("repository operations do not panic");
+        .await;
+        let (repo, result) = match joined {
+            Ok(done) => done,
+            // Only a runtime shutting down cancels it; this task ends with it.
+            Err(join) if join.is_cancelled() => std::future::pending().await,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
         self.repo = Some(repo);
         result
     }
