@@ -20,12 +20,15 @@ fn main() -> ExitCode {
             };
             // The OTLP exporter's gRPC channel lives on the runtime.
             let traces = match runtime
-                .block_on(async { telemetry::init(args.log_format, &args.log_level, &args.replica) })
+                .block_on(async { telemetry::init(args.log_format, &args.log_level, &args.replica_name()) })
             {
                 Ok(traces) => traces,
                 Err(error) => return fail(&error),
             };
-            match runtime.block_on(run::run(args, traces)) {
+            let result = runtime.block_on(run::run(*args, traces));
+            // Blocking tasks (a commit in progress) must not hold the exit up.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "the operator stopped with an error");

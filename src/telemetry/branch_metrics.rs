@@ -35,7 +35,8 @@ pub struct CommitLabels {
 pub struct PushLabels {
     pub repository: String,
     pub branch: String,
-    /// `pushed`, `stale` (the branch moved; replayed) or `failed`.
+    /// `pushed`, `stale` (the branch moved; replayed), `failed`, or
+    /// `fenced` (held back: the shard Lease was not held long enough).
     pub result: &'static str,
     /// A condition reason for failures (`AuthenticationFailed`, ...), else `""`.
     pub reason: String,
@@ -179,9 +180,12 @@ impl BranchMetrics {
         }
     }
 
-    /// One push attempt; `reason` names a failure.
+    /// One push attempt; `reason` names a failure. A `fenced` attempt
+    /// never ran git, so it has no duration.
     pub fn push(&self, took: Duration, result: &'static str, reason: &str, trace_id: Option<String>) {
-        self.push_duration.observe(took.as_secs_f64(), exemplar(trace_id), None);
+        if result != "fenced" {
+            self.push_duration.observe(took.as_secs_f64(), exemplar(trace_id), None);
+        }
         let labels = PushLabels {
             repository: self.labels.repository.clone(),
             branch: self.labels.branch.clone(),

@@ -33,16 +33,9 @@ pub fn for_change(meta: &ChangeMeta) -> String {
     )
 }
 
-/// `message` with a `Trace-Id` trailer in its own last paragraph (where
-/// `git interpret-trailers` looks), when the change has one trace.
-pub fn with_trace_id(mut message: String, trace_id: Option<String>) -> String {
-    if let Some(trace_id) = trace_id {
-        if !message.ends_with('\n') {
-            message.push('\n');
-        }
-        message.push_str(&format!("\nTrace-Id: {trace_id}\n"));
-    }
-    message
+/// The `Trace-Id` trailer line of a change that has one trace, else nothing.
+pub fn trace_trailer(trace_id: Option<String>) -> String {
+    trace_id.map(|id| format!("Trace-Id: {id}\n")).unwrap_or_default()
 }
 
 /// Objects written while listing: the branch catches up with the cluster.
@@ -106,11 +99,10 @@ mod tests {
             trace: Default::default(),
         };
         let message = for_change(&meta);
-        assert_eq!(with_trace_id(message.clone(), None), message);
-        let traced = with_trace_id(message.clone(), Some("0af7651916cd43dd8448eb211c80319c".into()));
-        assert!(
-            traced.ends_with("API version: v1\n\nTrace-Id: 0af7651916cd43dd8448eb211c80319c\n"),
-            "{traced}"
+        assert_eq!(trace_trailer(None), "");
+        assert_eq!(
+            trace_trailer(Some("0af7651916cd43dd8448eb211c80319c".into())),
+            "Trace-Id: 0af7651916cd43dd8448eb211c80319c\n"
         );
         assert!(
             message.starts_with("UPDATE ConfigMap team-a/settings\n\nGitTarget: audit/prod\n"),

@@ -66,10 +66,16 @@ impl Source {
 }
 
 /// A `commit` span: a child of the first event, linked to the others.
-pub fn commit_span(key: &BranchKey, repository: &str, source: &Source, files: usize) -> tracing::Span {
+pub fn commit_span(
+    key: &BranchKey,
+    repository: &str,
+    shard: u32,
+    source: &Source,
+    files: usize,
+) -> tracing::Span {
     let target = source.target.as_ref().map(ToString::to_string).unwrap_or_default();
     let span = tracing::info_span!(target: TARGET, parent: None, "commit",
-        git_target = target, repository, branch = %key.branch, files, sha = Empty);
+        git_target = target, repository, branch = %key.branch, shard, files, sha = Empty);
     if let Some((first, rest)) = source.traces.split_first() {
         trace::set_parent(&span, first);
         trace::add_links(&span, rest);
@@ -81,11 +87,12 @@ pub fn commit_span(key: &BranchKey, repository: &str, source: &Source, files: us
 pub fn push_span<'a>(
     key: &BranchKey,
     repository: &str,
+    shard: u32,
     commits: usize,
     sources: impl Iterator<Item = &'a Source>,
 ) -> tracing::Span {
     let span = tracing::info_span!(target: TARGET, parent: None, "push",
-        repository, branch = %key.branch, commits, replica = trace::replica(),
+        repository, branch = %key.branch, shard, commits, replica = trace::replica(),
         sha = Empty, result = Empty, reason = Empty, replays = Empty);
     if trace::enabled() {
         let mut linked = 0;
