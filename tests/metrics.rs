@@ -43,25 +43,22 @@ async fn metrics_pass_promtool_and_count_the_changes() {
     let operator = s.operator_synced().await;
     let ns = s.namespace().to_owned();
 
-    // Five changes: three creates, an update and a delete.
+    // Five changes, each waited for so none coalesces: three creates, an
+    // update and a delete.
+    let labels = json!({"metrics-test": "yes"});
+    let path = |name| s.core_path("m", "configmaps", name);
     for name in ["a", "b", "c"] {
-        s.labelled_configmap(name, json!({"metrics-test": "yes"}), json!({"n": "1"})).await;
+        s.labelled_configmap(name, labels.clone(), json!({"v": "1"})).await;
     }
-    s.labelled_configmap("a", json!({"metrics-test": "yes"}), json!({"n": "2"})).await;
-    Api::<ConfigMap>::namespaced(s.client.clone(), &ns).delete("b", &DeleteParams::default()).await.unwrap();
-    let (a, b, c) = (
-        s.core_path("m", "configmaps", "a"),
-        s.core_path("m", "configmaps", "b"),
-        s.core_path("m", "configmaps", "c"),
-    );
-    eprintln!("branch now: {:?}", s.branch("main"));
-    let view = s
-        .wait_branch("the five changes on main", "main", |v| {
-            v.files.get(&a).is_some_and(|f| f.contains("n: '2'") || f.contains("n: \"2\""))
-                && v.files.contains_key(&c)
-                && !v.files.contains_key(&b)
-        })
+    s.wait_branch("three creates", "main", |v| {
+        ["a", "b", "c"].iter().all(|n| v.files.contains_key(&path(n)))
+    })
+    .await;
+    s.labelled_configmap("a", labels.clone(), json!({"v": "2"})).await;
+    s.wait_branch("the update", "main", |v| v.files.get(&path("a")).is_some_and(|f| f.contains("v: \"2\"")))
         .await;
+    Api::<ConfigMap>::namespaced(s.client.clone(), &ns).delete("b", &DeleteParams::default()).await.unwrap();
+    let view = s.wait_branch("the delete", "main", |v| !v.files.contains_key(&path("b"))).await;
     s.wait_condition("audit", "Ready", |c| c.0 == "True").await;
 
     let target = [("namespace", ns.as_str()), ("name", "audit")];
@@ -116,6 +113,7 @@ async fn metrics_pass_promtool_and_count_the_changes() {
     );
     assert!(value(&text, "gitops_reverser_push_duration_seconds_count", &branch) >= pushed);
     assert_eq!(value(&text, "gitops_reverser_events_dropped_total", &[]), Some(0.0));
+    assert_eq!(value(&text, "gitops_reverser_events_coalesced_total", &branch), Some(0.0));
     assert_eq!(value(&text, "gitops_reverser_queue_oldest_age_seconds", &branch), Some(0.0));
     let configmaps = [("resource", "core/configmaps")];
     // The initial list (kube-root-ca.crt) and five changes, at least.

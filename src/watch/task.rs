@@ -193,16 +193,22 @@ impl WatchTask {
     /// it never drops a change.
     async fn send_all(&self, snapshot: &Snapshot, items: Vec<(TargetKey, WorkItem)>) {
         for (target, item) in items {
+            // Sweeps and retains are bookkeeping, not changes.
+            let change = matches!(item, WorkItem::Write { .. } | WorkItem::Delete { .. });
             let sent = match snapshot.queues.get(&target) {
                 Some(queue) => queue.send(item).await.is_ok(),
                 None => false,
             };
-            if sent {
-                let labels = TargetLabels { namespace: target.namespace, name: target.name };
-                self.metrics.events.routed.get_or_create(&labels).inc();
-            } else {
+            match (change, sent) {
+                (false, _) => {}
+                (true, true) => {
+                    let labels = TargetLabels { namespace: target.namespace, name: target.name };
+                    self.metrics.events.routed.get_or_create(&labels).inc();
+                }
                 // The worker stopped; its restart resyncs.
-                self.metrics.events.dropped.inc();
+                (true, false) => {
+                    self.metrics.events.dropped.inc();
+                }
             }
         }
     }
