@@ -65,8 +65,18 @@ pub fn render(tools: &Tools, values: Option<&Path>, extra: &[&str]) -> String {
 }
 
 pub fn render_in(tools: &Tools, namespace: &str, values: Option<&Path>, extra: &[&str]) -> String {
+    render_release(tools, RELEASE, namespace, values, extra)
+}
+
+pub fn render_release(
+    tools: &Tools,
+    release: &str,
+    namespace: &str,
+    values: Option<&Path>,
+    extra: &[&str],
+) -> String {
     let mut cmd = Command::new(&tools.helm);
-    cmd.args(["template", RELEASE])
+    cmd.args(["template", release])
         .arg(dir())
         .args(["--namespace", namespace, "--kube-version", KUBE_VERSION])
         .args(extra);

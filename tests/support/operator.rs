@@ -21,6 +21,11 @@ impl Operator {
     }
 
     pub fn start_with(env: &super::Env, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_as(namespace, std::path::Path::new(env.var("KUBECONFIG")), extra)
+    }
+
+    /// Like `start_with`, with the identity of `kubeconfig` instead of the admin.
+    pub fn start_as(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
         let scratch = tempfile::tempdir().unwrap();
         let log_path = scratch.path().join("operator.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -33,7 +38,7 @@ impl Operator {
             .arg("--data-dir")
             .arg(scratch.path().join("data"))
             .args(extra)
-            .env("KUBECONFIG", env.var("KUBECONFIG"))
+            .env("KUBECONFIG", kubeconfig)
             .env("GITOPS_REVERSER_LOG_LEVEL", "info,gitops_reverser=debug")
             .stdout(Stdio::null())
             .stderr(log)
