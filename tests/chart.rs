@@ -77,6 +77,23 @@ fn helm_lint_strict_is_clean() {
 }
 
 #[test]
+fn notes_render_and_tell_the_crd_upgrade_path() {
+    let tools = chart::tools();
+    for values in chart::values_files() {
+        let mut cmd = Command::new(&tools.helm);
+        cmd.args(["install", "notes", "--dry-run=client", "--namespace", "ops"]).arg(chart::dir());
+        if let Some(file) = &values {
+            cmd.arg("--values").arg(file);
+        }
+        let text = String::from_utf8(chart::run_ok(&mut cmd, None).stdout).unwrap();
+        let notes =
+            text.split_once("\nNOTES:\n").map(|(_, n)| n).unwrap_or_else(|| panic!("no NOTES:\n{text}"));
+        assert!(notes.contains("deployment/notes-gitops-reverser"), "{notes}");
+        assert!(notes.contains("kubectl apply --server-side --force-conflicts -f <chart>/crds/"), "{notes}");
+    }
+}
+
+#[test]
 fn every_rendering_passes_kubeconform_strict() {
     let tools = chart::tools();
     for values in chart::values_files() {
