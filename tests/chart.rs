@@ -253,8 +253,9 @@ fn bad_values_are_refused_with_a_reason() {
         ("operator.shutdownTimeout=5", "/operator/shutdownTimeout"),
         ("ha.leaseDuration=1d", "/ha/leaseDuration"),
         ("terminationGracePeriodSeconds=4", "must be longer than operator.shutdownTimeout"),
-        ("ha.renewDeadline=9s", "retryPeriod (2s) < renewDeadline (9s) < leaseDuration (8s)"),
-        ("ha.pushTimeout=8s", "pushTimeout (8s) must be shorter than leaseDuration (8s)"),
+        ("ha.renewDeadline=9s", "leaseDuration (8s) must be longer than renewDeadline (9s)"),
+        ("ha.retryPeriod=5s", "renewDeadline (5s) must be longer than 1.2 x retryPeriod (5s)"),
+        ("ha.pushTimeout=6s", "pushTimeout (6s) + retryPeriod (2s) must be shorter than leaseDuration (8s)"),
         (
             "rbac.watchedResources[0].apiGroups[0]=,rbac.watchedResources[0].resources[0]=secrets",
             "/rbac/watchedResources/0/resources/0",

@@ -1,7 +1,8 @@
 //! The chart's RBAC is enough and no larger than needed: the operator runs
 //! against the real API server as the chart's ServiceAccount, with exactly
 //! the RBAC the chart renders, and the write path works; then, one test per
-//! rule, the same with that single rule removed, and what breaks.
+//! rule (of the ClusterRole and of the Lease Role), the same with that single
+//! rule removed, and what breaks.
 
 mod support;
 
@@ -46,23 +47,24 @@ async fn start(prefix: &str, without: Option<&str>) -> AsChart {
     let mut objects = as_json(&tools.kubectl, &manifests);
     let mut guards = Vec::new();
     let mut service_account = String::new();
+    let mut removed = 0;
     for object in &mut objects {
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        match object["kind"].as_str().unwrap() {
+        let kind = object["kind"].as_str().unwrap().to_owned();
+        if let (Some(resource), "ClusterRole" | "Role") = (without, kind.as_str()) {
+            let rules = object["rules"].as_array_mut().unwrap();
+            let before = rules.len();
+            rules.retain(|rule| !rule["resources"].as_array().unwrap().iter().any(|r| r == resource));
+            removed += before - rules.len();
+        }
+        match kind.as_str() {
             "ServiceAccount" => service_account = name,
-            "ClusterRole" => {
-                if let Some(resource) = without {
-                    let rules = object["rules"].as_array_mut().unwrap();
-                    let before = rules.len();
-                    rules.retain(|rule| !rule["resources"].as_array().unwrap().iter().any(|r| r == resource));
-                    assert_eq!(rules.len(), before - 1, "no single ClusterRole rule names {resource}");
-                }
-                guards.push(ClusterObjectGuard { resource: "clusterrole", name });
-            }
+            "ClusterRole" => guards.push(ClusterObjectGuard { resource: "clusterrole", name }),
             "ClusterRoleBinding" => guards.push(ClusterObjectGuard { resource: "clusterrolebinding", name }),
             _ => {}
         }
     }
+    assert_eq!(removed, usize::from(without.is_some()), "not exactly one rule names {without:?}");
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
     run_ok(Command::new(&tools.kubectl).args(["apply", "-f", "-"]), Some(list.to_string().as_bytes()));
 
@@ -85,7 +87,9 @@ async fn start(prefix: &str, without: Option<&str>) -> AsChart {
         "current-context": "chart",
     });
     std::fs::write(&path, config.to_string()).unwrap();
-    let operator = Operator::start_as(&ns, &path, &[]);
+    // As the chart configures it: Leases in the release namespace, named after the release.
+    let prefix = format!("{ns}-gitops-reverser");
+    let operator = Operator::start_as(&ns, &path, &["--lease-namespace", &ns, "--lease-prefix", &prefix]);
     AsChart { scenario, operator, _kubeconfig: kubeconfig, _guards: guards }
 }
 
@@ -205,4 +209,11 @@ async fn without_the_watched_kinds_nothing_is_mirrored() {
     let run = start("rbac-watched", Some("configmaps")).await;
     let needles = forbidden("list", "configmaps");
     run.wait_log_line(&["watch error", &needles[0], &needles[1]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_leases_no_shard_is_owned() {
+    let run = start("rbac-leases", Some("leases")).await;
+    let needles = forbidden("list", "leases");
+    run.wait_log_line(&["watching the shard Leases failed", &needles[0], &needles[1]]).await;
 }

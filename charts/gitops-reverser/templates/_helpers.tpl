@@ -77,15 +77,19 @@ operator parses it. Fails on anything else.
 {{- if le (mul .Values.terminationGracePeriodSeconds 1000 | int) $shutdown }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than operator.shutdownTimeout (%s)" .Values.terminationGracePeriodSeconds .Values.operator.shutdownTimeout) }}
 {{- end }}
+{{- /* The operator's own checks at start (src/shard/settings.rs). */}}
 {{- $lease := include "gitops-reverser.durationMillis" .Values.ha.leaseDuration | int }}
 {{- $renew := include "gitops-reverser.durationMillis" .Values.ha.renewDeadline | int }}
 {{- $retry := include "gitops-reverser.durationMillis" .Values.ha.retryPeriod | int }}
-{{- if not (and (lt $renew $lease) (lt $retry $renew)) }}
-{{- fail (printf "ha: need retryPeriod (%s) < renewDeadline (%s) < leaseDuration (%s)" .Values.ha.retryPeriod .Values.ha.renewDeadline .Values.ha.leaseDuration) }}
-{{- end }}
 {{- $push := include "gitops-reverser.durationMillis" .Values.ha.pushTimeout | int }}
-{{- if ge $push $lease }}
-{{- fail (printf "ha: pushTimeout (%s) must be shorter than leaseDuration (%s)" .Values.ha.pushTimeout .Values.ha.leaseDuration) }}
+{{- if le $lease $renew }}
+{{- fail (printf "ha: leaseDuration (%s) must be longer than renewDeadline (%s)" .Values.ha.leaseDuration .Values.ha.renewDeadline) }}
+{{- end }}
+{{- if le (mul $renew 5) (mul $retry 6) }}
+{{- fail (printf "ha: renewDeadline (%s) must be longer than 1.2 x retryPeriod (%s)" .Values.ha.renewDeadline .Values.ha.retryPeriod) }}
+{{- end }}
+{{- if ge (add $push $retry) $lease }}
+{{- fail (printf "ha: pushTimeout (%s) + retryPeriod (%s) must be shorter than leaseDuration (%s)" .Values.ha.pushTimeout .Values.ha.retryPeriod .Values.ha.leaseDuration) }}
 {{- end }}
 {{- end }}
 
