@@ -3,6 +3,7 @@
 //! on conditions with deadlines instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod chart;
 pub mod fixtures;
 pub mod git;
 pub mod http;

@@ -26,6 +26,20 @@ impl Operator {
 
     /// Starts it with `extra` flags and `vars` in its environment.
     pub fn start_with_env(env: &super::Env, namespace: &str, extra: &[&str], vars: &[(&str, &str)]) -> Self {
+        Self::start_as_with_env(namespace, std::path::Path::new(env.var("KUBECONFIG")), extra, vars)
+    }
+
+    /// Like `start_with`, with the identity of `kubeconfig` instead of the admin.
+    pub fn start_as(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_as_with_env(namespace, kubeconfig, extra, &[])
+    }
+
+    fn start_as_with_env(
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Self {
         let scratch = tempfile::tempdir().unwrap();
         let log_path = scratch.path().join("operator.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -38,7 +52,7 @@ impl Operator {
             .arg("--data-dir")
             .arg(scratch.path().join("data"))
             .args(extra)
-            .env("KUBECONFIG", env.var("KUBECONFIG"))
+            .env("KUBECONFIG", kubeconfig)
             .env("GITOPS_REVERSER_LOG_LEVEL", "info,gitops_reverser=debug")
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
