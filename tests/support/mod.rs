@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod git;
 pub mod http;
 pub mod operator;
+pub mod replicas;
 pub mod scenario;
 
 use std::collections::HashMap;
