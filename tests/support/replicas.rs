@@ -9,6 +9,7 @@ pub mod load;
 pub mod mirror;
 pub mod process;
 pub mod pushes;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::process::ExitStatus;
@@ -135,9 +136,13 @@ impl Replicas {
 
     /// SIGTERM and the exit status (with a deadline well past the drain).
     pub async fn sigterm(&mut self, name: &str) -> ExitStatus {
-        let replica = self.replica_mut(name);
-        replica.sigterm();
-        replica.wait_exit(Duration::from_secs(30)).await
+        self.replica(name).sigterm();
+        self.wait_exit(name).await
+    }
+
+    /// The exit status of a replica that was sent SIGTERM.
+    pub async fn wait_exit(&mut self, name: &str) -> ExitStatus {
+        self.replica_mut(name).wait_exit(Duration::from_secs(30)).await
     }
 
     /// A graceful restart: SIGTERM, wait for the exit, start again.

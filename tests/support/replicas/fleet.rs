@@ -141,6 +141,17 @@ impl Fleet {
         gitops_reverser::shard::hash::shard_of(&BranchKey::new(&self.repos[repo].ssh_url, branch), shards)
     }
 
+    /// The branches whose shard `holders` gives to `replica`.
+    pub fn branches_of(&self, holders: &[Option<String>], replica: &str) -> Vec<(usize, String)> {
+        self.branches()
+            .into_iter()
+            .filter(|(repo, branch)| {
+                holders[self.shard_of(*repo, branch, holders.len() as u32) as usize].as_deref()
+                    == Some(replica)
+            })
+            .collect()
+    }
+
     /// The repository's name on the server.
     pub fn repo_name(&self, repo: usize) -> String {
         let url = &self.repos[repo].ssh_url;

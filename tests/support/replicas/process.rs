@@ -223,6 +223,11 @@ pub fn line_time_ns(line: &serde_json::Value) -> Option<i128> {
     Some(ts.as_nanosecond())
 }
 
+/// The `shard` field of a log line, logged as a number or as text.
+pub fn shard_field(line: &serde_json::Value) -> Option<u64> {
+    line["shard"].as_u64().or_else(|| line["shard"].as_str()?.parse().ok())
+}
+
 /// The JSON log lines whose `message` is `message`.
 pub fn log_events(logs: &str, message: &str) -> Vec<serde_json::Value> {
     logs.lines()
