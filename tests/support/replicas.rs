@@ -78,9 +78,10 @@ pub struct Replicas {
     pub prefix: String,
     pub settings: LeaseSettings,
     extra: Vec<String>,
-    scratch: tempfile::TempDir,
+    // Before `scratch`: fields drop in order, and the processes must die before their files go.
     replicas: BTreeMap<String, Replica>,
     incarnations: BTreeMap<String, u32>,
+    scratch: tempfile::TempDir,
 }
 
 impl Replicas {
@@ -93,9 +94,9 @@ impl Replicas {
             prefix: super::unique_name("ha"),
             settings,
             extra: settings.args(),
-            scratch: tempfile::tempdir().unwrap(),
             replicas: BTreeMap::new(),
             incarnations: BTreeMap::new(),
+            scratch: tempfile::tempdir().unwrap(),
         }
     }
 
