@@ -23,7 +23,7 @@ pub enum Command {
         output_dir: Option<std::path::PathBuf>,
     },
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// Settings of the `run` command.
@@ -66,9 +66,62 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_ACCESS_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub access_check_interval: Duration,
 
-    /// How long to wait for in-flight work after SIGTERM before exiting.
+    /// How long to wait for in-flight work after SIGTERM before exiting:
+    /// workers push what they hold and shards are handed over in this time.
     #[arg(long, env = "GITOPS_REVERSER_SHUTDOWN_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Namespace of the member and shard Leases (the release namespace).
+    /// Empty: the `--namespace` if set, else `default`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub lease_namespace: String,
+
+    /// Lease names start with this (the Helm release name): `<prefix>-member-<replica>`, `<prefix>-shard-<i>`.
+    #[arg(long, env = "GITOPS_REVERSER_LEASE_PREFIX", default_value = "gitops-reverser")]
+    pub lease_prefix: String,
+
+    /// Number of shards that branches are spread over; the same on every
+    /// replica, and about 10× the replica count or more for an even spread.
+    #[arg(long, env = "GITOPS_REVERSER_SHARDS", default_value_t = 32)]
+    pub shards: u32,
+
+    /// Others may take a shard this long after its holder's last renewal;
+    /// about the failover time after a crash.
+    #[arg(long, env = "GITOPS_REVERSER_LEASE_DURATION", default_value = "8s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// A replica that could not renew a shard for this long stops its work
+    /// (shorter than the lease duration, so it stops before others start).
+    #[arg(long, env = "GITOPS_REVERSER_RENEW_DEADLINE", default_value = "5s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+
+    /// How often Leases are renewed (renew deadline > 1.2 × this).
+    #[arg(long, env = "GITOPS_REVERSER_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: Duration,
+
+    /// Bound on one push; a push starts only while the shard Lease is held
+    /// for longer than this (push timeout + retry period < lease duration).
+    #[arg(long, env = "GITOPS_REVERSER_PUSH_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub push_timeout: Duration,
+}
+
+impl RunArgs {
+    pub fn shard_settings(&self) -> crate::shard::ShardSettings {
+        let namespace = [&self.lease_namespace, &self.namespace]
+            .into_iter()
+            .find(|ns| !ns.is_empty())
+            .map_or_else(|| "default".to_owned(), Clone::clone);
+        crate::shard::ShardSettings {
+            shards: self.shards,
+            namespace,
+            prefix: self.lease_prefix.clone(),
+            identity: self.replica.clone(),
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+            push_timeout: self.push_timeout,
+        }
+    }
 }
 
 /// Format of log lines.

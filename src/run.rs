@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::cli::RunArgs;
 use crate::controller::{Controller, Settings};
 use crate::server::{Probes, router};
+use crate::shard::Coordinator;
 use crate::telemetry::Metrics;
 use crate::worker::repo::Identity;
 
@@ -26,12 +27,16 @@ pub enum RunError {
     Serve(#[source] std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("invalid sharding settings: {0}")]
+    Sharding(#[from] crate::shard::settings::SettingsError),
 }
 
 /// How often the API server connection is checked for readiness.
 const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let shard_settings = args.shard_settings();
+    shard_settings.validate()?;
     let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -44,6 +49,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let checker =
         tokio::spawn(check_api_server(client.clone(), metrics.clone(), ready.clone(), stop_rx.clone()));
+    let (coordinator, shards) = Coordinator::new(client.clone(), shard_settings, metrics.shards.clone());
+    // The coordinator must release the shards before the process is gone.
+    let budget = args.shutdown_timeout.saturating_sub(Duration::from_millis(300));
+    let coordinator = tokio::spawn(coordinator.run(stop_rx.clone(), budget));
     let controller = Controller::new(
         client,
         Settings {
@@ -52,6 +61,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             instance: args.replica.clone(),
             access_check_interval: args.access_check_interval,
             namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
+            metrics: metrics.clone(),
+            shards,
         },
     );
     let controller = tokio::spawn(controller.run(stop_rx.clone()));
@@ -72,6 +83,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
         let _ = checker.await;
         let _ = controller.await;
+        let _ = coordinator.await;
         server.await
     })
     .await;

@@ -55,6 +55,12 @@ pub struct WorkerStatus {
     /// Result of the last push attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_push_status: Option<PushResult>,
+    /// The replica that runs the worker (and writes this status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The shard of the target's branch; its Lease names the owner too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// Result of a push attempt.

@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::route::{BranchKey, ResourceCatalog, RouteTable, RuleSource, TargetKey};
+use crate::shard::{Ownership, ShardHandle};
 use crate::status::writer::StatusWriter;
 use crate::watch::dispatch::{Routing, TargetInfo};
 use crate::watch::index::TargetId;
@@ -33,7 +34,7 @@ use stores::Stores;
 use targets::{Resolved, TargetState};
 
 /// How the controller runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// Local repositories live below this folder.
     pub data_dir: PathBuf,
@@ -44,6 +45,9 @@ pub struct Settings {
     pub access_check_interval: Duration,
     /// Limit to one namespace; None: all.
     pub namespace: Option<String>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Which shards this replica owns, and the fences of their pushes.
+    pub shards: ShardHandle,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -75,6 +79,10 @@ pub struct Controller {
     writer: StatusWriter,
     rule_problems: BTreeMap<RuleSource, Vec<String>>,
     written: publish::Written,
+    /// Drains of workers whose shard is being handed over, by shard.
+    handing_over: HashMap<u32, Vec<tokio::task::JoinHandle<()>>>,
+    /// The ownership this pass works with.
+    ownership: Arc<Ownership>,
 }
 
 impl Controller {
@@ -99,12 +107,15 @@ impl Controller {
             notices,
             rule_problems: BTreeMap::new(),
             written: publish::Written::default(),
+            handing_over: HashMap::new(),
+            ownership: Arc::new(Ownership::default()),
         }
     }
 
     /// Runs until `stop` turns true, then drains the workers.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
+        forward_ownership(self.settings.shards.view.clone(), self.changed.clone());
         loop {
             tokio::select! {
                 _ = self.changed.notified() => {
@@ -123,6 +134,13 @@ impl Controller {
         self.watches.stop_all();
         let drains = self.workers.drain().map(|(_, w)| w.handle.drain(DRAIN_TIMEOUT));
         futures::future::join_all(drains).await;
+        for (_, drains) in self.handing_over.drain() {
+            futures::future::join_all(drains).await;
+        }
+        // Everything is pushed: the coordinator may release every shard.
+        for shard in 0..self.settings.shards.shards {
+            self.settings.shards.report_drained(shard);
+        }
     }
 
     async fn refresh_catalog(&mut self) {
@@ -183,10 +201,13 @@ impl Controller {
         self.access.schedule(&mut self.targets, self.settings.access_check_interval);
         self.access.collect(&mut self.targets);
 
-        // One worker per branch, configured from its targets.
+        // One worker per branch of an active shard, configured from its targets.
+        self.ownership = self.settings.shards.view.borrow().clone();
         let mut branches: BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>> = BTreeMap::new();
         for (key, state) in &self.targets {
-            if let Some(resolved) = state.resolved().filter(|_| state.may_write()) {
+            if let Some(resolved) = state.resolved().filter(|r| {
+                state.may_write() && self.ownership.is_active(self.settings.shards.shard_of(&r.branch_key))
+            }) {
                 branches
                     .entry(resolved.branch_key.clone())
                     .or_default()
@@ -218,11 +239,25 @@ impl Controller {
         let stopped: Vec<BranchKey> =
             self.workers.keys().filter(|k| !branches.contains_key(*k)).cloned().collect();
         for branch in stopped {
-            if let Some(worker) = self.workers.remove(&branch) {
+            let Some(worker) = self.workers.remove(&branch) else { continue };
+            let shard = self.settings.shards.shard_of(&branch);
+            if !self.ownership.is_held(shard) {
+                // Lost: another replica may own it soon; the fence already
+                // blocks pushes, and nothing more may be written.
+                warn!(%branch, shard, "shard lost: stopping branch worker at once");
+                worker.handle.abort();
+            } else if self.ownership.is_releasing(shard) {
+                info!(%branch, shard, "handing over: draining branch worker");
+                self.handing_over
+                    .entry(shard)
+                    .or_default()
+                    .push(tokio::spawn(worker.handle.drain(DRAIN_TIMEOUT)));
+            } else {
                 info!(%branch, "stopping branch worker: no target uses it any more");
                 tokio::spawn(worker.handle.drain(DRAIN_TIMEOUT));
             }
         }
+        self.report_drained();
 
         // Routing for the targets that have a worker.
         let mut infos = HashMap::new();
@@ -303,11 +338,29 @@ impl Controller {
         xxhash_rust::xxh3::xxh3_64(specs.join("\n").as_bytes())
     }
 
+    /// Releasing shards whose workers all finished draining may be released.
+    fn report_drained(&mut self) {
+        let releasing: Vec<u32> =
+            self.ownership.held.iter().filter(|(_, h)| h.releasing).map(|(s, _)| *s).collect();
+        for shard in releasing {
+            let done = self.handing_over.get(&shard).is_none_or(|d| d.iter().all(|h| h.is_finished()));
+            if done {
+                self.handing_over.remove(&shard);
+                self.settings.shards.report_drained(shard);
+            }
+        }
+        let ownership = self.ownership.clone();
+        self.handing_over.retain(|shard, _| ownership.is_releasing(*shard));
+    }
+
     fn worker_settings(&self, branch: &BranchKey, members: &[(TargetKey, Resolved)]) -> WorkerSettings {
         // Targets sharing a branch share one worker; the first (by name) decides its connection.
         let (_, first) = &members[0];
         let hash = xxhash_rust::xxh3::xxh3_64(&branch.stable_bytes());
+        let shard = self.settings.shards.shard_of(branch);
         WorkerSettings {
+            fence: self.settings.shards.fence(shard),
+            replica: self.settings.instance.clone(),
             key: branch.clone(),
             url: first.provider.url.clone(),
             credentials: first.credentials.clone(),
@@ -347,6 +400,15 @@ impl Controller {
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Wakes the controller whenever shards are gained, lost or handed over.
+fn forward_ownership(mut view: crate::shard::OwnershipView, changed: Arc<Notify>) {
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            changed.notify_one();
+        }
+    });
 }
 
 /// Wakes the controller whenever a worker's state changes, so status follows.

@@ -12,6 +12,7 @@ use super::Controller;
 use super::targets::key_of;
 use crate::api::{ConditionType, GitTargetStatus, ProviderKind, Reason, ResourceStatus};
 use crate::route::{RuleSource, TargetKey};
+use crate::shard::hash::shard_of_bytes;
 use crate::status::conditions::{self, Desired, Status};
 use crate::status::target::{Observation, desired};
 
@@ -32,6 +33,15 @@ impl Controller {
         for target in self.stores.targets.state() {
             let key = key_of(&target);
             let Some(state) = self.targets.get(&key) else { continue };
+            let shard = match state.resolved() {
+                Some(r) => self.settings.shards.shard_of(&r.branch_key),
+                None => shard_of_bytes(format!("gt/{key}").as_bytes(), self.settings.shards.shards),
+            };
+            if !self.ownership.is_active(shard) {
+                // Another replica writes it; forget what we wrote, it may change meanwhile.
+                self.written.targets.remove(&key);
+                continue;
+            }
             let worker = state
                 .resolved()
                 .and_then(|r| self.workers.get(&r.branch_key))
@@ -47,6 +57,7 @@ impl Controller {
                 withheld_secrets: state.withheld.len(),
                 url: &url,
                 branch: &branch,
+                owner: Some((&self.settings.instance, shard)),
             };
             let previous =
                 self.written.targets.get(&key).map(|(s, _)| s.clone()).or_else(|| target.status.clone());
@@ -190,6 +201,10 @@ impl Controller {
     ) where
         K: crate::status::writer::StatusApi,
     {
+        if !self.ownership.is_active(shard_of_bytes(key.as_bytes(), self.settings.shards.shards)) {
+            self.written.resources.remove(&key);
+            return;
+        }
         let before = self
             .written
             .resources

@@ -72,6 +72,9 @@ pub struct LeaseClient {
     namespace: String,
     identity: String,
     duration: Duration,
+    /// Written on every Lease this client creates or takes over, so one
+    /// label selector finds all Leases of an installation.
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl LeaseClient {
@@ -88,7 +91,13 @@ impl LeaseClient {
             namespace: namespace.to_owned(),
             identity: identity.into(),
             duration,
+            labels: Default::default(),
         }
+    }
+
+    pub fn with_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
     }
 
     pub fn identity(&self) -> &str {
@@ -113,6 +122,9 @@ impl LeaseClient {
         }
         let mut lease = current;
         lease.spec = Some(acquired_spec(&old, &self.identity, self.duration, now));
+        if !self.labels.is_empty() {
+            lease.metadata.labels.get_or_insert_with(Default::default).extend(self.labels.clone());
+        }
         match self.api.replace(name, &PostParams::default(), &lease).await {
             Ok(written) => Ok(self.held(&written, started)),
             Err(e) if is_conflict(&e) || is_not_found(&e) => self.observe(name).await,
@@ -184,6 +196,7 @@ impl LeaseClient {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some(self.namespace.clone()),
+                labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
                 ..Default::default()
             },
             spec: Some(acquired_spec(&LeaseSpec::default(), &self.identity, self.duration, Timestamp::now())),

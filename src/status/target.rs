@@ -40,6 +40,8 @@ pub struct Observation<'a> {
     pub withheld_secrets: usize,
     pub url: &'a str,
     pub branch: &'a str,
+    /// (replica, shard) running the worker.
+    pub owner: Option<(&'a str, u32)>,
 }
 
 pub fn to_time(at: SystemTime) -> Time {
@@ -187,6 +189,8 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
         } else {
             None
         },
+        replica: obs.owner.map(|(replica, _)| replica.to_owned()),
+        shard: obs.owner.map(|(_, shard)| shard),
     });
     GitTargetStatus {
         conditions: build(previous_conditions, &conditions, obs.generation, &now_time),

@@ -5,6 +5,7 @@
 //! replays its unpushed changes on the new tip, so nothing is lost and
 //! nobody's commits are overwritten.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +22,7 @@ use super::remote::{PushOutcome, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
+use crate::shard::Fence;
 
 /// Pending work beyond this many distinct entries makes the watches wait.
 const INTAKE_LIMIT: usize = 10_000;
@@ -28,6 +30,10 @@ const INTAKE_LIMIT: usize = 10_000;
 pub const CHANNEL_CAPACITY: usize = 1024;
 /// Replays after a rejected push before backing off.
 const MAX_REPLAYS: u32 = 5;
+/// How long a resync may hold pushes back while its sweeps arrive.
+const RESYNC_HOLD: Duration = Duration::from_secs(10);
+/// Retry delay when the lease fence refused a push.
+const FENCE_RETRY: Duration = Duration::from_millis(250);
 
 /// Everything a worker needs; sent again to change it while running.
 #[derive(Clone, Debug)]
@@ -41,6 +47,10 @@ pub struct WorkerSettings {
     pub repo_dir: PathBuf,
     /// (target, normalised base folder) of every target on this branch.
     pub folders: Vec<(TargetKey, String)>,
+    /// Checked before every push: the branch's shard Lease must be held.
+    pub fence: Fence,
+    /// This replica's name, in every commit's `Replica:` trailer.
+    pub replica: String,
 }
 
 /// What the status writer needs to know.
@@ -117,13 +127,15 @@ enum StepError {
     InvalidTip(String),
     #[error("branch {0:?} kept moving: {MAX_REPLAYS} replays on new tips were all overtaken by other pushes")]
     Contended(String),
+    #[error("push held back: {0}")]
+    Fenced(#[from] crate::shard::ownership::FenceError),
 }
 
 impl StepError {
     fn reason(&self) -> Reason {
         match self {
             Self::Remote(error) => error.reason(),
-            Self::Repo(_) | Self::DataDir(_) | Self::InvalidTip(_) | Self::Contended(_) => {
+            Self::Repo(_) | Self::DataDir(_) | Self::InvalidTip(_) | Self::Contended(_) | Self::Fenced(_) => {
                 Reason::GitOperationFailed
             }
         }
@@ -157,6 +169,10 @@ struct Worker {
     remote_tip: Option<ObjectId>,
     unpushed: Vec<Unpushed>,
     queue: CoalescingQueue,
+    /// (target, group, plural) whose resync sweep has not arrived yet: a
+    /// new owner pushes only once it has reconciled (or after RESYNC_HOLD).
+    resyncing: BTreeSet<(TargetKey, String, String)>,
+    resync_until: Option<Instant>,
     failures: u32,
     retry_at: Option<Instant>,
     commits_since_maintenance: usize,
@@ -270,6 +286,8 @@ impl Worker {
             remote_tip: None,
             unpushed: Vec::new(),
             queue: CoalescingQueue::default(),
+            resyncing: BTreeSet::new(),
+            resync_until: None,
             failures: 0,
             retry_at: None,
             commits_since_maintenance: 0,
@@ -351,10 +369,14 @@ impl Worker {
                     .await
             }
             WorkItem::Sweep { scope, live } => {
+                self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
                 let doomed = self.files.sweep(&scope, &live);
                 self.delete_all(doomed, |objects| message::for_sweep(objects, &scope.target)).await
             }
             WorkItem::Retain { target, owned } => {
+                // A Retain starts a resync of these resources; their sweeps end it.
+                self.resyncing.extend(owned.iter().map(|(g, p)| (target.clone(), g.clone(), p.clone())));
+                self.resync_until = Some(Instant::now() + RESYNC_HOLD);
                 let doomed = self.files.retain(&target, &owned);
                 self.delete_all(doomed, |objects| message::for_retain(objects, &target)).await
             }
@@ -443,7 +465,8 @@ impl Worker {
         }
         let parent = self.local_tip;
         let committer = self.settings.committer.clone();
-        let (spec_changes, spec_message) = (changes.clone(), message.clone());
+        let spec_message = format!("{message}\nReplica: {}\n", self.settings.replica);
+        let spec_changes = changes.clone();
         let commit = self
             .with_repo(move |repo| {
                 let spec = CommitSpec {
@@ -473,7 +496,11 @@ impl Worker {
     fn push_due(&self, now: Instant) -> Option<Instant> {
         let oldest = self.unpushed.first().map(|u| u.committed_at);
         let due = self.settings.push.due(self.unpushed.len(), oldest, now)?;
-        Some(self.retry_at.map_or(due, |retry| retry.max(due)))
+        let due = self.retry_at.map_or(due, |retry| retry.max(due));
+        match self.resync_until {
+            Some(until) if !self.resyncing.is_empty() => Some(due.max(until)),
+            _ => Some(due),
+        }
     }
 
     /// Pushes; on a stale expectation fetches, replays and tries again.
@@ -516,6 +543,12 @@ impl Worker {
                     s.last_checked = Some(SystemTime::now());
                 });
             }
+            Err(error @ StepError::Fenced(_)) => {
+                // Not a git failure: the shard is being renewed late or was lost
+                // (then the controller stops this worker).
+                debug!(branch = %self.settings.key, %error, "push held back by the lease fence");
+                self.retry_at = Some(Instant::now() + FENCE_RETRY);
+            }
             Err(error) => {
                 warn!(branch = %self.settings.key, %error, "push failed; will retry");
                 self.retry_at = Some(Instant::now() + backoff(self.failures));
@@ -551,9 +584,18 @@ impl Worker {
         let Some(local) = self.local_tip else { return Ok(PushOutcome::Pushed) };
         let git_dir = self.repo.as_ref().expect("repo").git_dir().to_owned();
         let expected = self.remote_tip.map(|t| t.to_string());
+        // The push must be over before the shard Lease could expire.
+        let now = Instant::now();
+        let bound = self.settings.fence.check(now)?;
         let outcome = self
             .remote
-            .push(&git_dir, &local.to_string(), &self.settings.key.branch, expected.as_deref())
+            .push_until(
+                now + bound,
+                &git_dir,
+                &local.to_string(),
+                &self.settings.key.branch,
+                expected.as_deref(),
+            )
             .await?;
         Ok(outcome)
     }

@@ -26,6 +26,7 @@ fn observe<'a>(
         withheld_secrets: 0,
         url: "ssh://git/x",
         branch: "main",
+        owner: Some(("replica-0", 5)),
     }
 }
 
@@ -60,7 +61,9 @@ fn verified_access_and_an_idle_worker_are_ready_and_synced() {
     let git = status.git_status.unwrap();
     assert!(git.branch_exists);
     assert_eq!(git.last_commit_sha.as_deref(), Some("0123456789abcdef0123"));
-    assert_eq!(status.worker_status.unwrap().queued_events, Some(0));
+    let worker_status = status.worker_status.unwrap();
+    assert_eq!(worker_status.queued_events, Some(0));
+    assert_eq!((worker_status.replica.as_deref(), worker_status.shard), (Some("replica-0"), Some(5)));
 }
 
 #[test]

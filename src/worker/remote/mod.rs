@@ -22,7 +22,7 @@ mod url;
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 use tracing::Instrument;
@@ -138,7 +138,27 @@ impl Remote {
         branch: &str,
         expected: Option<&str>,
     ) -> Result<PushOutcome, RemoteError> {
-        self.bounded(Op::Push, self.push_branch(git_dir, local, branch, expected)).await
+        let deadline = Instant::now() + self.timeout;
+        self.bounded(Op::Push, self.push_branch(git_dir, local, branch, expected, deadline)).await
+    }
+
+    /// [`Self::push`] that must be over by `deadline`, set by the lease
+    /// fence: everything is killed then, and the upload does not even start
+    /// when the deadline passed while this process was not running (frozen).
+    pub async fn push_until(
+        &self,
+        deadline: Instant,
+        git_dir: &Path,
+        local: &str,
+        branch: &str,
+        expected: Option<&str>,
+    ) -> Result<PushOutcome, RemoteError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let work = self.push_branch(git_dir, local, branch, expected, deadline);
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(result) => result,
+            Err(_) => Err(RemoteError::Timeout { op: Op::Push, url: self.url.display.clone(), after: left }),
+        }
     }
 
     /// Runs `work` within the timeout; dropping it on expiry kills its git processes.
@@ -250,6 +270,7 @@ impl Remote {
         local: &str,
         branch: &str,
         expected: Option<&str>,
+        deadline: Instant,
     ) -> Result<PushOutcome, RemoteError> {
         let refname = branch_ref(branch)?;
         check_oid("local commit", local).map_err(RemoteError::InvalidConfiguration)?;
@@ -262,6 +283,13 @@ impl Remote {
             Some(tip) if tip == local => return Ok(PushOutcome::Pushed),
             tip if tip != expected => return Ok(PushOutcome::Stale),
             _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(RemoteError::Timeout {
+                op: Op::Push,
+                url: self.url.display.clone(),
+                after: self.timeout,
+            });
         }
         let output = self
             .git(

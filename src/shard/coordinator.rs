@@ -1,0 +1,489 @@
+//! The shard coordinator: keeps this replica's member Lease, acquires the
+//! shard Leases that rendezvous hashing gives it, renews them, hands over
+//! the ones it should no longer own (only after the controller drained
+//! them), and drops every shard it could not renew in time.
+//!
+//! In: the Leases of the installation (a watch, so a released shard is taken
+//! within milliseconds), "drained" reports from the controller, the stop
+//! signal. Out: [`Ownership`], which the controller and the push fences read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::hash::{assignment, shard_of};
+use super::lease::{Claim, LeaseClient};
+use super::ownership::{Fence, HeldShard, Ownership, OwnershipView};
+use super::records::{Record, live_members, record};
+use super::settings::ShardSettings;
+use crate::route::BranchKey;
+use crate::telemetry::ShardMetrics;
+
+/// Label on every Lease of an installation; its value is the Lease prefix.
+pub const LEASE_SET_LABEL: &str = "configbutler.ai/lease-set";
+/// Lease writes in flight at once.
+const CONCURRENT_WRITES: usize = 16;
+/// Lets a burst of Lease events settle into one pass.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// What the controller holds: the view, fences, and the drained channel.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub view: OwnershipView,
+    pub shards: u32,
+    push_timeout: Duration,
+    drained: mpsc::UnboundedSender<u32>,
+}
+
+impl ShardHandle {
+    pub fn shard_of(&self, key: &BranchKey) -> u32 {
+        shard_of(key, self.shards)
+    }
+
+    pub fn fence(&self, shard: u32) -> Fence {
+        Fence::new(shard, self.push_timeout, self.view.clone())
+    }
+
+    /// The controller stopped every worker of a releasing shard and pushed
+    /// what they held: the Lease may go.
+    pub fn report_drained(&self, shard: u32) {
+        let _ = self.drained.send(shard);
+    }
+}
+
+pub struct Coordinator {
+    settings: ShardSettings,
+    leases: LeaseClient,
+    api: Api<Lease>,
+    metrics: ShardMetrics,
+    recorder: Recorder,
+    member: Option<Claim>,
+    held: BTreeMap<u32, Claim>,
+    releasing: BTreeSet<u32>,
+    drained: BTreeSet<u32>,
+    drained_rx: mpsc::UnboundedReceiver<u32>,
+    view: watch::Sender<Arc<Ownership>>,
+}
+
+fn renewed_at(claim: &Claim) -> Option<Instant> {
+    match claim {
+        Claim::Held { renewed_at, .. } => Some(*renewed_at),
+        _ => None,
+    }
+}
+
+fn expires(claim: &Claim) -> Option<Instant> {
+    match claim {
+        Claim::Held { expires, .. } => Some(*expires),
+        _ => None,
+    }
+}
+
+impl Coordinator {
+    pub fn new(client: kube::Client, settings: ShardSettings, metrics: ShardMetrics) -> (Self, ShardHandle) {
+        let labels = BTreeMap::from([(LEASE_SET_LABEL.to_owned(), settings.prefix.clone())]);
+        let leases = LeaseClient::new(
+            client.clone(),
+            &settings.namespace,
+            settings.identity.clone(),
+            settings.lease_duration,
+        )
+        .with_labels(labels);
+        let reporter =
+            Reporter { controller: "gitops-reverser".into(), instance: Some(settings.identity.clone()) };
+        let (view, view_rx) = watch::channel(Arc::new(Ownership::default()));
+        let (drained_tx, drained_rx) = mpsc::unbounded_channel();
+        let handle = ShardHandle {
+            view: view_rx,
+            shards: settings.shards,
+            push_timeout: settings.push_timeout,
+            drained: drained_tx,
+        };
+        let coordinator = Self {
+            api: Api::namespaced(client.clone(), &settings.namespace),
+            recorder: Recorder::new(client, reporter),
+            settings,
+            leases,
+            metrics,
+            member: None,
+            held: BTreeMap::new(),
+            releasing: BTreeSet::new(),
+            drained: BTreeSet::new(),
+            drained_rx,
+            view,
+        };
+        (coordinator, handle)
+    }
+
+    /// Runs until `stop`; then leaves the membership, waits (up to
+    /// `shutdown_budget`) for the controller to drain, and releases.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, shutdown_budget: Duration) {
+        let (store, writer) = reflector::store();
+        let changed = Arc::new(Notify::new());
+        let selector = format!("{LEASE_SET_LABEL}={}", self.settings.prefix);
+        let events = reflector::reflector(
+            writer,
+            watcher(self.api.clone(), watcher::Config::default().labels(&selector)),
+        )
+        .default_backoff()
+        .touched_objects();
+        let notify = changed.clone();
+        let watch_task = tokio::spawn(async move {
+            events
+                .for_each(|event| {
+                    if let Err(error) = event {
+                        warn!(%error, "watching the shard Leases failed; retrying");
+                    }
+                    notify.notify_one();
+                    async {}
+                })
+                .await;
+        });
+        info!(
+            shards = self.settings.shards,
+            namespace = %self.settings.namespace,
+            prefix = %self.settings.prefix,
+            "joining the shard membership"
+        );
+
+        tokio::select! {
+            _ = store.wait_until_ready() => {}
+            _ = until_stopped(&mut stop) => {}
+        }
+        let mut next = Instant::now();
+        loop {
+            let stopping = *stop.borrow();
+            if stopping {
+                break;
+            }
+            let mut settle = false;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = changed.notified() => settle = true,
+                Some(shard) = self.drained_rx.recv() => { self.drained.insert(shard); }
+                _ = until_stopped(&mut stop) => break,
+            }
+            if settle {
+                tokio::time::sleep(SETTLE).await;
+            }
+            next = self.pass(&store, false).await;
+        }
+
+        info!(shards = self.held.len(), "leaving the shard membership: draining, then releasing");
+        self.leave().await;
+        let deadline = Instant::now() + shutdown_budget;
+        loop {
+            let next = self.pass(&store, true).await;
+            if self.held.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.min(deadline).into()) => {}
+                Some(shard) = self.drained_rx.recv() => { self.drained.insert(shard); }
+            }
+        }
+        if !self.held.is_empty() {
+            warn!(shards = ?self.held.keys().collect::<Vec<_>>(), "not drained in time; these Leases will expire");
+        }
+        watch_task.abort();
+    }
+
+    /// One level-based pass; returns when the next one is due.
+    async fn pass(&mut self, store: &Store<Lease>, stopping: bool) -> Instant {
+        while let Ok(shard) = self.drained_rx.try_recv() {
+            self.drained.insert(shard);
+        }
+        if !stopping {
+            self.keep_membership().await;
+        }
+        self.drop_overdue();
+        self.renew_due().await;
+
+        let leases = store.state();
+        let wall = Timestamp::now();
+        let records: BTreeMap<u32, Record> = (0..self.settings.shards)
+            .map(|shard| {
+                let lease = store.get(&self.lease_ref(shard));
+                (shard, record(lease.as_deref(), wall))
+            })
+            .collect();
+        let mut members = live_members(&self.settings, leases.iter().map(|l| l.as_ref()), wall);
+        let member = self.member.as_ref().is_some_and(Claim::is_held) && !stopping;
+        members.retain(|m| m != &self.settings.identity);
+        if member {
+            members.push(self.settings.identity.clone());
+        }
+        let desired: BTreeSet<u32> = if member {
+            assignment(self.settings.shards, &members)
+                .remove(&self.settings.identity)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+
+        self.acquire(&desired, &records, store).await;
+        self.releasing = self.held.keys().filter(|s| !desired.contains(s)).copied().collect();
+        self.drained.retain(|s| self.releasing.contains(s));
+        self.release_drained().await;
+
+        let unowned = records
+            .iter()
+            .filter(|(shard, r)| !self.held.contains_key(shard) && matches!(r, Record::Free))
+            .count();
+        self.metrics.unowned.set(unowned as i64);
+        self.metrics.owned.set(self.held.len() as i64);
+        self.publish();
+        self.next_wake(&desired, &records, wall)
+    }
+
+    fn lease_ref(&self, shard: u32) -> ObjectRef<Lease> {
+        ObjectRef::new(&self.settings.shard_lease(shard)).within(&self.settings.namespace)
+    }
+
+    async fn keep_membership(&mut self) {
+        let name = self.settings.member_lease();
+        let now = Instant::now();
+        let result = match &self.member {
+            Some(claim @ Claim::Held { renewed_at, .. }) => {
+                if *renewed_at + self.settings.retry_period > now {
+                    return;
+                }
+                self.leases.renew(&name, claim).await
+            }
+            _ => self.leases.try_acquire(&name).await,
+        };
+        match result {
+            Ok(claim @ Claim::Held { .. }) => {
+                if !self.member.as_ref().is_some_and(Claim::is_held) {
+                    info!(lease = %name, "joined as a member");
+                }
+                self.member = Some(claim);
+            }
+            Ok(Claim::HeldByOther { holder, .. }) => {
+                warn!(lease = %name, %holder, "another process holds this replica's member Lease: replica names must be unique");
+                self.member = None;
+            }
+            Ok(Claim::Lost) => self.member = None,
+            Err(error) => {
+                self.metrics.renew_failures.inc();
+                warn!(%error, "cannot renew the member Lease");
+                if self
+                    .member
+                    .as_ref()
+                    .and_then(renewed_at)
+                    .is_some_and(|at| at + self.settings.renew_deadline <= Instant::now())
+                {
+                    self.member = None;
+                }
+            }
+        }
+    }
+
+    /// Shards not renewed within the renew deadline stop at once: the
+    /// Lease may be taken by others once it expires, a little later.
+    fn drop_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, c)| renewed_at(c).is_none_or(|at| at + self.settings.renew_deadline <= now))
+            .map(|(s, _)| *s)
+            .collect();
+        for shard in overdue {
+            self.lose(shard, "not renewed within the renew deadline");
+        }
+    }
+
+    fn lose(&mut self, shard: u32, why: &str) {
+        self.held.remove(&shard);
+        self.releasing.remove(&shard);
+        self.metrics.handover("lost");
+        warn!(shard, why, "lost shard");
+    }
+
+    async fn renew_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(u32, Claim)> = self
+            .held
+            .iter()
+            .filter(|(_, c)| renewed_at(c).is_some_and(|at| at + self.settings.retry_period <= now))
+            .map(|(s, c)| (*s, c.clone()))
+            .collect();
+        let leases = &self.leases;
+        let settings = &self.settings;
+        let results: Vec<_> =
+            futures::stream::iter(due)
+                .map(|(shard, claim)| async move {
+                    (shard, leases.renew(&settings.shard_lease(shard), &claim).await)
+                })
+                .buffer_unordered(CONCURRENT_WRITES)
+                .collect()
+                .await;
+        for (shard, result) in results {
+            match result {
+                Ok(claim @ Claim::Held { .. }) => {
+                    self.held.insert(shard, claim);
+                }
+                Ok(_) => self.lose(shard, "another replica holds the Lease"),
+                Err(error) => {
+                    self.metrics.renew_failures.inc();
+                    warn!(shard, %error, "cannot renew a shard Lease; retrying");
+                }
+            }
+        }
+    }
+
+    async fn acquire(
+        &mut self,
+        desired: &BTreeSet<u32>,
+        records: &BTreeMap<u32, Record>,
+        store: &Store<Lease>,
+    ) {
+        let me = &self.settings.identity;
+        let wanted: Vec<(u32, Option<String>)> = desired
+            .iter()
+            .filter(|s| !self.held.contains_key(s))
+            .filter_map(|s| match &records[s] {
+                Record::Free => Some((*s, None)),
+                Record::Live { holder, .. } if holder == me => Some((*s, Some(holder.clone()))),
+                Record::Live { .. } => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let leases = &self.leases;
+        let settings = &self.settings;
+        let results: Vec<_> = futures::stream::iter(wanted)
+            .map(|(shard, _)| async move { (shard, leases.try_acquire(&settings.shard_lease(shard)).await) })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (shard, result) in results {
+            match result {
+                Ok(claim @ Claim::Held { .. }) => {
+                    let before = store.get(&self.lease_ref(shard));
+                    let previous = before
+                        .as_ref()
+                        .and_then(|l| l.spec.as_ref())
+                        .and_then(|s| s.holder_identity.clone())
+                        .filter(|h| !h.is_empty() && h != me);
+                    info!(shard, previous = previous.as_deref().unwrap_or(""), "acquired shard");
+                    self.metrics.handover("acquired");
+                    self.held.insert(shard, claim);
+                    if let (Some(previous), Some(lease)) = (previous, before) {
+                        self.takeover_event(shard, &previous, &lease).await;
+                    }
+                }
+                Ok(other) => debug!(shard, ?other, "shard not acquired"),
+                Err(error) => warn!(shard, %error, "cannot acquire a shard Lease"),
+            }
+        }
+    }
+
+    /// A takeover from a replica that did not release (crashed, frozen or
+    /// cut off) is worth an Event; a handover after release is routine.
+    async fn takeover_event(&self, shard: u32, previous: &str, lease: &Lease) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ShardTakenOver".into(),
+            note: Some(format!(
+                "replica {} took over shard {shard} from {previous}, whose Lease expired without a release",
+                self.settings.identity
+            )),
+            action: "Acquire".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &lease.object_ref(&())).await {
+            debug!(%error, "cannot publish the takeover Event");
+        }
+    }
+
+    async fn release_drained(&mut self) {
+        let ready: Vec<u32> = self.releasing.intersection(&self.drained).copied().collect();
+        for shard in ready {
+            let Some(claim) = self.held.get(&shard).cloned() else { continue };
+            match self.leases.release(&self.settings.shard_lease(shard), &claim).await {
+                Ok(()) => {
+                    self.held.remove(&shard);
+                    self.releasing.remove(&shard);
+                    self.drained.remove(&shard);
+                    self.metrics.handover("released");
+                    info!(shard, "released shard");
+                }
+                Err(error) => warn!(shard, %error, "cannot release a shard Lease; retrying"),
+            }
+        }
+    }
+
+    /// Gives the member Lease back, so the others rebalance at once.
+    async fn leave(&mut self) {
+        if let Some(claim) = self.member.take()
+            && let Err(error) = self.leases.release(&self.settings.member_lease(), &claim).await
+        {
+            warn!(%error, "cannot release the member Lease; it will expire");
+        }
+    }
+
+    fn publish(&self) {
+        let ownership = Ownership {
+            held: self
+                .held
+                .iter()
+                .filter_map(|(shard, claim)| {
+                    let releasing = self.releasing.contains(shard);
+                    Some((*shard, HeldShard { expires: expires(claim)?, releasing }))
+                })
+                .collect(),
+        };
+        // Expiry times change on every renewal, which fences read; only a
+        // change of roles wakes the controller.
+        self.view.send_if_modified(|current| {
+            let roles_changed = !current.same_roles(&ownership);
+            *current = Arc::new(ownership);
+            roles_changed
+        });
+    }
+
+    fn next_wake(
+        &self,
+        desired: &BTreeSet<u32>,
+        records: &BTreeMap<u32, Record>,
+        wall: Timestamp,
+    ) -> Instant {
+        let now = Instant::now();
+        let retry = self.settings.retry_period;
+        let mut next = now + retry;
+        for claim in self.held.values().chain(self.member.iter()) {
+            if let Some(at) = renewed_at(claim) {
+                next = next.min(at + retry);
+            }
+        }
+        // A desired shard whose holder stopped renewing becomes free at its
+        // recorded expiry: try then, not a retry period later.
+        for shard in desired.iter().filter(|s| !self.held.contains_key(s)) {
+            if let Some(Record::Live { expires_at, .. }) = records.get(shard) {
+                let left = expires_at.duration_since(wall);
+                let left = Duration::try_from(left).unwrap_or_default();
+                next = next.min(now + left + Duration::from_millis(50));
+            }
+        }
+        next.max(now + Duration::from_millis(10))
+    }
+}
+
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,148 @@
+//! What this replica may do with each shard, published by the coordinator
+//! and read by the controller (which workers run) and by workers (the fence
+//! before each push).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// A held shard Lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldShard {
+    /// Local monotonic time by which all work under the Lease must stop.
+    pub expires: Instant,
+    /// Another replica should own it: stop intake, drain, then release.
+    pub releasing: bool,
+}
+
+/// The shards this replica holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub held: BTreeMap<u32, HeldShard>,
+}
+
+impl Ownership {
+    /// Held and not being handed over: run its workers and write its status.
+    pub fn is_active(&self, shard: u32) -> bool {
+        self.held.get(&shard).is_some_and(|h| !h.releasing)
+    }
+
+    pub fn is_releasing(&self, shard: u32) -> bool {
+        self.held.get(&shard).is_some_and(|h| h.releasing)
+    }
+
+    pub fn is_held(&self, shard: u32) -> bool {
+        self.held.contains_key(&shard)
+    }
+
+    /// The same shards in the same roles (expiry times aside).
+    pub fn same_roles(&self, other: &Ownership) -> bool {
+        self.held.len() == other.held.len()
+            && self.held.iter().zip(&other.held).all(|((a, x), (b, y))| a == b && x.releasing == y.releasing)
+    }
+}
+
+pub type OwnershipView = watch::Receiver<Arc<Ownership>>;
+
+/// Why a push may not start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FenceError {
+    #[error("shard {0} is not held by this replica")]
+    NotHeld(u32),
+    #[error("the Lease of shard {shard} expires in {left:?}, less than the push timeout {needed:?}")]
+    TooLate { shard: u32, left: Duration, needed: Duration },
+}
+
+/// The fence in front of every push of one branch: its shard Lease must be
+/// held for longer than the push may take.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    pub shard: u32,
+    pub push_timeout: Duration,
+    view: OwnershipView,
+}
+
+impl PartialEq for Fence {
+    fn eq(&self, other: &Self) -> bool {
+        self.shard == other.shard && self.push_timeout == other.push_timeout
+    }
+}
+
+impl Fence {
+    pub fn new(shard: u32, push_timeout: Duration, view: OwnershipView) -> Self {
+        Self { shard, push_timeout, view }
+    }
+
+    /// A fence that always passes, for a replica that holds everything for
+    /// ever (benchmarks and tests of the worker alone).
+    pub fn unfenced(push_timeout: Duration) -> Self {
+        let held =
+            HeldShard { expires: Instant::now() + Duration::from_secs(100 * 365 * 86400), releasing: false };
+        let (tx, view) = watch::channel(Arc::new(Ownership { held: BTreeMap::from([(0, held)]) }));
+        // The receiver keeps the last value after the sender is gone.
+        drop(tx);
+        Self { shard: 0, push_timeout, view }
+    }
+
+    /// Ok(bound) when a push may start now and must end within `bound`.
+    pub fn check(&self, now: Instant) -> Result<Duration, FenceError> {
+        let held =
+            self.view.borrow().held.get(&self.shard).copied().ok_or(FenceError::NotHeld(self.shard))?;
+        let left = held.expires.saturating_duration_since(now);
+        if left <= self.push_timeout {
+            return Err(FenceError::TooLate { shard: self.shard, left, needed: self.push_timeout });
+        }
+        Ok(self.push_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(shard: u32, expires: Instant, releasing: bool) -> OwnershipView {
+        let (tx, rx) = watch::channel(Arc::new(Ownership {
+            held: BTreeMap::from([(shard, HeldShard { expires, releasing })]),
+        }));
+        drop(tx);
+        rx
+    }
+
+    #[test]
+    fn a_push_needs_more_lease_than_its_timeout() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(4);
+        let fence = Fence::new(3, timeout, view(3, now + Duration::from_secs(6), false));
+        assert_eq!(fence.check(now), Ok(timeout));
+        assert!(matches!(fence.check(now + Duration::from_secs(2)), Err(FenceError::TooLate { .. })));
+        assert!(matches!(fence.check(now + Duration::from_secs(9)), Err(FenceError::TooLate { .. })));
+        let other = Fence::new(4, timeout, view(3, now + Duration::from_secs(6), false));
+        assert_eq!(other.check(now), Err(FenceError::NotHeld(4)));
+    }
+
+    #[test]
+    fn a_releasing_shard_may_still_push_its_drain() {
+        let now = Instant::now();
+        let fence = Fence::new(1, Duration::from_secs(1), view(1, now + Duration::from_secs(5), true));
+        assert!(fence.check(now).is_ok());
+    }
+
+    #[test]
+    fn roles_ignore_expiry() {
+        let now = Instant::now();
+        let a = Ownership { held: BTreeMap::from([(1, HeldShard { expires: now, releasing: false })]) };
+        let mut b = a.clone();
+        b.held.get_mut(&1).unwrap().expires = now + Duration::from_secs(1);
+        assert!(a.same_roles(&b));
+        b.held.get_mut(&1).unwrap().releasing = true;
+        assert!(!a.same_roles(&b));
+        assert!(!a.same_roles(&Ownership::default()));
+    }
+
+    #[test]
+    fn unfenced_always_passes() {
+        assert!(Fence::unfenced(Duration::from_secs(60)).check(Instant::now()).is_ok());
+    }
+}

@@ -1,0 +1,99 @@
+//! Reading the Lease records of an installation (pure): who is a live
+//! member, and which shards may be taken.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::settings::ShardSettings;
+
+/// The state of a shard Lease as recorded by the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// No Lease, no holder, or the holder stopped renewing: may be taken.
+    Free,
+    /// Held by `holder` until `expires_at` (by the holder's renew time).
+    Live { holder: String, expires_at: Timestamp },
+}
+
+/// `renewTime` (else `acquireTime`) + `leaseDurationSeconds`.
+fn expiry(lease: &Lease) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref()?;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+    renewed.checked_add(SignedDuration::from_secs(i64::from(spec.lease_duration_seconds?))).ok()
+}
+
+/// The record of one Lease at wall-clock time `now`.
+pub fn record(lease: Option<&Lease>, now: Timestamp) -> Record {
+    let Some(lease) = lease else { return Record::Free };
+    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty());
+    match (holder, expiry(lease)) {
+        (Some(holder), Some(expires_at)) if expires_at >= now => Record::Live { holder, expires_at },
+        _ => Record::Free,
+    }
+}
+
+/// The live members: holders of unexpired member Leases, sorted.
+pub fn live_members<'a>(
+    settings: &ShardSettings,
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: Timestamp,
+) -> Vec<String> {
+    let prefix = settings.member_prefix();
+    let mut members: Vec<String> = leases
+        .into_iter()
+        .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        .filter_map(|l| match record(Some(l), now) {
+            Record::Live { holder, .. } => Some(holder),
+            Record::Free => None,
+        })
+        .collect();
+    members.sort();
+    members.dedup();
+    members
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+
+    fn lease(name: &str, holder: Option<&str>, renewed: Timestamp, seconds: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(Into::into),
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn records_expire_by_the_holder_renew_time() {
+        let now = Timestamp::now();
+        let fresh = lease("p-shard-1", Some("a"), now - SignedDuration::from_secs(3), 8);
+        let stale = lease("p-shard-1", Some("a"), now - SignedDuration::from_secs(9), 8);
+        let released = lease("p-shard-1", None, now, 8);
+        assert!(matches!(record(Some(&fresh), now), Record::Live { ref holder, .. } if holder == "a"));
+        assert_eq!(record(Some(&stale), now), Record::Free);
+        assert_eq!(record(Some(&released), now), Record::Free);
+        assert_eq!(record(None, now), Record::Free);
+    }
+
+    #[test]
+    fn members_are_the_live_member_leases() {
+        let settings = crate::shard::settings::tests_support::settings("p", "a");
+        let now = Timestamp::now();
+        let leases = [
+            lease("p-member-b", Some("b"), now, 8),
+            lease("p-member-a", Some("a"), now, 8),
+            lease("p-member-c", Some("c"), now - SignedDuration::from_secs(60), 8),
+            lease("p-member-d", None, now, 8),
+            lease("p-shard-0", Some("e"), now, 8),
+            lease("q-member-f", Some("f"), now, 8),
+        ];
+        assert_eq!(live_members(&settings, &leases, now), ["a", "b"]);
+    }
+}
