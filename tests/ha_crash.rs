@@ -18,7 +18,7 @@ const SPEC: FleetSpec = FleetSpec { repos: 2, branches: 8, targets: 8, objects: 
 const NAMES: [&str; 3] = ["gitops-reverser-0", "gitops-reverser-1", "gitops-reverser-2"];
 const TRIALS: usize = 10;
 /// Each branch changes about once a second, so a push follows a takeover soon.
-const CHANGES_PER_SECOND: f64 = 8.0;
+const CHANGES_PER_SECOND: f64 = 6.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_owner_s_branches_fail_over() {

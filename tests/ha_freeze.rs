@@ -36,7 +36,7 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
         fleet.namespace(),
         fleet.target_names(),
         fleet.initial_objects(SPEC.objects),
-        8.0,
+        6.0,
     );
     let victim = *NAMES.iter().max_by_key(|n| fleet.branches_of(&holders, n).len()).unwrap();
     let branches = fleet.branches_of(&holders, victim);

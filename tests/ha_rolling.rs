@@ -36,7 +36,7 @@ async fn a_rolling_restart_loses_nothing() {
         fleet.namespace(),
         fleet.target_names(),
         fleet.initial_objects(SPEC.objects),
-        8.0,
+        6.0,
     );
     wait_for("changes before the rollout", Duration::from_secs(30), || async {
         (load.changes() >= 16).then_some(())

@@ -1,7 +1,7 @@
 //! Issue 4, acceptance 6 (scaling): 1 → 3 → 5 → 2 replicas under load. After
 //! each step, within 2 × the lease duration every shard is held by a live
 //! replica and every live replica holds shards; then the shards settle on
-//! their rendezvous owners, and the shards that moved are reported against
+//! their desired owners (bounded-load rendezvous), and the shards that moved are reported against
 //! the ideal fraction. Scaling down is SIGTERM, as in a Deployment. Ends
 //! with acceptance 8.
 

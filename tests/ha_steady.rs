@@ -34,9 +34,9 @@ async fn every_branch_has_one_writer_and_shards_are_balanced() {
         fleet.namespace(),
         fleet.target_names(),
         fleet.initial_objects(SPEC.objects),
-        8.0,
+        4.0,
     );
-    wait_for("160 changes", Duration::from_secs(120), || async { (load.changes() >= 160).then_some(()) })
+    wait_for("120 changes", Duration::from_secs(120), || async { (load.changes() >= 120).then_some(()) })
         .await;
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;

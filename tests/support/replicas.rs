@@ -37,8 +37,10 @@ pub struct LeaseSettings {
 impl LeaseSettings {
     /// The operator's defaults (not passed as flags, so the defaults are tested).
     pub const DEFAULT: Self = Self::secs(8, 5, 2, 4);
-    /// Shorter, for tests that are not about the default figures.
-    pub const SHORT: Self = Self::secs(4, 3, 1, 2);
+    /// Shorter, for tests that are not about the default figures. The push
+    /// timeout stays at the default: on a busy 2-core machine a push to the
+    /// test git server can take over 2 s.
+    pub const SHORT: Self = Self::secs(6, 4, 1, 4);
 
     const fn secs(duration: u64, renew_deadline: u64, retry_period: u64, push_timeout: u64) -> Self {
         Self {
@@ -176,7 +178,7 @@ impl Replicas {
         leases::Poller::start(self.client.clone(), self.namespace.clone(), self.prefix.clone(), SHARDS)
     }
 
-    /// Waits until every shard is held by its rendezvous owner among
+    /// Waits until every shard is held by its desired owner among
     /// `members`; returns the holders.
     pub async fn wait_settled(&self, members: &[&str], timeout: Duration) -> Vec<Option<String>> {
         let desired = desired_owners(members);
@@ -196,10 +198,17 @@ impl Replicas {
     }
 }
 
-/// The rendezvous owner of every shard among `members`.
+/// The desired owner of every shard among `members`: the operator's own
+/// assignment (rendezvous with bounded loads), which every replica computes.
 pub fn desired_owners(members: &[&str]) -> Vec<Option<String>> {
     let members: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
-    (0..SHARDS).map(|s| gitops_reverser::shard::hash::owner_of(s, &members).map(str::to_owned)).collect()
+    let mut owners = vec![None; SHARDS as usize];
+    for (member, shards) in gitops_reverser::shard::hash::assignment(SHARDS, &members) {
+        for shard in shards {
+            owners[shard as usize] = Some(member.clone());
+        }
+    }
+    owners
 }
 
 impl Drop for Replicas {
