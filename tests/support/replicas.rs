@@ -80,6 +80,7 @@ pub struct Replicas {
     pub prefix: String,
     pub settings: LeaseSettings,
     extra: Vec<String>,
+    binary: std::path::PathBuf,
     // Before `scratch`: fields drop in order, and the processes must die before their files go.
     replicas: BTreeMap<String, Replica>,
     incarnations: BTreeMap<String, u32>,
@@ -89,7 +90,13 @@ pub struct Replicas {
 impl Replicas {
     /// No replica runs yet; the Leases live in `namespace`.
     pub fn new(client: &kube::Client, namespace: &str, settings: LeaseSettings) -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        // A copy: other worktrees share the target directory and may rebuild
+        // the binary while a test restarts replicas for minutes.
+        let binary = scratch.path().join("gitops-reverser");
+        std::fs::copy(env!("CARGO_BIN_EXE_gitops-reverser"), &binary).expect("copy the operator binary");
         Self {
+            binary,
             env: super::env(),
             client: client.clone(),
             namespace: namespace.to_owned(),
@@ -98,7 +105,7 @@ impl Replicas {
             extra: settings.args(),
             replicas: BTreeMap::new(),
             incarnations: BTreeMap::new(),
-            scratch: tempfile::tempdir().unwrap(),
+            scratch,
         }
     }
 
@@ -106,8 +113,13 @@ impl Replicas {
     pub fn start(&mut self, name: &str) {
         let incarnation = self.incarnations.entry(name.to_owned()).or_insert(0);
         *incarnation += 1;
-        let launch =
-            Launch { env: self.env, namespace: &self.namespace, prefix: &self.prefix, extra: &self.extra };
+        let launch = Launch {
+            binary: &self.binary,
+            env: self.env,
+            namespace: &self.namespace,
+            prefix: &self.prefix,
+            extra: &self.extra,
+        };
         let replica = Replica::spawn(&launch, self.scratch.path(), name, *incarnation);
         self.replicas.insert(name.to_owned(), replica);
     }

@@ -13,6 +13,7 @@ use super::now_ns;
 
 /// What every replica of one fixture shares.
 pub struct Launch<'a> {
+    pub binary: &'a Path,
     pub env: &'a super::super::Env,
     pub namespace: &'a str,
     pub prefix: &'a str,
@@ -36,7 +37,7 @@ impl Replica {
         let log_path = scratch.join(format!("{name}.{incarnation}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let addr = free_local_addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
+        let child = Command::new(launch.binary)
             .arg("run")
             .args(["--namespace", launch.namespace, "--lease-namespace", launch.namespace])
             .args(["--lease-prefix", launch.prefix, "--replica", name, "--log-format", "json"])
