@@ -40,6 +40,7 @@ async fn a_killed_owner_s_branches_fail_over() {
 
     let mut per_branch = Vec::new();
     let mut per_trial = Vec::new();
+    let mut takeovers = Vec::new();
     for trial in 0..TRIALS {
         let holders = replicas.wait_settled(&NAMES, Duration::from_secs(90)).await;
         // Rotate over the replicas that own branches.
@@ -84,10 +85,20 @@ async fn a_killed_owner_s_branches_fail_over() {
         )
         .await;
         let worst = failovers.iter().max().copied().unwrap_or_default();
+        // The Lease part of the failover: kill → the last of its shards acquired by others.
+        let acquired = replicas.acquired_since(killed);
+        let takeover = shards
+            .iter()
+            .filter_map(|&s| acquired.get(&(s as u64)).map(|(_, at)| between(killed, *at)))
+            .max()
+            .unwrap_or_default();
+        takeovers.push(takeover);
         eprintln!(
-            "trial {trial}: killed {victim} ({} shards, {} branches); failover per branch {:?}; shards now {:?}",
+            "trial {trial}: killed {victim} ({} shards, {} branches); its shards acquired by others after {:.1}s; \
+             failover per branch {:?}; shards now {:?}",
             shards.len(),
             branches.len(),
+            takeover.as_secs_f64(),
             failovers.iter().map(|d| format!("{:.1}s", d.as_secs_f64())).collect::<Vec<_>>(),
             support::replicas::leases::counts(&moved)
         );
@@ -102,14 +113,17 @@ async fn a_killed_owner_s_branches_fail_over() {
     check_record(&fleet.client, fleet.namespace(), &record).await;
     let (median, worst) = median_worst(&per_branch);
     let (trial_median, trial_worst) = median_worst(&per_trial);
+    let (takeover_median, takeover_worst) = median_worst(&takeovers);
     println!(
         "ha_crash: {TRIALS} trials, {} branch failovers: median {:.2}s, worst {:.2}s (per trial, slowest branch: median {:.2}s, worst {:.2}s); \
-         {} changes, {files} files equal; {:?} in all",
+         kill → all its shards acquired by others: median {:.2}s, worst {:.2}s; {} changes, {files} files equal; {:?} in all",
         per_branch.len(),
         median.as_secs_f64(),
         worst.as_secs_f64(),
         trial_median.as_secs_f64(),
         trial_worst.as_secs_f64(),
+        takeover_median.as_secs_f64(),
+        takeover_worst.as_secs_f64(),
         record.changes,
         started.elapsed()
     );

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::process::{line_time_ns, log_events};
-use support::replicas::stats::between;
+use support::replicas::stats::{between, median_worst};
 use support::replicas::{LeaseSettings, Replicas, leases, now_ns};
 use support::wait_for;
 
@@ -75,11 +75,19 @@ async fn a_rolling_restart_loses_nothing() {
     check_record(&fleet.client, fleet.namespace(), &record).await;
 
     let gaps = timeline.longest_gaps_ms();
+    let logged: Vec<Duration> = replicas.handover_gaps().into_iter().map(|(_, gap)| gap).collect();
+    let (logged_median, logged_worst) = median_worst(&logged);
     let handovers: usize = timeline.handovers().iter().sum();
     let longest = gaps.iter().copied().max().unwrap_or(0);
     for step in &steps {
         eprintln!("ha_rolling: {step}");
     }
+    println!(
+        "ha_rolling: {} planned handovers in the logs (released → acquired): median {} ms, worst {} ms",
+        logged.len(),
+        logged_median.as_millis(),
+        logged_worst.as_millis()
+    );
     println!(
         "ha_rolling: longest ownership gap per shard (ms) {gaps:?}; worst {longest} ms over {handovers} handovers \
          ({} samples); {} changes ({} retried), {files} files equal; {:?} in all",

@@ -167,8 +167,71 @@ impl Replicas {
         status
     }
 
+    /// The log of the current incarnation of `name`.
     pub fn logs(&self, name: &str) -> String {
         self.replica(name).logs()
+    }
+
+    /// Every incarnation's log of every replica, by replica name.
+    pub fn all_logs(&self) -> BTreeMap<String, String> {
+        self.incarnations
+            .iter()
+            .map(|(name, &last)| {
+                let logs = (1..=last)
+                    .map(|n| std::fs::read_to_string(self.scratch.path().join(format!("{name}.{n}.log"))))
+                    .filter_map(Result::ok)
+                    .collect();
+                (name.clone(), logs)
+            })
+            .collect()
+    }
+
+    /// Per shard, the first "acquired shard" logged at or after `since_ns`
+    /// by any replica: (replica, unix ns).
+    pub fn acquired_since(&self, since_ns: i128) -> BTreeMap<u64, (String, i128)> {
+        let mut first: BTreeMap<u64, (String, i128)> = BTreeMap::new();
+        for (name, logs) in self.all_logs() {
+            for event in process::log_events(&logs, "acquired shard") {
+                let (Some(at), Some(shard)) = (process::line_time_ns(&event), process::shard_field(&event))
+                else {
+                    continue;
+                };
+                if at >= since_ns && first.get(&shard).is_none_or(|(_, t)| at < *t) {
+                    first.insert(shard, (name.clone(), at));
+                }
+            }
+        }
+        first
+    }
+
+    /// Planned handovers from the logs: per release ("released shard"), the
+    /// time until the next "acquired shard" of that shard by any replica.
+    pub fn handover_gaps(&self) -> Vec<(u64, Duration)> {
+        let mut events: Vec<(i128, u64, bool)> = Vec::new();
+        for logs in self.all_logs().values() {
+            for (message, acquired) in [("released shard", false), ("acquired shard", true)] {
+                for event in process::log_events(logs, message) {
+                    if let (Some(at), Some(shard)) =
+                        (process::line_time_ns(&event), process::shard_field(&event))
+                    {
+                        events.push((at, shard, acquired));
+                    }
+                }
+            }
+        }
+        events.sort();
+        let mut open: BTreeMap<u64, i128> = BTreeMap::new();
+        let mut gaps = Vec::new();
+        for (at, shard, acquired) in events {
+            match (acquired, open.remove(&shard)) {
+                (true, Some(released)) => gaps.push((shard, stats::between(released, at))),
+                (false, _) => {
+                    open.insert(shard, at);
+                }
+                (true, None) => {}
+            }
+        }
+        gaps
     }
 
     /// The replica's metrics, waiting (with a deadline) for /metrics to answer.
