@@ -44,6 +44,7 @@ async fn a_rolling_restart_loses_nothing() {
     .await;
 
     let mut steps = Vec::new();
+    let mut unreleased = Vec::new();
     for name in NAMES {
         let owned = leases::counts(&replicas.holders().await).get(name).copied().unwrap_or(0);
         let begun = now_ns();
@@ -66,11 +67,14 @@ async fn a_rolling_restart_loses_nothing() {
             exited.as_secs_f64()
         );
         // The contract: drain, release every shard, then exit 0 (no Lease left to expire).
-        assert!(released >= owned, "{name} held {owned} shards but released {released} before exiting");
+        // Checked at the end, so the end check runs (and reports) either way.
+        if released < owned {
+            unreleased.push(format!("{name} held {owned} shards but released {released} before exiting"));
+        }
         replicas.start(name);
         replicas.wait_settled(&NAMES, Duration::from_secs(60)).await;
         steps.push(format!(
-            "{name}: {owned} shards released, exit after {:.1}s, settled again after {:.1}s",
+            "{name}: held {owned} shards, exit after {:.1}s, settled again after {:.1}s",
             exited.as_secs_f64(),
             between(begun, now_ns()).as_secs_f64()
         ));
@@ -109,6 +113,7 @@ async fn a_rolling_restart_loses_nothing() {
         started.elapsed()
     );
     assert!(handovers >= NAMES.len(), "the rollout moved no shards? {handovers} handovers");
+    assert!(unreleased.is_empty(), "SIGTERM left shard Leases to expire: {unreleased:?}");
     assert!(
         u128::from(longest) < SETTINGS.duration.as_millis(),
         "a shard was without an owner for {longest} ms, as long as a lease expiry: the handover was not planned"
