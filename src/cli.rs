@@ -58,8 +58,10 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_COMMITTER_EMAIL", default_value = "gitops-reverser@configbutler.ai")]
     pub committer_email: String,
 
-    /// This replica's name (the pod name in a cluster); shown in Events.
-    #[arg(long, env = "POD_NAME", default_value = "gitops-reverser")]
+    /// This replica's name, unique among the replicas (the pod name in a
+    /// cluster): it holds the Leases and is shown in Events, status and the
+    /// `Replica:` commit trailer. Empty: `<hostname>-<process id>`.
+    #[arg(long, env = "POD_NAME", default_value = "")]
     pub replica: String,
 
     /// How often each GitTarget's write access is verified again.
@@ -106,6 +108,22 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    pub fn replica_name(&self) -> String {
+        if !self.replica.is_empty() {
+            return self.replica.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .collect();
+        let host = host.trim_matches('-');
+        let host = if host.is_empty() { "gitops-reverser" } else { host };
+        format!("{host}-{}", std::process::id())
+    }
+
     pub fn shard_settings(&self) -> crate::shard::ShardSettings {
         let namespace = [&self.lease_namespace, &self.namespace]
             .into_iter()
@@ -115,7 +133,7 @@ impl RunArgs {
             shards: self.shards,
             namespace,
             prefix: self.lease_prefix.clone(),
-            identity: self.replica.clone(),
+            identity: self.replica_name(),
             lease_duration: self.lease_duration,
             renew_deadline: self.renew_deadline,
             retry_period: self.retry_period,

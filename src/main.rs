@@ -21,7 +21,10 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
             };
-            match runtime.block_on(run::run(*args)) {
+            let result = runtime.block_on(run::run(*args));
+            // Blocking tasks (a commit in progress) must not hold the exit up.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "the operator stopped with an error");

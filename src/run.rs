@@ -58,7 +58,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Settings {
             data_dir: args.data_dir.clone(),
             committer: Identity { name: args.committer_name.clone(), email: args.committer_email.clone() },
-            instance: args.replica.clone(),
+            instance: args.replica_name(),
             access_check_interval: args.access_check_interval,
             namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
             metrics: metrics.clone(),

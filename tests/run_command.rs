@@ -8,13 +8,20 @@ use std::time::{Duration, Instant};
 
 use support::http::{free_local_addr, get};
 
-fn start_operator(kubeconfig: &str, addr: std::net::SocketAddr) -> Child {
+/// Runs cluster-wide (every GitTarget other tests left behind), with its own
+/// Leases and data folder; logs go to a file, never to a pipe that could fill.
+fn start_operator(kubeconfig: &str, addr: std::net::SocketAddr, scratch: &std::path::Path) -> Child {
+    let log = std::fs::File::create(scratch.join("operator.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
-        .args(["run", "--log-format", "json"])
+        .args(["run", "--log-format", "json", "--shutdown-timeout", "3s"])
+        .arg("--lease-prefix")
+        .arg(support::unique_name("run-command"))
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
         .env("GITOPS_REVERSER_HTTP_ADDR", addr.to_string())
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .expect("start gitops-reverser")
 }
@@ -40,7 +47,8 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<(std::process::Exit
 async fn run_serves_probes_and_metrics_and_exits_cleanly_on_sigterm() {
     let env = support::env();
     let addr = free_local_addr();
-    let mut child = start_operator(env.var("KUBECONFIG"), addr);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = start_operator(env.var("KUBECONFIG"), addr, scratch.path());
 
     let healthz =
         support::wait_for("/healthz", Duration::from_secs(30), || async { get(addr, "/healthz") }).await;
@@ -62,8 +70,7 @@ async fn run_serves_probes_and_metrics_and_exits_cleanly_on_sigterm() {
         panic!("the operator did not exit within 5 s of SIGTERM")
     });
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let logs = std::fs::read_to_string(scratch.path().join("operator.log")).unwrap();
     assert!(
         logs.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()),
         "non-JSON log line:\n{logs}"

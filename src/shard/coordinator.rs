@@ -245,7 +245,16 @@ impl Coordinator {
         self.metrics.unowned.set(unowned as i64);
         self.metrics.owned.set(self.held.len() as i64);
         self.publish();
-        self.next_wake(&desired, &records, wall)
+        let member_prefix = self.settings.member_prefix();
+        let member_expiries: Vec<Timestamp> = leases
+            .iter()
+            .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&member_prefix)))
+            .filter_map(|l| match record(Some(l), wall) {
+                Record::Live { holder, expires_at } if holder != self.settings.identity => Some(expires_at),
+                _ => None,
+            })
+            .collect();
+        self.next_wake(&desired, &records, &member_expiries, wall)
     }
 
     fn lease_ref(&self, shard: u32) -> ObjectRef<Lease> {
@@ -461,6 +470,7 @@ impl Coordinator {
         &self,
         desired: &BTreeSet<u32>,
         records: &BTreeMap<u32, Record>,
+        member_expiries: &[Timestamp],
         wall: Timestamp,
     ) -> Instant {
         let now = Instant::now();
@@ -472,13 +482,16 @@ impl Coordinator {
             }
         }
         // A desired shard whose holder stopped renewing becomes free at its
-        // recorded expiry: try then, not a retry period later.
-        for shard in desired.iter().filter(|s| !self.held.contains_key(s)) {
-            if let Some(Record::Live { expires_at, .. }) = records.get(shard) {
-                let left = expires_at.duration_since(wall);
-                let left = Duration::try_from(left).unwrap_or_default();
-                next = next.min(now + left + Duration::from_millis(50));
-            }
+        // recorded expiry, and a member that stopped renewing leaves the
+        // assignment at its own: look again then, not a retry period later.
+        let held_by_others =
+            desired.iter().filter(|s| !self.held.contains_key(s)).filter_map(|s| match records.get(s) {
+                Some(Record::Live { expires_at, .. }) => Some(*expires_at),
+                _ => None,
+            });
+        for expires_at in held_by_others.chain(member_expiries.iter().copied()) {
+            let left = Duration::try_from(expires_at.duration_since(wall)).unwrap_or_default();
+            next = next.min(now + left + Duration::from_millis(50));
         }
         next.max(now + Duration::from_millis(10))
     }

@@ -173,6 +173,10 @@ struct Worker {
     /// new owner pushes only once it has reconciled (or after RESYNC_HOLD).
     resyncing: BTreeSet<(TargetKey, String, String)>,
     resync_until: Option<Instant>,
+    /// Until the first resync is complete: a new owner publishes its
+    /// reconciled branch at once instead of waiting for the push interval.
+    first_resync: bool,
+    push_now: bool,
     failures: u32,
     retry_at: Option<Instant>,
     commits_since_maintenance: usize,
@@ -288,6 +292,8 @@ impl Worker {
             queue: CoalescingQueue::default(),
             resyncing: BTreeSet::new(),
             resync_until: None,
+            first_resync: true,
+            push_now: false,
             failures: 0,
             retry_at: None,
             commits_since_maintenance: 0,
@@ -307,12 +313,17 @@ impl Worker {
         f: impl FnOnce(&LocalRepo) -> Result<T, RepoError> + Send + 'static,
     ) -> Result<T, RepoError> {
         let repo = self.repo.take().expect("the repository is always returned");
-        let (repo, result) = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             let result = f(&repo);
             (repo, result)
         })
-        .await
-        .expect("repository operations do not panic");
+        .await;
+        let (repo, result) = match joined {
+            Ok(done) => done,
+            // Only a runtime shutting down cancels it; this task ends with it.
+            Err(join) if join.is_cancelled() => std::future::pending().await,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
         self.repo = Some(repo);
         result
     }
@@ -371,7 +382,13 @@ impl Worker {
             WorkItem::Sweep { scope, live } => {
                 self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
                 let doomed = self.files.sweep(&scope, &live);
-                self.delete_all(doomed, |objects| message::for_sweep(objects, &scope.target)).await
+                let result =
+                    self.delete_all(doomed, |objects| message::for_sweep(objects, &scope.target)).await;
+                if self.first_resync && self.resyncing.is_empty() {
+                    self.first_resync = false;
+                    self.push_now = !self.unpushed.is_empty();
+                }
+                result
             }
             WorkItem::Retain { target, owned } => {
                 // A Retain starts a resync of these resources; their sweeps end it.
@@ -496,6 +513,7 @@ impl Worker {
     fn push_due(&self, now: Instant) -> Option<Instant> {
         let oldest = self.unpushed.first().map(|u| u.committed_at);
         let due = self.settings.push.due(self.unpushed.len(), oldest, now)?;
+        let due = if self.push_now { now } else { due };
         let due = self.retry_at.map_or(due, |retry| retry.max(due));
         match self.resync_until {
             Some(until) if !self.resyncing.is_empty() => Some(due.max(until)),
@@ -529,6 +547,7 @@ impl Worker {
             Ok(()) => {
                 let pushed = self.unpushed.len();
                 self.unpushed.clear();
+                self.push_now = false;
                 self.after_push(pushed).await;
                 self.remote_tip = self.local_tip;
                 self.failures = 0;
