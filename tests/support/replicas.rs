@@ -289,6 +289,16 @@ pub fn desired_owners(members: &[&str]) -> Vec<Option<String>> {
 impl Drop for Replicas {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // Keep every incarnation's full log for the post-mortem; the scratch dir goes.
+            let kept = std::env::temp_dir().join(format!("{}-logs", self.prefix));
+            if std::fs::create_dir_all(&kept).is_ok() {
+                for entry in std::fs::read_dir(self.scratch.path()).into_iter().flatten().flatten() {
+                    if entry.path().extension().is_some_and(|e| e == "log") {
+                        let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+                    }
+                }
+                eprintln!("--- full replica logs kept in {} ---", kept.display());
+            }
             for (name, replica) in &self.replicas {
                 let tail = replica.log_tail(40);
                 eprintln!(
