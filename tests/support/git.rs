@@ -70,6 +70,29 @@ impl GitClient {
 
     /// Runs `git args...` in `dir`.
     pub fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        self.command(dir, args).output().expect("run git")
+    }
+
+    /// Runs `git args...` in `dir` with `input` on stdin (for `cat-file --batch`).
+    pub fn run_input(&self, dir: &Path, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(dir, args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run git");
+        // Written from a thread: git may fill stdout before it has read all of stdin.
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let output = child.wait_with_output().expect("wait for git");
+        writer.join().unwrap().expect("write git's stdin");
+        output
+    }
+
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new("git");
         command
             .args(args)
@@ -103,7 +126,7 @@ impl GitClient {
                     .env("GIT_SSL_CAINFO", ca);
             }
         }
-        command.output().expect("run git")
+        command
     }
 
     /// Runs git and panics with its stderr unless it succeeds.

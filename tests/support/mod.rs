@@ -9,6 +9,7 @@ pub mod git;
 pub mod http;
 pub mod jaeger;
 pub mod operator;
+pub mod replicas;
 pub mod scenario;
 
 use std::collections::HashMap;

@@ -1,0 +1,315 @@
+//! Several operator replicas as OS processes sharing one set of Leases (the
+//! test's namespace, a unique prefix), with the faults of the HA tests:
+//! kill -9, SIGSTOP/SIGCONT, SIGTERM, restart. Also reads each replica's
+//! logs and metrics, the shard Lease holders, and who pushed what.
+
+pub mod fleet;
+pub mod leases;
+pub mod load;
+pub mod mirror;
+pub mod process;
+pub mod pushes;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::process::ExitStatus;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use process::{Launch, Metrics, Replica};
+
+/// The number of shard Leases (the operator's default).
+pub const SHARDS: u32 = 32;
+
+/// Now as unix ns, the push log's and the Leases' time base.
+pub fn now_ns() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128
+}
+
+/// Lease timing flags of every replica.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseSettings {
+    pub duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+    pub push_timeout: Duration,
+}
+
+impl LeaseSettings {
+    /// The operator's defaults (not passed as flags, so the defaults are tested).
+    pub const DEFAULT: Self = Self::secs(8, 5, 2, 4);
+    /// Shorter, for tests that are not about the default figures. The push
+    /// timeout stays at the default: on a busy 2-core machine a push to the
+    /// test git server can take over 2 s.
+    pub const SHORT: Self = Self::secs(6, 4, 1, 4);
+
+    const fn secs(duration: u64, renew_deadline: u64, retry_period: u64, push_timeout: u64) -> Self {
+        Self {
+            duration: Duration::from_secs(duration),
+            renew_deadline: Duration::from_secs(renew_deadline),
+            retry_period: Duration::from_secs(retry_period),
+            push_timeout: Duration::from_secs(push_timeout),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        if self.duration == Self::DEFAULT.duration
+            && self.renew_deadline == Self::DEFAULT.renew_deadline
+            && self.retry_period == Self::DEFAULT.retry_period
+            && self.push_timeout == Self::DEFAULT.push_timeout
+        {
+            return Vec::new();
+        }
+        let s = |d: Duration| format!("{}ms", d.as_millis());
+        vec![
+            "--lease-duration".into(),
+            s(self.duration),
+            "--renew-deadline".into(),
+            s(self.renew_deadline),
+            "--retry-period".into(),
+            s(self.retry_period),
+            "--push-timeout".into(),
+            s(self.push_timeout),
+        ]
+    }
+}
+
+pub struct Replicas {
+    env: &'static super::Env,
+    client: kube::Client,
+    pub namespace: String,
+    pub prefix: String,
+    pub settings: LeaseSettings,
+    extra: Vec<String>,
+    binary: std::path::PathBuf,
+    // Before `scratch`: fields drop in order, and the processes must die before their files go.
+    replicas: BTreeMap<String, Replica>,
+    incarnations: BTreeMap<String, u32>,
+    scratch: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// No replica runs yet; the Leases live in `namespace`.
+    pub fn new(client: &kube::Client, namespace: &str, settings: LeaseSettings) -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        // A copy: other worktrees share the target directory and may rebuild
+        // the binary while a test restarts replicas for minutes.
+        let binary = scratch.path().join("gitops-reverser");
+        std::fs::copy(env!("CARGO_BIN_EXE_gitops-reverser"), &binary).expect("copy the operator binary");
+        Self {
+            binary,
+            env: super::env(),
+            client: client.clone(),
+            namespace: namespace.to_owned(),
+            prefix: super::unique_name("ha"),
+            settings,
+            extra: settings.args(),
+            replicas: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            scratch,
+        }
+    }
+
+    /// Starts (or starts again) replica `name`.
+    pub fn start(&mut self, name: &str) {
+        let incarnation = self.incarnations.entry(name.to_owned()).or_insert(0);
+        *incarnation += 1;
+        let launch = Launch {
+            binary: &self.binary,
+            env: self.env,
+            namespace: &self.namespace,
+            prefix: &self.prefix,
+            extra: &self.extra,
+        };
+        let replica = Replica::spawn(&launch, self.scratch.path(), name, *incarnation);
+        self.replicas.insert(name.to_owned(), replica);
+    }
+
+    pub fn replica(&self, name: &str) -> &Replica {
+        self.replicas.get(name).unwrap_or_else(|| panic!("no replica {name}"))
+    }
+
+    fn replica_mut(&mut self, name: &str) -> &mut Replica {
+        self.replicas.get_mut(name).unwrap_or_else(|| panic!("no replica {name}"))
+    }
+
+    /// Names of the replicas whose process has not exited.
+    pub fn running(&mut self) -> Vec<String> {
+        self.replicas.iter_mut().filter_map(|(n, r)| r.is_running().then(|| n.clone())).collect()
+    }
+
+    pub fn kill9(&mut self, name: &str) {
+        self.replica_mut(name).kill9();
+    }
+
+    pub fn sigstop(&self, name: &str) {
+        self.replica(name).sigstop();
+    }
+
+    pub fn sigcont(&self, name: &str) {
+        self.replica(name).sigcont();
+    }
+
+    /// SIGTERM and the exit status (with a deadline well past the drain).
+    pub async fn sigterm(&mut self, name: &str) -> ExitStatus {
+        self.replica(name).sigterm();
+        self.wait_exit(name).await
+    }
+
+    /// The exit status of a replica that was sent SIGTERM.
+    pub async fn wait_exit(&mut self, name: &str) -> ExitStatus {
+        self.replica_mut(name).wait_exit(Duration::from_secs(30)).await
+    }
+
+    /// A graceful restart: SIGTERM, wait for the exit, start again.
+    pub async fn restart(&mut self, name: &str) -> ExitStatus {
+        let status = self.sigterm(name).await;
+        self.start(name);
+        status
+    }
+
+    /// The log of the current incarnation of `name`.
+    pub fn logs(&self, name: &str) -> String {
+        self.replica(name).logs()
+    }
+
+    /// Every incarnation's log of every replica, by replica name.
+    pub fn all_logs(&self) -> BTreeMap<String, String> {
+        self.incarnations
+            .iter()
+            .map(|(name, &last)| {
+                let logs = (1..=last)
+                    .map(|n| std::fs::read_to_string(self.scratch.path().join(format!("{name}.{n}.log"))))
+                    .filter_map(Result::ok)
+                    .collect();
+                (name.clone(), logs)
+            })
+            .collect()
+    }
+
+    /// Per shard, the first "acquired shard" logged at or after `since_ns`
+    /// by any replica: (replica, unix ns).
+    pub fn acquired_since(&self, since_ns: i128) -> BTreeMap<u64, (String, i128)> {
+        let mut first: BTreeMap<u64, (String, i128)> = BTreeMap::new();
+        for (name, logs) in self.all_logs() {
+            for event in process::log_events(&logs, "acquired shard") {
+                let (Some(at), Some(shard)) = (process::line_time_ns(&event), process::shard_field(&event))
+                else {
+                    continue;
+                };
+                if at >= since_ns && first.get(&shard).is_none_or(|(_, t)| at < *t) {
+                    first.insert(shard, (name.clone(), at));
+                }
+            }
+        }
+        first
+    }
+
+    /// Planned handovers from the logs: per release ("released shard"), the
+    /// time until the next "acquired shard" of that shard by any replica.
+    pub fn handover_gaps(&self) -> Vec<(u64, Duration)> {
+        let mut events: Vec<(i128, u64, bool)> = Vec::new();
+        for logs in self.all_logs().values() {
+            for (message, acquired) in [("released shard", false), ("acquired shard", true)] {
+                for event in process::log_events(logs, message) {
+                    if let (Some(at), Some(shard)) =
+                        (process::line_time_ns(&event), process::shard_field(&event))
+                    {
+                        events.push((at, shard, acquired));
+                    }
+                }
+            }
+        }
+        events.sort();
+        let mut open: BTreeMap<u64, i128> = BTreeMap::new();
+        let mut gaps = Vec::new();
+        for (at, shard, acquired) in events {
+            match (acquired, open.remove(&shard)) {
+                (true, Some(released)) => gaps.push((shard, stats::between(released, at))),
+                (false, _) => {
+                    open.insert(shard, at);
+                }
+                (true, None) => {}
+            }
+        }
+        gaps
+    }
+
+    /// The replica's metrics, waiting (with a deadline) for /metrics to answer.
+    pub async fn metrics(&self, name: &str) -> Metrics {
+        let replica = self.replica(name);
+        super::wait_for(&format!("/metrics of {name}"), Duration::from_secs(30), || async {
+            replica.metrics()
+        })
+        .await
+    }
+
+    /// The live holder of every shard, as the API server records it.
+    pub async fn holders(&self) -> Vec<Option<String>> {
+        leases::live_holders(&self.client, &self.namespace, &self.prefix, SHARDS).await
+    }
+
+    /// A poller of the shard holders every 100 ms.
+    pub fn poll_holders(&self) -> leases::Poller {
+        leases::Poller::start(self.client.clone(), self.namespace.clone(), self.prefix.clone(), SHARDS)
+    }
+
+    /// Waits until every shard is held by its desired owner among
+    /// `members`; returns the holders.
+    pub async fn wait_settled(&self, members: &[&str], timeout: Duration) -> Vec<Option<String>> {
+        let desired = desired_owners(members);
+        let what = format!("every shard to be held by its owner among {members:?}");
+        let started = std::time::Instant::now();
+        let last = loop {
+            let holders = self.holders().await;
+            if holders == desired {
+                return holders;
+            }
+            if started.elapsed() >= timeout {
+                break holders;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        panic!("timed out after {timeout:?} waiting for {what}: holders {:?}", leases::counts(&last));
+    }
+}
+
+/// The desired owner of every shard among `members`: the operator's own
+/// assignment (rendezvous with bounded loads), which every replica computes.
+pub fn desired_owners(members: &[&str]) -> Vec<Option<String>> {
+    let members: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
+    let mut owners = vec![None; SHARDS as usize];
+    for (member, shards) in gitops_reverser::shard::hash::assignment(SHARDS, &members) {
+        for shard in shards {
+            owners[shard as usize] = Some(member.clone());
+        }
+    }
+    owners
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep every incarnation's full log for the post-mortem; the scratch dir goes.
+            let kept = std::env::temp_dir().join(format!("{}-logs", self.prefix));
+            if std::fs::create_dir_all(&kept).is_ok() {
+                for entry in std::fs::read_dir(self.scratch.path()).into_iter().flatten().flatten() {
+                    if entry.path().extension().is_some_and(|e| e == "log") {
+                        let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+                    }
+                }
+                eprintln!("--- full replica logs kept in {} ---", kept.display());
+            }
+            for (name, replica) in &self.replicas {
+                let tail = replica.log_tail(40);
+                eprintln!(
+                    "--- replica {name} (incarnation {}) log, last {} lines ---",
+                    replica.incarnation,
+                    tail.len()
+                );
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}

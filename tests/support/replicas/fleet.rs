@@ -1,0 +1,296 @@
+//! Many GitTargets on many branches of several repositories, in one test
+//! namespace: target `tNN` records the ConfigMaps labelled `ha-target=tNN`
+//! into folder `tNN`. Several targets may share a branch, each with its own
+//! folder. The end check compares every folder with the live objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use gitops_reverser::route::BranchKey;
+use gitops_reverser::sanitize::{ResourceRef, join_base, normalize_base_folder, sanitize};
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde_json::{Value, json};
+
+use super::super::fixtures::{self, Access};
+use super::super::git::{Auth, GitClient};
+use super::super::{Env, Repo, TestNamespace};
+use super::mirror::Mirror;
+use super::pushes::{self, Push};
+
+pub const LABEL: &str = "ha-target";
+
+/// The shape of a fleet: `targets` targets spread round-robin over
+/// `branches` branches, which are spread round-robin over `repos`.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetSpec {
+    pub repos: usize,
+    pub branches: usize,
+    pub targets: usize,
+    /// ConfigMaps per target before the load starts.
+    pub objects: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub repo: usize,
+    pub branch: String,
+    pub folder: String,
+}
+
+pub struct Fleet {
+    pub env: &'static Env,
+    pub client: kube::Client,
+    pub ns: TestNamespace,
+    pub repos: Vec<Repo>,
+    pub targets: Vec<Target>,
+    pub git: GitClient,
+    mirrors: Vec<Mirror>,
+}
+
+impl Fleet {
+    /// Creates the namespace, repositories, credentials, providers, targets,
+    /// rules and initial ConfigMaps.
+    pub async fn create(prefix: &str, spec: FleetSpec) -> Self {
+        let env = super::super::env();
+        let client = env.client().await;
+        fixtures::install_crds(&client).await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let git = GitClient::new(Auth::ssh_rw(env));
+        let repos: Vec<Repo> = (0..spec.repos).map(|r| env.new_repo(&format!("{prefix}{r}"))).collect();
+        let mirrors = repos
+            .iter()
+            .enumerate()
+            .map(|(r, repo)| Mirror::new(&git, &repo.ssh_url, &r.to_string()))
+            .collect();
+        let targets = (0..spec.targets)
+            .map(|t| {
+                let b = t % spec.branches;
+                Target {
+                    name: format!("t{t:02}"),
+                    repo: b % spec.repos,
+                    branch: format!("b{b:02}"),
+                    folder: format!("t{t:02}"),
+                }
+            })
+            .collect();
+        let fleet = Self { env, client, ns, repos, targets, git, mirrors };
+        fleet.apply_objects(spec.objects).await;
+        fleet
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
+    async fn apply_objects(&self, objects: usize) {
+        let ns = self.namespace();
+        for (r, repo) in self.repos.iter().enumerate() {
+            let name = format!("git-{r}");
+            fixtures::git_secret(&self.client, self.env, ns, &name, &Access::Ssh { read_only: false }).await;
+            fixtures::provider(&self.client, ns, &name, &repo.ssh_url, &name, json!({"interval": "1s"}))
+                .await;
+        }
+        let mut manifests: Vec<Value> = Vec::new();
+        for t in &self.targets {
+            manifests.push(json!({
+                "apiVersion": "configbutler.ai/v1alpha1", "kind": "GitTarget",
+                "metadata": {"name": t.name, "namespace": ns},
+                "spec": {"providerRef": {"name": format!("git-{}", t.repo)}, "branch": t.branch, "baseFolder": t.folder},
+            }));
+            manifests.push(json!({
+                "apiVersion": "configbutler.ai/v1alpha1", "kind": "WatchRule",
+                "metadata": {"name": t.name, "namespace": ns},
+                "spec": {"sinkRef": {"name": t.name},
+                         "rules": [{"resources": ["configmaps"], "labelSelector": {"matchLabels": {LABEL: t.name}}}]},
+            }));
+            for k in 0..objects {
+                manifests.push(configmap_manifest(
+                    ns,
+                    &format!("{}-{k}", t.name),
+                    &t.name,
+                    &json!({"v": "initial"}),
+                ));
+            }
+        }
+        for chunk in manifests.chunks(16) {
+            join_all(chunk.iter().map(|m| fixtures::apply(&self.client, ns, m.clone()))).await;
+        }
+    }
+
+    /// The ConfigMaps that exist before the load, by name → target.
+    pub fn initial_objects(&self, objects: usize) -> Vec<(String, String)> {
+        self.targets
+            .iter()
+            .flat_map(|t| (0..objects).map(move |k| (format!("{}-{k}", t.name), t.name.clone())))
+            .collect()
+    }
+
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// Every (repo index, branch) the fleet writes to.
+    pub fn branches(&self) -> BTreeSet<(usize, String)> {
+        self.targets.iter().map(|t| (t.repo, t.branch.clone())).collect()
+    }
+
+    pub fn shard_of(&self, repo: usize, branch: &str, shards: u32) -> u32 {
+        gitops_reverser::shard::hash::shard_of(&BranchKey::new(&self.repos[repo].ssh_url, branch), shards)
+    }
+
+    /// The branches whose shard `holders` gives to `replica`.
+    pub fn branches_of(&self, holders: &[Option<String>], replica: &str) -> Vec<(usize, String)> {
+        self.branches()
+            .into_iter()
+            .filter(|(repo, branch)| {
+                holders[self.shard_of(*repo, branch, holders.len() as u32) as usize].as_deref()
+                    == Some(replica)
+            })
+            .collect()
+    }
+
+    /// The repository's name on the server.
+    pub fn repo_name(&self, repo: usize) -> String {
+        let url = &self.repos[repo].ssh_url;
+        url.rsplit('/').next().unwrap().trim_end_matches(".git").to_owned()
+    }
+
+    pub fn repo_index(&self, name: &str) -> usize {
+        (0..self.repos.len()).find(|&r| self.repo_name(r) == name).expect("a repository of this fleet")
+    }
+
+    /// Every push to the fleet's repositories at or after `since_ns`, with
+    /// the replica that made it (from the pushed commit's trailer).
+    pub fn pushes(&self, since_ns: i128) -> Vec<Push> {
+        let names: BTreeSet<String> = (0..self.repos.len()).map(|r| self.repo_name(r)).collect();
+        let mut all: Vec<Push> =
+            pushes::read(self.env, &names).into_iter().filter(|p| p.at_ns >= since_ns).collect();
+        for (r, mirror) in self.mirrors.iter().enumerate() {
+            let name = self.repo_name(r);
+            let wanted: Vec<&str> = all.iter().filter(|p| p.repo == name).map(|p| p.new.as_str()).collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            mirror.fetch(&self.git);
+            let who = mirror.replicas_of(&self.git, wanted);
+            for push in all.iter_mut().filter(|p| p.repo == name) {
+                push.replica = who.get(&push.new).cloned().flatten();
+            }
+        }
+        all
+    }
+
+    /// What every target's folder must hold: the sanitized live ConfigMaps
+    /// labelled for it, by full path.
+    pub async fn expected(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "ConfigMap"), "configmaps");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace(), &resource);
+        let list = api.list(&ListParams::default().labels(LABEL)).await.expect("list the ConfigMaps");
+        let rref = ResourceRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+            namespaced: true,
+        };
+        let mut expected: BTreeMap<String, BTreeMap<String, String>> =
+            self.targets.iter().map(|t| (t.name.clone(), BTreeMap::new())).collect();
+        for object in list.items {
+            let owner =
+                object.metadata.labels.as_ref().and_then(|l| l.get(LABEL)).cloned().unwrap_or_default();
+            let Some(target) = self.targets.iter().find(|t| t.name == owner) else { continue };
+            let mut value = serde_json::to_value(&object).unwrap();
+            // List items carry no type; the watch events the operator sees do.
+            value["apiVersion"] = json!("v1");
+            value["kind"] = json!("ConfigMap");
+            let sanitized = sanitize(&value, &rref).unwrap();
+            let path = join_base(&normalize_base_folder(&target.folder), &sanitized.path);
+            expected.get_mut(&target.name).unwrap().insert(path, String::from_utf8(sanitized.yaml).unwrap());
+        }
+        expected
+    }
+
+    /// What every target's folder holds on the remote now.
+    pub fn actual(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        for mirror in &self.mirrors {
+            mirror.fetch(&self.git);
+        }
+        let mut by_branch: BTreeMap<(usize, String), BTreeMap<String, String>> = BTreeMap::new();
+        for (repo, branch) in self.branches() {
+            let files = self.mirrors[repo].files(&self.git, &branch).unwrap_or_default();
+            by_branch.insert((repo, branch), files);
+        }
+        self.targets
+            .iter()
+            .map(|t| {
+                let prefix = format!("{}/", t.folder);
+                let files = by_branch[&(t.repo, t.branch.clone())]
+                    .iter()
+                    .filter(|(path, _)| path.starts_with(&prefix))
+                    .map(|(p, c)| (p.clone(), c.clone()))
+                    .collect();
+                (t.name.clone(), files)
+            })
+            .collect()
+    }
+
+    /// Acceptance 8: waits until, for every target, the files under its
+    /// folder equal the sanitized live objects byte for byte. Returns the
+    /// number of files compared; panics with the differences at the deadline.
+    pub async fn wait_converged(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let expected = self.expected().await;
+            let actual = self.actual();
+            if expected == actual {
+                return expected.values().map(BTreeMap::len).sum();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "after {timeout:?} the remote still differs from the cluster:\n{}",
+                    diff(&expected, &actual)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// The ConfigMap a fleet target records.
+pub fn configmap_manifest(ns: &str, name: &str, target: &str, data: &Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": ns, "labels": {LABEL: target}}, "data": data})
+}
+
+/// Per differing target: missing, extra and changed paths (a few of each).
+fn diff(
+    expected: &BTreeMap<String, BTreeMap<String, String>>,
+    actual: &BTreeMap<String, BTreeMap<String, String>>,
+) -> String {
+    let empty = BTreeMap::new();
+    let mut lines = Vec::new();
+    for (target, want) in expected {
+        let have = actual.get(target).unwrap_or(&empty);
+        let missing: Vec<&String> = want.keys().filter(|p| !have.contains_key(*p)).collect();
+        let extra: Vec<&String> = have.keys().filter(|p| !want.contains_key(*p)).collect();
+        let changed: Vec<&String> =
+            want.iter().filter(|(p, c)| have.get(*p).is_some_and(|h| h != *c)).map(|(p, _)| p).collect();
+        if missing.is_empty() && extra.is_empty() && changed.is_empty() {
+            continue;
+        }
+        lines.push(format!(
+            "{target}: missing {} {:?}, extra {} {:?}, changed {} {:?}",
+            missing.len(),
+            missing.iter().take(3).collect::<Vec<_>>(),
+            extra.len(),
+            extra.iter().take(3).collect::<Vec<_>>(),
+            changed.len(),
+            changed.iter().take(3).collect::<Vec<_>>(),
+        ));
+    }
+    lines.join("\n")
+}
