@@ -74,7 +74,7 @@ pub fn json(outcome: &Outcome, lags: &[Option<f64>], plots: &[String], plot_erro
         "changes": {"accepted": outcome.changes.len(), "failed": outcome.errors,
                     "pushed": pushed.len(), "not_pushed": lags.len() - pushed.len(),
                     "send_seconds": outcome.load_seconds,
-                    "accepted_per_second": outcome.changes.len() as f64 / outcome.load_seconds.max(1e-9),
+                    "accepted_per_second": (outcome.load_seconds > 0.0).then(|| outcome.changes.len() as f64 / outcome.load_seconds),
                     "pushed_per_second": pushed.len() as f64 / window},
         "lag_seconds": stats::summary(&pushed),
         "pushes": {"count": pushes_in_run, "per_second": pushes_in_run as f64 / window,
