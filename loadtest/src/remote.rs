@@ -78,27 +78,32 @@ impl<'a> Mirror<'a> {
     pub fn pushes(&self) -> Result<Vec<PushInfo>, String> {
         self.fetch()?;
         let log: Vec<_> = self.env.pushes(&self.repo).into_iter().filter(|p| p.new != ZERO).collect();
-        let input: String = log
-            .iter()
-            .map(|p| if p.old == ZERO { format!("{}\n", p.new) } else { format!("{} {}\n", p.new, p.old) })
-            .collect();
+        // Pushes that moved a branch: one `diff-tree` for all of them, one
+        // block per input line (the commit id, then raw diff lines).
+        let moved: Vec<&crate::env::Push> = log.iter().filter(|p| p.old != ZERO).collect();
+        let input: String = moved.iter().map(|p| format!("{} {}\n", p.new, p.old)).collect();
         let diff = self.env.git_in(
             &self.dir,
-            &["diff-tree", "-r", "--root", "--always", "--stdin"],
+            &["diff-tree", "-r", "--always", "--stdin"],
             Some(input.as_bytes()),
         )?;
-        // One block per input line: the commit id, then raw diff lines.
-        let mut blocks: Vec<Vec<(String, String)>> = Vec::new();
+        let mut diffs: Vec<Vec<(String, String)>> = Vec::new();
         for line in String::from_utf8_lossy(&diff).lines() {
             if let Some((meta, path)) = line.split_once('\t') {
                 let blob = meta.split_whitespace().nth(3).unwrap_or(ZERO).to_owned();
-                if let Some(block) = blocks.last_mut().filter(|_| blob != ZERO) {
+                if let Some(block) = diffs.last_mut().filter(|_| blob != ZERO) {
                     block.push((blob, path.to_owned()));
                 }
             } else if !line.trim().is_empty() {
-                blocks.push(Vec::new());
+                diffs.push(Vec::new());
             }
         }
+        let mut diffs = diffs.into_iter();
+        // A push that created a branch carried its whole tree.
+        let blocks: Vec<Vec<(String, String)>> = log
+            .iter()
+            .map(|p| if p.old == ZERO { self.tree(&p.new) } else { diffs.next().unwrap_or_default() })
+            .collect();
         let mut ids: Vec<String> = blocks.iter().flatten().map(|(blob, _)| blob.clone()).collect();
         ids.extend(log.iter().map(|p| p.new.clone()));
         ids.sort();
@@ -128,6 +133,18 @@ impl<'a> Mirror<'a> {
                 PushInfo { at: push.at, branch: push.branch.clone(), replica, values, commits: counts[i] }
             })
             .collect())
+    }
+
+    /// (blob id, path) of every file of a commit's tree.
+    fn tree(&self, commit: &str) -> Vec<(String, String)> {
+        let listing = self.env.git(&self.dir, &["ls-tree", "-r", commit]).unwrap_or_default();
+        listing
+            .lines()
+            .filter_map(|l| {
+                let (meta, path) = l.split_once('\t')?;
+                Some((meta.split_whitespace().nth(2)?.to_owned(), path.to_owned()))
+            })
+            .collect()
     }
 
     fn commit_counts(&self, log: &[crate::env::Push]) -> Result<Vec<usize>, String> {
