@@ -3,7 +3,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+/// One line of the server's push log.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// Server time (unix seconds) when the ref was updated.
+    pub at: f64,
+    pub branch: String,
+    pub old: String,
+    pub new: String,
+}
 
 pub struct Env {
     pub root: PathBuf,
@@ -48,15 +58,19 @@ impl Env {
         Ok(urls["ssh_url"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Pushes the server logged for `repo`: (unix seconds, old sha, new sha).
-    pub fn pushes(&self, repo: &str) -> Vec<(f64, String, String)> {
+    /// Pushes the server logged for `repo`, in log order.
+    pub fn pushes(&self, repo: &str) -> Vec<Push> {
         std::fs::read_to_string(self.var("GITENV_PUSHLOG"))
             .unwrap_or_default()
             .lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                (f.len() >= 7 && f[1] == repo)
-                    .then(|| (f[0].parse().unwrap_or(0.0), f[5].to_owned(), f[6].to_owned()))
+                (f.len() >= 7 && f[1] == repo).then(|| Push {
+                    at: f[0].parse().unwrap_or(0.0),
+                    branch: f[4].trim_start_matches("refs/heads/").to_owned(),
+                    old: f[5].to_owned(),
+                    new: f[6].to_owned(),
+                })
             })
             .collect()
     }
@@ -72,22 +86,39 @@ impl Env {
 
     /// Runs git with the read-write SSH key and an isolated configuration.
     pub fn git(&self, dir: &Path, args: &[&str]) -> Result<String, String> {
+        self.git_in(dir, args, None).map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Runs git, feeding `input` on stdin; returns stdout's bytes.
+    pub fn git_in(&self, dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, String> {
         let ssh = format!(
             "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
             self.var("GITENV_SSH_KEY_RW"),
             self.var("GITENV_KNOWN_HOSTS")
         );
-        let out = Command::new("git")
+        let mut child = Command::new("git")
             .args(args)
             .current_dir(dir)
             .env("GIT_SSH_COMMAND", ssh)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| e.to_string())?;
+        let writer = input.map(|bytes| {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes))
+        });
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
         if !out.status.success() {
             return Err(format!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.stdout)
     }
 }

@@ -1,50 +1,153 @@
 //! Load tests for gitops-reverser against the local environment of real
-//! parts. Each scenario prints a JSON summary on stdout.
-//!
-//! - `steady`: ConfigMaps created at a fixed rate; event → pushed lag.
-//! - `memory`: RSS per watched object after an initial sync of N objects.
+//! parts (`tests/env/up`). Each scenario runs the operator as N replica
+//! processes sharing one Lease set, measures, and writes `report.json`,
+//! `report.md` and PNG plots into `<out>/<run>/`; the JSON is also printed.
 
+mod cluster;
 mod env;
-mod setup;
+mod load;
+mod measure;
+mod plot;
+mod remote;
+mod replicas;
+mod report;
+mod run;
+mod sampler;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
-use serde_json::json;
+use clap::{Args, Parser, Subcommand};
+
+use crate::load::Profile;
+use crate::run::{Faults, Plan};
 
 #[derive(Parser)]
 struct Cli {
     /// The operator binary to run (build it with --release first).
     #[arg(long, default_value = "target/release/gitops-reverser")]
     operator: PathBuf,
+    /// Folder for the runs' reports, plots and operator logs.
+    #[arg(long, default_value = "target/loadtest")]
+    out: PathBuf,
     #[command(subcommand)]
     scenario: Scenario,
 }
 
+/// Settings every scenario shares.
+#[derive(Args, Clone)]
+struct Common {
+    /// Operator replicas.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// GitTargets, each on its own branch of one repository.
+    #[arg(long, default_value_t = 1)]
+    targets: usize,
+    /// ConfigMaps the changes are spread over (round-robin over the targets).
+    #[arg(long, default_value_t = 100)]
+    objects: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// push.interval of the GitProvider.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// push.maxCommits of the GitProvider.
+    #[arg(long, default_value_t = 20)]
+    max_commits: u32,
+    /// Writes to the API server in flight at most.
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
+    /// Shards (`--shards` of every replica).
+    #[arg(long, default_value_t = 32)]
+    shards: usize,
+    /// How long to wait after the load for the branches to equal the cluster.
+    #[arg(long, default_value_t = 180.0)]
+    settle: f64,
+    /// Further `gitops-reverser run` flags, e.g. `--operator-arg=--lease-duration=8s`.
+    #[arg(long = "operator-arg", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Scenario {
-    /// Creates ConfigMaps at `rate` per second for `seconds`; reports lag.
+    /// `rate` changes per second for `seconds`.
     Steady {
+        #[command(flatten)]
+        common: Common,
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// push.interval of the provider.
-        #[arg(long, default_value = "1s")]
-        interval: String,
     },
-    /// Creates `objects` ConfigMaps while the operator is down, restarts it,
-    /// and reports the initial sync time and RSS per watched object.
-    Memory {
-        #[arg(long, default_value_t = 10_000)]
-        objects: usize,
+    /// A base rate plus `spike` changes at once every `every` seconds.
+    Burst {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 5.0)]
+        base: f64,
+        #[arg(long, default_value_t = 500)]
+        spike: usize,
+        #[arg(long, default_value_t = 10.0)]
+        every: f64,
+    },
+    /// `objects` ConfigMaps exist before the replicas start; time to push them all, RSS per object.
+    InitialSync {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The same steady load on each replica count in `counts`.
+    ScaleOut {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
+        counts: Vec<usize>,
+    },
+    /// Steady load; every `every` s a random replica is SIGKILLed (restarted
+    /// after `restart_after` s) or SIGSTOPped for `freeze_for` s.
+    Chaos {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20.0)]
+        every: f64,
+        #[arg(long, default_value_t = 12.0)]
+        freeze_for: f64,
+        #[arg(long, default_value_t = 2.0)]
+        restart_after: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Steady load; every `every` s the next replica gets SIGTERM and a replacement.
+    RollingUpdate {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        every: f64,
     },
 }
 
-fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+fn plan(name: &str, c: Common, profile: Profile, faults: Faults) -> Plan {
+    Plan {
+        scenario: name.to_owned(),
+        replicas: c.replicas,
+        targets: c.targets,
+        objects: c.objects,
+        profile,
+        seconds: c.seconds,
+        interval: c.interval,
+        max_commits: c.max_commits,
+        parallel: c.parallel,
+        initial_sync: false,
+        faults,
+        shards: c.shards,
+        operator_args: c.operator_args,
+        settle_timeout: c.settle,
+    }
 }
 
 #[tokio::main]
@@ -53,78 +156,34 @@ async fn main() -> Result<(), String> {
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
     let env = env::Env::up(&root)?;
     let operator = root.join(&cli.operator);
-    match cli.scenario {
-        Scenario::Steady { rate, seconds, interval } => {
-            steady(&env, &operator, rate, seconds, &interval).await
+    let out = root.join(&cli.out);
+    let plan = match cli.scenario {
+        Scenario::Steady { common, rate } => plan("steady", common, Profile::Steady { rate }, Faults::None),
+        Scenario::Burst { common, base, spike, every } => {
+            plan("burst", common, Profile::Burst { base, spike, every }, Faults::None)
         }
-        Scenario::Memory { objects } => memory(&env, &operator, objects).await,
+        Scenario::InitialSync { common } => Plan {
+            initial_sync: true,
+            ..plan("initial-sync", common, Profile::Steady { rate: 0.0 }, Faults::None)
+        },
+        Scenario::Chaos { common, rate, every, freeze_for, restart_after, seed } => {
+            let faults = Faults::Chaos { every, freeze_for, restart_after, seed };
+            plan("chaos", common, Profile::Steady { rate }, faults)
+        }
+        Scenario::RollingUpdate { common, rate, every } => {
+            plan("rolling-update", common, Profile::Steady { rate }, Faults::Rolling { every })
+        }
+        Scenario::ScaleOut { common, rate, counts } => {
+            let base = plan("scale-out", common, Profile::Steady { rate }, Faults::None);
+            return scale::run(&env, &operator, &out, base, &counts).await;
+        }
+    };
+    let outcome = run::execute(&env, &operator, &out, plan).await?;
+    let report = report::write(&outcome)?;
+    println!("{report}");
+    eprintln!("report: {}", outcome.dir.join("report.md").display());
+    if report["lost"] != 0 {
+        return Err(format!("{} changes lost", report["lost"]));
     }
-}
-
-async fn steady(
-    env: &env::Env,
-    operator: &std::path::Path,
-    rate: f64,
-    seconds: u64,
-    interval: &str,
-) -> Result<(), String> {
-    let run = setup::Run::start(env, operator, "lt-steady", interval, 1000).await?;
-    let total = (rate * seconds as f64) as usize;
-    let mut created = Vec::with_capacity(total);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let started = Instant::now();
-    for i in 0..total {
-        ticker.tick().await;
-        run.configmap(&format!("lt-{i}"), &i.to_string()).await?;
-        created.push(now());
-    }
-    let send_seconds = started.elapsed().as_secs_f64();
-    let pushed = run.wait_pushed(total, Duration::from_secs(300)).await?;
-    let lags: Vec<f64> =
-        (0..total).filter_map(|i| pushed.get(&format!("lt-{i}")).map(|at| at - created[i])).collect();
-    let summary = json!({
-        "scenario": "steady",
-        "rate_requested": rate,
-        "rate_achieved": total as f64 / send_seconds,
-        "changes": total,
-        "pushed": lags.len(),
-        "lost": total - lags.len(),
-        "push_interval": interval,
-        "pushes": env.pushes(&run.repo).len(),
-        "lag_seconds": stats::summary(&lags),
-        "operator_rss_kib": run.rss_kib(),
-    });
-    println!("{summary}");
-    Ok(())
-}
-
-async fn memory(env: &env::Env, operator: &std::path::Path, objects: usize) -> Result<(), String> {
-    let mut run = setup::Run::start(env, operator, "lt-memory", "1s", 1000).await?;
-    // Idle with nothing selected: the baseline.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline = run.rss_kib();
-    let created = Instant::now();
-    run.configmaps_in_parallel(objects, 16).await?;
-    let create_seconds = created.elapsed().as_secs_f64();
-    eprintln!("created {objects} objects in {create_seconds:.1}s; restarting the operator");
-    let started = Instant::now();
-    run.restart_operator().await?;
-    eprintln!("operator restarted; waiting for the initial sync");
-    run.wait_pushed(objects, Duration::from_secs(900)).await?;
-    let synced_seconds = started.elapsed().as_secs_f64();
-    // Let transient buffers of the sync settle before reading RSS.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = run.rss_kib();
-    let summary = json!({
-        "scenario": "memory",
-        "objects": objects,
-        "create_seconds": create_seconds,
-        "initial_sync_seconds": synced_seconds,
-        "rss_baseline_kib": baseline,
-        "rss_after_kib": after,
-        "rss_peak_kib": run.peak_kib(),
-        "rss_per_object_bytes": (after.saturating_sub(baseline)) as f64 * 1024.0 / objects as f64,
-    });
-    println!("{summary}");
     Ok(())
 }

@@ -1,0 +1,241 @@
+//! One measured run: set up the cluster side, start the replicas, write
+//! the objects, drive the load while injecting faults, check the final
+//! state, and collect everything a report needs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::cluster::Cluster;
+use crate::env::Env;
+use crate::load::{self, Change, Profile};
+use crate::measure::{self, Disruption, FinalCheck};
+use crate::remote::{Mirror, PushInfo};
+use crate::replicas::Fleet;
+use crate::sampler::{self, Sample, now};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Faults {
+    None,
+    /// Every `every` s a random replica is killed (and restarted after
+    /// `restart_after` s under a new name) or frozen for `freeze_for` s.
+    Chaos {
+        every: f64,
+        freeze_for: f64,
+        restart_after: f64,
+        seed: u64,
+    },
+    /// Every `every` s the next replica gets SIGTERM and a replacement.
+    Rolling {
+        every: f64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: String,
+    pub replicas: usize,
+    pub targets: usize,
+    pub objects: usize,
+    pub profile: Profile,
+    pub seconds: f64,
+    pub interval: String,
+    pub max_commits: u32,
+    pub parallel: usize,
+    /// Objects exist before the replicas start (initial sync); no load.
+    pub initial_sync: bool,
+    pub faults: Faults,
+    pub shards: usize,
+    pub operator_args: Vec<String>,
+    pub settle_timeout: f64,
+}
+
+pub struct Outcome {
+    pub plan: Plan,
+    pub dir: PathBuf,
+    pub started_at: f64,
+    /// When the load (or, for an initial sync, the replicas) started.
+    pub load_started_at: f64,
+    pub load_seconds: f64,
+    pub changes: Vec<Change>,
+    pub errors: usize,
+    pub pushes: Vec<PushInfo>,
+    pub samples: Vec<Sample>,
+    pub disruptions: Vec<Disruption>,
+    pub final_check: FinalCheck,
+    /// Summed RSS of the idle replicas before the objects existed (initial sync).
+    pub baseline_rss_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub create_seconds: Option<f64>,
+}
+
+/// A small deterministic generator (xorshift64*), so a seed replays a run's faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % below.max(1)
+    }
+}
+
+fn stamp(scenario: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("lt-{scenario}-{}-{n}-{:x}", std::process::id(), (now() * 1000.0) as u64 % 0xfffff)
+}
+
+fn summed_rss(fleet: &Fleet) -> u64 {
+    let tps = crate::replicas::ticks_per_second();
+    fleet.live().filter_map(|r| crate::replicas::proc_usage(r.pid(), tps)).map(|u| u.0).sum()
+}
+
+async fn record(log: &Mutex<Vec<Disruption>>, kind: &str, replica: Option<String>) {
+    if let Some(replica) = replica {
+        eprintln!("{kind} {replica}");
+        log.lock().await.push(Disruption { at: now(), kind: kind.into(), replica });
+    }
+}
+
+async fn inject(fleet: &Mutex<Fleet>, faults: Faults, until: f64, log: &Mutex<Vec<Disruption>>) {
+    let sleep = |s: f64| tokio::time::sleep(Duration::from_secs_f64(s.max(0.0)));
+    match faults {
+        Faults::None => {}
+        Faults::Chaos { every, freeze_for, restart_after, seed } => {
+            let mut rng = Rng(seed.max(1));
+            while now() + every < until {
+                sleep(every).await;
+                let slots = fleet.lock().await.slots.len();
+                let slot = rng.next(slots);
+                if rng.next(2) == 0 {
+                    record(log, "kill", fleet.lock().await.kill(slot)).await;
+                    sleep(restart_after).await;
+                    let started = fleet.lock().await.start(slot).ok();
+                    record(log, "start", started).await;
+                } else {
+                    record(log, "freeze", fleet.lock().await.freeze(slot)).await;
+                    sleep(freeze_for).await;
+                    record(log, "thaw", fleet.lock().await.thaw(slot)).await;
+                }
+            }
+        }
+        Faults::Rolling { every } => {
+            let slots = fleet.lock().await.slots.len();
+            for slot in 0..slots {
+                if now() + every >= until {
+                    break;
+                }
+                sleep(every).await;
+                let Some(replica) = fleet.lock().await.take(slot) else { continue };
+                record(log, "terminate", Some(replica.name.clone())).await;
+                let (_, exit) = replica.terminate(Duration::from_secs(15)).await;
+                eprintln!("exited after {exit:.2}s");
+                let started = fleet.lock().await.start(slot).ok();
+                record(log, "start", started).await;
+            }
+        }
+    }
+}
+
+pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Result<Outcome, String> {
+    let started_at = now();
+    let stamp = stamp(&plan.scenario);
+    let dir = out.join(&stamp);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    eprintln!("run {stamp}: {plan:?}");
+    let cluster =
+        Cluster::create(env, operator, &stamp, plan.targets, &plan.interval, plan.max_commits).await?;
+    let mut args = vec!["--shards".to_owned(), plan.shards.to_string()];
+    args.extend(plan.operator_args.iter().cloned());
+    let fleet = Fleet::new(operator.to_owned(), env.var("KUBECONFIG"), &cluster.namespace, dir.clone(), args);
+    let fleet = Arc::new(Mutex::new(fleet));
+    let start_all = |fleet: &mut Fleet| (0..plan.replicas).try_for_each(|slot| fleet.start(slot).map(drop));
+    let ready_timeout = Duration::from_secs(180);
+
+    let mut baseline_rss_kib = None;
+    let mut create_seconds = None;
+    if plan.initial_sync {
+        // The idle replicas with nothing selected: the memory baseline.
+        start_all(&mut *fleet.lock().await)?;
+        cluster.wait_ready(ready_timeout).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        baseline_rss_kib = Some(summed_rss(&*fleet.lock().await));
+        fleet.lock().await.terminate_all().await;
+        let t = now();
+        cluster.create_objects(plan.objects, 32).await?;
+        create_seconds = Some(now() - t);
+        eprintln!("created {} objects in {:.1}s", plan.objects, now() - t);
+    }
+    let (stop, sampling) =
+        sampler::spawn(fleet.clone(), cluster.client.clone(), &cluster.namespace, plan.shards);
+    let mirror = Mirror::new(env, &cluster, &dir);
+    let disruptions = Mutex::new(Vec::new());
+    let load_started_at;
+    let changes;
+    let mut errors = 0;
+    let load_seconds;
+    if plan.initial_sync {
+        load_started_at = now();
+        start_all(&mut *fleet.lock().await)?;
+        changes = (0..plan.objects)
+            .map(|j| Change { object: j, seq: j as u64, accepted: load_started_at })
+            .collect();
+        load_seconds = 0.0;
+    } else {
+        start_all(&mut *fleet.lock().await)?;
+        cluster.wait_ready(ready_timeout).await?;
+        cluster.create_objects(plan.objects, 16).await?;
+        let synced = measure::final_check(&cluster, &mirror, Duration::from_secs(180)).await?;
+        if synced.lost > 0 {
+            return Err(format!("the objects were not synced before the load: {synced:?}"));
+        }
+        eprintln!("{} objects synced; load starts", plan.objects);
+        let offsets = load::schedule(plan.profile, plan.seconds);
+        load_started_at = now();
+        let until = load_started_at + plan.seconds;
+        let parallel = plan.parallel.min(plan.objects);
+        let (driven, ()) = tokio::join!(
+            load::drive(&cluster, plan.objects, &offsets, plan.objects as u64, parallel),
+            inject(&fleet, plan.faults, until, &disruptions),
+        );
+        eprintln!("{} changes in {:.1}s ({} failed)", driven.changes.len(), driven.seconds, driven.errors);
+        changes = driven.changes;
+        errors = driven.errors;
+        load_seconds = driven.seconds;
+    }
+    let timeout = Duration::from_secs_f64(plan.settle_timeout);
+    let final_check = measure::final_check(&cluster, &mirror, timeout).await?;
+    let mut rss_after_kib = None;
+    if plan.initial_sync {
+        // Let the sync's transient buffers go before reading RSS.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        rss_after_kib = Some(summed_rss(&*fleet.lock().await));
+    }
+    let _ = stop.send(());
+    let samples = sampling.await.map_err(|e| e.to_string())?;
+    fleet.lock().await.terminate_all().await;
+    let pushes = mirror.pushes()?;
+    if final_check.lost == 0 {
+        cluster.delete().await;
+    }
+    Ok(Outcome {
+        plan,
+        dir,
+        started_at,
+        load_started_at,
+        load_seconds,
+        changes,
+        errors,
+        pushes,
+        samples,
+        disruptions: disruptions.into_inner(),
+        final_check,
+        baseline_rss_kib,
+        rss_after_kib,
+        create_seconds,
+    })
+}

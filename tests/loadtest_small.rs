@@ -1,0 +1,130 @@
+//! Small versions of the load-test scenarios `steady`, `chaos` and
+//! `initial-sync`, run by the `loadtest` tool against the real local
+//! environment with this build of the operator. They assert only that no
+//! change was lost and that the report is well formed, never a speed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// Builds the loadtest tool (once) next to the operator binary.
+fn loadtest_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let operator = Path::new(env!("CARGO_BIN_EXE_gitops-reverser"));
+            // Building the operator's package too keeps the features of the
+            // shared dependencies the same, so nothing is compiled twice.
+            let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+                .args(["build", "--quiet", "--locked", "-p", "loadtest", "-p", "gitops-reverser", "--bins"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build -p loadtest");
+            assert!(status.success(), "cargo build -p loadtest failed");
+            operator.with_file_name("loadtest")
+        })
+        .clone()
+}
+
+/// Fast Lease settings, so a failover fits in a few seconds.
+const FAST_LEASES: [&str; 4] = [
+    "--operator-arg=--lease-duration=4s",
+    "--operator-arg=--renew-deadline=3s",
+    "--operator-arg=--retry-period=1s",
+    "--operator-arg=--push-timeout=2s",
+];
+
+fn run(args: &[&str]) -> Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(loadtest_binary())
+        .arg("--operator")
+        .arg(env!("CARGO_BIN_EXE_gitops-reverser"))
+        .args(["--out", "target/loadtest-ci"])
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("run loadtest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest {args:?} failed:\n{stderr}");
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{stderr}"));
+    // The run's folder holds the same report, and its Markdown summary.
+    let dir = Path::new(root).join("target/loadtest-ci").join(report["run"].as_str().expect("run name"));
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(saved, report);
+    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("lost changes"));
+    report
+}
+
+fn assert_well_formed(report: &Value, scenario: &str) {
+    assert_eq!(report["schema"], "gitops-reverser-loadtest/1");
+    assert_eq!(report["scenario"], scenario);
+    assert_eq!(report["lost"], 0, "changes lost: {}", report["final_check"]);
+    assert_eq!(report["final_check"]["lost"], 0);
+    for field in ["p50", "p90", "p99", "max", "count"] {
+        assert!(report["lag_seconds"].get(field).is_some(), "lag_seconds.{field}");
+    }
+    for section in ["changes", "pushes", "shard_balance", "failover", "handover", "parameters", "machine"] {
+        assert!(report[section].is_object(), "{section}");
+    }
+    assert!(report["replicas"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(report["final_check"]["objects"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn steady_small_loses_nothing() {
+    let report = run(&[
+        "steady",
+        "--replicas",
+        "2",
+        "--targets",
+        "2",
+        "--objects",
+        "20",
+        "--rate",
+        "10",
+        "--seconds",
+        "5",
+    ]);
+    assert_well_formed(&report, "steady");
+    assert_eq!(report["changes"]["accepted"], report["changes"]["pushed"]);
+}
+
+#[test]
+fn chaos_small_loses_nothing() {
+    let mut args = vec![
+        "chaos",
+        "--replicas",
+        "2",
+        "--targets",
+        "4",
+        "--objects",
+        "20",
+        "--rate",
+        "10",
+        "--seconds",
+        "14",
+        "--every",
+        "4",
+        "--freeze-for",
+        "5",
+        "--restart-after",
+        "1",
+        "--seed",
+        "7",
+    ];
+    args.extend(FAST_LEASES);
+    let report = run(&args);
+    assert_well_formed(&report, "chaos");
+    assert!(!report["disruptions"].as_array().unwrap().is_empty(), "no fault was injected");
+}
+
+#[test]
+fn initial_sync_small_loses_nothing() {
+    let report = run(&["initial-sync", "--replicas", "2", "--targets", "2", "--objects", "200"]);
+    assert_well_formed(&report, "initial-sync");
+    assert_eq!(report["initial_sync"]["objects"], 200);
+}
