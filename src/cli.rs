@@ -70,7 +70,9 @@ pub struct RunArgs {
 
     /// How long to wait for in-flight work after SIGTERM before exiting:
     /// workers push what they hold and shards are handed over in this time.
-    #[arg(long, env = "GITOPS_REVERSER_SHUTDOWN_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    /// Must exceed the push timeout by more than a second (the time left
+    /// to release the shard Leases); keep the pod's grace period longer.
+    #[arg(long, env = "GITOPS_REVERSER_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Namespace of the member and shard Leases (the release namespace).
@@ -124,6 +126,12 @@ impl RunArgs {
         format!("{host}-{}", std::process::id())
     }
 
+    /// How long a stopping or handed-over worker may take to push what it
+    /// holds: the shutdown timeout less the time kept for the releases.
+    pub fn drain_timeout(&self) -> Duration {
+        self.shutdown_timeout.saturating_sub(RELEASE_MARGIN)
+    }
+
     pub fn shard_settings(&self) -> crate::shard::ShardSettings {
         let namespace = [&self.lease_namespace, &self.namespace]
             .into_iter()
@@ -141,6 +149,10 @@ impl RunArgs {
         }
     }
 }
+
+/// Part of the shutdown timeout kept for releasing the shard Leases after
+/// the workers drained.
+pub const RELEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

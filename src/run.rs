@@ -30,6 +30,11 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error("invalid sharding settings: {0}")]
     Sharding(#[from] crate::shard::settings::SettingsError),
+    #[error(
+        "--shutdown-timeout {shutdown:?} leaves no time to drain: it must exceed --push-timeout {push:?} \
+         by more than {margin:?} (kept for releasing the shard Leases); raise it (and the pod's grace period)"
+    )]
+    ShutdownTooShort { shutdown: Duration, push: Duration, margin: Duration },
 }
 
 /// How often the API server connection is checked for readiness.
@@ -39,6 +44,13 @@ const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError> {
     let shard_settings = args.shard_settings();
     shard_settings.validate()?;
+    if args.drain_timeout() <= args.push_timeout {
+        return Err(RunError::ShutdownTooShort {
+            shutdown: args.shutdown_timeout,
+            push: args.push_timeout,
+            margin: crate::cli::RELEASE_MARGIN,
+        });
+    }
     let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -65,6 +77,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
             metrics: metrics.clone(),
             shards,
+            drain_timeout: args.drain_timeout(),
         },
     );
     let controller = tokio::spawn(controller.run(stop_rx.clone()));

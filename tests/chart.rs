@@ -252,7 +252,11 @@ fn bad_values_are_refused_with_a_reason() {
         ("replicas=3", "additional properties 'replicas' not allowed"),
         ("operator.shutdownTimeout=5", "/operator/shutdownTimeout"),
         ("ha.leaseDuration=1d", "/ha/leaseDuration"),
-        ("terminationGracePeriodSeconds=4", "must be longer than operator.shutdownTimeout"),
+        ("terminationGracePeriodSeconds=10", "must be longer than operator.shutdownTimeout"),
+        (
+            "operator.shutdownTimeout=5s",
+            "operator.shutdownTimeout (5s) must exceed ha.pushTimeout (4s) by more than 1s",
+        ),
         ("ha.renewDeadline=9s", "leaseDuration (8s) must be longer than renewDeadline (9s)"),
         ("ha.retryPeriod=5s", "renewDeadline (5s) must be longer than 1.2 x retryPeriod (5s)"),
         ("ha.pushTimeout=6s", "pushTimeout (6s) + retryPeriod (2s) must be shorter than leaseDuration (8s)"),

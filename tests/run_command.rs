@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use support::http::{free_local_addr, get};
 
-/// Runs cluster-wide (every GitTarget other tests left behind), with its own
-/// Leases and data folder; logs go to a file, never to a pipe that could fill.
+/// Runs in a namespace of its own (no other test's GitTargets: it must not
+/// become a second writer of their branches), with its own Leases and data
+/// folder; logs go to a file, never to a pipe that could fill.
 fn start_operator(kubeconfig: &str, addr: std::net::SocketAddr, scratch: &std::path::Path) -> Child {
     let log = std::fs::File::create(scratch.join("operator.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
-        .args(["run", "--log-format", "json", "--shutdown-timeout", "3s"])
+        .args(["run", "--log-format", "json", "--shutdown-timeout", "6s"])
+        .arg("--namespace")
+        .arg(support::unique_name("run-command"))
         .arg("--lease-prefix")
         .arg(support::unique_name("run-command"))
         .arg("--data-dir")
@@ -65,9 +68,10 @@ async fn run_serves_probes_and_metrics_and_exits_cleanly_on_sigterm() {
     assert!(metrics.ends_with("# EOF\n"), "OpenMetrics output must end with # EOF");
 
     signal(&child, "TERM");
-    let (status, took) = wait_exit(&mut child, Duration::from_secs(5)).unwrap_or_else(|| {
+    // With nothing to drain it must not need its shutdown timeout (6 s).
+    let (status, took) = wait_exit(&mut child, Duration::from_secs(6)).unwrap_or_else(|| {
         let _ = child.kill();
-        panic!("the operator did not exit within 5 s of SIGTERM")
+        panic!("the operator did not exit within its 6 s shutdown timeout after SIGTERM")
     });
     assert!(status.success(), "exit status after SIGTERM: {status}");
     let logs = std::fs::read_to_string(scratch.path().join("operator.log")).unwrap();
@@ -76,6 +80,7 @@ async fn run_serves_probes_and_metrics_and_exits_cleanly_on_sigterm() {
         "non-JSON log line:\n{logs}"
     );
     assert!(logs.contains("\"signal\":\"SIGTERM\""), "shutdown not logged:\n{logs}");
+    assert!(!logs.contains("shutdown timed out"), "nothing to drain, yet the shutdown timed out:\n{logs}");
     eprintln!("exited {took:?} after SIGTERM");
 }
 
@@ -100,4 +105,18 @@ fn invalid_flags_are_rejected_with_usage() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid duration"));
+}
+
+#[test]
+fn a_shutdown_timeout_without_room_to_drain_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
+        .args(["run", "--shutdown-timeout", "4s", "--push-timeout", "4s"])
+        .args(["--http-addr", &free_local_addr().to_string()])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("--shutdown-timeout 4s leaves no time to drain"), "{logs}");
 }

@@ -69,8 +69,11 @@ impl AccessChecks {
                 continue;
             }
             state.checking = false;
-            match access {
-                Access::Failed { .. } => state.next_check = Some(Instant::now() + RETRY_AFTER_FAILURE),
+            match &access {
+                Access::Failed { reason, message, .. } => {
+                    tracing::warn!(git_target = %key, ?reason, %message, "write access check failed; retrying soon");
+                    state.next_check = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                }
                 Access::Verified { .. } => state.verified_once = true,
                 Access::Checking => {}
             }

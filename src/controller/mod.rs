@@ -48,14 +48,14 @@ pub struct Settings {
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Which shards this replica owns, and the fences of their pushes.
     pub shards: ShardHandle,
+    /// How long a stopping worker may take to push what it holds.
+    pub drain_timeout: Duration,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// Status and housekeeping cadence.
 const TICK: Duration = Duration::from_secs(1);
-/// How long stopping workers may take to push what they hold.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct RunningWorker {
     handle: WorkerHandle,
@@ -130,15 +130,30 @@ impl Controller {
             }
             self.reconcile().await;
         }
-        info!("stopping: draining branch workers");
+        info!(workers = self.workers.len(), "stopping: draining branch workers");
         self.watches.stop_all();
-        let drains = self.workers.drain().map(|(_, w)| w.handle.drain(DRAIN_TIMEOUT));
-        futures::future::join_all(drains).await;
-        for (_, drains) in self.handing_over.drain() {
-            futures::future::join_all(drains).await;
+        let mut drains: BTreeMap<u32, Vec<tokio::task::JoinHandle<()>>> =
+            std::mem::take(&mut self.handing_over).into_iter().collect();
+        for (branch, worker) in self.workers.drain() {
+            let shard = self.settings.shards.shard_of(&branch);
+            drains
+                .entry(shard)
+                .or_default()
+                .push(tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
         }
-        // Everything is pushed: the coordinator may release every shard.
-        for shard in 0..self.settings.shards.shards {
+        // Each shard is released as soon as its own workers pushed, so one
+        // slow branch does not hold the others' Leases until they expire.
+        for shard in (0..self.settings.shards.shards).filter(|s| !drains.contains_key(s)) {
+            self.settings.shards.report_drained(shard);
+        }
+        let mut pending: futures::stream::FuturesUnordered<_> = drains
+            .into_iter()
+            .map(|(shard, handles)| async move {
+                futures::future::join_all(handles).await;
+                shard
+            })
+            .collect();
+        while let Some(shard) = futures::StreamExt::next(&mut pending).await {
             self.settings.shards.report_drained(shard);
         }
     }
@@ -251,10 +266,10 @@ impl Controller {
                 self.handing_over
                     .entry(shard)
                     .or_default()
-                    .push(tokio::spawn(worker.handle.drain(DRAIN_TIMEOUT)));
+                    .push(tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
             } else {
                 info!(%branch, "stopping branch worker: no target uses it any more");
-                tokio::spawn(worker.handle.drain(DRAIN_TIMEOUT));
+                tokio::spawn(worker.handle.drain(self.settings.drain_timeout));
             }
         }
         self.report_drained();
@@ -283,6 +298,15 @@ impl Controller {
                 resync.push(key.clone());
             }
         }
+        // A target that leaves this replica (its shard moved, its worker
+        // stopped) must resync when it comes back: the branch moved on
+        // without us, so whatever we synced before proves nothing.
+        let active_keys: std::collections::HashSet<&TargetKey> = active.iter().map(|(k, _)| k).collect();
+        for (key, state) in self.targets.iter_mut() {
+            if !active_keys.contains(key) && state.synced_as.take().is_some() {
+                info!(git_target = %key, "target no longer written by this replica");
+            }
+        }
         let mut active_table = table.clone();
         active_table.retain_targets(|t| infos.contains_key(t));
         let plan = active_table.plan(&self.catalog);
@@ -295,6 +319,9 @@ impl Controller {
 
         resync.sort();
         resync.dedup();
+        if !resync.is_empty() {
+            info!(targets = ?resync.iter().map(ToString::to_string).collect::<Vec<_>>(), "resyncing targets");
+        }
         for key in &resync {
             let owned = active_table.owned_resources(key, &self.catalog);
             let queue = self.snapshot.borrow().queues.get(key).cloned();

@@ -176,14 +176,14 @@ impl Coordinator {
             if settle {
                 tokio::time::sleep(SETTLE).await;
             }
-            next = self.pass(&store, false).await;
+            next = self.pass(&store, &stop).await;
         }
 
         info!(shards = self.held.len(), "leaving the shard membership: draining, then releasing");
         self.leave().await;
         let deadline = Instant::now() + shutdown_budget;
         loop {
-            let next = self.pass(&store, true).await;
+            let next = self.pass(&store, &stop).await;
             if self.held.is_empty() || Instant::now() >= deadline {
                 break;
             }
@@ -199,10 +199,13 @@ impl Coordinator {
     }
 
     /// One level-based pass; returns when the next one is due.
-    async fn pass(&mut self, store: &Store<Lease>, stopping: bool) -> Instant {
+    async fn pass(&mut self, store: &Store<Lease>, stop: &watch::Receiver<bool>) -> Instant {
         while let Ok(shard) = self.drained_rx.try_recv() {
             self.drained.insert(shard);
         }
+        // Read after the reports: once stopping, the controller reports shards
+        // this replica still desires, and an ordinary pass would forget them.
+        let stopping = *stop.borrow();
         if !stopping {
             self.keep_membership().await;
         }
@@ -421,10 +424,22 @@ impl Coordinator {
     }
 
     async fn release_drained(&mut self) {
-        let ready: Vec<u32> = self.releasing.intersection(&self.drained).copied().collect();
-        for shard in ready {
-            let Some(claim) = self.held.get(&shard).cloned() else { continue };
-            match self.leases.release(&self.settings.shard_lease(shard), &claim).await {
+        let ready: Vec<(u32, Claim)> = self
+            .releasing
+            .intersection(&self.drained)
+            .filter_map(|shard| Some((*shard, self.held.get(shard)?.clone())))
+            .collect();
+        let leases = &self.leases;
+        let settings = &self.settings;
+        let results: Vec<_> = futures::stream::iter(ready)
+            .map(|(shard, claim)| async move {
+                (shard, leases.release(&settings.shard_lease(shard), &claim).await)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (shard, result) in results {
+            match result {
                 Ok(()) => {
                     self.held.remove(&shard);
                     self.releasing.remove(&shard);
