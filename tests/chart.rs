@@ -322,3 +322,40 @@ fn schemas() -> &'static Path {
     })
     .path()
 }
+
+/// The alerts are valid Prometheus rules: `promtool check rules` on the
+/// rendered PrometheusRule's `spec` (a rules file), with every values file;
+/// and the same check refuses a broken expression, so it really parses them.
+#[test]
+fn the_prometheus_rules_pass_promtool() {
+    let tools = chart::tools();
+    let promtool = Path::new(support::env().var("GITENV_BIN")).join("promtool");
+    let scratch = tempfile::tempdir().unwrap();
+    let check = |name: &str, spec: &Value| {
+        let file = scratch.path().join(name);
+        std::fs::write(&file, serde_json::to_string_pretty(spec).unwrap()).unwrap();
+        chart::run(Command::new(&promtool).args(["check", "rules"]).arg(&file), None)
+    };
+    for values in chart::values_files() {
+        let text = chart::render(
+            tools,
+            values.as_deref(),
+            &["--set", "prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"],
+        );
+        let rule: Value = serde_saphyr::from_str(&text).unwrap();
+        let alerts = rule["spec"]["groups"][0]["rules"].as_array().map_or(0, Vec::len);
+        assert!(alerts >= 4, "unowned shards, push failures, lag, targets not Ready: {text}");
+        let out = check("rules.json", &rule["spec"]);
+        assert!(
+            out.status.success(),
+            "promtool check rules with {values:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{alerts} rules found")));
+
+        let mut broken = rule["spec"].clone();
+        broken["groups"][0]["rules"][0]["expr"] = Value::from("max(gitops_reverser_unowned_shards");
+        assert!(!check("broken.json", &broken).status.success(), "promtool accepted a broken expression");
+    }
+}

@@ -65,7 +65,12 @@ async fn run_serves_probes_and_metrics_and_exits_cleanly_on_sigterm() {
     assert_eq!(code, 200);
     assert!(metrics.contains("gitops_reverser_api_server_reachable 1"), "{metrics}");
     assert!(metrics.contains("gitops_reverser_build_info{"), "{metrics}");
-    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics output must end with # EOF");
+    // A plain GET gets the Prometheus text format; Prometheus asks for OpenMetrics.
+    assert!(!metrics.contains("# EOF"), "{metrics}");
+    let (_, open) =
+        support::http::get_accepting(addr, "/metrics", "application/openmetrics-text;version=1.0.0")
+            .expect("/metrics answers");
+    assert!(open.ends_with("# EOF\n"), "OpenMetrics output must end with # EOF");
 
     signal(&child, "TERM");
     // With nothing to drain it must not need its shutdown timeout (6 s).
