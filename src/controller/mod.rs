@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::route::{BranchKey, ResourceCatalog, RouteTable, RuleSource, TargetKey};
 use crate::shard::{Ownership, ShardHandle};
@@ -79,8 +79,12 @@ pub struct Controller {
     writer: StatusWriter,
     rule_problems: BTreeMap<RuleSource, Vec<String>>,
     written: publish::Written,
-    /// Drains of workers whose shard is being handed over, by shard.
-    handing_over: HashMap<u32, Vec<tokio::task::JoinHandle<()>>>,
+    /// Stopped workers still pushing what they hold, by branch. A branch
+    /// gets a new worker only once its old one is gone: both would use the
+    /// same local repository.
+    draining: HashMap<BranchKey, tokio::task::JoinHandle<()>>,
+    /// Branches of each shard being handed over whose workers were stopped.
+    handing_over: HashMap<u32, Vec<BranchKey>>,
     /// The ownership this pass works with.
     ownership: Arc<Ownership>,
 }
@@ -107,6 +111,7 @@ impl Controller {
             notices,
             rule_problems: BTreeMap::new(),
             written: publish::Written::default(),
+            draining: HashMap::new(),
             handing_over: HashMap::new(),
             ownership: Arc::new(Ownership::default()),
         }
@@ -132,8 +137,10 @@ impl Controller {
         }
         info!(workers = self.workers.len(), "stopping: draining branch workers");
         self.watches.stop_all();
-        let mut drains: BTreeMap<u32, Vec<tokio::task::JoinHandle<()>>> =
-            std::mem::take(&mut self.handing_over).into_iter().collect();
+        let mut drains: BTreeMap<u32, Vec<tokio::task::JoinHandle<()>>> = BTreeMap::new();
+        for (branch, handle) in self.draining.drain() {
+            drains.entry(self.settings.shards.shard_of(&branch)).or_default().push(handle);
+        }
         for (branch, worker) in self.workers.drain() {
             let shard = self.settings.shards.shard_of(&branch);
             drains
@@ -229,6 +236,14 @@ impl Controller {
                     .push((key.clone(), resolved.clone()));
             }
         }
+        self.draining.retain(|_, handle| !handle.is_finished());
+        branches.retain(|branch, _| {
+            let waiting = self.draining.contains_key(branch);
+            if waiting {
+                debug!(%branch, "the branch's previous worker is still pushing; starting it later");
+            }
+            !waiting
+        });
         let mut resync: Vec<TargetKey> = Vec::new();
         for (branch, members) in &branches {
             let settings = self.worker_settings(branch, members);
@@ -263,13 +278,11 @@ impl Controller {
                 worker.handle.abort();
             } else if self.ownership.is_releasing(shard) {
                 info!(%branch, shard, "handing over: draining branch worker");
-                self.handing_over
-                    .entry(shard)
-                    .or_default()
-                    .push(tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
+                self.handing_over.entry(shard).or_default().push(branch.clone());
+                self.draining.insert(branch, tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
             } else {
                 info!(%branch, "stopping branch worker: no target uses it any more");
-                tokio::spawn(worker.handle.drain(self.settings.drain_timeout));
+                self.draining.insert(branch, tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
             }
         }
         self.report_drained();
@@ -370,7 +383,9 @@ impl Controller {
         let releasing: Vec<u32> =
             self.ownership.held.iter().filter(|(_, h)| h.releasing).map(|(s, _)| *s).collect();
         for shard in releasing {
-            let done = self.handing_over.get(&shard).is_none_or(|d| d.iter().all(|h| h.is_finished()));
+            let done = self.handing_over.get(&shard).is_none_or(|branches| {
+                branches.iter().all(|b| self.draining.get(b).is_none_or(|h| h.is_finished()))
+            });
             if done {
                 self.handing_over.remove(&shard);
                 self.settings.shards.report_drained(shard);

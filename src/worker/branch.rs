@@ -198,6 +198,21 @@ async fn run(
     info!(branch = %worker.settings.key, files = worker.files.len(), "branch worker started");
     let mut draining: Option<oneshot::Sender<()>> = None;
     loop {
+        // Settings before items: the controller sends an update before it
+        // routes anything under it, so an item that is in the intake now
+        // must not be handled with the old folders (a sweep of a target the
+        // worker does not know yet would delete nothing).
+        loop {
+            match control.try_recv() {
+                Ok(Control::Update(settings)) => worker.reconfigure(*settings),
+                Ok(Control::Drain(done)) => draining = Some(done),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    draining.get_or_insert_with(|| oneshot::channel().0);
+                    break;
+                }
+            }
+        }
         while draining.is_none() && worker.queue.len() < INTAKE_LIMIT {
             match intake.try_recv() {
                 Ok(item) => worker.intake(item),
