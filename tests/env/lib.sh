@@ -120,8 +120,18 @@ ensure() {
     say "$name already running ($(pid_of "$name"))"
     return
   fi
-  alive "$name" || "$start_fn"
-  wait_healthy "$name" "$secs" "$@"
+  if alive "$name"; then
+    # Running but not (yet) healthy: give it the time, then replace it once.
+    if ! wait_healthy "$name" "$secs" "$@"; then
+      say "$name ($(pid_of "$name")) stayed unhealthy; starting a new one"
+      stop_proc "$name"
+      "$start_fn"
+      wait_healthy "$name" "$secs" "$@"
+    fi
+  else
+    "$start_fn"
+    wait_healthy "$name" "$secs" "$@"
+  fi
   say "$name ready ($(pid_of "$name"))"
 }
 
