@@ -354,8 +354,29 @@ fn the_prometheus_rules_pass_promtool() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{alerts} rules found")));
 
+        // Per-GitTarget series carry the GitTarget's namespace, so the
+        // installation is told apart by the ServiceMonitor's job.
+        for alert in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+            let expr = alert["expr"].as_str().unwrap();
+            assert!(expr.contains("job=\"") && !expr.contains("namespace="), "{expr}");
+        }
+
         let mut broken = rule["spec"].clone();
         broken["groups"][0]["rules"][0]["expr"] = Value::from("max(gitops_reverser_unowned_shards");
         assert!(!check("broken.json", &broken).status.success(), "promtool accepted a broken expression");
     }
+}
+
+#[test]
+fn the_service_monitor_keeps_the_gittarget_labels() {
+    let tools = chart::tools();
+    let text = chart::render(
+        tools,
+        None,
+        &["--set", "serviceMonitor.enabled=true", "--show-only", "templates/servicemonitor.yaml"],
+    );
+    let monitor: Value = serde_saphyr::from_str(&text).unwrap();
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["honorLabels"], Value::Bool(true), "{text}");
+    assert_eq!(endpoint["port"], "http", "{text}");
 }

@@ -68,7 +68,8 @@ operator parses it. Fails on anything else.
 
 {{/* PromQL matchers that select this installation's series. */}}
 {{- define "gitops-reverser.metricSelector" -}}
-{{- default (printf "namespace=%q" .Release.Namespace) .Values.prometheusRule.selector }}
+{{- /* job is the Service's name (a ServiceMonitor's default); namespace is a GitTarget's. */}}
+{{- default (printf "job=%q" (include "gitops-reverser.fullname" .)) .Values.prometheusRule.selector }}
 {{- end }}
 
 {{/* Checks across values that the schema cannot express. */}}
