@@ -5,6 +5,7 @@
 
 mod cluster;
 mod env;
+mod inprocess;
 mod load;
 mod measure;
 mod plot;
@@ -129,6 +130,34 @@ enum Scenario {
         #[arg(long, default_value_t = 10.0)]
         every: f64,
     },
+    /// The operator's pipeline in this process, no API server: synthetic
+    /// ConfigMap events → route, sanitize, commit, push to the loopback server.
+    InProcess {
+        /// Branch workers (GitTargets `t<i>` on branches `b<i>`).
+        #[arg(long, default_value_t = 1)]
+        branches: usize,
+        /// ConfigMaps, listed once first; the changes go round-robin over them.
+        #[arg(long, default_value_t = 1000)]
+        objects: usize,
+        /// Changes to feed after the initial sync.
+        #[arg(long, default_value_t = 20_000)]
+        changes: usize,
+        /// Changes per second; 0: as fast as the workers' queues accept.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// push.interval (the GitProvider's default).
+        #[arg(long, default_value = "5s", value_parser = gitops_reverser::cli::parse_duration)]
+        interval: std::time::Duration,
+        /// push.maxCommits (the GitProvider's default).
+        #[arg(long, default_value_t = gitops_reverser::worker::policy::DEFAULT_MAX_COMMITS)]
+        max_commits: usize,
+        /// Seconds to wait after the last change was fed for it to be pushed.
+        #[arg(long, default_value_t = 120.0)]
+        settle: f64,
+        /// The pipeline's log filter (stderr), as the operator's `--log-level`.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
 }
 
 fn plan(name: &str, c: Common, profile: Profile, faults: Faults) -> Plan {
@@ -172,6 +201,37 @@ async fn main() -> Result<(), String> {
         }
         Scenario::RollingUpdate { common, rate, every } => {
             plan("rolling-update", common, Profile::Steady { rate }, Faults::Rolling { every })
+        }
+        Scenario::InProcess {
+            branches,
+            objects,
+            changes,
+            rate,
+            interval,
+            max_commits,
+            settle,
+            log_level,
+        } => {
+            // The operator's own log setup, so the workers' warnings show and cost what they cost there.
+            let _exporter = gitops_reverser::telemetry::init(
+                gitops_reverser::cli::LogFormat::Human,
+                &log_level,
+                "in-process",
+            )?;
+            let push =
+                gitops_reverser::worker::policy::PushPolicy { interval, max_commits: max_commits.max(1) };
+            let settings =
+                inprocess::Settings { branches: branches.max(1), objects, changes, rate, push, settle };
+            let report = inprocess::run(&env, &out, settings).await?;
+            println!("{report}");
+            eprintln!(
+                "report: {}",
+                out.join(report["run"].as_str().unwrap_or_default()).join("report.md").display()
+            );
+            if report["lost"] != 0 {
+                return Err(format!("{} changes lost", report["lost"]));
+            }
+            return Ok(());
         }
         Scenario::ScaleOut { common, rate, counts } => {
             let base = plan("scale-out", common, Profile::Steady { rate }, Faults::None);

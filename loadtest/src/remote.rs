@@ -60,7 +60,16 @@ fn read_objects(env: &Env, dir: &Path, ids: &[String]) -> Result<HashMap<String,
 
 impl<'a> Mirror<'a> {
     pub fn new(env: &'a Env, cluster: &Cluster, dir: &Path) -> Self {
-        Self { env, dir: dir.join("mirror"), url: cluster.url.clone(), repo: cluster.repo.clone() }
+        Self::of(env, &cluster.url, &cluster.repo, dir)
+    }
+
+    /// A mirror of repository `repo` (its name on the server) at `url`, in `dir/mirror`.
+    pub fn of(env: &'a Env, url: &str, repo: &str, dir: &Path) -> Self {
+        Self { env, dir: dir.join("mirror"), url: url.to_owned(), repo: repo.to_owned() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Brings the mirror up to the server's branches.
