@@ -276,7 +276,7 @@ impl Worker {
                     });
                 }
             }
-            let wait = backoff(failures);
+            let wait = backoff(failures, xxhash_rust::xxh3::xxh3_64(&settings.key.stable_bytes()));
             failures += 1;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -639,7 +639,8 @@ impl Worker {
             }
             Err(error) => {
                 warn!(branch = %self.settings.key, %error, "push failed; will retry");
-                self.retry_at = Some(Instant::now() + backoff(self.failures));
+                let salt = xxhash_rust::xxh3::xxh3_64(&self.settings.key.stable_bytes());
+                self.retry_at = Some(Instant::now() + backoff(self.failures, salt));
                 self.failures += 1;
                 self.state.send_modify(|s| {
                     s.last_push_failed = true;

@@ -53,9 +53,13 @@ impl PushPolicy {
     }
 }
 
-/// Exponential backoff between failed pushes: 1 s doubling to 30 s.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+/// Exponential backoff between failed pushes: 1 s doubling to 30 s, each
+/// step spread over ±25% by `salt` (the branch), so branches that failed
+/// together (a git server outage) do not all come back at the same instant.
+pub fn backoff(failures: u32, salt: u64) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+    let spread = xxhash_rust::xxh3::xxh3_64_with_seed(&failures.to_le_bytes(), salt) % 1001;
+    base.mul_f64(0.75 + spread as f64 / 2000.0)
 }
 
 #[cfg(test)]
@@ -84,8 +88,19 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert_eq!(backoff(0), Duration::from_secs(1));
-        assert_eq!(backoff(3), Duration::from_secs(8));
-        assert_eq!(backoff(20), Duration::from_secs(30));
+        for salt in 0..50 {
+            for (failures, base) in [(0, 1.0), (3, 8.0), (20, 30.0)] {
+                let wait = backoff(failures, salt).as_secs_f64();
+                assert!((0.75 * base..=1.25 * base).contains(&wait), "{failures} failures: {wait} s");
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_spreads_branches_that_failed_together() {
+        let waits: std::collections::BTreeSet<u128> =
+            (0..20u64).map(|branch| backoff(4, branch).as_millis()).collect();
+        assert!(waits.len() >= 15, "20 branches retry at only {} distinct times", waits.len());
+        assert_eq!(backoff(4, 7), backoff(4, 7), "the same branch and step wait the same");
     }
 }
