@@ -5,6 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The branch a new repository is seeded with (see `Env::seed`); the load
+/// never writes it, and its push is not one of the run's.
+pub const SEED_BRANCH: &str = "loadtest-seed";
+
 /// One line of the server's push log.
 #[derive(Debug, Clone)]
 pub struct Push {
@@ -45,7 +49,8 @@ impl Env {
         std::fs::read_to_string(self.var(name)).unwrap_or_default()
     }
 
-    /// Creates a repository and returns its SSH URL.
+    /// Creates a repository with one empty commit on [`SEED_BRANCH`] and
+    /// returns its SSH URL.
     pub fn new_repo(&self, name: &str) -> Result<String, String> {
         let out = Command::new(self.root.join("tests/env/new-repo"))
             .arg(name)
@@ -55,7 +60,40 @@ impl Env {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let urls: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        Ok(urls["ssh_url"].as_str().unwrap_or_default().to_owned())
+        let url = urls["ssh_url"].as_str().unwrap_or_default().to_owned();
+        self.seed(&url, name)?;
+        Ok(url)
+    }
+
+    /// soft-serve points HEAD at the first branch pushed to an empty
+    /// repository; a push to HEAD's branch also locks HEAD, and a push killed
+    /// at its deadline can leave that lock behind, failing every later push
+    /// to the branch. Seeding the repository keeps HEAD off the load's branches.
+    fn seed(&self, url: &str, name: &str) -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("loadtest-seed-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let pushed = (|| {
+            self.git(&dir, &["init", "--quiet", "--bare"])?;
+            let tree = self.git(&dir, &["mktree"])?;
+            let commit = self.git(
+                &dir,
+                &[
+                    "-c",
+                    "user.name=loadtest",
+                    "-c",
+                    "user.email=loadtest@localhost",
+                    "commit-tree",
+                    tree.trim(),
+                    "-m",
+                    "seed",
+                ],
+            )?;
+            let refspec = format!("{}:refs/heads/{SEED_BRANCH}", commit.trim());
+            self.git(&dir, &["push", "--quiet", url, &refspec])
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        pushed.map(|_| ())
     }
 
     /// Pushes the server logged for `repo`, in log order.

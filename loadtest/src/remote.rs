@@ -86,7 +86,12 @@ impl<'a> Mirror<'a> {
     /// Every push of the run so far, in server order.
     pub fn pushes(&self) -> Result<Vec<PushInfo>, String> {
         self.fetch()?;
-        let log: Vec<_> = self.env.pushes(&self.repo).into_iter().filter(|p| p.new != ZERO).collect();
+        let log: Vec<_> = self
+            .env
+            .pushes(&self.repo)
+            .into_iter()
+            .filter(|p| p.new != ZERO && p.branch != crate::env::SEED_BRANCH)
+            .collect();
         // Pushes that moved a branch: one `diff-tree` for all of them, one
         // block per input line (the commit id, then raw diff lines).
         let moved: Vec<&crate::env::Push> = log.iter().filter(|p| p.old != ZERO).collect();
