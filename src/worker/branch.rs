@@ -37,6 +37,10 @@ const MAX_REPLAYS: u32 = 5;
 const RESYNC_HOLD: Duration = Duration::from_secs(10);
 /// Retry delay when the lease fence refused a push.
 const FENCE_RETRY: Duration = Duration::from_millis(250);
+/// Most commits one push carries. A backlog larger than a slow server can
+/// take within the push timeout would otherwise be retried whole, forever;
+/// the limit halves after each failed push and doubles back after successes.
+const MAX_COMMITS_PER_PUSH: usize = 1_000;
 
 /// Everything a worker needs; sent again to change it while running.
 #[derive(Clone, Debug)]
@@ -156,6 +160,7 @@ const MAX_RESYNC_BATCH: usize = 5_000;
 
 /// A commit that is not on the remote yet, kept so it can be replayed.
 struct Unpushed {
+    commit: ObjectId,
     changes: Vec<FileChange>,
     message: String,
     source: Source,
@@ -172,6 +177,8 @@ struct Worker {
     local_tip: Option<ObjectId>,
     remote_tip: Option<ObjectId>,
     unpushed: Vec<Unpushed>,
+    /// Commits the next push may carry (see MAX_COMMITS_PER_PUSH).
+    push_limit: usize,
     queue: CoalescingQueue,
     /// (target, group, plural) whose resync sweep has not arrived yet: a
     /// new owner pushes only once it has reconciled (or after RESYNC_HOLD).
@@ -222,7 +229,14 @@ async fn run(
         if let Some(item) = worker.queue.pop() {
             worker.process(item).await;
         } else if let Some(done) = draining.take() {
-            worker.push_with_replay().await;
+            // A capped backlog takes several pushes; stop at the first that fails.
+            while !worker.unpushed.is_empty() {
+                let before = worker.unpushed.len();
+                worker.push_with_replay().await;
+                if worker.unpushed.len() >= before {
+                    break;
+                }
+            }
             let _ = done.send(());
             return;
         }
@@ -308,6 +322,7 @@ impl Worker {
             local_tip: None,
             remote_tip: None,
             unpushed: Vec::new(),
+            push_limit: MAX_COMMITS_PER_PUSH,
             queue: CoalescingQueue::default(),
             resyncing: BTreeSet::new(),
             resync_until: None,
@@ -548,7 +563,7 @@ impl Worker {
                     FileChange::Delete { path } => self.files.set(path, None),
                 }
             }
-            self.unpushed.push(Unpushed { changes, message, source, committed_at: Instant::now() });
+            self.unpushed.push(Unpushed { commit, changes, message, source, committed_at: Instant::now() });
         }
         Ok(())
     }
@@ -592,7 +607,10 @@ impl Worker {
             span.record("result", result);
             span.record("reason", reason.as_str());
             match outcome {
-                Ok(PushOutcome::Pushed) => break Ok(()),
+                Ok(PushOutcome::Pushed) => {
+                    let count = self.push_limit.min(self.unpushed.len());
+                    break Ok(self.unpushed.drain(..count).collect::<Vec<_>>());
+                }
                 Ok(PushOutcome::Stale) if replays < MAX_REPLAYS => {
                     replays += 1;
                     debug!(branch = %self.settings.key, "the branch moved; replaying on the new tip");
@@ -608,26 +626,30 @@ impl Worker {
             }
         };
         match result {
-            Ok(()) => {
-                let pushed = self.unpushed.len();
-                span.record("sha", self.local_tip.map(|t| t.to_string()).unwrap_or_default());
-                for unpushed in &self.unpushed {
+            Ok(pushed) => {
+                let count = pushed.len();
+                let tip = pushed.last().map(|u| u.commit);
+                span.record("sha", tip.map(|t| t.to_string()).unwrap_or_default());
+                for unpushed in &pushed {
                     self.metrics
                         .pushed_change(unpushed.source.received_at.elapsed(), unpushed.source.trace_id());
                 }
-                self.unpushed.clear();
-                self.push_now = false;
-                self.after_push(pushed).await;
-                self.remote_tip = self.local_tip;
+                // The rest of a capped backlog goes out at once.
+                self.push_now = !self.unpushed.is_empty();
+                self.push_limit = (self.push_limit * 2).min(MAX_COMMITS_PER_PUSH);
+                if let Some(tip) = tip {
+                    self.after_push(tip, count).await;
+                    self.remote_tip = Some(tip);
+                }
                 self.failures = 0;
                 self.retry_at = None;
-                debug!(branch = %self.settings.key, commits = pushed, "pushed");
+                debug!(branch = %self.settings.key, commits = count, left = self.unpushed.len(), "pushed");
                 self.state.send_modify(|s| {
                     s.last_push = Some(SystemTime::now());
                     s.last_push_failed = false;
                     s.error = None;
                     s.branch_exists = true;
-                    s.remote_tip = self.local_tip.map(|t| t.to_string());
+                    s.remote_tip = tip.map(|t| t.to_string());
                     s.last_checked = Some(SystemTime::now());
                 });
             }
@@ -639,6 +661,7 @@ impl Worker {
             }
             Err(error) => {
                 warn!(branch = %self.settings.key, %error, "push failed; will retry");
+                self.push_limit = (self.push_limit / 2).max(1);
                 let salt = xxhash_rust::xxh3::xxh3_64(&self.settings.key.stable_bytes());
                 self.retry_at = Some(Instant::now() + backoff(self.failures, salt));
                 self.failures += 1;
@@ -653,8 +676,7 @@ impl Worker {
 
     /// Keeps the pushed tip referenced (so gc never drops it) and packs
     /// loose objects now and then: every commit writes about six.
-    async fn after_push(&mut self, pushed: usize) {
-        let Some(tip) = self.local_tip else { return };
+    async fn after_push(&mut self, tip: ObjectId, pushed: usize) {
         let refname = format!("refs/heads/{}", self.settings.key.branch);
         if let Err(error) = self.with_repo(move |repo| repo.set_ref(&refname, tip)).await {
             warn!(branch = %self.settings.key, %error, "cannot record the pushed tip locally");
@@ -669,8 +691,12 @@ impl Worker {
         }
     }
 
+    /// Pushes the oldest `push_limit` unpushed commits (their newest one).
     async fn push_once(&mut self) -> Result<PushOutcome, StepError> {
-        let Some(local) = self.local_tip else { return Ok(PushOutcome::Pushed) };
+        let count = self.push_limit.min(self.unpushed.len());
+        let Some(local) = count.checked_sub(1).map(|last| self.unpushed[last].commit) else {
+            return Ok(PushOutcome::Pushed);
+        };
         let git_dir = self.repo.as_ref().expect("repo").git_dir().to_owned();
         let expected = self.remote_tip.map(|t| t.to_string());
         // The push must be over before the shard Lease could expire.
