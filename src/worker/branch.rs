@@ -18,7 +18,7 @@ use super::credentials::Credentials;
 use super::files::BranchFiles;
 use super::message;
 use super::observe::{self, Source};
-use super::policy::{PushPolicy, backoff};
+use super::policy::{PushPolicy, backoff, next_push_limit, resync_batch_hold};
 use super::queue::{CoalescingQueue, WorkItem};
 use super::remote::{PushOutcome, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
@@ -226,7 +226,8 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if let Some(item) = worker.queue.pop() {
+        let hold = if draining.is_some() { None } else { worker.resync_hold(Instant::now()) };
+        if let Some(item) = hold.is_none().then(|| worker.queue.pop()).flatten() {
             worker.process(item).await;
         } else if let Some(done) = draining.take() {
             // A capped backlog takes several pushes; stop at the first that fails.
@@ -248,11 +249,12 @@ async fn run(
             worker.publish();
             continue;
         }
-        if !worker.queue.is_empty() {
+        if !worker.queue.is_empty() && hold.is_none() {
             tokio::task::yield_now().await;
             continue;
         }
         let wake = due.unwrap_or(now + Duration::from_secs(3600));
+        let wake = hold.map_or(wake, |until| until.min(wake));
         tokio::select! {
             item = intake.recv(), if draining.is_none() => match item {
                 Some(item) => worker.intake(item),
@@ -398,6 +400,17 @@ impl Worker {
         self.settings = settings;
         // A settings change may fix what made pushes fail.
         self.retry_at = None;
+    }
+
+    /// Until when the listed objects at the head of the queue wait for more.
+    fn resync_hold(&mut self, now: Instant) -> Option<Instant> {
+        let (queued, list_ended) = (self.queue.len(), self.queue.has_barrier());
+        match self.queue.peek()? {
+            WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync => {
+                resync_batch_hold(meta.received_at, queued, MAX_RESYNC_BATCH, list_ended, now)
+            }
+            _ => None,
+        }
     }
 
     /// Queues an item; a merge into a pending change is counted.
@@ -636,7 +649,7 @@ impl Worker {
                 }
                 // The rest of a capped backlog goes out at once.
                 self.push_now = !self.unpushed.is_empty();
-                self.push_limit = (self.push_limit * 2).min(MAX_COMMITS_PER_PUSH);
+                self.push_limit = next_push_limit(self.push_limit, count, true, MAX_COMMITS_PER_PUSH);
                 if let Some(tip) = tip {
                     self.after_push(tip, count).await;
                     self.remote_tip = Some(tip);
@@ -661,7 +674,8 @@ impl Worker {
             }
             Err(error) => {
                 warn!(branch = %self.settings.key, %error, "push failed; will retry");
-                self.push_limit = (self.push_limit / 2).max(1);
+                let attempted = self.push_limit.min(self.unpushed.len());
+                self.push_limit = next_push_limit(self.push_limit, attempted, false, MAX_COMMITS_PER_PUSH);
                 let salt = xxhash_rust::xxh3::xxh3_64(&self.settings.key.stable_bytes());
                 self.retry_at = Some(Instant::now() + backoff(self.failures, salt));
                 self.failures += 1;

@@ -53,6 +53,32 @@ impl PushPolicy {
     }
 }
 
+/// Commits the next push may carry after one that carried `attempted` (pure):
+/// a failure halves what was attempted (67 commits that timed out are next
+/// 33, not half the cap), a success doubles the limit back towards `cap`.
+pub fn next_push_limit(limit: usize, attempted: usize, pushed: bool, cap: usize) -> usize {
+    if pushed { limit.saturating_mul(2).min(cap) } else { (limit.min(attempted) / 2).max(1) }
+}
+
+/// How long a listed object may wait for others of its list, so that a
+/// large folder's initial list becomes a few large commits instead of one
+/// commit (one rewrite of the folder's tree) per page the watch delivered.
+pub const RESYNC_BATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Until when a batch of listed objects at the head of the queue waits for
+/// more (pure): not once it is full or a sweep (the end of a list) is queued
+/// behind it, and never longer than RESYNC_BATCH_WAIT after the first arrived.
+pub fn resync_batch_hold(
+    first_arrived: Instant,
+    queued: usize,
+    full: usize,
+    list_ended: bool,
+    now: Instant,
+) -> Option<Instant> {
+    let until = first_arrived + RESYNC_BATCH_WAIT;
+    (queued < full && !list_ended && until > now).then_some(until)
+}
+
 /// Exponential backoff between failed pushes: 1 s doubling to 30 s, each
 /// step spread over ±25% by `salt` (the branch), so branches that failed
 /// together (a git server outage) do not all come back at the same instant.
@@ -84,6 +110,29 @@ mod tests {
         assert_eq!(policy.due(0, Some(then), now), None);
         assert_eq!(policy.due(2, Some(then), now), Some(then + Duration::from_secs(10)));
         assert_eq!(policy.due(3, Some(then), now), Some(now));
+    }
+
+    #[test]
+    fn a_resync_batch_waits_a_moment_unless_full_or_its_list_ended() {
+        let first = Instant::now();
+        let soon = first + Duration::from_millis(300);
+        assert_eq!(resync_batch_hold(first, 10, 100, false, soon), Some(first + RESYNC_BATCH_WAIT));
+        assert_eq!(resync_batch_hold(first, 100, 100, false, soon), None, "full");
+        assert_eq!(resync_batch_hold(first, 10, 100, true, soon), None, "the sweep is queued");
+        assert_eq!(
+            resync_batch_hold(first, 10, 100, false, first + RESYNC_BATCH_WAIT),
+            None,
+            "waited enough"
+        );
+    }
+
+    #[test]
+    fn the_push_limit_halves_what_failed_and_recovers() {
+        assert_eq!(next_push_limit(1000, 67, false, 1000), 33);
+        assert_eq!(next_push_limit(20, 67, false, 1000), 10);
+        assert_eq!(next_push_limit(1, 5, false, 1000), 1, "never zero");
+        assert_eq!(next_push_limit(33, 33, true, 1000), 66);
+        assert_eq!(next_push_limit(700, 700, true, 1000), 1000);
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct CoalescingQueue {
     /// Absolute sequence number of `entries[0]`.
     head: u64,
     len: usize,
+    /// Sweeps and retains pending.
+    barriers: usize,
     coalesced: u64,
 }
 
@@ -92,6 +94,7 @@ impl CoalescingQueue {
             self.open.clear();
             self.entries.push_back(Some(item));
             self.len += 1;
+            self.barriers += 1;
             return false;
         };
         if let Some(&seq) = self.open.get(path) {
@@ -112,11 +115,21 @@ impl CoalescingQueue {
 
     /// Takes the oldest pending item if `take` accepts it.
     pub fn pop_if(&mut self, take: impl Fn(&WorkItem) -> bool) -> Option<WorkItem> {
+        if self.peek().is_some_and(take) { self.pop() } else { None }
+    }
+
+    /// The oldest pending item.
+    pub fn peek(&mut self) -> Option<&WorkItem> {
         while let Some(None) = self.entries.front() {
             self.entries.pop_front();
             self.head += 1;
         }
-        if self.entries.front()?.as_ref().is_some_and(take) { self.pop() } else { None }
+        self.entries.front()?.as_ref()
+    }
+
+    /// Whether a sweep or retain is pending.
+    pub fn has_barrier(&self) -> bool {
+        self.barriers > 0
     }
 
     /// Takes the oldest pending item.
@@ -126,10 +139,12 @@ impl CoalescingQueue {
             let seq = self.head;
             self.head += 1;
             let Some(item) = slot else { continue };
-            if let Some(path) = item.path()
-                && self.open.get(path) == Some(&seq)
-            {
-                self.open.remove(path);
+            match item.path() {
+                Some(path) if self.open.get(path) == Some(&seq) => {
+                    self.open.remove(path);
+                }
+                Some(_) => {}
+                None => self.barriers -= 1,
             }
             self.len -= 1;
             return Some(item);
@@ -267,6 +282,23 @@ mod tests {
         assert_eq!(summary(queue.pop()), Some(("a".into(), Some("1".into()), Operation::Update)));
         assert_eq!(summary(queue.pop()).unwrap().0, "<barrier>");
         assert_eq!(summary(queue.pop()), Some(("a".into(), Some("2".into()), Operation::Update)));
+    }
+
+    #[test]
+    fn a_pending_barrier_is_known_until_it_is_taken() {
+        let mut queue = CoalescingQueue::default();
+        queue.push(write("a", "1", Operation::Update));
+        assert!(!queue.has_barrier());
+        queue.push(sweep());
+        queue.push(sweep());
+        assert!(queue.has_barrier());
+        queue.pop();
+        queue.pop();
+        assert!(queue.has_barrier(), "one sweep is still pending");
+        assert_eq!(summary(queue.peek().cloned()).unwrap().0, "<barrier>");
+        queue.pop();
+        assert!(!queue.has_barrier());
+        assert!(queue.peek().is_none());
     }
 
     #[test]
