@@ -68,6 +68,14 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_ACCESS_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub access_check_interval: Duration,
 
+    /// How watches read the objects that exist when they start: `streaming`
+    /// (from the API server's watch cache; needs the WatchList feature,
+    /// on by default in Kubernetes 1.32 and 1.34+), `paged` (pages of 500
+    /// from etcd), or `auto` (streaming on those versions, with a fallback
+    /// to pages if the server refuses).
+    #[arg(long, env = "GITOPS_REVERSER_INITIAL_LIST", value_enum, default_value_t = crate::watch::InitialList::Auto)]
+    pub initial_list: crate::watch::InitialList,
+
     /// How long to wait for in-flight work after SIGTERM before exiting:
     /// workers push what they hold and shards are handed over in this time.
     /// Must exceed the push timeout by more than a second (the time left

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             Err(error) => fail(&error),
         },
         Command::Run(args) => {
+            gitops_reverser::memory::limit_arenas();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(error) => return fail(&format!("cannot start the async runtime: {error}")),

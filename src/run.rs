@@ -78,9 +78,11 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             metrics: metrics.clone(),
             shards,
             drain_timeout: args.drain_timeout(),
+            initial_list: args.initial_list,
         },
     );
     let controller = tokio::spawn(controller.run(stop_rx.clone()));
+    let trimmer = tokio::spawn(crate::memory::trim_periodically());
     let app = router(Probes { metrics, ready });
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -94,6 +96,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
     let signal = wait_for_signal().await.map_err(RunError::Signals)?;
     info!(signal, "shutting down");
     let _ = stop_tx.send(true);
+    trimmer.abort();
 
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
         let _ = checker.await;

@@ -50,6 +50,8 @@ pub struct Settings {
     pub shards: ShardHandle,
     /// How long a stopping worker may take to push what it holds.
     pub drain_timeout: Duration,
+    /// How watches list before they follow changes.
+    pub initial_list: crate::watch::InitialList,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -96,7 +98,13 @@ impl Controller {
         let (notices_tx, notices) = mpsc::unbounded_channel();
         Self {
             stores: Stores::start(&client, settings.namespace.as_deref(), changed.clone()),
-            watches: WatchManager::new(client.clone(), snapshots, notices_tx, settings.metrics.clone()),
+            watches: WatchManager::new(
+                client.clone(),
+                snapshots,
+                notices_tx,
+                settings.metrics.clone(),
+                settings.initial_list,
+            ),
             writer: StatusWriter::new(client.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             client,

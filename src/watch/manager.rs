@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::list::InitialList;
 use super::task::WatchTask;
 use super::{Notice, Snapshot};
 use crate::route::{WatchPlan, WatchSpec};
@@ -24,6 +25,7 @@ pub struct WatchManager {
     notices: mpsc::UnboundedSender<Notice>,
     running: HashMap<WatchSpec, Running>,
     metrics: Arc<Metrics>,
+    initial_list: InitialList,
 }
 
 impl WatchManager {
@@ -32,8 +34,9 @@ impl WatchManager {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         notices: mpsc::UnboundedSender<Notice>,
         metrics: Arc<Metrics>,
+        initial_list: InitialList,
     ) -> Self {
-        Self { client, snapshots, notices, running: HashMap::new(), metrics }
+        Self { client, snapshots, notices, running: HashMap::new(), metrics, initial_list }
     }
 
     /// Makes the running watches equal to the plan; returns the specs started.
@@ -58,6 +61,7 @@ impl WatchManager {
                 restart: restart_rx,
                 notices: self.notices.clone(),
                 metrics: self.metrics.clone(),
+                initial_list: self.initial_list,
             };
             self.running.insert(spec.clone(), Running { restart, task: tokio::spawn(task.run()) });
             started.push(spec.clone());

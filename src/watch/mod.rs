@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod dispatch;
 pub mod index;
+pub mod list;
 mod manager;
 mod task;
 
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 
+pub use list::InitialList;
 pub use manager::WatchManager;
 
 use crate::route::TargetKey;

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::dispatch;
 use super::index::ObjectIndex;
+use super::list::{self, InitialList};
 use super::{Notice, Snapshot};
 use crate::route::{Scope, TargetKey, WatchSpec};
 use crate::telemetry::trace::{self, TARGET};
@@ -28,6 +29,7 @@ pub(super) struct WatchTask {
     pub restart: mpsc::Receiver<()>,
     pub notices: mpsc::UnboundedSender<Notice>,
     pub metrics: Arc<Metrics>,
+    pub initial_list: InitialList,
 }
 
 /// A list in progress (start, resync, relist): the names seen so far, and
@@ -56,12 +58,18 @@ impl WatchTask {
 
     pub async fn run(mut self) {
         let api = self.api();
+        let mut streaming = list::streams(self.initial_list, list::server_version(&self.client).await);
         loop {
             // A restart is a resync: a fresh index makes every object go to
             // every target again (workers skip what the branch already has),
             // and the sweep after the list removes what is gone.
             let mut index = ObjectIndex::default();
-            let config = watcher::Config::default().page_size(500);
+            let config = if streaming {
+                watcher::Config::default().streaming_lists()
+            } else {
+                watcher::Config::default().page_size(500)
+            };
+            debug!(resource = %self.spec.resource.plural, streaming, "listing");
             let mut stream = watcher(api.clone(), config).default_backoff().boxed();
             let mut listed: Option<Listing> = None;
             loop {
@@ -73,6 +81,11 @@ impl WatchTask {
                     },
                     event = stream.next() => match event {
                         Some(Ok(event)) => self.handle(event, &mut index, &mut listed).await,
+                        Some(Err(error)) if streaming && refuses_streaming(&error) => {
+                            warn!(resource = %self.spec.resource.plural, %error, "the API server refuses streaming lists; listing in pages");
+                            streaming = false;
+                            break;
+                        }
                         Some(Err(error)) => warn!(resource = %self.spec.resource.plural, %error, "watch error; retrying"),
                         None => return,
                     },
@@ -211,5 +224,14 @@ impl WatchTask {
                 }
             }
         }
+    }
+}
+
+/// A server with the WatchList gate off answers `sendInitialEvents` with 422.
+fn refuses_streaming(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 422,
+        watcher::Error::WatchError(status) => status.code == 422,
+        _ => false,
     }
 }
