@@ -55,7 +55,9 @@ fn run(args: &[&str]) -> Value {
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(saved, report);
-    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("lost changes"));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("lost changes"));
+    assert!(md.contains("| verb | req/s (all) | req/s (leases) |"), "{md}");
     report
 }
 
@@ -72,6 +74,14 @@ fn assert_well_formed(report: &Value, scenario: &str) {
     }
     assert!(report["replicas"].as_array().is_some_and(|r| !r.is_empty()));
     assert!(report["final_check"]["objects"].as_u64().unwrap() > 0);
+    // The replicas' watches and Lease renewals alone guarantee requests.
+    let api = &report["api_server_requests"];
+    assert!(api["error"].is_null(), "API server requests not measured: {}", api["error"]);
+    assert!(api["total_per_second"].as_f64().is_some_and(|r| r > 0.0), "{api}");
+    assert!(api["window_seconds"].as_f64().is_some_and(|w| w > 0.0), "{api}");
+    for map in ["per_second_by_verb", "leases_per_second_by_verb"] {
+        assert!(api[map].as_object().is_some_and(|m| !m.is_empty()), "{map}: {api}");
+    }
 }
 
 #[test]

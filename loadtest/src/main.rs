@@ -3,6 +3,7 @@
 //! processes sharing one Lease set, measures, and writes `report.json`,
 //! `report.md` and PNG plots into `<out>/<run>/`; the JSON is also printed.
 
+mod apiserver;
 mod cluster;
 mod env;
 mod inprocess;

@@ -86,6 +86,7 @@ pub fn json(outcome: &Outcome, lags: &[Option<f64>], plots: &[String], plot_erro
         "handover": gap_summary(&gaps, &["terminate"]),
         "disruptions": outcome.disruptions,
         "initial_sync": initial_sync,
+        "api_server_requests": outcome.api_server_requests,
         "final_check": outcome.final_check,
         "lost": outcome.final_check.lost,
         "plots": plots,
@@ -98,6 +99,32 @@ fn fmt(v: &Value) -> String {
         Some(f) if f.fract() != 0.0 => format!("{f:.3}"),
         _ if v.is_null() => "–".into(),
         _ => v.to_string(),
+    }
+}
+
+/// The API server's requests per second by verb: a table, or why there is none.
+fn api_requests(md: &mut String, a: &Value) {
+    if let Some(e) = a["error"].as_str() {
+        let _ = writeln!(md, "\nAPI server requests: not measured: {e}");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nAPI server requests, all clients (its `apiserver_request_total` at the load's start and end, {} s apart): {} per second.\n",
+        fmt(&a["window_seconds"]),
+        fmt(&a["total_per_second"])
+    );
+    let _ = writeln!(md, "| verb | req/s (all) | req/s (leases) |\n| --- | --- | --- |");
+    for (verb, rate) in a["per_second_by_verb"].as_object().into_iter().flatten() {
+        let _ = writeln!(md, "| {verb} | {} | {} |", fmt(rate), fmt(&a["leases_per_second_by_verb"][verb]));
+    }
+    if let Some(verbs) = a["reset_verbs"].as_array().filter(|v| !v.is_empty()) {
+        let verbs: Vec<&str> = verbs.iter().filter_map(Value::as_str).collect();
+        let _ = writeln!(
+            md,
+            "\nThe API server restarted during the load: the counters of {} count from 0 at the restart (lower bounds).",
+            verbs.join(", ")
+        );
     }
 }
 
@@ -151,6 +178,7 @@ pub fn markdown(report: &Value) -> String {
             fmt(&sync["rss_per_object_bytes"])
         );
     }
+    api_requests(&mut md, &r["api_server_requests"]);
     let _ = writeln!(md, "\n| replica | peak RSS (KiB) | CPU (s) | avg cores |\n| --- | --- | --- | --- |");
     for rep in r["replicas"].as_array().into_iter().flatten() {
         let _ = writeln!(

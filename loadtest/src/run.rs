@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::apiserver;
 use crate::cluster::Cluster;
 use crate::env::Env;
 use crate::load::{self, Change, Profile};
@@ -69,6 +70,9 @@ pub struct Outcome {
     pub baseline_rss_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
     pub create_seconds: Option<f64>,
+    /// The API server's requests per second over the load (for an initial
+    /// sync: from the replicas' start until the branches equal the cluster).
+    pub api_server_requests: apiserver::Measured,
 }
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run's faults.
@@ -178,7 +182,10 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
     let changes;
     let mut errors = 0;
     let load_seconds;
+    let api_start;
+    let mut api_end = None;
     if plan.initial_sync {
+        api_start = apiserver::fetch(&cluster.client).await;
         load_started_at = now();
         start_all(&mut *fleet.lock().await)?;
         changes = (0..plan.objects)
@@ -195,6 +202,7 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         }
         eprintln!("{} objects synced; load starts", plan.objects);
         let offsets = load::schedule(plan.profile, plan.seconds);
+        api_start = apiserver::fetch(&cluster.client).await;
         load_started_at = now();
         let until = load_started_at + plan.seconds;
         let parallel = plan.parallel.min(plan.objects);
@@ -202,6 +210,7 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
             load::drive(&cluster, plan.objects, &offsets, plan.objects as u64, parallel),
             inject(&fleet, plan.faults, until, &disruptions),
         );
+        api_end = Some(apiserver::fetch(&cluster.client).await);
         eprintln!("{} changes in {:.1}s ({} failed)", driven.changes.len(), driven.seconds, driven.errors);
         changes = driven.changes;
         errors = driven.errors;
@@ -209,6 +218,15 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
     }
     let timeout = Duration::from_secs_f64(plan.settle_timeout);
     let final_check = measure::final_check(&cluster, &mirror, timeout).await?;
+    // An initial sync's load ends when the branches equal the cluster.
+    let api_end = match api_end {
+        Some(end) => end,
+        None => apiserver::fetch(&cluster.client).await,
+    };
+    let api_server_requests = apiserver::measured(&api_start, &api_end);
+    if let Some(e) = &api_server_requests.error {
+        eprintln!("API server requests not measured: {e}");
+    }
     let mut rss_after_kib = None;
     if plan.initial_sync {
         // Let the sync's transient buffers go before reading RSS.
@@ -237,5 +255,6 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         baseline_rss_kib,
         rss_after_kib,
         create_seconds,
+        api_server_requests,
     })
 }
