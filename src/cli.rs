@@ -68,6 +68,12 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_ACCESS_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub access_check_interval: Duration,
 
+    /// Pushes this replica runs at once, across all its branches. Beyond
+    /// it, branches wait their turn and push larger batches: a git server
+    /// past its ceiling slows every push down until they all time out.
+    #[arg(long, env = "GITOPS_REVERSER_MAX_CONCURRENT_PUSHES", default_value_t = DEFAULT_MAX_CONCURRENT_PUSHES, value_parser = parse_push_slots)]
+    pub max_concurrent_pushes: usize,
+
     /// How watches read the objects that exist when they start: `streaming`
     /// (from the API server's watch cache; needs the WatchList feature,
     /// on by default in Kubernetes 1.32 and 1.34+), `paged` (pages of 500
@@ -160,6 +166,16 @@ impl RunArgs {
 
 /// Part of the shutdown timeout kept for releasing the shard Leases after
 /// the workers drained.
+fn parse_push_slots(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("{value:?} is not a number of pushes from 1 to 256")),
+    }
+}
+
+/// Default `--max-concurrent-pushes`.
+pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
+
 pub const RELEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Format of log lines.
@@ -215,6 +231,14 @@ mod tests {
     fn rejects_durations_without_units_or_with_unknown_units() {
         for bad in ["", "5", "5d", "s", "1m30", "-1s", "1..5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn push_slots_are_bounded() {
+        assert_eq!(parse_push_slots("4"), Ok(4));
+        for bad in ["0", "257", "-1", "four"] {
+            assert!(parse_push_slots(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

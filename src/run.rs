@@ -79,6 +79,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             shards,
             drain_timeout: args.drain_timeout(),
             initial_list: args.initial_list,
+            max_concurrent_pushes: args.max_concurrent_pushes,
         },
     );
     let controller = tokio::spawn(controller.run(stop_rx.clone()));

@@ -50,6 +50,8 @@ pub struct Settings {
     pub shards: ShardHandle,
     /// How long a stopping worker may take to push what it holds.
     pub drain_timeout: Duration,
+    /// Pushes this replica runs at once.
+    pub max_concurrent_pushes: usize,
     /// How watches list before they follow changes.
     pub initial_list: crate::watch::InitialList,
 }
@@ -89,6 +91,8 @@ pub struct Controller {
     handing_over: HashMap<u32, Vec<BranchKey>>,
     /// The ownership this pass works with.
     ownership: Arc<Ownership>,
+    /// Shared by every worker: see `--max-concurrent-pushes`.
+    push_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Controller {
@@ -108,6 +112,7 @@ impl Controller {
             writer: StatusWriter::new(client.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             client,
+            push_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_pushes)),
             settings,
             changed,
             catalog: ResourceCatalog::default(),
@@ -419,6 +424,7 @@ impl Controller {
             repo_dir: self.settings.data_dir.join("repos").join(format!("{hash:016x}")),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
             metrics: self.settings.metrics.clone(),
+            push_slots: self.push_slots.clone(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
@@ -59,6 +59,8 @@ pub struct WorkerSettings {
     pub fence: Fence,
     /// This replica's name, in every commit's `Replica:` trailer.
     pub replica: String,
+    /// Pushes this replica runs at once, shared by all its workers.
+    pub push_slots: Arc<Semaphore>,
 }
 
 /// What the status writer needs to know.
@@ -713,6 +715,10 @@ impl Worker {
         };
         let git_dir = self.repo.as_ref().expect("repo").git_dir().to_owned();
         let expected = self.remote_tip.map(|t| t.to_string());
+        // Queue here, not at the server: a git server past its ceiling makes
+        // every push slow, and pushes killed by the timeout all start over.
+        let _slot =
+            self.settings.push_slots.clone().acquire_owned().await.expect("the slots are never closed");
         // The push must be over before the shard Lease could expire.
         let now = Instant::now();
         let bound = self.settings.fence.check(now)?;

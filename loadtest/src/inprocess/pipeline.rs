@@ -104,6 +104,8 @@ impl Pipeline {
         let credentials = credentials(env, url)?;
         let metrics = Arc::new(Metrics::new());
         let mut workers = Vec::with_capacity(branches);
+        let push_slots =
+            Arc::new(tokio::sync::Semaphore::new(gitops_reverser::cli::DEFAULT_MAX_CONCURRENT_PUSHES));
         let mut queues = HashMap::new();
         for i in 0..branches {
             let settings = WorkerSettings {
@@ -121,6 +123,7 @@ impl Pipeline {
                 // No Leases here: this process holds every shard for good.
                 fence: Fence::unfenced(PUSH_TIMEOUT),
                 replica: "in-process".into(),
+                push_slots: push_slots.clone(),
             };
             let worker = WorkerHandle::spawn(settings);
             queues.insert(target(i), worker.queue.clone());
