@@ -164,8 +164,6 @@ impl RunArgs {
     }
 }
 
-/// Part of the shutdown timeout kept for releasing the shard Leases after
-/// the workers drained.
 fn parse_push_slots(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if (1..=256).contains(&n) => Ok(n),
@@ -176,6 +174,8 @@ fn parse_push_slots(value: &str) -> Result<usize, String> {
 /// Default `--max-concurrent-pushes`.
 pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
 
+/// Part of the shutdown timeout kept for releasing the shard Leases after
+/// the workers drained.
 pub const RELEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Format of log lines.

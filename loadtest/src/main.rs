@@ -6,6 +6,7 @@
 mod apiserver;
 mod cluster;
 mod env;
+mod exposition;
 mod inprocess;
 mod load;
 mod measure;

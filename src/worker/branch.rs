@@ -228,8 +228,10 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // A drain commits everything at once; otherwise listed objects may wait for their list.
         let hold = if draining.is_some() { None } else { worker.resync_hold(Instant::now()) };
-        if let Some(item) = hold.is_none().then(|| worker.queue.pop()).flatten() {
+        let next = if hold.is_some() { None } else { worker.queue.pop() };
+        if let Some(item) = next {
             worker.process(item).await;
         } else if let Some(done) = draining.take() {
             // A capped backlog takes several pushes; stop at the first that fails.

@@ -4,6 +4,8 @@
 
 use gitops_reverser::telemetry::Metrics;
 
+use crate::exposition::{labels, sample};
+
 /// Sums of the branch workers' metrics over every branch.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
@@ -18,18 +20,15 @@ pub struct Counters {
     pub coalesced: f64,
 }
 
-/// Sum of the samples of `name` whose labels contain `filter`.
+/// Sum of the samples of `name` that carry every label of `filter`
+/// (`key="value",…`; empty: all of them).
 fn sum(text: &str, name: &str, filter: &str) -> f64 {
+    let filter = format!("{filter}}}");
+    let Ok((wanted, _)) = labels(&filter) else { return 0.0 };
     text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            labels.contains(filter).then_some(())?;
-            value.split_whitespace().next()?.parse::<f64>().ok()
-        })
+        .filter_map(|line| sample(line).ok().flatten())
+        .filter(|(n, found, _)| *n == name && wanted.iter().all(|w| found.contains(w)))
+        .map(|(_, _, value)| value)
         .sum()
 }
 
