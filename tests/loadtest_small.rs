@@ -69,6 +69,10 @@ fn assert_well_formed(report: &Value, scenario: &str) {
     for field in ["p50", "p90", "p99", "max", "count"] {
         assert!(report["lag_seconds"].get(field).is_some(), "lag_seconds.{field}");
     }
+    // The operator's own histogram: every scenario commits something.
+    let commit_lag = &report["commit_lag_seconds"];
+    assert!(commit_lag["count"].as_f64().is_some_and(|n| n > 0.0), "{commit_lag}");
+    assert!(commit_lag["p50"].as_f64().is_some_and(|p| p >= 0.0), "{commit_lag}");
     for section in ["changes", "pushes", "shard_balance", "failover", "handover", "parameters", "machine"] {
         assert!(report[section].is_object(), "{section}");
     }

@@ -72,6 +72,7 @@ async fn metrics_pass_promtool_and_count_the_changes() {
             && committed + coalesced == 5.0
             && value(&text, "gitops_reverser_queue_depth", &branch) == Some(0.0)
             && value(&text, "gitops_reverser_event_to_push_lag_seconds_count", &branch) == Some(committed)
+            && value(&text, "gitops_reverser_event_to_commit_lag_seconds_count", &branch) == Some(committed)
             && value(&text, "gitops_reverser_target_ready", &target) == Some(1.0);
         settled.then_some(text)
     })
@@ -123,6 +124,12 @@ async fn metrics_pass_promtool_and_count_the_changes() {
     assert!(value(&text, "gitops_reverser_watches_open", &[]) >= Some(1.0));
     let lag_sum = value(&text, "gitops_reverser_event_to_push_lag_seconds_sum", &branch).unwrap();
     assert!(lag_sum > 0.0 && lag_sum < 60.0 * 5.0, "lag sum {lag_sum}");
+    // A commit precedes its push, so its lag from the same events is smaller.
+    let commit_lag_sum = value(&text, "gitops_reverser_event_to_commit_lag_seconds_sum", &branch).unwrap();
+    assert!(
+        commit_lag_sum > 0.0 && commit_lag_sum < lag_sum,
+        "commit lag sum {commit_lag_sum}, push {lag_sum}"
+    );
 
     // Every metric a dashboard or the chart's alerts name is exported.
     names_are_exported(&text);

@@ -243,9 +243,10 @@ func gitAndLag() *dashboard.DashboardBuilder {
 		"Commit and push latency and results, event-to-push lag and resyncs. Exemplars link to traces."))
 	return b.
 		WithRow(dashboard.NewRowBuilder("Lag")).
-		WithPanel(series("Event to push lag", "Time from a watch event to the push that carried its commit.", "s", 12,
+		WithPanel(series("Event to push lag", "Time from a watch event to the push that carried its commit, and (commit p99) to the local commit: the difference is time spent waiting for or in pushes.", "s", 12,
 			query(quantile("0.5", "gitops_reverser_event_to_push_lag_seconds", branch, "branch"), "p50 {{branch}}").Exemplar(true),
-			query(quantile("0.99", "gitops_reverser_event_to_push_lag_seconds", branch, "branch"), "p99 {{branch}}").Exemplar(true))).
+			query(quantile("0.99", "gitops_reverser_event_to_push_lag_seconds", branch, "branch"), "p99 {{branch}}").Exemplar(true),
+			query(quantile("0.99", "gitops_reverser_event_to_commit_lag_seconds", branch, "branch"), "commit p99 {{branch}}").Exemplar(true))).
 		WithPanel(series("Oldest queued change", "Age of the oldest change waiting per branch worker.", "s", 12,
 			query(`max by (repository, branch) (gitops_reverser_queue_oldest_age_seconds{`+branch+`})`, "{{repository}} {{branch}}"))).
 		WithRow(dashboard.NewRowBuilder("Commits")).

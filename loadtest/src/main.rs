@@ -7,6 +7,7 @@ mod apiserver;
 mod cluster;
 mod env;
 mod exposition;
+mod histogram;
 mod inprocess;
 mod load;
 mod measure;

@@ -10,6 +10,8 @@ pub const LEASE_PREFIX: &str = "lt";
 
 pub struct Replica {
     pub name: String,
+    /// `host:port` of its probes and `/metrics`.
+    pub http_addr: String,
     child: Child,
     pub frozen: bool,
 }
@@ -75,13 +77,13 @@ impl Fleet {
     pub fn start(&mut self, slot: usize) -> Result<String, String> {
         self.generation += 1;
         let name = format!("r{slot}-{}", self.generation);
+        let http_addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
         let child = Command::new(&self.binary)
             .arg("run")
             .args(["--replica", &name, "--namespace", &self.namespace, "--lease-namespace", &self.namespace])
             .args(["--lease-prefix", LEASE_PREFIX, "--log-format", "json"])
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(["--http-addr", &http_addr])
             .arg("--data-dir")
             .arg(self.dir.join(format!("data-{name}")))
             .args(&self.extra)
@@ -93,7 +95,7 @@ impl Fleet {
         if self.slots.len() <= slot {
             self.slots.resize_with(slot + 1, || None);
         }
-        self.slots[slot] = Some(Replica { name: name.clone(), child, frozen: false });
+        self.slots[slot] = Some(Replica { name: name.clone(), http_addr, child, frozen: false });
         Ok(name)
     }
 

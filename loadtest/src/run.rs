@@ -2,6 +2,7 @@
 //! the objects, drive the load while injecting faults, check the final
 //! state, and collect everything a report needs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::sync::Mutex;
 use crate::apiserver;
 use crate::cluster::Cluster;
 use crate::env::Env;
+use crate::histogram::Histogram;
 use crate::load::{self, Change, Profile};
 use crate::measure::{self, Disruption, FinalCheck};
 use crate::remote::{Mirror, PushInfo};
@@ -64,6 +66,8 @@ pub struct Outcome {
     pub errors: usize,
     pub pushes: Vec<PushInfo>,
     pub samples: Vec<Sample>,
+    /// The operator's event → commit lag over the load, all replicas.
+    pub commit_lag: Histogram,
     pub disruptions: Vec<Disruption>,
     pub final_check: FinalCheck,
     /// Summed RSS of the idle replicas before the objects existed (initial sync).
@@ -73,6 +77,15 @@ pub struct Outcome {
     /// The API server's requests per second over the load (for an initial
     /// sync: from the replicas' start until the branches equal the cluster).
     pub api_server_requests: apiserver::Measured,
+}
+
+/// The commit lag observed during the load, summed over replicas.
+fn commit_lag_since(end: &BTreeMap<String, Histogram>, start: &BTreeMap<String, Histogram>) -> Histogram {
+    let mut total = Histogram::default();
+    for (name, last) in end {
+        total.add(&start.get(name).map_or_else(|| last.clone(), |first| last.since(first)));
+    }
+    total
 }
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run's faults.
@@ -183,6 +196,8 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
     let mut errors = 0;
     let load_seconds;
     let api_start;
+    // Each replica's commit lags before the load (the sync of the objects).
+    let mut lags_at_start = BTreeMap::new();
     let mut api_end = None;
     if plan.initial_sync {
         api_start = apiserver::fetch(&cluster.client).await;
@@ -202,6 +217,7 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         }
         eprintln!("{} objects synced; load starts", plan.objects);
         let offsets = load::schedule(plan.profile, plan.seconds);
+        sampler::scrape_lags(&fleet, &mut lags_at_start).await;
         api_start = apiserver::fetch(&cluster.client).await;
         load_started_at = now();
         let until = load_started_at + plan.seconds;
@@ -234,7 +250,7 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         rss_after_kib = Some(summed_rss(&*fleet.lock().await));
     }
     let _ = stop.send(());
-    let samples = sampling.await.map_err(|e| e.to_string())?;
+    let sampled = sampling.await.map_err(|e| e.to_string())?;
     fleet.lock().await.terminate_all().await;
     let pushes = mirror.pushes()?;
     if final_check.lost == 0 {
@@ -249,7 +265,8 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         changes,
         errors,
         pushes,
-        samples,
+        samples: sampled.timeline,
+        commit_lag: commit_lag_since(&sampled.commit_lags, &lags_at_start),
         disruptions: disruptions.into_inner(),
         final_check,
         baseline_rss_kib,

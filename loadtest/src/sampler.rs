@@ -1,16 +1,26 @@
 //! Samples, every half second, each live replica's memory and CPU from
-//! /proc and the holders of the shard Leases, into a timeline.
+//! /proc and the holders of the shard Leases, into a timeline; and every
+//! two seconds (and at the end) each running replica's event → commit lag
+//! histogram from its `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use crate::histogram::Histogram;
 use crate::replicas::{Fleet, LEASE_PREFIX, proc_usage, ticks_per_second};
+
+/// The operator's histogram of watch event → local commit.
+pub const COMMIT_LAG: &str = "gitops_reverser_event_to_commit_lag_seconds";
+/// Lag histograms are read every this many samples.
+const SCRAPE_EVERY: usize = 4;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicaSample {
@@ -59,24 +69,66 @@ async fn shard_holders(api: &Api<Lease>, shards: usize) -> (BTreeMap<String, usi
     (held, shards.saturating_sub(owned))
 }
 
+/// What the sampler collected.
+pub struct Sampled {
+    pub timeline: Vec<Sample>,
+    /// Event → commit lag per replica: its last successful scrape (a killed
+    /// replica's commits of its last ≤ 2 s are missing).
+    pub commit_lags: BTreeMap<String, Histogram>,
+}
+
+/// `GET /metrics` over HTTP/1.0 (no chunking), with a deadline.
+async fn scrape(addr: &str) -> Result<String, String> {
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.map_err(|e| e.to_string())?;
+        let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+        match head.split_whitespace().nth(1) {
+            Some("200") => Ok(body.to_owned()),
+            status => Err(format!("status {status:?}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), get).await.map_err(|_| "timed out".to_owned())?
+}
+
+/// Each running (not frozen) replica's commit lag histogram, into `last`.
+pub async fn scrape_lags(fleet: &Mutex<Fleet>, last: &mut BTreeMap<String, Histogram>) {
+    let targets: Vec<(String, String)> = {
+        let fleet = fleet.lock().await;
+        fleet.live().filter(|r| !r.frozen).map(|r| (r.name.clone(), r.http_addr.clone())).collect()
+    };
+    for (name, addr) in targets {
+        if let Ok(text) = scrape(&addr).await {
+            last.insert(name, Histogram::read(&text, COMMIT_LAG));
+        }
+    }
+}
+
 /// Samples until the returned sender is dropped or signalled; the handle
-/// yields the timeline.
+/// yields what was sampled.
 pub fn spawn(
     fleet: Arc<Mutex<Fleet>>,
     client: kube::Client,
     namespace: &str,
     shards: usize,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<Sample>>) {
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Sampled>) {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let handle = tokio::spawn(async move {
         let tps = ticks_per_second();
         let mut timeline = Vec::new();
+        let mut lags = BTreeMap::new();
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
-        loop {
+        for tick in 0usize.. {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = &mut stopped => break,
+            }
+            if tick % SCRAPE_EVERY == 0 {
+                scrape_lags(&fleet, &mut lags).await;
             }
             let at = now();
             let replicas: Vec<ReplicaSample> = {
@@ -98,7 +150,8 @@ pub fn spawn(
             let (held, unowned) = shard_holders(&api, shards).await;
             timeline.push(Sample { at, replicas, shards: held, unowned });
         }
-        timeline
+        scrape_lags(&fleet, &mut lags).await;
+        Sampled { timeline, commit_lags: lags }
     });
     (stop, handle)
 }

@@ -54,6 +54,12 @@ fn lag_buckets() -> Latency {
     HistogramWithExemplars::new(exponential_buckets(0.05, 2.0, 15))
 }
 
+/// Finer at the low end than the push lag: a commit follows its event by
+/// milliseconds when the worker keeps up.
+fn commit_lag_buckets() -> Latency {
+    HistogramWithExemplars::new(exponential_buckets(0.005, 2.0, 18))
+}
+
 /// The families every worker's handles come from.
 pub(super) struct BranchFamilies {
     queue_depth: Family<BranchLabels, Gauge>,
@@ -64,6 +70,7 @@ pub(super) struct BranchFamilies {
     push_duration: LatencyFamily<BranchLabels>,
     pushes: Family<PushLabels, Counter>,
     lag: LatencyFamily<BranchLabels>,
+    commit_lag: LatencyFamily<BranchLabels>,
 }
 
 impl BranchFamilies {
@@ -77,6 +84,7 @@ impl BranchFamilies {
             push_duration: Family::new_with_constructor(push_buckets),
             pushes: Family::default(),
             lag: Family::new_with_constructor(lag_buckets),
+            commit_lag: Family::new_with_constructor(commit_lag_buckets),
         }
     }
 
@@ -117,6 +125,12 @@ impl BranchFamilies {
             Unit::Seconds,
             self.lag.clone(),
         );
+        registry.register_with_unit(
+            "event_to_commit_lag",
+            "Time from a watch event to the local commit that carries it",
+            Unit::Seconds,
+            self.commit_lag.clone(),
+        );
     }
 
     pub(super) fn bind(&self, repository: &str, branch: &str) -> BranchMetrics {
@@ -135,6 +149,7 @@ impl BranchFamilies {
             commit_failed: self.commits.get_or_create_owned(&commits("failed")),
             push_duration: self.push_duration.get_or_create_owned(&labels),
             lag: self.lag.get_or_create_owned(&labels),
+            commit_lag: self.commit_lag.get_or_create_owned(&labels),
             pushes: self.pushes.clone(),
             gauges: (self.queue_depth.clone(), self.queue_oldest_age.clone()),
             labels,
@@ -153,6 +168,7 @@ pub struct BranchMetrics {
     commit_failed: Counter,
     push_duration: Latency,
     lag: Latency,
+    commit_lag: Latency,
     pushes: Family<PushLabels, Counter>,
     gauges: (Family<BranchLabels, Gauge>, Family<BranchLabels, Seconds>),
 }
@@ -193,6 +209,11 @@ impl BranchMetrics {
             reason: reason.to_owned(),
         };
         self.pushes.get_or_create(&labels).inc();
+    }
+
+    /// A commit was written `lag` after the oldest watch event it carries.
+    pub fn committed_change(&self, lag: Duration, trace_id: Option<String>) {
+        self.commit_lag.observe(lag.as_secs_f64(), exemplar(trace_id), None);
     }
 
     /// A change reached the remote `lag` after its watch event.

@@ -570,6 +570,7 @@ impl Worker {
         self.metrics.commit(started.elapsed(), commit.is_ok(), source.trace_id());
         let commit = commit?;
         if let Some(commit) = commit {
+            self.metrics.committed_change(source.received_at.elapsed(), source.trace_id());
             span.record("sha", commit.to_string());
             self.local_tip = Some(commit);
             for change in &changes {

@@ -21,8 +21,9 @@ use serde_json::Value;
 use self::pipeline::Pipeline;
 use self::usage::{Counters, Cpu};
 use crate::env::Env;
+use crate::histogram::Histogram;
 use crate::remote::Mirror;
-use crate::sampler::now;
+use crate::sampler::{COMMIT_LAG, now};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -48,6 +49,8 @@ pub struct Measured {
     /// Every change was pushed (or coalesced) within the settle time.
     pub complete: bool,
     pub counters: Counters,
+    /// The workers' event → commit lag over the load.
+    pub commit_lag: Histogram,
     pub cpu: Cpu,
     pub git_server_cpu: Option<Cpu>,
     pub rss_kib: u64,
@@ -104,6 +107,7 @@ pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, Str
     let metrics = pipeline.metrics.clone();
     let loadavg_before = usage::loadavg();
     let before = Counters::read(&metrics);
+    let commit_lag_before = Histogram::read(&metrics.encode(), COMMIT_LAG);
     let cpu_before = Cpu::of("self", tps).unwrap_or_default();
     let server_before = git_server_cpu(env, tps);
     let rate = settings.rate;
@@ -138,6 +142,7 @@ pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, Str
         }
     }
     let counters = Counters::read(&metrics).since(&before);
+    let commit_lag = Histogram::read(&metrics.encode(), COMMIT_LAG).since(&commit_lag_before);
     let cpu = Cpu::of("self", tps).unwrap_or_default().since(&cpu_before);
     let git_server_cpu =
         git_server_cpu(env, tps).zip(server_before).map(|(after, before)| after.since(&before));
@@ -165,6 +170,7 @@ pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, Str
         sync_seconds,
         fed,
         counters,
+        commit_lag,
         cpu,
         git_server_cpu,
         rss_kib,

@@ -51,6 +51,7 @@ pub fn json(m: &Measured) -> Value {
         "worker_time": {"commit_share": per(c.commit_seconds, worker_seconds),
                         "push_share": per(c.push_seconds, worker_seconds)},
         "lag_seconds": stats::summary(&lags),
+        "commit_lag_seconds": m.commit_lag.summary(),
         "process": {"cpu_seconds": m.cpu.own, "cpu_cores_avg": per(m.cpu.own, window),
                     "children_cpu_seconds": m.cpu.children, "rss_kib": m.rss_kib, "peak_rss_kib": m.peak_rss_kib},
         "git_server": m.git_server_cpu.map(|cpu| json!({"cpu_seconds": cpu.own + cpu.children})),
@@ -79,7 +80,7 @@ pub fn markdown(r: &Value) -> String {
     );
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
-    let rows: [(&str, &Value); 25] = [
+    let rows: [(&str, &Value); 27] = [
         ("initial sync pushed (s)", &r["initial_sync_seconds"]),
         ("all pushed within the settle time", &r["complete"]),
         ("changes fed", &r["changes"]["fed"]),
@@ -97,8 +98,10 @@ pub fn markdown(r: &Value) -> String {
         ("commits per push", &r["pushes"]["commits_per_push"]),
         ("worker time in commits", &r["worker_time"]["commit_share"]),
         ("worker time in pushes", &r["worker_time"]["push_share"]),
-        ("lag p50 (s)", &r["lag_seconds"]["p50"]),
-        ("lag p99 (s)", &r["lag_seconds"]["p99"]),
+        ("lag event → pushed p50 (s)", &r["lag_seconds"]["p50"]),
+        ("lag event → pushed p99 (s)", &r["lag_seconds"]["p99"]),
+        ("lag event → commit p50 (s, operator histogram)", &r["commit_lag_seconds"]["p50"]),
+        ("lag event → commit p99 (s)", &r["commit_lag_seconds"]["p99"]),
         ("process CPU (s)", &r["process"]["cpu_seconds"]),
         ("process CPU (cores)", &r["process"]["cpu_cores_avg"]),
         ("git/ssh child CPU (s)", &r["process"]["children_cpu_seconds"]),
