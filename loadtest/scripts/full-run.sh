@@ -18,7 +18,7 @@ run() {
   tail -n 1 "$OUT/$1.log"
 }
 mkdir -p "$OUT"
-run steady         --replicas 3 --targets 100 --objects 1000 --rate 500 --seconds 60
+run steady         --replicas 3 --targets 100 --objects 1000 --rate 500 --seconds 60 --settle 600
 run burst          --replicas 2 --targets 10  --objects 1000 --base 5 --spike 500 --every 10 --seconds 40
 run initial-sync   --replicas 1 --targets 10  --objects 100000
 run scale-out      --counts 1,2,3,5 --targets 32 --objects 500 --rate 100 --seconds 40

@@ -27,6 +27,7 @@ use crate::watch::dispatch::{Routing, TargetInfo};
 use crate::watch::index::TargetId;
 use crate::watch::{Notice, Snapshot, WatchManager};
 use crate::worker::branch::{WorkerHandle, WorkerSettings};
+use crate::worker::push_slots::PushSlots;
 use crate::worker::queue::WorkItem;
 use crate::worker::repo::Identity;
 use access::AccessChecks;
@@ -92,7 +93,7 @@ pub struct Controller {
     /// The ownership this pass works with.
     ownership: Arc<Ownership>,
     /// Shared by every worker: see `--max-concurrent-pushes`.
-    push_slots: Arc<tokio::sync::Semaphore>,
+    push_slots: PushSlots,
 }
 
 impl Controller {
@@ -112,7 +113,7 @@ impl Controller {
             writer: StatusWriter::new(client.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             client,
-            push_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_pushes)),
+            push_slots: PushSlots::new(settings.max_concurrent_pushes),
             settings,
             changed,
             catalog: ResourceCatalog::default(),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
@@ -19,6 +19,7 @@ use super::files::BranchFiles;
 use super::message;
 use super::observe::{self, Source};
 use super::policy::{PushPolicy, backoff, next_push_limit, resync_batch_hold};
+use super::push_slots::{PushEnd, PushSlots};
 use super::queue::{CoalescingQueue, WorkItem};
 use super::remote::{PushOutcome, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
@@ -60,7 +61,7 @@ pub struct WorkerSettings {
     /// This replica's name, in every commit's `Replica:` trailer.
     pub replica: String,
     /// Pushes this replica runs at once, shared by all its workers.
-    pub push_slots: Arc<Semaphore>,
+    pub push_slots: PushSlots,
 }
 
 /// What the status writer needs to know.
@@ -720,8 +721,7 @@ impl Worker {
         let expected = self.remote_tip.map(|t| t.to_string());
         // Queue here, not at the server: a git server past its ceiling makes
         // every push slow, and pushes killed by the timeout all start over.
-        let _slot =
-            self.settings.push_slots.clone().acquire_owned().await.expect("the slots are never closed");
+        let slot = self.settings.push_slots.acquire().await;
         // The push must be over before the shard Lease could expire.
         let now = Instant::now();
         let bound = self.settings.fence.check(now)?;
@@ -734,8 +734,13 @@ impl Worker {
                 &self.settings.key.branch,
                 expected.as_deref(),
             )
-            .await?;
-        Ok(outcome)
+            .await;
+        slot.finish(match &outcome {
+            Ok(_) => PushEnd::Answered,
+            Err(RemoteError::Timeout { .. }) => PushEnd::TimedOut,
+            Err(_) => PushEnd::Other,
+        });
+        Ok(outcome?)
     }
 
     /// Rebuilds the unpushed changes on top of the remote's new tip. The

@@ -7,6 +7,7 @@ pub mod files;
 pub mod message;
 pub mod observe;
 pub mod policy;
+pub mod push_slots;
 pub mod queue;
 pub mod remote;
 pub mod repo;

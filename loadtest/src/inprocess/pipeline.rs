@@ -104,8 +104,9 @@ impl Pipeline {
         let credentials = credentials(env, url)?;
         let metrics = Arc::new(Metrics::new());
         let mut workers = Vec::with_capacity(branches);
-        let push_slots =
-            Arc::new(tokio::sync::Semaphore::new(gitops_reverser::cli::DEFAULT_MAX_CONCURRENT_PUSHES));
+        let push_slots = gitops_reverser::worker::push_slots::PushSlots::new(
+            gitops_reverser::cli::DEFAULT_MAX_CONCURRENT_PUSHES,
+        );
         let mut queues = HashMap::new();
         for i in 0..branches {
             let settings = WorkerSettings {
