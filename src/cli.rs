@@ -68,9 +68,10 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_ACCESS_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub access_check_interval: Duration,
 
-    /// Pushes this replica runs at once, across all its branches. Beyond
-    /// it, branches wait their turn and push larger batches: a git server
-    /// past its ceiling slows every push down until they all time out.
+    /// Most pushes this replica runs at once, across all its branches.
+    /// Beyond it, branches wait their turn and push larger batches: a git
+    /// server past its ceiling slows every push down until they all time
+    /// out. A push timeout halves the limit until pushes are answered again.
     #[arg(long, env = "GITOPS_REVERSER_MAX_CONCURRENT_PUSHES", default_value_t = DEFAULT_MAX_CONCURRENT_PUSHES, value_parser = parse_push_slots)]
     pub max_concurrent_pushes: usize,
 
