@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 
 use crate::exposition::sample;
 
+/// The operator's histogram of watch event → local commit.
+pub const COMMIT_LAG: &str = "gitops_reverser_event_to_commit_lag_seconds";
+
 /// Cumulative counts by upper bound (`le`), plus `+Inf` as the count.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {

@@ -14,11 +14,9 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::histogram::Histogram;
+use crate::histogram::{COMMIT_LAG, Histogram};
 use crate::replicas::{Fleet, LEASE_PREFIX, proc_usage, ticks_per_second};
 
-/// The operator's histogram of watch event → local commit.
-pub const COMMIT_LAG: &str = "gitops_reverser_event_to_commit_lag_seconds";
 /// Lag histograms are read every this many samples.
 const SCRAPE_EVERY: usize = 4;
 

@@ -71,11 +71,6 @@ impl PushSlots {
         let permit = self.inner.semaphore.clone().acquire_owned().await.expect("the slots are never closed");
         PushSlot { permit: Some(permit), inner: self.inner.clone() }
     }
-
-    /// Pushes allowed at once now.
-    pub fn limit(&self) -> usize {
-        self.inner.limit.lock().expect("push slots lock").current
-    }
 }
 
 impl PushSlot {
@@ -129,6 +124,13 @@ mod tests {
 
     fn available(slots: &PushSlots) -> usize {
         slots.inner.semaphore.available_permits()
+    }
+
+    impl PushSlots {
+        /// Pushes allowed at once now.
+        fn limit(&self) -> usize {
+            self.inner.limit.lock().expect("push slots lock").current
+        }
     }
 
     #[tokio::test]

@@ -21,9 +21,9 @@ use serde_json::Value;
 use self::pipeline::Pipeline;
 use self::usage::{Counters, Cpu};
 use crate::env::Env;
-use crate::histogram::Histogram;
+use crate::histogram::{COMMIT_LAG, Histogram};
 use crate::remote::Mirror;
-use crate::sampler::{COMMIT_LAG, now};
+use crate::sampler::now;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
