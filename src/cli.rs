@@ -68,6 +68,12 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_ACCESS_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub access_check_interval: Duration,
 
+    /// How often each branch compares the remote's files with the cluster
+    /// and repairs what differs (hand edits, lost changes); the first
+    /// comparison of each branch falls somewhere in its first interval.
+    #[arg(long, env = "GITOPS_REVERSER_AUDIT_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub audit_interval: Duration,
+
     /// Most pushes this replica runs at once, across all its branches.
     /// Beyond it, branches wait their turn and push larger batches: a git
     /// server past its ceiling slows every push down until they all time

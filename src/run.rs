@@ -74,6 +74,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             committer: Identity { name: args.committer_name.clone(), email: args.committer_email.clone() },
             instance: args.replica_name(),
             access_check_interval: args.access_check_interval,
+            audit_interval: args.audit_interval,
             namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
             metrics: metrics.clone(),
             shards,

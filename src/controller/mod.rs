@@ -44,6 +44,8 @@ pub struct Settings {
     pub instance: String,
     /// How often write access is verified again.
     pub access_check_interval: Duration,
+    /// How often a branch's remote is compared with the cluster.
+    pub audit_interval: Duration,
     /// Limit to one namespace; None: all.
     pub namespace: Option<String>,
     pub metrics: Arc<crate::telemetry::Metrics>,
@@ -426,6 +428,7 @@ impl Controller {
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
             metrics: self.settings.metrics.clone(),
             push_slots: self.push_slots.clone(),
+            audit_interval: self.settings.audit_interval,
         }
     }
 

@@ -65,6 +65,7 @@ pub(super) struct BranchFamilies {
     queue_depth: Family<BranchLabels, Gauge>,
     queue_oldest_age: Family<BranchLabels, Seconds>,
     coalesced: Family<BranchLabels, Counter>,
+    drift: Family<BranchLabels, Counter>,
     commit_duration: LatencyFamily<BranchLabels>,
     commits: Family<CommitLabels, Counter>,
     push_duration: LatencyFamily<BranchLabels>,
@@ -79,6 +80,7 @@ impl BranchFamilies {
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
             coalesced: Family::default(),
+            drift: Family::default(),
             commit_duration: Family::new_with_constructor(commit_buckets),
             commits: Family::default(),
             push_duration: Family::new_with_constructor(push_buckets),
@@ -104,6 +106,11 @@ impl BranchFamilies {
             "events_coalesced",
             "Changes merged into a pending change of the same file (the latest state wins)",
             self.coalesced.clone(),
+        );
+        registry.register(
+            "drift_repaired_files",
+            "Files on the remote branch that differed from the cluster (hand edits, lost changes) and were repaired",
+            self.drift.clone(),
         );
         registry.register_with_unit(
             "commit_duration",
@@ -144,6 +151,7 @@ impl BranchFamilies {
             queue_depth: self.queue_depth.get_or_create_owned(&labels),
             queue_oldest_age: self.queue_oldest_age.get_or_create_owned(&labels),
             coalesced: self.coalesced.get_or_create_owned(&labels),
+            drift: self.drift.get_or_create_owned(&labels),
             commit_duration: self.commit_duration.get_or_create_owned(&labels),
             committed: self.commits.get_or_create_owned(&commits("committed")),
             commit_failed: self.commits.get_or_create_owned(&commits("failed")),
@@ -163,6 +171,7 @@ pub struct BranchMetrics {
     queue_depth: Gauge,
     queue_oldest_age: Seconds,
     coalesced: Counter,
+    drift: Counter,
     commit_duration: Latency,
     committed: Counter,
     commit_failed: Counter,
@@ -185,6 +194,11 @@ impl BranchMetrics {
 
     pub fn coalesced(&self) {
         self.coalesced.inc();
+    }
+
+    /// Files a comparison with the remote found wrong and repaired.
+    pub fn drift_repaired(&self, files: usize) {
+        self.drift.inc_by(files as u64);
     }
 
     pub fn commit(&self, took: Duration, ok: bool, trace_id: Option<String>) {

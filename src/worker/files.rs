@@ -55,6 +55,16 @@ impl BranchFiles {
         self.files.is_empty()
     }
 
+    /// Every file, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ObjectId)> {
+        self.files.iter().map(|(path, id)| (path.as_str(), id))
+    }
+
+    /// Whether `path` is an object file some target on this branch owns.
+    pub fn is_owned(&self, path: &str) -> bool {
+        self.owned_object(path).is_some()
+    }
+
     /// The target owning `path`, and the object it decodes to.
     fn owned_object(&self, path: &str) -> Option<(&TargetKey, DecodedPath)> {
         let (target, base) = self.folders.iter().find(|(_, base)| strip_base(base, path).is_some())?;

@@ -68,6 +68,14 @@ pub fn for_retain(objects: &[DecodedPath], target: &crate::route::TargetKey) -> 
     deletes(objects, target, "No rule of this GitTarget selects their resource any more.")
 }
 
+/// Files on the remote differed from the cluster (a hand edit, a lost
+/// change) and were put back.
+pub fn for_repair(files: usize) -> String {
+    format!(
+        "SYNC {files} files\n\nThe remote branch differed from the cluster in these files; they were put back to the live state.\n"
+    )
+}
+
 fn deletes(objects: &[DecodedPath], target: &crate::route::TargetKey, why: &str) -> String {
     let names: Vec<String> = objects
         .iter()

@@ -2,6 +2,7 @@
 //! operations (git CLI), credentials, and the task that ties them together.
 
 pub mod branch;
+pub mod core;
 pub mod credentials;
 pub mod files;
 pub mod message;

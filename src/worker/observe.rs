@@ -53,9 +53,9 @@ impl Source {
         Self { received_at, traces, target }
     }
 
-    /// Work no event asked for (a sweep or retain).
-    pub fn internal() -> Self {
-        Self { received_at: Instant::now(), traces: Vec::new(), target: None }
+    /// Work no event asked for (a sweep, a retain or a repair), decided at `at`.
+    pub fn internal_at(at: Instant) -> Self {
+        Self { received_at: at, traces: Vec::new(), target: None }
     }
 
     /// The trace id, when the commit belongs to exactly one trace.

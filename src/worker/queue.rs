@@ -127,6 +127,11 @@ impl CoalescingQueue {
         self.entries.front()?.as_ref()
     }
 
+    /// The oldest pending item, without tidying up.
+    pub fn front(&self) -> Option<&WorkItem> {
+        self.entries.iter().flatten().next()
+    }
+
     /// Whether a sweep or retain is pending.
     pub fn has_barrier(&self) -> bool {
         self.barriers > 0

@@ -125,6 +125,7 @@ impl Pipeline {
                 fence: Fence::unfenced(PUSH_TIMEOUT),
                 replica: "in-process".into(),
                 push_slots: push_slots.clone(),
+                audit_interval: WorkerSettings::DEFAULT_AUDIT_INTERVAL,
             };
             let worker = WorkerHandle::spawn(settings);
             queues.insert(target(i), worker.queue.clone());

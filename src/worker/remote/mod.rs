@@ -38,12 +38,15 @@ use crate::worker::credentials::Credentials;
 use crate::{api::Reason, worker::credentials::CredentialsError};
 
 /// The result of a compare-and-swap push that reached the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
     /// The remote branch now points at the local commit.
     Pushed,
     /// The remote branch was not where the caller expected: fetch, rebuild, retry.
     Stale,
+    /// The server refused the update (a hook, a protected branch, a size
+    /// limit); the message quotes it, cleaned of anything secret.
+    Rejected(String),
 }
 
 /// One remote repository with its credentials, in a private sandbox directory
@@ -125,7 +128,13 @@ impl Remote {
     /// `refs/remotes/origin/<branch>`; returns its tip, or `None` (and removes the
     /// stale tracking ref) if the branch does not exist.
     pub async fn fetch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
-        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch)).await
+        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, true)).await
+    }
+
+    /// [`Self::fetch`] of every commit since what `git_dir` already has, so
+    /// that whether the tip contains a local commit can be told exactly.
+    pub async fn fetch_full(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
+        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, false)).await
     }
 
     /// Compare-and-swap push of commit `local` (in `git_dir`) to `refs/heads/<branch>`,
@@ -220,27 +229,30 @@ impl Remote {
         })
     }
 
-    async fn fetch_branch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
+    async fn fetch_branch(
+        &self,
+        git_dir: &Path,
+        branch: &str,
+        shallow: bool,
+    ) -> Result<Option<String>, RemoteError> {
         let refname = branch_ref(branch)?;
         let tracking = format!("refs/remotes/origin/{branch}");
+        let target = format!("+{refname}:{tracking}");
+        let mut fetch = vec!["fetch"];
+        if shallow {
+            fetch.push("--depth=1");
+        }
+        fetch.extend([
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            "--quiet",
+            "--",
+            &self.url.for_git,
+            &target,
+        ]);
         let output = self
-            .git(
-                Op::Fetch,
-                in_repo(
-                    git_dir,
-                    [
-                        "fetch",
-                        "--depth=1",
-                        "--no-tags",
-                        "--no-write-fetch-head",
-                        "--no-recurse-submodules",
-                        "--quiet",
-                        "--",
-                        &self.url.for_git,
-                        &format!("+{refname}:{tracking}"),
-                    ],
-                ),
-            )
+            .git(Op::Fetch, in_repo(git_dir, fetch))
             .await?;
         if !output.success {
             if output.stderr.contains("couldn't find remote ref") {
@@ -320,7 +332,8 @@ impl Remote {
                 {
                     return Ok(PushOutcome::Stale);
                 }
-                Err(self.failure(Op::Push, &format!("{}\n{summary}", output.stderr)))
+                let refused = self.failure(Op::Push, &format!("{}\n{summary}", output.stderr));
+                Ok(PushOutcome::Rejected(refused.to_string()))
             }
             Some(PushStatus::Rejected(summary)) => {
                 Err(self.failure(Op::Push, &format!("{}\n{summary}", output.stderr)))
@@ -437,12 +450,12 @@ fn branch_ref(branch: &str) -> Result<String, RemoteError> {
     Ok(format!("refs/heads/{branch}"))
 }
 
-fn args<const N: usize>(args: [&str; N]) -> Vec<OsString> {
-    args.iter().map(|arg| OsStr::new(arg).to_owned()).collect()
+fn args<'a>(args: impl IntoIterator<Item = &'a str>) -> Vec<OsString> {
+    args.into_iter().map(|arg| OsStr::new(arg).to_owned()).collect()
 }
 
 /// `--git-dir=<path>` followed by `rest`; one argument, so no path can pose as an option.
-fn in_repo<const N: usize>(git_dir: &Path, rest: [&str; N]) -> Vec<OsString> {
+fn in_repo<'a>(git_dir: &Path, rest: impl IntoIterator<Item = &'a str>) -> Vec<OsString> {
     let mut arg = OsString::from("--git-dir=");
     arg.push(git_dir);
     std::iter::once(arg).chain(args(rest)).collect()

@@ -20,6 +20,7 @@ use super::{CommitSpec, CommitTime, FileChange, Identity, LocalRepo, RepoError};
 /// A change that survived the no-op check: bytes to place, or a file to drop.
 enum Edit<'a> {
     Upsert(&'a Planned<'a>, &'a [u8]),
+    Link(&'a Planned<'a>, ObjectId),
     Remove(&'a Planned<'a>),
 }
 
@@ -82,6 +83,7 @@ impl LocalRepo {
                         .context(|| format!("write blob for {:?}", change.path))?;
                     editor.upsert(&change.components, EntryKind::Blob, id.detach())
                 }
+                Edit::Link(change, id) => editor.upsert(&change.components, EntryKind::Blob, id),
                 Edit::Remove(change) => editor.remove(&change.components),
             }
             .context(|| format!("edit tree at {:?}", change_path(edit)))?;
@@ -117,11 +119,23 @@ impl LocalRepo {
                 Err(conflict("it is a folder; only files can be deleted".into()))
             }
             (Op::Delete, Lookup::Found { .. }) => Ok(Some(Edit::Remove(change))),
-            (Op::Write(_), Lookup::Blocked { depth }) => {
+            (Op::Write(_) | Op::Restore(_), Lookup::Blocked { depth }) => {
                 Err(conflict(format!("{:?} is a file, not a folder", change.components[..depth].join("/"))))
             }
-            (Op::Write(_), Lookup::Found { mode, .. }) if mode.is_tree() => {
+            (Op::Write(_) | Op::Restore(_), Lookup::Found { mode, .. }) if mode.is_tree() => {
                 Err(conflict("it is a folder; a file cannot replace it".into()))
+            }
+            (Op::Restore(wanted), found) => {
+                if let Lookup::Found { mode, id } = found
+                    && mode.kind() == EntryKind::Blob
+                    && id == wanted
+                {
+                    return Ok(None);
+                }
+                if !self.repo.has_object(wanted) {
+                    return Err(RepoError::MissingObject { kind: "blob", id: wanted });
+                }
+                Ok(Some(Edit::Link(change, wanted)))
             }
             (Op::Write(content), found) => {
                 if let Lookup::Found { mode, id } = found
@@ -138,7 +152,7 @@ impl LocalRepo {
 
 fn change_path<'a>(edit: &'a Edit<'a>) -> &'a str {
     match edit {
-        Edit::Upsert(change, _) | Edit::Remove(change) => change.path,
+        Edit::Upsert(change, _) | Edit::Link(change, _) | Edit::Remove(change) => change.path,
     }
 }
 

@@ -21,6 +21,10 @@ pub enum RepoError {
         source: gix::validate::reference::name::Error,
     },
 
+    /// The repository was not opened yet (the first fetch opens it).
+    #[error("the local repository is not open yet")]
+    NotOpen,
+
     /// A change would replace a folder by a file or the other way round, or two
     /// changes in one commit overlap. Refused so no folder is ever wiped implicitly.
     #[error("path conflict at {path:?}: {reason}")]

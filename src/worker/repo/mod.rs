@@ -29,6 +29,8 @@ use gix::refs::{FullName, Target};
 #[derive(Clone, PartialEq, Eq)]
 pub enum FileChange {
     Write { path: String, content: Vec<u8> },
+    /// The file holds a blob the repository already has (a repair).
+    Restore { path: String, id: ObjectId },
     Delete { path: String },
 }
 
@@ -38,6 +40,9 @@ impl std::fmt::Debug for FileChange {
         match self {
             FileChange::Write { path, content } => {
                 f.debug_struct("Write").field("path", path).field("bytes", &content.len()).finish()
+            }
+            FileChange::Restore { path, id } => {
+                f.debug_struct("Restore").field("path", path).field("id", id).finish()
             }
             FileChange::Delete { path } => f.debug_struct("Delete").field("path", path).finish(),
         }

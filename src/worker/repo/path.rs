@@ -16,6 +16,8 @@ use super::{FileChange, RepoError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op<'a> {
     Write(&'a [u8]),
+    /// Point the path at a blob the repository already holds.
+    Restore(gix::ObjectId),
     Delete,
 }
 
@@ -67,6 +69,7 @@ pub(crate) fn plan(changes: &[FileChange]) -> Result<Plan<'_>, RepoError> {
     for change in changes {
         let (path, op) = match change {
             FileChange::Write { path, content } => (path.as_str(), Op::Write(content)),
+            FileChange::Restore { path, id } => (path.as_str(), Op::Restore(*id)),
             FileChange::Delete { path } => (path.as_str(), Op::Delete),
         };
         split(path, false)?;

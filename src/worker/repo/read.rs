@@ -81,6 +81,49 @@ impl LocalRepo {
         Ok(decoded.entries.iter().map(|e| (e.filename.to_string(), e.mode, e.oid.to_owned())).collect())
     }
 
+    /// The newest of `known` (oldest first) that `tip` is or descends from.
+    ///
+    /// Walks parents from `tip` through the commits present locally, not
+    /// past `stop` (the remote tip the known commits were built on) and not
+    /// past `limit` commits. After a fetch that was not shallow, every commit
+    /// between the tip and what we had is present, so the answer is exact.
+    pub fn newest_contained(
+        &self,
+        tip: ObjectId,
+        known: &[ObjectId],
+        stop: Option<ObjectId>,
+        limit: usize,
+    ) -> Result<Option<ObjectId>, RepoError> {
+        let position: std::collections::HashMap<ObjectId, usize> =
+            known.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut newest: Option<usize> = None;
+        let mut seen = std::collections::HashSet::new();
+        let mut todo = vec![tip];
+        while let Some(id) = todo.pop() {
+            if seen.len() >= limit || !seen.insert(id) {
+                continue;
+            }
+            if let Some(&i) = position.get(&id) {
+                newest = newest.max(Some(i));
+                // Its ancestors among `known` are older.
+                continue;
+            }
+            if Some(id) == stop {
+                continue;
+            }
+            let Some(object) = self.repo.try_find_object(id).context(|| format!("read commit {id}"))? else {
+                continue;
+            };
+            if object.kind != gix::objs::Kind::Commit {
+                continue;
+            }
+            let commit = object.into_commit();
+            let decoded = commit.decode().context(|| format!("decode commit {id}"))?;
+            todo.extend(decoded.parents());
+        }
+        Ok(newest.map(|i| known[i]))
+    }
+
     /// The tree id of `commit`.
     pub(crate) fn commit_tree(&self, commit: ObjectId) -> Result<ObjectId, RepoError> {
         let object = self
