@@ -295,6 +295,8 @@ pub struct BranchCore {
     commits_since_maintenance: usize,
     coalesced: u64,
     state: WorkerState,
+    #[cfg(test)]
+    sabotage: sim::Sabotage,
 }
 
 impl BranchCore {
@@ -326,6 +328,8 @@ impl BranchCore {
             commits_since_maintenance: 0,
             coalesced: 0,
             state: WorkerState::default(),
+            #[cfg(test)]
+            sabotage: sim::Sabotage::None,
         }
     }
 
@@ -445,6 +449,7 @@ impl BranchCore {
         if self.push_due(now).is_some_and(|due| due <= now) {
             self.push(out);
         } else if self.audit_at.is_some_and(|due| due <= now)
+            && self.retry_due(now)
             && self.commit_in_flight.is_none()
             && self.phase != Phase::Draining
         {
@@ -770,14 +775,15 @@ impl BranchCore {
         let fetched = match result {
             Ok(fetched) => fetched,
             Err((reason, message)) => {
+                #[cfg(test)]
+                if self.sabotage == sim::Sabotage::DropPendingOnFetchError && purpose == FetchPurpose::Rebase {
+                    self.chain.clear();
+                }
                 // Nothing pending is touched: the chain stays as it was.
                 self.retry_at = Some(at.now + backoff(self.failures, self.settings.salt));
                 self.failures += 1;
                 self.state.error = Some((reason, message));
                 self.state.last_checked = Some(at.wall);
-                if purpose == FetchPurpose::Audit {
-                    self.retry_at = None;
-                }
                 return;
             }
         };
@@ -785,6 +791,11 @@ impl BranchCore {
             self.phase = Phase::Running;
             self.state.active = true;
         }
+        #[cfg(test)]
+        let fetched = match self.sabotage {
+            sim::Sabotage::IgnoreContained => Fetched { contains: None, ..fetched },
+            _ => fetched,
+        };
         if let Some(contained) = fetched.contains
             && let Some(index) = self.chain.iter().position(|c| c.id == contained)
         {
@@ -842,12 +853,4 @@ fn gone(paths: Vec<String>) -> Vec<Change> {
 fn audit_spread(settings: &CoreSettings) -> Duration {
     let interval = settings.audit_interval.as_millis().max(1) as u64;
     Duration::from_millis(settings.salt % interval)
-}
-
-/// Lets the tests see inside.
-#[cfg(test)]
-impl BranchCore {
-    fn chain_len(&self) -> usize {
-        self.chain.len()
-    }
 }

@@ -1,0 +1,666 @@
+//! A seeded, deterministic simulation of the branch core (design notes §9).
+//!
+//! The real `BranchCore` runs against a simulated local repository and
+//! remote, driven by one seeded random source and a simulated clock:
+//! - the cluster model creates, updates and deletes objects, and now and
+//!   then relists them (a resync with its sweep);
+//! - foreign pushers commit to the remote branch: files of another tool,
+//!   and hand edits of the operator's own files;
+//! - the remote rejects as stale (its compare-and-swap), fails, rejects for
+//!   a while (a hook), applies a push and loses the answer, and fails
+//!   fetches; the local repository fails commits (a full disk).
+//!
+//! After every quiet period (no faults, no changes, one audit interval) it
+//! checks that the remote's files equal the model cluster, that history
+//! only ever moved forward, that every value the cluster held is in some
+//! commit (unless the core counted it as coalesced), and that no file's
+//! version ever went backwards. A failing seed prints itself;
+//! `SIM_SEED=<n> cargo test sim_` replays it exactly, and
+//! `SIM_SEEDS`/`SIM_STEPS` make a long run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gix::ObjectId;
+
+use super::{
+    At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, Fetched, Input, PushReply,
+};
+use crate::api::{Operation, Reason};
+use crate::route::TargetKey;
+use crate::telemetry::trace::EventTrace;
+use crate::worker::policy::PushPolicy;
+use crate::worker::queue::{ChangeMeta, SweepScope, WorkItem};
+use crate::worker::repo::LocalRepo;
+
+/// SplitMix64: small, fast, and the same on every machine.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// How often each fault happens, in percent per opportunity.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Faults {
+    commit_fails: u64,
+    push_fails: u64,
+    push_applied_answer_lost: u64,
+    fetch_fails: u64,
+    foreign_push: u64,
+    hand_edit: u64,
+    /// Chance per step that the server starts rejecting every push for a while.
+    hook_starts: u64,
+}
+
+impl Faults {
+    pub(super) const DEFAULT: Self = Self {
+        commit_fails: 8,
+        push_fails: 12,
+        push_applied_answer_lost: 12,
+        fetch_fails: 15,
+        foreign_push: 4,
+        hand_edit: 25,
+        hook_starts: 1,
+    };
+    const NONE: Self = Self {
+        commit_fails: 0,
+        push_fails: 0,
+        push_applied_answer_lost: 0,
+        fetch_fails: 0,
+        foreign_push: 0,
+        hand_edit: 0,
+        hook_starts: 0,
+    };
+}
+
+/// A deliberate defect, to prove the checks can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sabotage {
+    None,
+    /// Ignore what the fetch says the tip contains (defect 6 of issue 21).
+    IgnoreContained,
+    /// Drop the pending commits when a fetch fails (defect 1 of issue 21).
+    DropPendingOnFetchError,
+}
+
+/// What the statistics count, by a phrase of the log line.
+const KINDS: &[&str] = &[
+    "cluster: delete",
+    "cluster: cm",
+    "relist",
+    "hand edit",
+    "foreign: other",
+    "hook rejects pushes until",
+    "commit fails",
+    "local: commit",
+    "fetch fails",
+    "fetched",
+    "finds it there",
+    "is stale",
+    "hook rejects",
+    "fails, not applied",
+    "answer lost",
+    "remote: pushed",
+];
+
+const OBJECTS: u64 = 8;
+const FOLDER: &str = "f";
+const AUDIT: Duration = Duration::from_secs(30);
+const HAND: &str = "hand-edited\n";
+
+struct SimCommit {
+    parents: Vec<ObjectId>,
+    tree: BTreeMap<String, ObjectId>,
+}
+
+/// Commits of both sides (content-addressed, so one store serves both).
+#[derive(Default)]
+struct Store {
+    commits: HashMap<ObjectId, SimCommit>,
+    next: u64,
+}
+
+impl Store {
+    fn add(&mut self, parents: Vec<ObjectId>, tree: BTreeMap<String, ObjectId>) -> ObjectId {
+        self.next += 1;
+        let mut bytes = [0u8; 20];
+        bytes[..8].copy_from_slice(&self.next.to_be_bytes());
+        bytes[19] = 0xc0;
+        let id = ObjectId::from_bytes_or_panic(&bytes);
+        self.commits.insert(id, SimCommit { parents, tree });
+        id
+    }
+
+    fn tree(&self, commit: Option<ObjectId>) -> BTreeMap<String, ObjectId> {
+        commit.map(|c| self.commits[&c].tree.clone()).unwrap_or_default()
+    }
+
+    /// Whether `ancestor` is `tip` or one of its ancestors.
+    fn descends(&self, tip: Option<ObjectId>, ancestor: Option<ObjectId>) -> bool {
+        let Some(ancestor) = ancestor else { return true };
+        let mut todo: Vec<ObjectId> = tip.into_iter().collect();
+        let mut seen = HashSet::new();
+        while let Some(id) = todo.pop() {
+            if id == ancestor {
+                return true;
+            }
+            if seen.insert(id) {
+                todo.extend(self.commits[&id].parents.iter().copied());
+            }
+        }
+        false
+    }
+
+    /// Oldest first, along first parents.
+    fn first_parent_history(&self, tip: Option<ObjectId>) -> Vec<ObjectId> {
+        let mut out = Vec::new();
+        let mut next = tip;
+        while let Some(id) = next {
+            out.push(id);
+            next = self.commits[&id].parents.first().copied();
+        }
+        out.reverse();
+        out
+    }
+}
+
+enum Pending {
+    Commit { parent: Option<ObjectId>, changes: Vec<Change> },
+    Push { local: ObjectId, expected: Option<ObjectId> },
+    Fetch { known: Vec<ObjectId>, since: Option<ObjectId> },
+}
+
+/// One run of the simulation.
+pub(super) struct Sim {
+    pub(super) seed: u64,
+    rng: Rng,
+    faults: Faults,
+    base: Instant,
+    clock: Duration,
+    core: BranchCore,
+    store: Store,
+    blobs: HashMap<ObjectId, Vec<u8>>,
+    remote_tip: Option<ObjectId>,
+    /// The cluster: object → its sequence number, None when deleted.
+    cluster: BTreeMap<u64, Option<u64>>,
+    seq: u64,
+    /// Every value the cluster held: (path, blob).
+    written: BTreeSet<(String, ObjectId)>,
+    commit: Option<(Duration, Pending)>,
+    remote: Option<(Duration, Pending)>,
+    hook_until: Duration,
+    foreign: u64,
+    log: String,
+    pub(super) stats: BTreeMap<String, u64>,
+    violations: Vec<String>,
+    pub(super) steps: u64,
+    pub(super) quiet_periods: u64,
+}
+
+fn path_of(object: u64) -> String {
+    format!("{FOLDER}/ns/core/configmaps/cm-{object}.yaml")
+}
+
+fn content_of(object: u64, seq: u64) -> Vec<u8> {
+    format!("name: cm-{object}\nseq: {seq}\n").into_bytes()
+}
+
+fn seq_in(content: &[u8]) -> Option<u64> {
+    std::str::from_utf8(content).ok()?.lines().find_map(|l| l.strip_prefix("seq: ")?.parse().ok())
+}
+
+fn target() -> TargetKey {
+    TargetKey::new("ns", "t")
+}
+
+impl Sim {
+    pub(super) fn new(seed: u64, faults: Faults, sabotage: Sabotage) -> Self {
+        let base = Instant::now();
+        let settings = CoreSettings {
+            push: PushPolicy { interval: Duration::from_millis(500), max_commits: 4 },
+            folders: vec![(target(), FOLDER.into())],
+            replica: "sim".into(),
+            salt: seed,
+            audit_interval: AUDIT,
+        };
+        let mut core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
+        core.sabotage = sabotage;
+        let mut sim = Self {
+            seed,
+            rng: Rng::new(seed),
+            faults,
+            base,
+            clock: Duration::ZERO,
+            core,
+            store: Store::default(),
+            blobs: HashMap::new(),
+            remote_tip: None,
+            cluster: (0..OBJECTS).map(|o| (o, None)).collect(),
+            seq: 0,
+            written: BTreeSet::new(),
+            commit: None,
+            remote: None,
+            hook_until: Duration::ZERO,
+            foreign: 0,
+            log: String::new(),
+            stats: BTreeMap::new(),
+            violations: Vec::new(),
+            steps: 0,
+            quiet_periods: 0,
+        };
+        // The branch exists with a README, like a repository someone made.
+        let readme = sim.blob(b"# the repository\n".to_vec());
+        sim.remote_tip = Some(sim.store.add(Vec::new(), BTreeMap::from([("README.md".to_owned(), readme)])));
+        let commands = sim.core.handle(Input::Tick, sim.at());
+        sim.run(commands);
+        sim
+    }
+
+    fn at(&self) -> At {
+        At { now: self.base + self.clock, wall: SystemTime::UNIX_EPOCH + self.clock }
+    }
+
+    fn blob(&mut self, content: Vec<u8>) -> ObjectId {
+        let id = LocalRepo::blob_id(&content);
+        self.blobs.insert(id, content);
+        id
+    }
+
+    /// Logs `line` (the last 64 KiB are kept) and counts its kind.
+    fn note(&mut self, line: &str) {
+        if self.log.len() > 128 * 1024 {
+            self.log.drain(..64 * 1024);
+        }
+        let _ = writeln!(self.log, "[{:>8.3}s] {line}", self.clock.as_secs_f64());
+        if let Some(kind) = KINDS.iter().find(|k| line.contains(*k)) {
+            *self.stats.entry((*kind).to_owned()).or_default() += 1;
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        let commands = self.core.handle(input, self.at());
+        self.run(commands);
+    }
+
+    fn run(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            let delay = Duration::from_millis(1 + self.rng.below(300));
+            let done = self.clock + delay;
+            match command {
+                Command::Commit { parent, changes, .. } => {
+                    if self.commit.is_some() {
+                        self.violations.push("two commits outstanding".into());
+                    }
+                    self.commit = Some((done, Pending::Commit { parent, changes }));
+                }
+                Command::Push { local, expected, .. } => {
+                    if self.remote.is_some() {
+                        self.violations.push("two remote operations outstanding".into());
+                    }
+                    self.remote = Some((done, Pending::Push { local, expected }));
+                }
+                Command::Fetch { known, since } => {
+                    if self.remote.is_some() {
+                        self.violations.push("two remote operations outstanding".into());
+                    }
+                    self.remote = Some((done, Pending::Fetch { known, since }));
+                }
+                Command::KeepTip(_) | Command::Maintain | Command::Note(_) | Command::Done => {}
+            }
+        }
+    }
+
+    /// One random step: time passes, then one thing happens.
+    pub(super) fn step(&mut self) {
+        self.steps += 1;
+        self.clock += Duration::from_millis(self.rng.below(120));
+        match self.rng.below(10) {
+            0..=3 => self.change_cluster(),
+            4 if self.rng.chance(5) => self.relist(),
+            5 if self.rng.chance(self.faults.foreign_push) => self.foreign_push(),
+            _ => {}
+        }
+        if self.rng.chance(self.faults.hook_starts) {
+            self.hook_until = self.clock + Duration::from_millis(500 + self.rng.below(4_000));
+            self.note(&format!("server hook rejects pushes until {:?}", self.hook_until));
+        }
+        self.complete_due();
+        self.feed(Input::Tick);
+    }
+
+    fn meta(&self, object: u64, operation: Operation, resync: bool) -> ChangeMeta {
+        ChangeMeta {
+            target: target(),
+            operation,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: format!("cm-{object}"),
+            received_at: self.base + self.clock,
+            resync,
+            trace: EventTrace::default(),
+        }
+    }
+
+    fn change_cluster(&mut self) {
+        let object = self.rng.below(OBJECTS);
+        let path = path_of(object);
+        let delete = self.cluster[&object].is_some() && self.rng.chance(15);
+        if delete {
+            self.cluster.insert(object, None);
+            self.note(&format!("cluster: delete cm-{object}"));
+            let meta = self.meta(object, Operation::Delete, false);
+            self.feed(Input::Item(WorkItem::Delete { path, meta }));
+        } else {
+            let operation = if self.cluster[&object].is_some() { Operation::Update } else { Operation::Create };
+            self.seq += 1;
+            let seq = self.seq;
+            self.cluster.insert(object, Some(seq));
+            let content = content_of(object, seq);
+            let id = self.blob(content.clone());
+            self.written.insert((path.clone(), id));
+            self.note(&format!("cluster: cm-{object} seq {seq}"));
+            let meta = self.meta(object, operation, false);
+            self.feed(Input::Item(WorkItem::Write { path, content: Arc::from(content), meta }));
+        }
+    }
+
+    /// A watch relist: every live object as a resync write, then the sweep.
+    fn relist(&mut self) {
+        self.note(&format!("relist"));
+        let live: Vec<(u64, u64)> = self.cluster.iter().filter_map(|(o, s)| Some((*o, (*s)?))).collect();
+        for (object, seq) in &live {
+            let meta = self.meta(*object, Operation::Update, true);
+            let content = Arc::from(content_of(*object, *seq));
+            self.feed(Input::Item(WorkItem::Write { path: path_of(*object), content, meta }));
+        }
+        let scope = SweepScope { target: target(), group: String::new(), plural: "configmaps".into(), namespace: None };
+        let live = live.iter().map(|(o, _)| path_of(*o)).collect();
+        self.feed(Input::Item(WorkItem::Sweep { scope, live }));
+    }
+
+    fn foreign_push(&mut self) {
+        let mut tree = self.store.tree(self.remote_tip);
+        self.foreign += 1;
+        if self.rng.chance(self.faults.hand_edit) {
+            let path = path_of(self.rng.below(OBJECTS));
+            let blob = self.blob(HAND.as_bytes().to_vec());
+            self.note(&format!("foreign: hand edit of {path}"));
+            tree.insert(path, blob);
+        } else {
+            let blob = self.blob(format!("other {}\n", self.foreign).into_bytes());
+            self.note(&format!("foreign: other/file-{}", self.foreign % 3));
+            tree.insert(format!("other/file-{}.txt", self.foreign % 3), blob);
+        }
+        let parents = self.remote_tip.into_iter().collect();
+        self.remote_tip = Some(self.store.add(parents, tree));
+    }
+
+    fn complete_due(&mut self) {
+        if self.commit.as_ref().is_some_and(|(due, _)| *due <= self.clock) {
+            let (_, pending) = self.commit.take().expect("checked");
+            let input = self.complete(pending);
+            self.feed(input);
+        }
+        if self.remote.as_ref().is_some_and(|(due, _)| *due <= self.clock) {
+            let (_, pending) = self.remote.take().expect("checked");
+            let input = self.complete(pending);
+            self.feed(input);
+        }
+    }
+
+    fn complete(&mut self, pending: Pending) -> Input {
+        match pending {
+            Pending::Commit { parent, changes } => {
+                if self.rng.chance(self.faults.commit_fails) {
+                    self.note(&format!("local: commit fails (disk full)"));
+                    return Input::Committed(Err(CommitFailure { conflict: false, message: "disk full".into() }));
+                }
+                let before = self.store.tree(parent);
+                let mut tree = before.clone();
+                for change in changes {
+                    match change.content {
+                        Content::Bytes(bytes) => {
+                            let id = self.blob(bytes.to_vec());
+                            tree.insert(change.path, id)
+                        }
+                        Content::Blob(id) => {
+                            assert!(self.blobs.contains_key(&id), "seed {}: restore of an unknown blob", self.seed);
+                            tree.insert(change.path, id)
+                        }
+                        Content::Gone => tree.remove(&change.path),
+                    };
+                }
+                if tree == before {
+                    return Input::Committed(Ok(None));
+                }
+                let id = self.store.add(parent.into_iter().collect(), tree);
+                self.note(&format!("local: commit {} on {:?}", short(id), parent.map(short)));
+                Input::Committed(Ok(Some(id)))
+            }
+            Pending::Push { local, expected } => Input::Pushed(self.push(local, expected)),
+            Pending::Fetch { known, since } => {
+                if self.rng.chance(self.faults.fetch_fails) {
+                    self.note(&format!("remote: fetch fails"));
+                    return Input::Fetched(Err((Reason::NetworkError, "connection reset".into())));
+                }
+                let tip = self.remote_tip;
+                let files = self.store.tree(tip).into_iter().collect();
+                let contains = known.iter().rev().copied().find(|k| {
+                    self.store.descends(tip, Some(*k)) && (since.is_none() || self.store.descends(Some(*k), since))
+                });
+                self.note(&format!("remote: fetched {:?}, contains {:?}", tip.map(short), contains.map(short)));
+                Input::Fetched(Ok(Fetched { tip, files, contains }))
+            }
+        }
+    }
+
+    fn push(&mut self, local: ObjectId, expected: Option<ObjectId>) -> PushReply {
+        // The shell's ls-remote: our commit already there (a lost answer).
+        if self.remote_tip == Some(local) {
+            self.note(&format!("remote: push of {} finds it there", short(local)));
+            return PushReply::Pushed;
+        }
+        if self.remote_tip != expected {
+            self.note(&format!("remote: push of {} is stale", short(local)));
+            return PushReply::Stale;
+        }
+        if self.clock < self.hook_until {
+            self.note(&format!("remote: hook rejects {}", short(local)));
+            return PushReply::Rejected("pre-receive hook declined: maintenance window".into());
+        }
+        if self.rng.chance(self.faults.push_fails) {
+            self.note(&format!("remote: push of {} fails, not applied", short(local)));
+            return PushReply::Failed { reason: Reason::NetworkError, message: "connection reset".into() };
+        }
+        if !self.store.descends(Some(local), self.remote_tip) {
+            self.violations.push(format!("force push: {} does not descend from the tip", short(local)));
+        }
+        self.remote_tip = Some(local);
+        if self.rng.chance(self.faults.push_applied_answer_lost) {
+            self.note(&format!("remote: push of {} applied, answer lost", short(local)));
+            return PushReply::Failed { reason: Reason::NetworkError, message: "timed out".into() };
+        }
+        self.note(&format!("remote: pushed {}", short(local)));
+        PushReply::Pushed
+    }
+
+    /// Faults and changes stop; time passes until the core has pushed
+    /// everything and audited once; then every invariant is checked.
+    pub(super) fn quiet_period(&mut self) -> Result<(), String> {
+        self.quiet_periods += 1;
+        let faults = self.faults;
+        self.faults = Faults::NONE;
+        self.hook_until = Duration::ZERO;
+        let started = self.clock;
+        self.note(&format!("quiet period"));
+        for _ in 0..100_000 {
+            let settled = self.core.is_settled() && self.commit.is_none() && self.remote.is_none();
+            if settled && self.clock > started + AUDIT * 2 {
+                break;
+            }
+            let mut next = self.clock + Duration::from_secs(1);
+            if let Some(wake) = self.core.wake_at(self.base + self.clock) {
+                next = next.min(wake.saturating_duration_since(self.base).max(self.clock));
+            }
+            for (due, _) in self.commit.iter().chain(self.remote.iter()) {
+                next = next.min(*due);
+            }
+            self.clock = next.max(self.clock + Duration::from_millis(1));
+            self.complete_due();
+            self.feed(Input::Tick);
+        }
+        self.faults = faults;
+        self.check()
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let mut problems = std::mem::take(&mut self.violations);
+        if !(self.core.is_settled() && self.commit.is_none() && self.remote.is_none()) {
+            problems.push("did not settle within the quiet period".into());
+        }
+        // 1. The remote's files of the folder equal the cluster.
+        let remote: BTreeMap<String, ObjectId> =
+            self.store.tree(self.remote_tip).into_iter().filter(|(p, _)| p.starts_with("f/")).collect();
+        let cluster: BTreeMap<String, ObjectId> = self
+            .cluster
+            .iter()
+            .filter_map(|(o, s)| Some((path_of(*o), LocalRepo::blob_id(&content_of(*o, (*s)?)))))
+            .collect();
+        if remote != cluster {
+            problems.push(format!("the remote differs from the cluster: {remote:?} vs {cluster:?}"));
+        }
+        // 2. Other files were never touched.
+        let others = self.store.tree(self.remote_tip).keys().filter(|p| !p.starts_with("f/")).count();
+        if others == 0 {
+            problems.push("README.md or another tool's files disappeared".into());
+        }
+        // 3. Every value is in some commit, unless counted as coalesced.
+        let history = self.store.first_parent_history(self.remote_tip);
+        let mut seen: HashSet<(String, ObjectId)> = HashSet::new();
+        for id in &history {
+            for (path, blob) in &self.store.commits[id].tree {
+                seen.insert((path.clone(), *blob));
+            }
+        }
+        let missing = self.written.iter().filter(|w| !seen.contains(*w)).count() as u64;
+        if missing > self.core.coalesced() {
+            problems.push(format!("{missing} values are in no commit, only {} coalesced", self.core.coalesced()));
+        }
+        // 4. No file's version goes backwards along the history.
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        for id in &history {
+            for (path, blob) in &self.store.commits[id].tree {
+                let Some(seq) = self.blobs.get(blob).and_then(|c| seq_in(c)) else { continue };
+                let previous = last.insert(path, seq).unwrap_or(0);
+                if seq < previous {
+                    problems.push(format!("{path} went back from seq {previous} to {seq} in {}", short(*id)));
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "seed {} failed after {} steps (replay: SIM_SEED={} cargo test --lib sim_):\n  {}\nlog tail:\n{}",
+            self.seed,
+            self.steps,
+            self.seed,
+            problems.join("\n  "),
+            self.log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+}
+
+fn short(id: ObjectId) -> String {
+    id.to_hex_with_len(8).to_string()
+}
+
+/// Runs one seed: `steps` random steps with a quiet period every 100.
+pub(super) fn run_seed(seed: u64, steps: u64, faults: Faults, sabotage: Sabotage) -> Result<Sim, String> {
+    let mut sim = Sim::new(seed, faults, sabotage);
+    for step in 1..=steps {
+        sim.step();
+        if step % 100 == 0 || step == steps {
+            sim.quiet_period()?;
+        }
+    }
+    Ok(sim)
+}
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+#[test]
+fn sim_seeds_keep_every_invariant() {
+    let steps = env("SIM_STEPS").unwrap_or(500);
+    let seeds: Vec<u64> = match env("SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env("SIM_SEEDS").unwrap_or(200)).collect(),
+    };
+    let started = Instant::now();
+    let (mut total_steps, mut quiet) = (0, 0);
+    let mut stats: BTreeMap<String, u64> = BTreeMap::new();
+    for seed in seeds {
+        match run_seed(seed, steps, Faults::DEFAULT, Sabotage::None) {
+            Ok(sim) => {
+                total_steps += sim.steps;
+                quiet += sim.quiet_periods;
+                for (kind, n) in sim.stats {
+                    *stats.entry(kind).or_default() += n;
+                }
+            }
+            Err(report) => panic!("{report}"),
+        }
+    }
+    eprintln!("simulated {total_steps} steps, {quiet} quiet periods checked, in {:?}", started.elapsed());
+    eprintln!("events: {stats:?}");
+    for kind in KINDS {
+        assert!(stats.get(*kind).is_some_and(|n| *n > 0), "no {kind:?} happened");
+    }
+}
+
+#[test]
+fn sim_replays_a_seed_exactly() {
+    let first = run_seed(7, 500, Faults::DEFAULT, Sabotage::None).expect("seed 7 passes");
+    let second = run_seed(7, 500, Faults::DEFAULT, Sabotage::None).expect("seed 7 passes");
+    assert_eq!(first.log, second.log, "the same seed must take the same steps");
+    assert_eq!(first.stats, second.stats);
+    let faults: u64 = ["answer lost", "fetch fails", "commit fails", "is stale"]
+        .iter()
+        .filter_map(|kind| first.stats.get(*kind))
+        .sum();
+    assert!(faults > 0, "seed 7 saw no fault: {:?}", first.stats);
+}
+
+/// The checks can fail: each deliberate defect is found by some seed.
+#[test]
+fn sim_finds_deliberate_defects() {
+    for sabotage in [Sabotage::IgnoreContained, Sabotage::DropPendingOnFetchError] {
+        let found = (0..200).find_map(|seed| run_seed(seed, 500, Faults::DEFAULT, sabotage).err());
+        let report = found.unwrap_or_else(|| panic!("no seed found {sabotage:?}"));
+        eprintln!("{sabotage:?} found: {}", report.lines().take(3).collect::<Vec<_>>().join(" | "));
+    }
+}

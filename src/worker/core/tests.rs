@@ -1,0 +1,468 @@
+//! Unit tests of the core's transitions, one scenario each. The defects of
+//! issue 21 that the old worker had are named where a test covers one.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gix::ObjectId;
+
+use super::*;
+use crate::api::Operation;
+use crate::telemetry::trace::EventTrace;
+use crate::worker::queue::{ChangeMeta, SweepScope};
+
+const A: &str = "f/ns/core/configmaps/a.yaml";
+const B: &str = "f/ns/core/configmaps/b.yaml";
+
+fn oid(n: u8) -> ObjectId {
+    let mut bytes = [0u8; 20];
+    bytes[0] = n;
+    bytes[19] = 0xaa;
+    ObjectId::from_bytes_or_panic(&bytes)
+}
+
+fn blob(text: &str) -> ObjectId {
+    LocalRepo::blob_id(text.as_bytes())
+}
+
+/// A core plus a clock, and the commands of the last input.
+struct Harness {
+    core: BranchCore,
+    base: Instant,
+    clock: Duration,
+    out: Vec<Command>,
+    next_id: u8,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let base = Instant::now();
+        let settings = CoreSettings {
+            push: PushPolicy { interval: Duration::from_secs(5), max_commits: 3 },
+            folders: vec![(TargetKey::new("ns", "t"), "f".into())],
+            replica: "r1".into(),
+            // The first audit comes 599 s in: only the audit tests reach it.
+            salt: 599_000,
+            audit_interval: Duration::from_secs(600),
+        };
+        let core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
+        Self { core, base, clock: Duration::ZERO, out: Vec::new(), next_id: 10 }
+    }
+
+    /// Started on a remote tip holding `files`.
+    fn started(files: &[(&str, &str)]) -> Self {
+        let mut h = Self::new();
+        h.input(Input::Tick);
+        assert!(matches!(h.out.as_slice(), [Command::Fetch { .. }]), "{:?}", h.out);
+        let files = files.iter().map(|(p, c)| (p.to_string(), blob(c))).collect();
+        h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files, contains: None })));
+        assert_eq!(h.core.phase(), Phase::Running);
+        h
+    }
+
+    fn at(&self) -> At {
+        At { now: self.base + self.clock, wall: SystemTime::UNIX_EPOCH + self.clock }
+    }
+
+    fn input(&mut self, input: Input) -> &[Command] {
+        self.out = self.core.handle(input, self.at());
+        &self.out
+    }
+
+    fn advance(&mut self, by: Duration) -> &[Command] {
+        self.clock += by;
+        self.input(Input::Tick)
+    }
+
+    fn write(&mut self, path: &str, text: &str) -> &[Command] {
+        let item = WorkItem::Write { path: path.into(), content: Arc::from(text.as_bytes()), meta: self.meta(false) };
+        self.input(Input::Item(item))
+    }
+
+    fn meta(&self, resync: bool) -> ChangeMeta {
+        ChangeMeta {
+            target: TargetKey::new("ns", "t"),
+            operation: Operation::Update,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: "a".into(),
+            received_at: self.base + self.clock,
+            resync,
+            trace: EventTrace::default(),
+        }
+    }
+
+    /// The commit command of the last input.
+    fn commit(&self) -> Option<(Option<ObjectId>, Vec<Change>)> {
+        self.out.iter().find_map(|c| match c {
+            Command::Commit { parent, changes, .. } => Some((*parent, changes.clone())),
+            _ => None,
+        })
+    }
+
+    fn push(&self) -> Option<(ObjectId, Option<ObjectId>, usize)> {
+        self.out.iter().find_map(|c| match c {
+            Command::Push { local, expected, commits, .. } => Some((*local, *expected, *commits)),
+            _ => None,
+        })
+    }
+
+    fn fetch(&self) -> Option<Vec<ObjectId>> {
+        self.out.iter().find_map(|c| match c {
+            Command::Fetch { known, .. } => Some(known.clone()),
+            _ => None,
+        })
+    }
+
+    /// Answers the outstanding commit with a new id.
+    fn committed(&mut self) -> ObjectId {
+        let id = oid(self.next_id);
+        self.next_id += 1;
+        self.input(Input::Committed(Ok(Some(id))));
+        id
+    }
+
+    fn notes(&self) -> Vec<&Note> {
+        self.out.iter().filter_map(|c| if let Command::Note(n) = c { Some(n) } else { None }).collect()
+    }
+}
+
+fn bytes(change: &Change) -> Option<String> {
+    match &change.content {
+        Content::Bytes(b) => Some(String::from_utf8(b.to_vec()).unwrap()),
+        _ => None,
+    }
+}
+
+#[test]
+fn start_fetches_and_retries_with_backoff_while_items_wait() {
+    let mut h = Harness::new();
+    assert_eq!(h.core.phase(), Phase::Starting);
+    h.input(Input::Tick);
+    assert!(h.fetch().is_some());
+    // Defect 5f: a git outage at start must not stop intake.
+    assert!(h.core.wants_items());
+    h.write(A, "1");
+    assert!(h.commit().is_none(), "nothing is committed before the branch is fetched");
+    h.input(Input::Fetched(Err((Reason::NetworkError, "down".into()))));
+    assert_eq!(h.core.state().error.as_ref().map(|e| e.0), Some(Reason::NetworkError));
+    assert!(!h.core.state().active);
+    assert!(h.fetch().is_none(), "waits before retrying");
+    let wake = h.core.wake_at(h.base + h.clock).expect("a retry is scheduled");
+    assert!(wake > h.base + h.clock);
+    h.clock = wake - h.base;
+    h.input(Input::Tick);
+    assert!(h.fetch().is_some(), "retries when the back-off is over");
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), ..Fetched::default() })));
+    assert!(h.core.state().active);
+    assert_eq!(h.commit().map(|c| c.0), Some(Some(oid(1))), "the waiting item is committed on the tip");
+}
+
+#[test]
+fn a_change_is_committed_on_the_tip_and_pushed_after_the_interval() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    let (parent, changes) = h.commit().expect("commits at once");
+    assert_eq!((parent, bytes(&changes[0]).as_deref()), (Some(oid(1)), Some("1")));
+    let c1 = h.committed();
+    assert!(h.push().is_none(), "one commit waits for the interval");
+    assert_eq!(h.core.state().unpushed, 1);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.push(), Some((c1, Some(oid(1)), 1)));
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert!(h.out.iter().any(|c| matches!(c, Command::KeepTip(t) if *t == c1)));
+    assert!(h.notes().iter().any(|n| matches!(n, Note::Acked { sources } if sources.len() == 1)));
+    assert!(h.core.is_settled());
+    assert_eq!(h.core.state().remote_tip, Some(c1.to_string()));
+}
+
+#[test]
+fn an_unchanged_file_makes_no_commit() {
+    let mut h = Harness::started(&[(A, "1")]);
+    h.write(A, "1");
+    assert!(h.commit().is_none());
+    assert!(h.core.is_settled());
+}
+
+#[test]
+fn commits_go_on_while_a_push_is_in_flight() {
+    let mut h = Harness::started(&[]);
+    for (i, text) in ["1", "2", "3"].iter().enumerate() {
+        h.write(&format!("f/ns/core/configmaps/c{i}.yaml"), text);
+        h.committed();
+    }
+    let (_, _, commits) = h.push().expect("a full batch pushes at once");
+    assert_eq!(commits, 3);
+    h.write(B, "4");
+    assert!(h.commit().is_some(), "the push does not hold commits back");
+    h.committed();
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert_eq!(h.core.state().unpushed, 1, "the commit made meanwhile waits for the next push");
+}
+
+#[test]
+fn a_stale_push_fetches_and_replays_on_the_new_tip() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    let c1 = h.committed();
+    h.advance(Duration::from_secs(5));
+    h.input(Input::Pushed(PushReply::Stale));
+    assert_eq!(h.fetch(), Some(vec![c1]), "asks whether the tip holds our commit");
+    let other = vec![("other/x".to_owned(), blob("x"))];
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: other, contains: None })));
+    let (parent, changes) = h.commit().expect("replays");
+    assert_eq!((parent, bytes(&changes[0]).as_deref()), (Some(oid(2)), Some("1")));
+    let c2 = h.committed();
+    assert_eq!(h.push(), Some((c2, Some(oid(2)), 1)), "a replay is pushed at once");
+}
+
+/// Defect 1: a fetch error after a stale push dropped every pending commit.
+#[test]
+fn a_failed_fetch_after_a_stale_push_keeps_every_pending_change() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    let c1 = h.committed();
+    h.write(B, "2");
+    let c2 = h.committed();
+    h.advance(Duration::from_secs(5));
+    h.input(Input::Pushed(PushReply::Stale));
+    h.input(Input::Fetched(Err((Reason::NetworkError, "reset".into()))));
+    assert_eq!(h.core.state().unpushed, 2, "nothing pending was dropped");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.fetch(), Some(vec![c1, c2]));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), ..Fetched::default() })));
+    assert_eq!(bytes(&h.commit().unwrap().1[0]).as_deref(), Some("1"));
+    h.committed();
+    assert_eq!(bytes(&h.commit().unwrap().1[0]).as_deref(), Some("2"));
+}
+
+/// Defect 6: a push whose answer was lost was replayed on top of itself.
+#[test]
+fn our_own_commit_at_the_remote_tip_counts_as_pushed() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "3");
+    let c1 = h.committed();
+    h.write(A, "4");
+    let c2 = h.committed();
+    h.advance(Duration::from_secs(5));
+    h.input(Input::Pushed(PushReply::Failed { reason: Reason::NetworkError, message: "timed out".into() }));
+    h.write(A, "5");
+    let c3 = h.committed();
+    h.advance(Duration::from_secs(5));
+    // A failed push halves what the next one carries.
+    assert_eq!(h.push(), Some((c1, Some(oid(1)), 1)), "the retry expects the old tip");
+    h.input(Input::Pushed(PushReply::Stale));
+    assert_eq!(h.fetch(), Some(vec![c1, c2, c3]));
+    let files = vec![(A.to_owned(), blob("4"))];
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(c2), files, contains: Some(c2) })));
+    assert!(h.notes().iter().any(|n| matches!(n, Note::Acked { sources } if sources.len() == 2)));
+    let (parent, changes) = h.commit().expect("only the newer change is written again");
+    assert_eq!((parent, bytes(&changes[0]).as_deref()), (Some(c2), Some("5")));
+}
+
+/// Defect 2: a failed local commit dropped its change.
+#[test]
+fn a_failed_commit_is_retried_first_and_keeps_its_place() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.input(Input::Committed(Err(CommitFailure { conflict: false, message: "No space left on device".into() })));
+    assert_eq!(h.core.state().local_error.as_deref(), Some("No space left on device"));
+    h.write(A, "2");
+    assert!(h.commit().is_none(), "waits for the back-off");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(bytes(&h.commit().unwrap().1[0]).as_deref(), Some("1"), "the failed change goes first");
+    h.committed();
+    assert_eq!(bytes(&h.commit().unwrap().1[0]).as_deref(), Some("2"));
+    assert_eq!(h.core.state().local_error, None);
+}
+
+/// Defect 5b: one conflicting path failed a whole batch of resync items.
+#[test]
+fn a_conflicting_path_is_isolated_and_the_rest_commit() {
+    let mut h = Harness::started(&[]);
+    for name in ["a", "b", "c", "d"] {
+        let path = format!("f/ns/core/configmaps/{name}.yaml");
+        let item = WorkItem::Write { path, content: Arc::from(&b"x"[..]), meta: h.meta(true) };
+        h.input(Input::Item(item));
+    }
+    let scope = SweepScope {
+        target: TargetKey::new("ns", "t"),
+        group: String::new(),
+        plural: "configmaps".into(),
+        namespace: None,
+    };
+    h.input(Input::Item(WorkItem::Sweep { scope, live: HashSet::new() }));
+    assert_eq!(h.commit().unwrap().1.len(), 4, "the listed objects are one commit");
+    let conflict = || Input::Committed(Err(CommitFailure { conflict: true, message: "path conflict".into() }));
+    h.input(conflict());
+    assert_eq!(h.commit().unwrap().1.len(), 2, "split in halves");
+    h.committed();
+    assert_eq!(h.commit().unwrap().1.len(), 2);
+    h.input(conflict());
+    assert_eq!(h.commit().unwrap().1.len(), 1);
+    h.committed();
+    let last = h.commit().unwrap().1;
+    assert_eq!(last[0].path, "f/ns/core/configmaps/d.yaml");
+    h.input(conflict());
+    assert!(h.notes().iter().any(|n| matches!(n, Note::Unwritable { path, .. } if path.ends_with("d.yaml"))));
+    assert!(h.core.state().local_error.is_some(), "the status says which file cannot be written");
+}
+
+#[test]
+fn identical_rejections_quarantine_the_branch_until_a_push_is_accepted() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    for round in 1..=QUARANTINE_AFTER {
+        assert!(h.push().is_some(), "round {round} pushes");
+        h.input(Input::Pushed(PushReply::Rejected("pre-receive hook declined".into())));
+        assert!(h.fetch().is_none(), "a refusal moved nothing: no rebase");
+        if round < QUARANTINE_AFTER {
+            h.advance(Duration::from_secs(60));
+        }
+    }
+    assert_eq!(h.core.phase(), Phase::Quarantined);
+    assert_eq!(h.core.state().quarantined.as_deref(), Some("pre-receive hook declined"));
+    h.write(B, "2");
+    assert!(h.commit().is_some(), "commits go on while quarantined");
+    h.committed();
+    assert!(h.push().is_none(), "waits for the back-off");
+    h.advance(Duration::from_secs(60));
+    assert!(h.push().is_some(), "retries with back-off");
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert_eq!(h.core.phase(), Phase::Running);
+    assert_eq!(h.core.state().quarantined, None);
+}
+
+#[test]
+fn different_rejections_do_not_quarantine() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    for round in 0..QUARANTINE_AFTER * 2 {
+        h.input(Input::Pushed(PushReply::Rejected(format!("declined {}", round % 2))));
+        h.advance(Duration::from_secs(60));
+    }
+    assert_eq!(h.core.phase(), Phase::Running);
+}
+
+#[test]
+fn a_fenced_push_retries_soon_without_counting_a_failure() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    h.input(Input::Pushed(PushReply::Fenced));
+    assert!(h.core.state().error.is_none());
+    h.advance(Duration::from_millis(300));
+    assert!(h.push().is_some());
+}
+
+/// Defect 4: in an outage the pending commits grew without bound.
+#[test]
+fn past_the_cap_changes_coalesce_in_the_queue() {
+    let mut h = Harness::started(&[]);
+    for i in 0..MAX_UNPUSHED {
+        h.write(A, &i.to_string());
+        h.input(Input::Committed(Ok(Some(oid(1)))));
+        // Keep the remote away: every push fails.
+        if h.push().is_some() {
+            h.input(Input::Pushed(PushReply::Failed { reason: Reason::NetworkError, message: "down".into() }));
+        }
+    }
+    assert!(h.core.state().capped);
+    h.write(B, "1");
+    assert!(h.commit().is_none(), "no commit past the cap");
+    h.write(B, "2");
+    assert_eq!(h.core.coalesced(), 1, "the second change merged into the first");
+    assert_eq!(h.core.state().unpushed, MAX_UNPUSHED);
+}
+
+/// Defects 5c and 5d: a drain read no more items, and a failed drain push
+/// discarded the commits.
+#[test]
+fn a_drain_commits_what_is_queued_and_keeps_pushing_until_acknowledged() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.input(Input::Drain);
+    assert!(h.core.wants_items(), "items already sent are still read");
+    h.write(B, "2");
+    h.committed();
+    assert!(h.push().is_some(), "a drain pushes at once");
+    h.input(Input::Pushed(PushReply::Pushed));
+    h.committed();
+    let (local, _, commits) = h.push().expect("the item read after the drain began is pushed too");
+    assert_eq!(commits, 1);
+    h.input(Input::Pushed(PushReply::Failed { reason: Reason::NetworkError, message: "down".into() }));
+    assert!(!h.out.iter().any(|c| matches!(c, Command::Done)), "not done while commits wait");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.push().map(|p| p.0), Some(local));
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert!(h.out.iter().any(|c| matches!(c, Command::Done)));
+    assert_eq!(h.core.phase(), Phase::Stopped);
+}
+
+/// Defect 3: nothing compared the remote with the cluster after start.
+#[test]
+fn an_audit_repairs_a_hand_edit_with_the_known_blob() {
+    let mut h = Harness::started(&[(A, "1"), ("README.md", "r")]);
+    h.advance(Duration::from_secs(601));
+    assert_eq!(h.fetch(), Some(vec![]));
+    let files = vec![(A.to_owned(), blob("edited")), ("README.md".to_owned(), blob("changed"))];
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(3)), files, contains: None })));
+    assert!(h.notes().iter().any(|n| matches!(n, Note::Drift { paths: 1 })));
+    let (parent, changes) = h.commit().expect("one repair commit");
+    assert_eq!(parent, Some(oid(3)));
+    assert_eq!(changes, vec![Change { path: A.into(), content: Content::Blob(blob("1")) }]);
+    h.committed();
+    h.advance(Duration::from_secs(6));
+    assert!(h.push().is_some());
+}
+
+#[test]
+fn an_audit_of_an_unchanged_remote_writes_nothing() {
+    let mut h = Harness::started(&[(A, "1")]);
+    h.advance(Duration::from_secs(601));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![(A.into(), blob("1"))], contains: None })));
+    assert!(h.commit().is_none() && h.notes().is_empty());
+    assert!(h.core.is_settled());
+}
+
+#[test]
+fn a_retain_holds_pushes_until_its_sweeps_arrive() {
+    let mut h = Harness::started(&[]);
+    let target = TargetKey::new("ns", "t");
+    let owned = BTreeSet::from([(String::new(), "configmaps".to_owned())]);
+    h.input(Input::Item(WorkItem::Retain { target: target.clone(), owned }));
+    h.write(A, "1");
+    h.committed();
+    h.advance(Duration::from_secs(6));
+    assert!(h.push().is_none(), "held while the resync runs");
+    let scope = SweepScope { target, group: String::new(), plural: "configmaps".into(), namespace: None };
+    let live = HashSet::from([A.to_owned()]);
+    h.input(Input::Item(WorkItem::Sweep { scope, live }));
+    assert!(h.push().is_some(), "the first resync's end publishes at once");
+}
+
+#[test]
+fn settings_change_folders_and_clear_the_back_off() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    h.input(Input::Pushed(PushReply::Failed { reason: Reason::AuthenticationFailed, message: "denied".into() }));
+    assert!(h.push().is_none());
+    let settings = CoreSettings {
+        push: PushPolicy::default(),
+        folders: vec![(TargetKey::new("ns", "t"), "f".into())],
+        replica: "r1".into(),
+        salt: 599_000,
+        audit_interval: Duration::from_secs(600),
+    };
+    h.input(Input::Settings(settings));
+    assert!(h.push().is_some(), "new credentials are tried at once");
+}
