@@ -60,10 +60,13 @@ pub enum Reason {
     SyncInProgress,
     SyncFailed,
     EventsQueued,
+    /// Not in the spec's list: the server refuses every push (a hook, a
+    /// protected branch), so the branch is quarantined until it accepts.
+    PushRejected,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
@@ -82,6 +85,7 @@ impl Reason {
         Self::SyncInProgress,
         Self::SyncFailed,
         Self::EventsQueued,
+        Self::PushRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +108,7 @@ impl Reason {
             Self::SyncInProgress => "SyncInProgress",
             Self::SyncFailed => "SyncFailed",
             Self::EventsQueued => "EventsQueued",
+            Self::PushRejected => "PushRejected",
         }
     }
 
@@ -120,9 +125,11 @@ impl Reason {
             | Self::GitOperationFailed
             | Self::Checking => ConditionType::Available,
             Self::Active | Self::Idle | Self::WorkerNotStarted | Self::WorkerStopped => ConditionType::Active,
-            Self::Synced | Self::SyncInProgress | Self::SyncFailed | Self::EventsQueued => {
-                ConditionType::Synced
-            }
+            Self::Synced
+            | Self::SyncInProgress
+            | Self::SyncFailed
+            | Self::EventsQueued
+            | Self::PushRejected => ConditionType::Synced,
         }
     }
 }

@@ -108,27 +108,54 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
         }
         (None, Some(_)) => (Status::True, Reason::Idle, "waiting for changes".to_owned()),
     };
-    let (synced, synced_reason, synced_message) =
-        match obs.worker.filter(|w| w.active && obs.problem.is_none()) {
-            None => (Status::Unknown, Reason::SyncInProgress, "not synchronising yet".to_owned()),
-            Some(w) if w.unpushed > 0 && w.last_push_failed => {
-                let why = w.error.as_ref().map_or("the last push failed".to_owned(), |(_, m)| m.clone());
-                (Status::False, Reason::SyncFailed, format!("{} commits wait for a push: {why}", w.unpushed))
-            }
-            Some(w) if w.queued + w.unpushed > 0 => (
-                Status::False,
-                Reason::EventsQueued,
-                format!("{} events queued, {} commits waiting to be pushed", w.queued, w.unpushed),
+    let (synced, synced_reason, synced_message) = match obs
+        .worker
+        .filter(|w| w.active && obs.problem.is_none())
+    {
+        None => (Status::Unknown, Reason::SyncInProgress, "not synchronising yet".to_owned()),
+        Some(w) if w.local_error.is_some() => (
+            Status::False,
+            Reason::SyncFailed,
+            format!(
+                "cannot commit to the local repository: {}; the change is kept and retried",
+                w.local_error.as_deref().unwrap_or_default()
             ),
-            Some(w) => (
-                Status::True,
-                Reason::Synced,
-                match &w.remote_tip {
-                    Some(sha) => format!("all changes are pushed; {} is at {}", obs.branch, short(sha)),
-                    None => "nothing to push yet".to_owned(),
-                },
+        ),
+        Some(w) if w.quarantined.is_some() => (
+            Status::False,
+            Reason::PushRejected,
+            format!(
+                "the server refuses every push: {}; {} commits wait and are retried with back-off",
+                w.quarantined.as_deref().unwrap_or_default(),
+                w.unpushed
             ),
-        };
+        ),
+        Some(w) if w.capped => (
+            Status::False,
+            Reason::EventsQueued,
+            format!(
+                "{} commits wait for a push, the most a branch keeps: further changes to an object are merged until pushes go through",
+                w.unpushed
+            ),
+        ),
+        Some(w) if w.unpushed > 0 && w.last_push_failed => {
+            let why = w.error.as_ref().map_or("the last push failed".to_owned(), |(_, m)| m.clone());
+            (Status::False, Reason::SyncFailed, format!("{} commits wait for a push: {why}", w.unpushed))
+        }
+        Some(w) if w.queued + w.unpushed > 0 => (
+            Status::False,
+            Reason::EventsQueued,
+            format!("{} events queued, {} commits waiting to be pushed", w.queued, w.unpushed),
+        ),
+        Some(w) => (
+            Status::True,
+            Reason::Synced,
+            match &w.remote_tip {
+                Some(sha) => format!("all changes are pushed; {} is at {}", obs.branch, short(sha)),
+                None => "nothing to push yet".to_owned(),
+            },
+        ),
+    };
     let (ready, ready_reason, ready_message) = match obs.problem {
         Some(problem) => (Status::False, problem.reason, problem.message.clone()),
         None if available == Status::True && active != Status::False => {

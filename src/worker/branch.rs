@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 pub use super::core::WorkerState;
 use super::core::{
-    At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, DEFAULT_AUDIT_INTERVAL, Fetched, Input,
-    Note, PushReply,
+    At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, DEFAULT_AUDIT_INTERVAL, Fetched,
+    Input, Note, PushReply,
 };
 use super::credentials::Credentials;
 use super::observe::{self, Source};
@@ -203,7 +203,8 @@ impl Shell {
         let remote = Remote::new(&settings.url, settings.credentials.clone())
             .map(Arc::new)
             .map_err(|error| (error.reason(), error.to_string()));
-        let repository = remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_else(|_| settings.key.url.clone());
+        let repository =
+            remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_else(|_| settings.key.url.clone());
         let metrics = Arc::new(settings.metrics.branch(&repository, &settings.key.branch));
         Self { settings, remote, repo: Arc::new(Mutex::new(None)), remote_tip: None, metrics }
     }
@@ -244,7 +245,8 @@ impl Shell {
             }
             Command::KeepTip(tip) => {
                 self.remote_tip = Some(tip);
-                let (repo, branch, key) = (self.repo.clone(), self.settings.key.branch.clone(), self.settings.key.clone());
+                let (repo, branch, key) =
+                    (self.repo.clone(), self.settings.key.branch.clone(), self.settings.key.clone());
                 Some(
                     async move {
                         let refname = format!("refs/heads/{branch}");
@@ -258,7 +260,8 @@ impl Shell {
                 )
             }
             Command::Maintain => {
-                let (remote, git_dir, key) = (self.remote.clone().ok()?, self.settings.repo_dir.clone(), self.settings.key.clone());
+                let (remote, git_dir, key) =
+                    (self.remote.clone().ok()?, self.settings.repo_dir.clone(), self.settings.key.clone());
                 Some(
                     async move {
                         if let Err(error) = remote.maintain(&git_dir, LOOSE_OBJECT_THRESHOLD).await {
@@ -298,11 +301,14 @@ impl Shell {
 
     fn fetch(&self, known: Vec<ObjectId>, since: Option<ObjectId>) -> impl Future<Output = Input> + 'static {
         let remote = self.remote.clone();
-        let (repo, dir, branch) = (self.repo.clone(), self.settings.repo_dir.clone(), self.settings.key.branch.clone());
+        let (repo, dir, branch) =
+            (self.repo.clone(), self.settings.repo_dir.clone(), self.settings.key.branch.clone());
         async move {
             let result = async {
                 let remote = remote.map_err(|(reason, message)| Failure::Remote(reason, message))?;
-                tokio::fs::create_dir_all(&dir).await.map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
                 ensure_open(&repo, &dir).await?;
                 // Shallow only when no local commit's fate must be known.
                 let tip = if known.is_empty() {
@@ -312,7 +318,11 @@ impl Shell {
                 }
                 .map_err(Failure::from)?;
                 let tip = tip
-                    .map(|t| ObjectId::from_hex(t.as_bytes()).map_err(|_| Failure::Local(format!("the remote reported an invalid commit id {t:?}"))))
+                    .map(|t| {
+                        ObjectId::from_hex(t.as_bytes()).map_err(|_| {
+                            Failure::Local(format!("the remote reported an invalid commit id {t:?}"))
+                        })
+                    })
                     .transpose()?;
                 let Some(tip) = tip else { return Ok(Fetched::default()) };
                 with_repo(repo, move |r| {
@@ -335,14 +345,17 @@ impl Shell {
         message: String,
         source: Source,
     ) -> impl Future<Output = Input> + 'static {
-        let (repo, committer, metrics) = (self.repo.clone(), self.settings.committer.clone(), self.metrics.clone());
+        let (repo, committer, metrics) =
+            (self.repo.clone(), self.settings.committer.clone(), self.metrics.clone());
         let url = self.remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_default();
-        let span = observe::commit_span(&self.settings.key, &url, self.settings.fence.shard, &source, changes.len());
+        let span =
+            observe::commit_span(&self.settings.key, &url, self.settings.fence.shard, &source, changes.len());
         async move {
             let started = Instant::now();
             let files: Vec<FileChange> = changes.into_iter().map(file_change).collect();
             let result = with_repo(repo, move |r| {
-                let spec = CommitSpec { message: &message, author: &committer, committer: &committer, time: None };
+                let spec =
+                    CommitSpec { message: &message, author: &committer, committer: &committer, time: None };
                 r.commit(parent, &files, &spec)
             })
             .instrument(span.clone())
@@ -367,7 +380,8 @@ impl Shell {
         sources: Vec<Source>,
     ) -> impl Future<Output = Input> + 'static {
         let remote = self.remote.clone();
-        let (fence, slots, metrics) = (self.settings.fence.clone(), self.settings.push_slots.clone(), self.metrics.clone());
+        let (fence, slots, metrics) =
+            (self.settings.fence.clone(), self.settings.push_slots.clone(), self.metrics.clone());
         let (dir, branch) = (self.settings.repo_dir.clone(), self.settings.key.branch.clone());
         let url = remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_default();
         let span = observe::push_span(&self.settings.key, &url, fence.shard, commits, sources.iter());
@@ -389,7 +403,13 @@ impl Shell {
                         Ok(bound) => {
                             let expected = expected.map(|t| t.to_string());
                             let outcome = remote
-                                .push_until(now + bound, &dir, &local.to_string(), &branch, expected.as_deref())
+                                .push_until(
+                                    now + bound,
+                                    &dir,
+                                    &local.to_string(),
+                                    &branch,
+                                    expected.as_deref(),
+                                )
                                 .instrument(span.clone())
                                 .await;
                             slot.finish(match &outcome {

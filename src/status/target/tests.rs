@@ -120,3 +120,32 @@ fn withheld_secrets_are_mentioned_in_ready() {
     let ready = find(&status.conditions, ConditionType::Ready).unwrap();
     assert!(ready.message.contains("2 Secrets were not written"), "{}", ready.message);
 }
+
+#[test]
+fn a_quarantined_branch_says_the_server_refuses_pushes() {
+    let access = Access::Verified { at: at(50) };
+    let mut w = worker(true);
+    w.unpushed = 4;
+    w.last_push_failed = true;
+    w.quarantined = Some("pre-receive hook declined".into());
+    let status = desired(None, &observe(None, &access, Some(&w)), at(200));
+    assert_eq!(condition(&status, ConditionType::Synced), ("False".into(), "PushRejected".into()));
+    let message = &find(&status.conditions, ConditionType::Synced).unwrap().message;
+    assert!(message.contains("pre-receive hook declined") && message.contains("4 commits"), "{message}");
+}
+
+#[test]
+fn a_failing_local_commit_and_a_full_backlog_are_reported() {
+    let access = Access::Verified { at: at(50) };
+    let mut w = worker(true);
+    w.local_error = Some("No space left on device".into());
+    let status = desired(None, &observe(None, &access, Some(&w)), at(200));
+    assert_eq!(condition(&status, ConditionType::Synced), ("False".into(), "SyncFailed".into()));
+    w.local_error = None;
+    w.capped = true;
+    w.unpushed = 10_000;
+    let status = desired(None, &observe(None, &access, Some(&w)), at(200));
+    assert_eq!(condition(&status, ConditionType::Synced), ("False".into(), "EventsQueued".into()));
+    let message = &find(&status.conditions, ConditionType::Synced).unwrap().message;
+    assert!(message.contains("merged"), "{message}");
+}

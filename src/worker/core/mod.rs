@@ -137,6 +137,8 @@ pub struct Fetched {
 }
 
 /// Everything the core reacts to.
+// Inputs live for one call; boxing the common one would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Input {
     Item(WorkItem),
@@ -295,6 +297,8 @@ pub struct BranchCore {
     commits_since_maintenance: usize,
     coalesced: u64,
     state: WorkerState,
+    /// `MAX_UNPUSHED`, smaller in the simulation to reach it often.
+    max_unpushed: usize,
     #[cfg(test)]
     sabotage: sim::Sabotage,
 }
@@ -328,6 +332,7 @@ impl BranchCore {
             commits_since_maintenance: 0,
             coalesced: 0,
             state: WorkerState::default(),
+            max_unpushed: MAX_UNPUSHED,
             #[cfg(test)]
             sabotage: sim::Sabotage::None,
         }
@@ -462,7 +467,10 @@ impl BranchCore {
     }
 
     fn drain_done(&self) -> bool {
-        self.queue.is_empty() && self.drafts.is_empty() && self.commit_in_flight.is_none() && self.chain.is_empty()
+        self.queue.is_empty()
+            && self.drafts.is_empty()
+            && self.commit_in_flight.is_none()
+            && self.chain.is_empty()
     }
 
     fn fetching(&self) -> bool {
@@ -503,7 +511,7 @@ impl BranchCore {
             let draft = match self.drafts.pop_front() {
                 Some(draft) => Some(draft),
                 // Past the cap, changes wait (and coalesce) in the queue.
-                None if self.chain.len() >= MAX_UNPUSHED => None,
+                None if self.chain.len() >= self.max_unpushed => None,
                 None if self.resync_hold(now).is_some() => None,
                 None => match self.queue.pop() {
                     Some(item) => self.draft_from(item, now),
@@ -533,7 +541,8 @@ impl BranchCore {
 
     /// Turns a queued item into a draft (None: it changes nothing).
     fn draft_from(&mut self, item: WorkItem, now: Instant) -> Option<Draft> {
-        let resync = matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
+        let resync =
+            matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
         if resync {
             return self.resync_draft(item);
         }
@@ -597,8 +606,11 @@ impl BranchCore {
             return None;
         }
         let source = Source::of_all(&metas);
-        let message =
-            if let [single] = metas.as_slice() { message::for_change(single) } else { message::for_resync(&metas) };
+        let message = if let [single] = metas.as_slice() {
+            message::for_change(single)
+        } else {
+            message::for_resync(&metas)
+        };
         Some(self.draft(changes, message, source))
     }
 
@@ -666,7 +678,9 @@ impl BranchCore {
         let due = if self.push_now || self.phase == Phase::Draining { now } else { due };
         let due = self.retry_at.map_or(due, |retry| retry.max(due));
         match self.resync_until {
-            Some(until) if !self.resyncing.is_empty() && self.phase != Phase::Draining => Some(due.max(until)),
+            Some(until) if !self.resyncing.is_empty() && self.phase != Phase::Draining => {
+                Some(due.max(until))
+            }
             _ => Some(due),
         }
     }
@@ -776,7 +790,8 @@ impl BranchCore {
             Ok(fetched) => fetched,
             Err((reason, message)) => {
                 #[cfg(test)]
-                if self.sabotage == sim::Sabotage::DropPendingOnFetchError && purpose == FetchPurpose::Rebase {
+                if self.sabotage == sim::Sabotage::DropPendingOnFetchError && purpose == FetchPurpose::Rebase
+                {
                     self.chain.clear();
                 }
                 // Nothing pending is touched: the chain stays as it was.
@@ -802,7 +817,8 @@ impl BranchCore {
             self.acknowledge(index + 1, out);
         }
         let start = purpose == FetchPurpose::Start;
-        let plan = replay::plan(&self.files, self.chain.iter().map(|c| c.changes.as_slice()), &fetched.files, start);
+        let plan =
+            replay::plan(&self.files, self.chain.iter().map(|c| c.changes.as_slice()), &fetched.files, start);
         if plan.drift > 0 {
             out.push(Command::Note(Note::Drift { paths: plan.drift }));
         }
@@ -836,7 +852,7 @@ impl BranchCore {
     fn refresh_state(&mut self) {
         self.state.queued = self.queue.len() + self.drafts.iter().map(|d| d.changes.len()).sum::<usize>();
         self.state.unpushed = self.chain.len();
-        self.state.capped = self.chain.len() >= MAX_UNPUSHED;
+        self.state.capped = self.chain.len() >= self.max_unpushed;
         self.state.quarantined = match (&self.rejection, self.phase) {
             (Some((message, _)), Phase::Quarantined) => Some(message.clone()),
             _ => None,

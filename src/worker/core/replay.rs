@@ -57,10 +57,7 @@ pub(super) fn plan<'a>(
     }
     let repair: Vec<Change> = differing
         .into_iter()
-        .map(|(path, id)| Change {
-            path: path.to_owned(),
-            content: id.map_or(Content::Gone, Content::Blob),
-        })
+        .map(|(path, id)| Change { path: path.to_owned(), content: id.map_or(Content::Gone, Content::Blob) })
         .collect();
     Plan { commits, drift: repair.len(), repair }
 }

@@ -145,8 +145,8 @@ impl Store {
     fn add(&mut self, parents: Vec<ObjectId>, tree: BTreeMap<String, ObjectId>) -> ObjectId {
         self.next += 1;
         let mut bytes = [0u8; 20];
-        bytes[..8].copy_from_slice(&self.next.to_be_bytes());
-        bytes[19] = 0xc0;
+        bytes[0] = 0xc0;
+        bytes[12..].copy_from_slice(&self.next.to_be_bytes());
         let id = ObjectId::from_bytes_or_panic(&bytes);
         self.commits.insert(id, SimCommit { parents, tree });
         id
@@ -246,6 +246,10 @@ impl Sim {
         };
         let mut core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
         core.sabotage = sabotage;
+        // Every other seed runs into the cap on pending commits.
+        if seed % 2 == 1 {
+            core.max_unpushed = 6;
+        }
         let mut sim = Self {
             seed,
             rng: Rng::new(seed),
@@ -347,6 +351,12 @@ impl Sim {
         }
         self.complete_due();
         self.feed(Input::Tick);
+        if self.core.state().quarantined.is_some() {
+            *self.stats.entry("quarantined".into()).or_default() += 1;
+        }
+        if self.core.state().capped {
+            *self.stats.entry("capped".into()).or_default() += 1;
+        }
     }
 
     fn meta(&self, object: u64, operation: Operation, resync: bool) -> ChangeMeta {
@@ -373,7 +383,8 @@ impl Sim {
             let meta = self.meta(object, Operation::Delete, false);
             self.feed(Input::Item(WorkItem::Delete { path, meta }));
         } else {
-            let operation = if self.cluster[&object].is_some() { Operation::Update } else { Operation::Create };
+            let operation =
+                if self.cluster[&object].is_some() { Operation::Update } else { Operation::Create };
             self.seq += 1;
             let seq = self.seq;
             self.cluster.insert(object, Some(seq));
@@ -388,14 +399,19 @@ impl Sim {
 
     /// A watch relist: every live object as a resync write, then the sweep.
     fn relist(&mut self) {
-        self.note(&format!("relist"));
+        self.note("relist");
         let live: Vec<(u64, u64)> = self.cluster.iter().filter_map(|(o, s)| Some((*o, (*s)?))).collect();
         for (object, seq) in &live {
             let meta = self.meta(*object, Operation::Update, true);
             let content = Arc::from(content_of(*object, *seq));
             self.feed(Input::Item(WorkItem::Write { path: path_of(*object), content, meta }));
         }
-        let scope = SweepScope { target: target(), group: String::new(), plural: "configmaps".into(), namespace: None };
+        let scope = SweepScope {
+            target: target(),
+            group: String::new(),
+            plural: "configmaps".into(),
+            namespace: None,
+        };
         let live = live.iter().map(|(o, _)| path_of(*o)).collect();
         self.feed(Input::Item(WorkItem::Sweep { scope, live }));
     }
@@ -434,8 +450,11 @@ impl Sim {
         match pending {
             Pending::Commit { parent, changes } => {
                 if self.rng.chance(self.faults.commit_fails) {
-                    self.note(&format!("local: commit fails (disk full)"));
-                    return Input::Committed(Err(CommitFailure { conflict: false, message: "disk full".into() }));
+                    self.note("local: commit fails (disk full)");
+                    return Input::Committed(Err(CommitFailure {
+                        conflict: false,
+                        message: "disk full".into(),
+                    }));
                 }
                 let before = self.store.tree(parent);
                 let mut tree = before.clone();
@@ -446,7 +465,11 @@ impl Sim {
                             tree.insert(change.path, id)
                         }
                         Content::Blob(id) => {
-                            assert!(self.blobs.contains_key(&id), "seed {}: restore of an unknown blob", self.seed);
+                            assert!(
+                                self.blobs.contains_key(&id),
+                                "seed {}: restore of an unknown blob",
+                                self.seed
+                            );
                             tree.insert(change.path, id)
                         }
                         Content::Gone => tree.remove(&change.path),
@@ -462,15 +485,20 @@ impl Sim {
             Pending::Push { local, expected } => Input::Pushed(self.push(local, expected)),
             Pending::Fetch { known, since } => {
                 if self.rng.chance(self.faults.fetch_fails) {
-                    self.note(&format!("remote: fetch fails"));
+                    self.note("remote: fetch fails");
                     return Input::Fetched(Err((Reason::NetworkError, "connection reset".into())));
                 }
                 let tip = self.remote_tip;
                 let files = self.store.tree(tip).into_iter().collect();
                 let contains = known.iter().rev().copied().find(|k| {
-                    self.store.descends(tip, Some(*k)) && (since.is_none() || self.store.descends(Some(*k), since))
+                    self.store.descends(tip, Some(*k))
+                        && (since.is_none() || self.store.descends(Some(*k), since))
                 });
-                self.note(&format!("remote: fetched {:?}, contains {:?}", tip.map(short), contains.map(short)));
+                self.note(&format!(
+                    "remote: fetched {:?}, contains {:?}",
+                    tip.map(short),
+                    contains.map(short)
+                ));
                 Input::Fetched(Ok(Fetched { tip, files, contains }))
             }
         }
@@ -514,7 +542,7 @@ impl Sim {
         self.faults = Faults::NONE;
         self.hook_until = Duration::ZERO;
         let started = self.clock;
-        self.note(&format!("quiet period"));
+        self.note("quiet period");
         for _ in 0..100_000 {
             let settled = self.core.is_settled() && self.commit.is_none() && self.remote.is_none();
             if settled && self.clock > started + AUDIT * 2 {
@@ -566,7 +594,8 @@ impl Sim {
         }
         let missing = self.written.iter().filter(|w| !seen.contains(*w)).count() as u64;
         if missing > self.core.coalesced() {
-            problems.push(format!("{missing} values are in no commit, only {} coalesced", self.core.coalesced()));
+            problems
+                .push(format!("{missing} values are in no commit, only {} coalesced", self.core.coalesced()));
         }
         // 4. No file's version goes backwards along the history.
         let mut last: HashMap<&str, u64> = HashMap::new();
@@ -588,13 +617,21 @@ impl Sim {
             self.steps,
             self.seed,
             problems.join("\n  "),
-            self.log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            self.log
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
         ))
     }
 }
 
 fn short(id: ObjectId) -> String {
-    id.to_hex_with_len(8).to_string()
+    id.to_hex().to_string()[32..].to_owned()
 }
 
 /// Runs one seed: `steps` random steps with a quiet period every 100.
@@ -637,7 +674,7 @@ fn sim_seeds_keep_every_invariant() {
     }
     eprintln!("simulated {total_steps} steps, {quiet} quiet periods checked, in {:?}", started.elapsed());
     eprintln!("events: {stats:?}");
-    for kind in KINDS {
+    for kind in KINDS.iter().chain(&["quarantined", "capped"]) {
         assert!(stats.get(*kind).is_some_and(|n| *n > 0), "no {kind:?} happened");
     }
 }

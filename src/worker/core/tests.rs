@@ -76,7 +76,11 @@ impl Harness {
     }
 
     fn write(&mut self, path: &str, text: &str) -> &[Command] {
-        let item = WorkItem::Write { path: path.into(), content: Arc::from(text.as_bytes()), meta: self.meta(false) };
+        let item = WorkItem::Write {
+            path: path.into(),
+            content: Arc::from(text.as_bytes()),
+            meta: self.meta(false),
+        };
         self.input(Input::Item(item))
     }
 
@@ -267,7 +271,10 @@ fn our_own_commit_at_the_remote_tip_counts_as_pushed() {
 fn a_failed_commit_is_retried_first_and_keeps_its_place() {
     let mut h = Harness::started(&[]);
     h.write(A, "1");
-    h.input(Input::Committed(Err(CommitFailure { conflict: false, message: "No space left on device".into() })));
+    h.input(Input::Committed(Err(CommitFailure {
+        conflict: false,
+        message: "No space left on device".into(),
+    })));
     assert_eq!(h.core.state().local_error.as_deref(), Some("No space left on device"));
     h.write(A, "2");
     assert!(h.commit().is_none(), "waits for the back-off");
@@ -295,7 +302,8 @@ fn a_conflicting_path_is_isolated_and_the_rest_commit() {
     };
     h.input(Input::Item(WorkItem::Sweep { scope, live: HashSet::new() }));
     assert_eq!(h.commit().unwrap().1.len(), 4, "the listed objects are one commit");
-    let conflict = || Input::Committed(Err(CommitFailure { conflict: true, message: "path conflict".into() }));
+    let conflict =
+        || Input::Committed(Err(CommitFailure { conflict: true, message: "path conflict".into() }));
     h.input(conflict());
     assert_eq!(h.commit().unwrap().1.len(), 2, "split in halves");
     h.committed();
@@ -371,7 +379,10 @@ fn past_the_cap_changes_coalesce_in_the_queue() {
         h.input(Input::Committed(Ok(Some(oid(1)))));
         // Keep the remote away: every push fails.
         if h.push().is_some() {
-            h.input(Input::Pushed(PushReply::Failed { reason: Reason::NetworkError, message: "down".into() }));
+            h.input(Input::Pushed(PushReply::Failed {
+                reason: Reason::NetworkError,
+                message: "down".into(),
+            }));
         }
     }
     assert!(h.core.state().capped);
@@ -427,7 +438,11 @@ fn an_audit_repairs_a_hand_edit_with_the_known_blob() {
 fn an_audit_of_an_unchanged_remote_writes_nothing() {
     let mut h = Harness::started(&[(A, "1")]);
     h.advance(Duration::from_secs(601));
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![(A.into(), blob("1"))], contains: None })));
+    h.input(Input::Fetched(Ok(Fetched {
+        tip: Some(oid(1)),
+        files: vec![(A.into(), blob("1"))],
+        contains: None,
+    })));
     assert!(h.commit().is_none() && h.notes().is_empty());
     assert!(h.core.is_settled());
 }
@@ -454,7 +469,10 @@ fn settings_change_folders_and_clear_the_back_off() {
     h.write(A, "1");
     h.committed();
     h.advance(Duration::from_secs(5));
-    h.input(Input::Pushed(PushReply::Failed { reason: Reason::AuthenticationFailed, message: "denied".into() }));
+    h.input(Input::Pushed(PushReply::Failed {
+        reason: Reason::AuthenticationFailed,
+        message: "denied".into(),
+    }));
     assert!(h.push().is_none());
     let settings = CoreSettings {
         push: PushPolicy::default(),

@@ -251,9 +251,7 @@ impl Remote {
             &self.url.for_git,
             &target,
         ]);
-        let output = self
-            .git(Op::Fetch, in_repo(git_dir, fetch))
-            .await?;
+        let output = self.git(Op::Fetch, in_repo(git_dir, fetch)).await?;
         if !output.success {
             if output.stderr.contains("couldn't find remote ref") {
                 let delete = self.git(Op::Local, in_repo(git_dir, ["update-ref", "-d", &tracking])).await?;

@@ -28,10 +28,18 @@ use gix::refs::{FullName, Target};
 /// One file-level change; paths are '/'-separated and repository-relative.
 #[derive(Clone, PartialEq, Eq)]
 pub enum FileChange {
-    Write { path: String, content: Vec<u8> },
+    Write {
+        path: String,
+        content: Vec<u8>,
+    },
     /// The file holds a blob the repository already has (a repair).
-    Restore { path: String, id: ObjectId },
-    Delete { path: String },
+    Restore {
+        path: String,
+        id: ObjectId,
+    },
+    Delete {
+        path: String,
+    },
 }
 
 // Content stays out of logs: it can be large, and it is user data.
