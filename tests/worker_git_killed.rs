@@ -1,0 +1,85 @@
+//! Issue 21 acceptance 3: the git server is killed in the middle of a push,
+//! after it updated the branch but before the worker heard so (the answer is
+//! lost). The worker must recognise its own commit on the remote: no commit
+//! is replayed on top of itself, no file's version goes backwards, and the
+//! branch ends equal to the cluster.
+//!
+//! This stops the shared git server, so it lives alone in its own test binary.
+
+#[path = "worker_faults/harness.rs"]
+mod harness;
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use harness::{Branch, Options, fault_dir, repo_name};
+
+fn git_server(action: &str) {
+    let status = Command::new(support::repo_root().join("tests/env/component"))
+        .args([action, "git"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tests/env/component {action} git failed");
+}
+
+/// Starts the git server again even if the test fails half-way.
+struct Restart;
+impl Drop for Restart {
+    fn drop(&mut self) {
+        git_server("start");
+    }
+}
+
+fn pushes(repo: &str) -> usize {
+    let log = std::fs::read_to_string(support::env().var("GITENV_PUSHLOG")).unwrap_or_default();
+    log.lines().filter(|l| l.split(' ').nth(1) == Some(repo)).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
+    let env = support::env();
+    let repo = env.new_repo("killed");
+    let name = repo_name(&repo.ssh_url);
+    let options = Options {
+        push: gitops_reverser::worker::policy::PushPolicy {
+            interval: Duration::from_millis(200),
+            max_commits: 3,
+        },
+        ..Options::default()
+    };
+    let mut branch = Branch::start(env, &repo.ssh_url, options);
+    branch.set("a").await;
+    branch.wait_equal("the first push", Duration::from_secs(60)).await;
+
+    // The server holds the next push's answer for 30 s after updating the branch.
+    let slow = fault_dir("slow").join(&name);
+    std::fs::write(&slow, "30").unwrap();
+    let before = pushes(&name);
+    for _ in 0..3 {
+        branch.set("a").await;
+    }
+    branch.set("b").await;
+    support::wait_for("the server to apply the push", Duration::from_secs(60), || {
+        let applied = pushes(&name) > before;
+        async move { applied.then_some(()) }
+    })
+    .await;
+    let restart = Restart;
+    git_server("stop");
+    std::fs::remove_file(&slow).unwrap();
+    let failed = branch
+        .wait_state("the lost answer to be reported", Duration::from_secs(60), |s| s.last_push_failed)
+        .await;
+    eprintln!("while the server was down: {:?}", failed.error);
+    // More changes while the server is gone, to the same file and others.
+    for _ in 0..2 {
+        branch.set("a").await;
+    }
+    branch.set("c").await;
+    drop(restart);
+
+    branch.wait_equal("the branch after the server returned", Duration::from_secs(120)).await;
+    let (commits, missing) = branch.check_history();
+    eprintln!("{commits} commits on the branch, {missing} values coalesced away");
+}
