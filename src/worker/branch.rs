@@ -138,6 +138,7 @@ async fn run(
     let mut drained: Vec<oneshot::Sender<()>> = Vec::new();
     let mut commands = core.handle(Input::Tick, at());
     let mut started = false;
+    let (mut intake_open, mut control_open) = (true, true);
     loop {
         for command in commands.drain(..) {
             if let Command::Done = command {
@@ -160,7 +161,7 @@ async fn run(
         // routes anything under it.
         let input = tokio::select! {
             biased;
-            message = control.recv() => match message {
+            message = control.recv(), if control_open => match message {
                 Some(Control::Update(settings)) => {
                     shell.reconfigure(*settings);
                     Input::Settings(shell.settings.core())
@@ -171,6 +172,7 @@ async fn run(
                     Input::Drain
                 }
                 None => {
+                    control_open = false;
                     intake.close();
                     Input::Drain
                 }
@@ -179,9 +181,12 @@ async fn run(
                 Some(input) => input,
                 None => continue,
             },
-            item = intake.recv(), if core.wants_items() => match item {
+            item = intake.recv(), if intake_open && core.wants_items() => match item {
                 Some(item) => Input::Item(item),
-                None => Input::Drain,
+                None => {
+                    intake_open = false;
+                    Input::Drain
+                }
             },
             _ = tokio::time::sleep_until(wake.into()) => Input::Tick,
         };

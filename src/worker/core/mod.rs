@@ -268,6 +268,8 @@ pub struct WorkerState {
 pub struct BranchCore {
     settings: CoreSettings,
     phase: Phase,
+    /// Told to drain: commit and push what is pending, then stop.
+    draining: bool,
     queue: CoalescingQueue,
     /// Files of the local tip: the remote's as last seen, plus the chain.
     files: BranchFiles,
@@ -310,6 +312,7 @@ impl BranchCore {
             files: BranchFiles::new([], settings.folders.clone()),
             settings,
             phase: Phase::Starting,
+            draining: false,
             queue: CoalescingQueue::default(),
             local_tip: None,
             remote_tip: None,
@@ -339,7 +342,10 @@ impl BranchCore {
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
+        match self.phase {
+            Phase::Running | Phase::Quarantined if self.draining => Phase::Draining,
+            phase => phase,
+        }
     }
 
     pub fn state(&self) -> &WorkerState {
@@ -354,7 +360,7 @@ impl BranchCore {
     /// Whether the shell should read more work items: backpressure past
     /// `INTAKE_LIMIT`, except while draining (everything left is taken).
     pub fn wants_items(&self) -> bool {
-        self.phase == Phase::Draining || self.queue.len() < INTAKE_LIMIT
+        self.draining || self.queue.len() < INTAKE_LIMIT
     }
 
     /// Changes merged into pending ones so far.
@@ -386,7 +392,7 @@ impl BranchCore {
         match input {
             Input::Item(item) => self.intake(item, &mut out),
             Input::Settings(settings) => self.reconfigure(settings),
-            Input::Drain => self.phase = Phase::Draining,
+            Input::Drain => self.draining = true,
             Input::Committed(result) => self.on_committed(result, at, &mut out),
             Input::Pushed(reply) => self.on_pushed(reply, at, &mut out),
             Input::Fetched(result) => self.on_fetched(result, at, &mut out),
@@ -402,8 +408,11 @@ impl BranchCore {
         if self.phase == Phase::Stopped {
             return None;
         }
+        // Only times at which `step` can act: a wake-up it cannot act on
+        // would spin the shell.
         let mut wake: Vec<Instant> = Vec::new();
-        if self.commit_in_flight.is_none() {
+        let can_commit = self.commit_in_flight.is_none() && self.phase != Phase::Starting && !self.fetching();
+        if can_commit {
             if let Some(at) = self.commit_retry_at {
                 wake.push(at);
             } else if let Some(until) = self.resync_hold(now) {
@@ -412,10 +421,15 @@ impl BranchCore {
         }
         if self.remote_op == RemoteOp::Idle {
             if self.phase == Phase::Starting || self.rebase_needed {
-                wake.extend(self.retry_at);
+                if self.phase == Phase::Starting || self.commit_in_flight.is_none() {
+                    wake.extend(self.retry_at);
+                }
             } else {
                 wake.extend(self.push_due(now));
-                wake.extend(self.audit_at);
+                if self.commit_in_flight.is_none() && !self.draining {
+                    let retry = self.retry_at.unwrap_or(now);
+                    wake.extend(self.audit_at.map(|audit| audit.max(retry)));
+                }
             }
         }
         wake.into_iter().min()
@@ -438,6 +452,16 @@ impl BranchCore {
     /// Starts whatever the state allows.
     fn step(&mut self, at: At, out: &mut Vec<Command>) {
         let now = at.now;
+        if self.phase == Phase::Starting
+            && self.draining
+            && self.queue.is_empty()
+            && self.remote_op == RemoteOp::Idle
+        {
+            // Never started and nothing to write: nothing can be lost.
+            self.phase = Phase::Stopped;
+            out.push(Command::Done);
+            return;
+        }
         if self.remote_op == RemoteOp::Idle && self.retry_due(now) {
             if self.phase == Phase::Starting {
                 self.fetch(FetchPurpose::Start, out);
@@ -456,11 +480,11 @@ impl BranchCore {
         } else if self.audit_at.is_some_and(|due| due <= now)
             && self.retry_due(now)
             && self.commit_in_flight.is_none()
-            && self.phase != Phase::Draining
+            && !self.draining
         {
             self.audit_at = Some(now + self.settings.audit_interval);
             self.fetch(FetchPurpose::Audit, out);
-        } else if self.phase == Phase::Draining && self.drain_done() {
+        } else if self.draining && self.drain_done() {
             self.phase = Phase::Stopped;
             out.push(Command::Done);
         }
@@ -490,7 +514,7 @@ impl BranchCore {
 
     /// Until when listed objects at the head of the queue wait for more.
     fn resync_hold(&self, now: Instant) -> Option<Instant> {
-        if self.phase == Phase::Draining || !self.drafts.is_empty() {
+        if self.draining || !self.drafts.is_empty() {
             return None;
         }
         let (queued, list_ended) = (self.queue.len(), self.queue.has_barrier());
@@ -675,12 +699,10 @@ impl BranchCore {
     fn push_due(&self, now: Instant) -> Option<Instant> {
         let oldest = self.chain.front().map(|c| c.committed_at);
         let due = self.settings.push.due(self.chain.len(), oldest, now)?;
-        let due = if self.push_now || self.phase == Phase::Draining { now } else { due };
+        let due = if self.push_now || self.draining { now } else { due };
         let due = self.retry_at.map_or(due, |retry| retry.max(due));
         match self.resync_until {
-            Some(until) if !self.resyncing.is_empty() && self.phase != Phase::Draining => {
-                Some(due.max(until))
-            }
+            Some(until) if !self.resyncing.is_empty() && !self.draining => Some(due.max(until)),
             _ => Some(due),
         }
     }

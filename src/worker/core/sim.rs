@@ -305,6 +305,15 @@ impl Sim {
     fn feed(&mut self, input: Input) {
         let commands = self.core.handle(input, self.at());
         self.run(commands);
+        // Whatever was due has been started: an earlier wake-up would spin.
+        let now = self.base + self.clock;
+        if let Some(wake) = self.core.wake_at(now).filter(|wake| *wake <= now) {
+            self.violations.push(format!(
+                "wake-up {:?} in the past after {:?} with nothing started",
+                now - wake,
+                self.core.phase()
+            ));
+        }
     }
 
     fn run(&mut self, commands: Vec<Command>) {
