@@ -11,8 +11,9 @@ mod publish;
 pub mod resolve;
 mod stores;
 mod targets;
+mod workers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -253,53 +254,62 @@ impl Controller {
             }
         }
         self.draining.retain(|_, handle| !handle.is_finished());
-        branches.retain(|branch, _| {
-            let waiting = self.draining.contains_key(branch);
-            if waiting {
-                debug!(%branch, "the branch's previous worker is still pushing; starting it later");
-            }
-            !waiting
-        });
-        let mut resync: Vec<TargetKey> = Vec::new();
-        for (branch, members) in &branches {
-            let settings = self.worker_settings(branch, members);
-            match self.workers.get_mut(branch) {
-                Some(running) if !running.handle.is_finished() => {
-                    if running.settings.folders != settings.folders
-                        || running.settings.credentials != settings.credentials
-                        || running.settings.push != settings.push
-                    {
-                        running.handle.update(settings.clone()).await;
-                        running.settings = settings;
-                    }
-                }
-                _ => {
-                    info!(%branch, targets = members.len(), "starting branch worker");
-                    let handle = WorkerHandle::spawn(settings.clone());
-                    forward_changes(&handle, self.changed.clone());
-                    self.workers.insert(branch.clone(), RunningWorker { handle, settings });
-                    resync.extend(members.iter().map(|(k, _)| k.clone()));
-                }
-            }
+        let wanted: BTreeSet<BranchKey> = branches.keys().cloned().collect();
+        let running: BTreeMap<BranchKey, workers::Running> = self
+            .workers
+            .iter()
+            .map(|(branch, worker)| {
+                let changed = branches.get(branch).is_some_and(|members| {
+                    let settings = self.worker_settings(branch, members);
+                    worker.settings.folders != settings.folders
+                        || worker.settings.credentials != settings.credentials
+                        || worker.settings.push != settings.push
+                });
+                (branch.clone(), workers::Running { finished: worker.handle.is_finished(), changed })
+            })
+            .collect();
+        let draining: BTreeSet<BranchKey> = self.draining.keys().cloned().collect();
+        let shards = self.settings.shards.clone();
+        let plan = workers::plan(&wanted, &running, &draining, &self.ownership, |b| shards.shard_of(b));
+        for branch in &plan.wait {
+            debug!(%branch, "the branch's previous worker is still pushing; starting it later");
+            branches.remove(branch);
         }
-        let stopped: Vec<BranchKey> =
-            self.workers.keys().filter(|k| !branches.contains_key(*k)).cloned().collect();
-        for branch in stopped {
-            let Some(worker) = self.workers.remove(&branch) else { continue };
-            let shard = self.settings.shards.shard_of(&branch);
-            if !self.ownership.is_held(shard) {
-                // Lost: another replica may own it soon; the fence already
-                // blocks pushes, and nothing more may be written.
-                warn!(%branch, shard, "shard lost: stopping branch worker at once");
-                worker.handle.abort();
-            } else if self.ownership.is_releasing(shard) {
-                info!(%branch, shard, "handing over: draining branch worker");
-                self.handing_over.entry(shard).or_default().push(branch.clone());
-                self.draining.insert(branch, tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
-            } else {
-                info!(%branch, "stopping branch worker: no target uses it any more");
-                self.draining.insert(branch, tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
-            }
+        let mut resync: Vec<TargetKey> = Vec::new();
+        for branch in &plan.update {
+            let settings = self.worker_settings(branch, &branches[branch]);
+            let running = self.workers.get_mut(branch).expect("planned from the running workers");
+            running.handle.update(settings.clone()).await;
+            running.settings = settings;
+        }
+        for branch in &plan.start {
+            let members = &branches[branch];
+            let settings = self.worker_settings(branch, members);
+            info!(%branch, targets = members.len(), "starting branch worker");
+            let handle = WorkerHandle::spawn(settings.clone());
+            forward_changes(&handle, self.changed.clone());
+            self.workers.insert(branch.clone(), RunningWorker { handle, settings });
+            resync.extend(members.iter().map(|(k, _)| k.clone()));
+        }
+        for branch in &plan.abort {
+            let Some(worker) = self.workers.remove(branch) else { continue };
+            // Lost: another replica may own it soon; the fence already
+            // blocks pushes, and nothing more may be written.
+            warn!(%branch, "shard lost: stopping branch worker at once");
+            worker.handle.abort();
+        }
+        for (shard, branch) in &plan.hand_over {
+            let Some(worker) = self.workers.remove(branch) else { continue };
+            info!(%branch, shard, "handing over: draining branch worker");
+            self.handing_over.entry(*shard).or_default().push(branch.clone());
+            self.draining
+                .insert(branch.clone(), tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
+        }
+        for branch in &plan.retire {
+            let Some(worker) = self.workers.remove(branch) else { continue };
+            info!(%branch, "stopping branch worker: no target uses it any more");
+            self.draining
+                .insert(branch.clone(), tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
         }
         self.report_drained();
 
@@ -396,16 +406,15 @@ impl Controller {
 
     /// Releasing shards whose workers all finished draining may be released.
     fn report_drained(&mut self) {
-        let releasing: Vec<u32> =
-            self.ownership.held.iter().filter(|(_, h)| h.releasing).map(|(s, _)| *s).collect();
-        for shard in releasing {
-            let done = self.handing_over.get(&shard).is_none_or(|branches| {
-                branches.iter().all(|b| self.draining.get(b).is_none_or(|h| h.is_finished()))
-            });
-            if done {
-                self.handing_over.remove(&shard);
-                self.settings.shards.report_drained(shard);
-            }
+        let handing_over: BTreeMap<u32, Vec<BranchKey>> =
+            self.handing_over.iter().map(|(s, b)| (*s, b.clone())).collect();
+        let draining = &self.draining;
+        let done = workers::drained_shards(&self.ownership, &handing_over, |b| {
+            draining.get(b).is_none_or(|h| h.is_finished())
+        });
+        for shard in done {
+            self.handing_over.remove(&shard);
+            self.settings.shards.report_drained(shard);
         }
         let ownership = self.ownership.clone();
         self.handing_over.retain(|shard, _| ownership.is_releasing(*shard));

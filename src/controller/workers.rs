@@ -1,0 +1,186 @@
+//! Which branch workers to start, reconfigure and stop (pure).
+//!
+//! In: the branches that should have a worker now, the workers that run
+//! (and whether each has ended), the branches whose previous worker is still
+//! draining, and the shard ownership. Out: a [`WorkerPlan`] that the
+//! controller carries out. A branch waits for its draining worker first:
+//! both would use the same local repository.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::route::BranchKey;
+use crate::shard::Ownership;
+
+/// What the controller knows of one running worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Running {
+    /// The task ended (it crashed or finished a drain).
+    pub finished: bool,
+    /// Its settings differ from the wanted ones (folders, credentials, push).
+    pub changed: bool,
+}
+
+/// What to do with the workers this pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerPlan {
+    /// Start a worker (new branch, or the old task ended); its targets resync.
+    pub start: Vec<BranchKey>,
+    /// Send the running worker its new settings.
+    pub update: Vec<BranchKey>,
+    /// Not started yet: the previous worker is still pushing what it holds.
+    pub wait: Vec<BranchKey>,
+    /// The shard was lost: stop at once, nothing more may be written.
+    pub abort: Vec<BranchKey>,
+    /// The shard is being handed over: drain, then report it drained.
+    pub hand_over: Vec<(u32, BranchKey)>,
+    /// No target uses the branch any more: drain.
+    pub retire: Vec<BranchKey>,
+}
+
+/// Plans one pass. `wanted` is every branch with a target this replica may
+/// write (its shard active); `shard_of` maps a branch to its shard.
+pub fn plan(
+    wanted: &BTreeSet<BranchKey>,
+    running: &BTreeMap<BranchKey, Running>,
+    draining: &BTreeSet<BranchKey>,
+    ownership: &Ownership,
+    shard_of: impl Fn(&BranchKey) -> u32,
+) -> WorkerPlan {
+    let mut plan = WorkerPlan::default();
+    for branch in wanted {
+        if draining.contains(branch) {
+            plan.wait.push(branch.clone());
+            continue;
+        }
+        match running.get(branch) {
+            Some(worker) if !worker.finished => {
+                if worker.changed {
+                    plan.update.push(branch.clone());
+                }
+            }
+            _ => plan.start.push(branch.clone()),
+        }
+    }
+    // A worker is never running and draining at once: draining ones were removed.
+    for branch in running.keys().filter(|b| !wanted.contains(*b)) {
+        let shard = shard_of(branch);
+        if !ownership.is_held(shard) {
+            plan.abort.push(branch.clone());
+        } else if ownership.is_releasing(shard) {
+            plan.hand_over.push((shard, branch.clone()));
+        } else {
+            plan.retire.push(branch.clone());
+        }
+    }
+    plan
+}
+
+/// The releasing shards whose handed-over branches all finished draining:
+/// their Leases may go. `finished` says whether a branch's drain is over.
+pub fn drained_shards(
+    ownership: &Ownership,
+    handing_over: &BTreeMap<u32, Vec<BranchKey>>,
+    finished: impl Fn(&BranchKey) -> bool,
+) -> Vec<u32> {
+    ownership
+        .held
+        .iter()
+        .filter(|(_, held)| held.releasing)
+        .map(|(shard, _)| *shard)
+        .filter(|shard| handing_over.get(shard).is_none_or(|branches| branches.iter().all(&finished)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::shard::ownership::HeldShard;
+
+    fn key(branch: &str) -> BranchKey {
+        BranchKey::new("ssh://git/repo.git", branch)
+    }
+
+    /// Shard n is the number in the branch name ("b1" → 1).
+    fn shard_of(branch: &BranchKey) -> u32 {
+        branch.branch[1..].parse().unwrap()
+    }
+
+    fn ownership(active: &[u32], releasing: &[u32]) -> Ownership {
+        let expires = Instant::now() + Duration::from_secs(10);
+        let held = active
+            .iter()
+            .map(|s| (*s, HeldShard { expires, releasing: false }))
+            .chain(releasing.iter().map(|s| (*s, HeldShard { expires, releasing: true })))
+            .collect();
+        Ownership { held }
+    }
+
+    fn set(branches: &[&str]) -> BTreeSet<BranchKey> {
+        branches.iter().map(|b| key(b)).collect()
+    }
+
+    fn run(entries: &[(&str, bool, bool)]) -> BTreeMap<BranchKey, Running> {
+        entries
+            .iter()
+            .map(|(b, finished, changed)| (key(b), Running { finished: *finished, changed: *changed }))
+            .collect()
+    }
+
+    #[test]
+    fn new_branches_start_and_changed_ones_are_updated() {
+        let plan = plan(
+            &set(&["b1", "b2", "b3"]),
+            &run(&[("b2", false, true), ("b3", false, false)]),
+            &BTreeSet::new(),
+            &ownership(&[1, 2, 3], &[]),
+            shard_of,
+        );
+        assert_eq!(
+            plan,
+            WorkerPlan { start: vec![key("b1")], update: vec![key("b2")], ..WorkerPlan::default() }
+        );
+    }
+
+    #[test]
+    fn an_ended_worker_is_started_again() {
+        let plan = plan(
+            &set(&["b1"]),
+            &run(&[("b1", true, false)]),
+            &BTreeSet::new(),
+            &ownership(&[1], &[]),
+            shard_of,
+        );
+        assert_eq!(plan.start, vec![key("b1")]);
+    }
+
+    #[test]
+    fn a_branch_waits_for_its_draining_worker() {
+        let plan = plan(&set(&["b1"]), &BTreeMap::new(), &set(&["b1"]), &ownership(&[1], &[]), shard_of);
+        assert_eq!(plan, WorkerPlan { wait: vec![key("b1")], ..WorkerPlan::default() });
+    }
+
+    #[test]
+    fn unwanted_workers_stop_by_how_their_shard_is_held() {
+        let plan = plan(
+            &BTreeSet::new(),
+            &run(&[("b1", false, false), ("b2", false, false), ("b3", false, false)]),
+            &BTreeSet::new(),
+            &ownership(&[3], &[2]),
+            shard_of,
+        );
+        assert_eq!(plan.abort, vec![key("b1")], "shard 1 is not held: lost");
+        assert_eq!(plan.hand_over, vec![(2, key("b2"))], "shard 2 is releasing");
+        assert_eq!(plan.retire, vec![key("b3")], "shard 3 is active: no target uses it");
+        assert!(plan.start.is_empty() && plan.update.is_empty());
+    }
+
+    #[test]
+    fn a_releasing_shard_is_drained_once_every_branch_finished() {
+        let own = ownership(&[1], &[2, 3, 4]);
+        let handing_over = BTreeMap::from([(2, vec![key("b2"), key("b22")]), (3, vec![key("b3")])]);
+        let finished = |b: &BranchKey| b.branch != "b22";
+        assert_eq!(drained_shards(&own, &handing_over, finished), vec![3, 4], "4 had no worker to drain");
+    }
+}
