@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use super::hash::{assignment, shard_of};
 use super::lease::{Claim, LeaseClient};
 use super::ownership::{Fence, HeldShard, Ownership, OwnershipView};
+use super::plan::{self, Timing};
 use super::records::{Record, live_members, record};
 use super::settings::ShardSettings;
 use crate::route::BranchKey;
@@ -237,9 +238,11 @@ impl Coordinator {
         };
 
         self.acquire(&desired, &records, store).await;
-        self.releasing = self.held.keys().filter(|s| !desired.contains(s)).copied().collect();
+        let held: BTreeSet<u32> = self.held.keys().copied().collect();
+        let (releasing, release) = plan::handover(&held, &desired, &self.drained);
+        self.releasing = releasing;
         self.drained.retain(|s| self.releasing.contains(s));
-        self.release_drained().await;
+        self.release_drained(release).await;
 
         let unowned = records
             .iter()
@@ -306,16 +309,16 @@ impl Coordinator {
     /// Shards not renewed within the renew deadline stop at once: the
     /// Lease may be taken by others once it expires, a little later.
     fn drop_overdue(&mut self) {
-        let now = Instant::now();
-        let overdue: Vec<u32> = self
-            .held
-            .iter()
-            .filter(|(_, c)| renewed_at(c).is_none_or(|at| at + self.settings.renew_deadline <= now))
-            .map(|(s, _)| *s)
-            .collect();
-        for shard in overdue {
+        for shard in self.held_plan(Instant::now()).lose {
             self.lose(shard, "not renewed within the renew deadline");
         }
+    }
+
+    fn held_plan(&self, now: Instant) -> plan::PassPlan {
+        let held = self.held.iter().map(|(s, c)| (*s, renewed_at(c))).collect();
+        let timing =
+            Timing { renew_deadline: self.settings.renew_deadline, retry_period: self.settings.retry_period };
+        plan::held_shards(&held, timing, now)
     }
 
     fn lose(&mut self, shard: u32, why: &str) {
@@ -326,12 +329,11 @@ impl Coordinator {
     }
 
     async fn renew_due(&mut self) {
-        let now = Instant::now();
         let due: Vec<(u32, Claim)> = self
-            .held
-            .iter()
-            .filter(|(_, c)| renewed_at(c).is_some_and(|at| at + self.settings.retry_period <= now))
-            .map(|(s, c)| (*s, c.clone()))
+            .held_plan(Instant::now())
+            .renew
+            .into_iter()
+            .filter_map(|s| Some((s, self.held.get(&s)?.clone())))
             .collect();
         let leases = &self.leases;
         let settings = &self.settings;
@@ -364,22 +366,15 @@ impl Coordinator {
         store: &Store<Lease>,
     ) {
         let me = &self.settings.identity;
-        let wanted: Vec<(u32, Option<String>)> = desired
-            .iter()
-            .filter(|s| !self.held.contains_key(s))
-            .filter_map(|s| match &records[s] {
-                Record::Free => Some((*s, None)),
-                Record::Live { holder, .. } if holder == me => Some((*s, Some(holder.clone()))),
-                Record::Live { .. } => None,
-            })
-            .collect();
+        let held: BTreeSet<u32> = self.held.keys().copied().collect();
+        let wanted = plan::to_acquire(desired, &held, records, me);
         if wanted.is_empty() {
             return;
         }
         let leases = &self.leases;
         let settings = &self.settings;
         let results: Vec<_> = futures::stream::iter(wanted)
-            .map(|(shard, _)| async move { (shard, leases.try_acquire(&settings.shard_lease(shard)).await) })
+            .map(|shard| async move { (shard, leases.try_acquire(&settings.shard_lease(shard)).await) })
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
@@ -423,12 +418,9 @@ impl Coordinator {
         }
     }
 
-    async fn release_drained(&mut self) {
-        let ready: Vec<(u32, Claim)> = self
-            .releasing
-            .intersection(&self.drained)
-            .filter_map(|shard| Some((*shard, self.held.get(shard)?.clone())))
-            .collect();
+    async fn release_drained(&mut self, release: Vec<u32>) {
+        let ready: Vec<(u32, Claim)> =
+            release.into_iter().filter_map(|shard| Some((shard, self.held.get(&shard)?.clone()))).collect();
         let leases = &self.leases;
         let settings = &self.settings;
         let results: Vec<_> = futures::stream::iter(ready)

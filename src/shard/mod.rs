@@ -8,6 +8,7 @@ pub mod coordinator;
 pub mod hash;
 pub mod lease;
 pub mod ownership;
+pub mod plan;
 pub mod records;
 pub mod settings;
 
