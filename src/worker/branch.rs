@@ -372,7 +372,7 @@ impl Shell {
             }
             Input::Committed(result.map_err(|error| CommitFailure {
                 conflict: matches!(error, RepoError::PathConflict { .. } | RepoError::InvalidPath { .. }),
-                message: error.to_string(),
+                message: with_causes(&error),
             }))
         }
     }
@@ -483,8 +483,24 @@ impl From<RemoteError> for Failure {
 
 impl From<RepoError> for Failure {
     fn from(error: RepoError) -> Self {
-        Self::Local(format!("local repository: {error}"))
+        Self::Local(format!("local repository: {}", with_causes(&error)))
     }
+}
+
+/// A local error with what caused it ("No space left on device" sits deep
+/// in gix's chain); local errors carry paths, never credentials.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let line = inner.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Opens (or creates) the local repository once.
