@@ -13,7 +13,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Branch, Options, fault_dir, repo_name};
+use harness::{Branch, Options, repo_name};
 
 fn git_server(action: &str) {
     let status = Command::new(support::repo_root().join("tests/env/component"))
@@ -52,22 +52,34 @@ async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
     branch.set("a").await;
     branch.wait_equal("the first push", Duration::from_secs(60)).await;
 
-    // The server holds the next push's answer for 30 s after updating the branch.
-    let slow = fault_dir("slow").join(&name);
-    std::fs::write(&slow, "30").unwrap();
+    // The next push's ref update is held for 60 s after it is committed, before
+    // the server answers: git's reference-transaction hook, in the repository.
+    let applied = tempfile::tempdir().unwrap();
+    let marker = applied.path().join("applied");
+    let hook = support::repo_root().join(format!("target/env/soft/repos/{name}.git/hooks/reference-transaction"));
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n# worker_git_killed.rs: hold the answer once the branch moved\n[ \"$1\" = committed ] || exit 0\ncat >/dev/null\ntouch '{}'\nsleep 60\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let before = pushes(&name);
     for _ in 0..3 {
         branch.set("a").await;
     }
     branch.set("b").await;
     support::wait_for("the server to apply the push", Duration::from_secs(60), || {
-        let applied = pushes(&name) > before;
-        async move { applied.then_some(()) }
+        let done = marker.exists();
+        async move { done.then_some(()) }
     })
     .await;
+    assert_eq!(pushes(&name), before, "the answer (and the post-receive log) is still held");
     let restart = Restart;
-    git_server("stop");
-    std::fs::remove_file(&slow).unwrap();
+    git_server("kill");
+    std::fs::remove_file(&hook).unwrap();
     let failed = branch
         .wait_state("the lost answer to be reported", Duration::from_secs(60), |s| s.last_push_failed)
         .await;

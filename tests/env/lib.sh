@@ -82,6 +82,19 @@ start_proc() {
   echo $! >"$RUN/$name.pid"
 }
 
+# kill_proc NAME: a crash, not a shutdown: SIGKILL to its whole process group
+# (started with setsid), so requests in flight get no answer.
+kill_proc() {
+  local name=$1 pid
+  if alive "$name"; then
+    pid=$(pid_of "$name")
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    say "killed $name ($pid)"
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
 stop_proc() {
   local name=$1 pid deadline
   if alive "$name"; then
