@@ -240,6 +240,8 @@ struct Draft {
     source: Source,
     /// Failed local writes of this draft so far.
     failures: u32,
+    /// Written again on a fetched tip (a replay or a repair).
+    rebuilt: bool,
 }
 
 /// What the status writer needs to know.
@@ -581,11 +583,12 @@ impl BranchCore {
             }
             WorkItem::Sweep { scope, live } => {
                 self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
-                if self.first_resync && self.resyncing.is_empty() {
-                    self.first_resync = false;
-                    self.push_now = true;
-                }
                 let doomed = self.files.sweep(&scope, &live);
+                if self.first_resync && self.resyncing.is_empty() {
+                    // A new owner publishes its reconciled branch at once.
+                    self.first_resync = false;
+                    self.push_now = !self.chain.is_empty() || !doomed.is_empty();
+                }
                 let (paths, objects): (Vec<String>, Vec<_>) = doomed.into_iter().unzip();
                 (gone(paths), message::for_sweep(&objects, &scope.target), Source::internal_at(now))
             }
@@ -644,7 +647,7 @@ impl BranchCore {
             self.settings.replica,
             message::trace_trailer(source.trace_id())
         );
-        Draft { changes, message, source, failures: 0 }
+        Draft { changes, message, source, failures: 0, rebuilt: false }
     }
 
     fn on_committed(
@@ -697,6 +700,11 @@ impl BranchCore {
 
     /// When the next push is due, if anything waits for one.
     fn push_due(&self, now: Instant) -> Option<Instant> {
+        // Commits being written again on a fetched tip go out together.
+        let rebuilding = self.drafts.iter().chain(&self.commit_in_flight).any(|d| d.rebuilt);
+        if rebuilding && self.commit_retry_at.is_none() {
+            return None;
+        }
         let oldest = self.chain.front().map(|c| c.committed_at);
         let due = self.settings.push.due(self.chain.len(), oldest, now)?;
         let due = if self.push_now || self.draining { now } else { due };
@@ -712,6 +720,8 @@ impl BranchCore {
         let Some(last) = commits.checked_sub(1) else { return };
         let local = self.chain[last].id;
         let sources = self.chain.iter().take(commits).map(|c| c.source.clone()).collect();
+        // What waited to go out at once is in this push.
+        self.push_now = false;
         self.remote_op = RemoteOp::Pushing { commits };
         out.push(Command::Push { local, expected: self.remote_tip, commits, sources });
     }
@@ -850,12 +860,19 @@ impl BranchCore {
             .into_iter()
             .zip(self.chain.drain(..))
             .filter(|(changes, _)| !changes.is_empty())
-            .map(|(changes, c)| Draft { changes, message: c.message, source: c.source, failures: 0 })
+            .map(|(changes, c)| Draft {
+                changes,
+                message: c.message,
+                source: c.source,
+                failures: 0,
+                rebuilt: true,
+            })
             .collect();
         let mut drafts: VecDeque<Draft> = rebuilt.into();
         if !plan.repair.is_empty() {
             let message = message::for_repair(plan.repair.len());
-            drafts.push_back(self.draft(plan.repair, message, Source::internal_at(at.now)));
+            let repair = self.draft(plan.repair, message, Source::internal_at(at.now));
+            drafts.push_back(Draft { rebuilt: true, ..repair });
         }
         drafts.extend(self.drafts.drain(..));
         self.drafts = drafts;

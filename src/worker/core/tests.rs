@@ -484,3 +484,32 @@ fn settings_change_folders_and_clear_the_back_off() {
     h.input(Input::Settings(settings));
     assert!(h.push().is_some(), "new credentials are tried at once");
 }
+
+#[test]
+fn replays_are_pushed_together_once_all_are_written() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.committed();
+    h.write(B, "2");
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    h.input(Input::Pushed(PushReply::Stale));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), ..Fetched::default() })));
+    h.committed();
+    assert!(h.push().is_none(), "one replay is still to be written");
+    let last = h.committed();
+    assert_eq!(h.push(), Some((last, Some(oid(2)), 2)));
+}
+
+#[test]
+fn the_end_of_an_empty_first_resync_does_not_rush_the_next_push() {
+    let mut h = Harness::started(&[]);
+    let target = TargetKey::new("ns", "t");
+    let owned = BTreeSet::from([(String::new(), "configmaps".to_owned())]);
+    h.input(Input::Item(WorkItem::Retain { target: target.clone(), owned }));
+    let scope = SweepScope { target, group: String::new(), plural: "configmaps".into(), namespace: None };
+    h.input(Input::Item(WorkItem::Sweep { scope, live: HashSet::new() }));
+    h.write(A, "1");
+    h.committed();
+    assert!(h.push().is_none(), "a single change waits for the interval");
+}
