@@ -6,6 +6,7 @@
 pub mod chart;
 pub mod fixtures;
 pub mod git;
+pub mod history;
 pub mod http;
 pub mod jaeger;
 pub mod operator;

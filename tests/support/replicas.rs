@@ -3,6 +3,7 @@
 //! kill -9, SIGSTOP/SIGCONT, SIGTERM, restart. Also reads each replica's
 //! logs and metrics, the shard Lease holders, and who pushed what.
 
+pub mod completeness;
 pub mod fleet;
 pub mod leases;
 pub mod load;
@@ -13,9 +14,22 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 use std::process::ExitStatus;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use process::{Launch, Metrics, Replica};
+
+/// The counter of changes merged into a pending change of the same file.
+pub const COALESCED: &str = "gitops_reverser_events_coalesced_total";
+
+/// `gitops_reverser_events_coalesced_total`, summed over replicas.
+#[derive(Debug, Clone, Default)]
+pub struct Coalesced {
+    /// By (repository label, branch).
+    pub by_branch: BTreeMap<(String, String), f64>,
+    /// By replica incarnation, `<name>.<n>`, over every branch.
+    pub by_incarnation: BTreeMap<String, f64>,
+}
 
 /// The number of shard Leases (the operator's default).
 pub const SHARDS: u32 = 32;
@@ -84,6 +98,9 @@ pub struct Replicas {
     // Before `scratch`: fields drop in order, and the processes must die before their files go.
     replicas: BTreeMap<String, Replica>,
     incarnations: BTreeMap<String, u32>,
+    /// The last /metrics each incarnation answered, kept after it stopped:
+    /// counters of a replica that is gone still count.
+    scrapes: Mutex<BTreeMap<(String, u32), Metrics>>,
     scratch: tempfile::TempDir,
 }
 
@@ -105,6 +122,7 @@ impl Replicas {
             extra: settings.args(),
             replicas: BTreeMap::new(),
             incarnations: BTreeMap::new(),
+            scrapes: Mutex::new(BTreeMap::new()),
             scratch,
         }
     }
@@ -137,27 +155,83 @@ impl Replicas {
         self.replicas.iter_mut().filter_map(|(n, r)| r.is_running().then(|| n.clone())).collect()
     }
 
-    pub fn kill9(&mut self, name: &str) {
-        self.replica_mut(name).kill9();
+    /// Reads the replica's /metrics now and keeps it as its incarnation's
+    /// last scrape (None, and the previous scrape kept, if it did not answer).
+    pub fn scrape(&self, name: &str) -> Option<Metrics> {
+        let replica = self.replica(name);
+        let metrics = replica.metrics()?;
+        self.scrapes.lock().unwrap().insert((name.to_owned(), replica.incarnation), metrics.clone());
+        Some(metrics)
     }
 
-    pub fn sigstop(&self, name: &str) {
+    /// Scrapes (so its counters survive it), then SIGKILLs; returns the
+    /// unix ns just before the signal.
+    pub fn kill9(&mut self, name: &str) -> i128 {
+        self.scrape(name);
+        let at = now_ns();
+        self.replica_mut(name).kill9();
+        at
+    }
+
+    /// Scrapes (a frozen process does not answer), then SIGSTOPs; returns
+    /// the unix ns just before the signal.
+    pub fn sigstop(&self, name: &str) -> i128 {
+        self.scrape(name);
+        let at = now_ns();
         self.replica(name).sigstop();
+        at
     }
 
     pub fn sigcont(&self, name: &str) {
         self.replica(name).sigcont();
     }
 
+    /// Scrapes, then sends SIGTERM without waiting (see [`Self::wait_exit`]).
+    pub fn send_sigterm(&self, name: &str) {
+        self.scrape(name);
+        self.replica(name).sigterm();
+    }
+
     /// SIGTERM and the exit status (with a deadline well past the drain).
     pub async fn sigterm(&mut self, name: &str) -> ExitStatus {
-        self.replica(name).sigterm();
+        self.send_sigterm(name);
         self.wait_exit(name).await
     }
 
-    /// The exit status of a replica that was sent SIGTERM.
+    /// The exit status of a replica that was sent SIGTERM. Scrapes it while
+    /// it drains, so its counters are kept as they were at the last answer.
     pub async fn wait_exit(&mut self, name: &str) -> ExitStatus {
-        self.replica_mut(name).wait_exit(Duration::from_secs(30)).await
+        let timeout = Duration::from_secs(30);
+        let started = std::time::Instant::now();
+        loop {
+            self.scrape(name);
+            if let Some(status) = self.replica_mut(name).reap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for replica {name} to exit"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `gitops_reverser_events_coalesced_total` over every incarnation of
+    /// every replica: the last scrape of the ones that are gone, a fresh one
+    /// of the running ones.
+    pub fn coalesced(&mut self) -> Coalesced {
+        for name in self.running() {
+            self.scrape(&name);
+        }
+        let mut sum = Coalesced::default();
+        for ((name, incarnation), metrics) in self.scrapes.lock().unwrap().iter() {
+            for (labels, value) in metrics.by_labels(COALESCED, &["repository", "branch"]) {
+                let [repository, branch] = <[String; 2]>::try_from(labels).expect("two labels");
+                *sum.by_branch.entry((repository, branch)).or_insert(0.0) += value;
+                *sum.by_incarnation.entry(format!("{name}.{incarnation}")).or_insert(0.0) += value;
+            }
+        }
+        sum
     }
 
     /// A graceful restart: SIGTERM, wait for the exit, start again.

@@ -15,11 +15,16 @@ use serde_json::{Value, json};
 
 use super::super::fixtures::{self, Access};
 use super::super::git::{Auth, GitClient};
+use super::super::history::History;
 use super::super::{Env, Repo, TestNamespace};
 use super::mirror::Mirror;
 use super::pushes::{self, Push};
 
 pub const LABEL: &str = "ha-target";
+
+/// `push.interval` of every GitProvider of a fleet: a commit waits at most
+/// this long (plus a push in flight) before a push carries it.
+pub const PUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The shape of a fleet: `targets` targets spread round-robin over
 /// `branches` branches, which are spread round-robin over `repos`.
@@ -90,8 +95,8 @@ impl Fleet {
         for (r, repo) in self.repos.iter().enumerate() {
             let name = format!("git-{r}");
             fixtures::git_secret(&self.client, self.env, ns, &name, &Access::Ssh { read_only: false }).await;
-            fixtures::provider(&self.client, ns, &name, &repo.ssh_url, &name, json!({"interval": "1s"}))
-                .await;
+            let push = json!({"interval": format!("{}s", PUSH_INTERVAL.as_secs())});
+            fixtures::provider(&self.client, ns, &name, &repo.ssh_url, &name, push).await;
         }
         let mut manifests: Vec<Value> = Vec::new();
         for t in &self.targets {
@@ -183,6 +188,34 @@ impl Fleet {
         all
     }
 
+    /// The target with this name.
+    pub fn target(&self, name: &str) -> &Target {
+        self.targets.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no target {name}"))
+    }
+
+    /// The file that records ConfigMap `name` of `target`, by full path on
+    /// its branch: the operator's own sanitizer decides, as in [`Self::expected`].
+    pub fn object_path(&self, name: &str, target: &str) -> String {
+        let manifest = configmap_manifest(self.namespace(), name, target, &json!({}));
+        let sanitized = sanitize(&manifest, &configmap_ref()).expect("sanitize a fleet ConfigMap");
+        join_base(&normalize_base_folder(&self.target(target).folder), &sanitized.path)
+    }
+
+    /// The full history of every branch of the fleet (fetched now): every
+    /// value each file held in some commit.
+    pub fn history(&self) -> BTreeMap<(usize, String), History> {
+        for mirror in &self.mirrors {
+            mirror.fetch(&self.git);
+        }
+        self.branches()
+            .into_iter()
+            .map(|(repo, branch)| {
+                let history = self.mirrors[repo].history(&self.git, &branch).unwrap_or_default();
+                ((repo, branch), history)
+            })
+            .collect()
+    }
+
     /// What every target's folder must hold: the sanitized live ConfigMaps
     /// labelled for it, by full path.
     pub async fn expected(&self) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -190,13 +223,7 @@ impl Fleet {
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "ConfigMap"), "configmaps");
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace(), &resource);
         let list = api.list(&ListParams::default().labels(LABEL)).await.expect("list the ConfigMaps");
-        let rref = ResourceRef {
-            group: String::new(),
-            version: "v1".into(),
-            kind: "ConfigMap".into(),
-            plural: "configmaps".into(),
-            namespaced: true,
-        };
+        let rref = configmap_ref();
         let mut expected: BTreeMap<String, BTreeMap<String, String>> =
             self.targets.iter().map(|t| (t.name.clone(), BTreeMap::new())).collect();
         for object in list.items {
@@ -257,6 +284,16 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+fn configmap_ref() -> ResourceRef {
+    ResourceRef {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+        namespaced: true,
     }
 }
 

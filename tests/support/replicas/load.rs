@@ -1,7 +1,8 @@
 //! The load driver: a background task that keeps changing the fleet's
 //! ConfigMaps (updates, creates and deletes, round-robin over the targets)
 //! at a fixed rate, and records what it did, so the end check can prove the
-//! cluster holds exactly the driver's last word on every object.
+//! cluster holds exactly the driver's last word on every object, and the
+//! completeness check that every value it wrote reached some commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,11 +20,23 @@ use super::fleet::{LABEL, configmap_manifest};
 /// few seconds) before the driver gives up.
 const RETRY_FOR: Duration = Duration::from_secs(120);
 
+/// One value the driver gave an object (its `data.v`).
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub value: String,
+    /// The target whose label the object carries.
+    pub target: String,
+    /// Unix ns when the API server had accepted it (the answer arrived).
+    pub at_ns: i128,
+}
+
 /// What the driver did: the last state it gave each object it touched
-/// (None: deleted), and counts.
+/// (None: deleted), every value it wrote, and counts.
 #[derive(Debug, Default)]
 pub struct Record {
     pub last: BTreeMap<String, Option<String>>,
+    /// Every value written per object, in the order written (a delete writes none).
+    pub writes: BTreeMap<String, Vec<Write>>,
     pub changes: usize,
     pub retries: usize,
     /// Unix ns of each change per target: (time, target).
@@ -90,9 +103,14 @@ impl Load {
                     Op::Delete => names.retain(|n| *n != name),
                     Op::Update => {}
                 }
+                let at_ns = super::now_ns();
+                if !matches!(op, Op::Delete) {
+                    let write = Write { value: value.clone(), target: target.clone(), at_ns };
+                    record.writes.entry(name.clone()).or_default().push(write);
+                }
                 record.last.insert(name, (!matches!(op, Op::Delete)).then_some(value));
                 record.changes += 1;
-                record.times.push((super::now_ns(), target.clone()));
+                record.times.push((at_ns, target.clone()));
                 counter.store(record.changes, Ordering::Relaxed);
                 i += 1;
             }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::super::git::GitClient;
+use super::super::history::{self, History};
 
 pub struct Mirror {
     pub url: String,
@@ -22,6 +23,11 @@ impl Mirror {
     /// Fetches every branch, pruning none (a pushed commit stays readable).
     pub fn fetch(&self, git: &GitClient) {
         git.ok(&self.dir, &["fetch", "--quiet", "--force", &self.url, "+refs/heads/*:refs/heads/*"]);
+    }
+
+    /// Every value each file of `branch` held in some commit (None: no such branch).
+    pub fn history(&self, git: &GitClient, branch: &str) -> Option<History> {
+        history::read(git, &self.dir, &format!("refs/heads/{branch}"))
     }
 
     /// Path → content of every file on `branch`, None if the branch is absent.
@@ -83,7 +89,7 @@ impl Mirror {
 }
 
 /// Parses `<id> <type> <size>\n<bytes>\n` and `<id> missing\n` records.
-fn parse_batch(mut out: &[u8]) -> HashMap<String, Option<Vec<u8>>> {
+pub fn parse_batch(mut out: &[u8]) -> HashMap<String, Option<Vec<u8>>> {
     let mut objects = HashMap::new();
     while let Some(newline) = out.iter().position(|&b| b == b'\n') {
         let header = String::from_utf8_lossy(&out[..newline]).into_owned();

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
 
 use super::super::http::{self, free_local_addr};
 use super::now_ns;
@@ -107,16 +106,11 @@ impl Replica {
         signal(&[self.pid().expect("the replica runs")], "TERM");
     }
 
-    /// Waits (with a deadline) for the process to exit after a signal.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let what = format!("replica {} to exit", self.name);
-        let status = super::super::wait_for(&what, timeout, || {
-            let status = self.exit_status();
-            async move { status }
-        })
-        .await;
+    /// The exit status once it has exited; the process is forgotten then.
+    pub fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.exit_status()?;
         self.child = None;
-        status
+        Some(status)
     }
 
     pub fn logs(&self) -> String {
@@ -206,6 +200,20 @@ impl Metrics {
         self.0.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
     }
 
+    /// Every series of metric `name`: the values of labels `keys` (empty
+    /// when missing) → value.
+    pub fn by_labels(&self, name: &str, keys: &[&str]) -> Vec<(Vec<String>, f64)> {
+        self.0
+            .iter()
+            .filter_map(|(series, value)| {
+                let labels = series.strip_prefix(name)?;
+                let labels = labels.strip_prefix('{')?.strip_suffix('}')?;
+                let values = keys.iter().map(|key| label(labels, key).unwrap_or_default()).collect();
+                Some((values, *value))
+            })
+            .collect()
+    }
+
     /// The sum over every series of metric `name`, None if it has none.
     pub fn sum(&self, name: &str) -> Option<f64> {
         let values: Vec<f64> = self
@@ -216,6 +224,19 @@ impl Metrics {
             .collect();
         (!values.is_empty()).then(|| values.iter().sum())
     }
+}
+
+/// The value of label `key` in `a="x",key="y"` (values without escaped quotes).
+fn label(labels: &str, key: &str) -> Option<String> {
+    let mut rest = labels;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let (value, tail) = after.split_once('"')?;
+        if name.trim_start_matches(',').trim() == key {
+            return Some(value.to_owned());
+        }
+        rest = tail;
+    }
+    None
 }
 
 /// Unix ns of a JSON log line's `timestamp`.
@@ -236,4 +257,29 @@ pub fn log_events(logs: &str, message: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == message)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_series_by_label() {
+        let metrics = Metrics::parse(
+            "# TYPE x counter\n\
+             x_total{repository=\"ssh://h:1/r.git\",branch=\"b01\"} 3\n\
+             x_total{branch=\"b02\",repository=\"ssh://h:1/r.git\"} 1\n\
+             x_created{repository=\"ssh://h:1/r.git\",branch=\"b01\"} 17\n",
+        );
+        let mut found = metrics.by_labels("x_total", &["repository", "branch"]);
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            found,
+            [
+                (vec!["ssh://h:1/r.git".to_owned(), "b01".to_owned()], 3.0),
+                (vec!["ssh://h:1/r.git".to_owned(), "b02".to_owned()], 1.0),
+            ]
+        );
+        assert_eq!(label("a=\"1\",b=\"2\"", "c"), None);
+    }
 }
