@@ -12,6 +12,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::replicas::completeness::Completeness;
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::stats::between;
@@ -107,6 +108,9 @@ async fn replicas_recover_from_an_api_server_restart() {
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
+    // No replica process stops: every value must be in some commit, unless coalesced.
+    let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
+    println!("{}", completeness.report("ha_apiserver_restart", &[]));
 
     for (name, pid) in NAMES.iter().zip(&pids) {
         assert!(replicas.running().contains(&(*name).to_owned()), "{name} exited");
@@ -134,4 +138,5 @@ async fn replicas_recover_from_an_api_server_restart() {
         "pushes after every Lease had expired, while the API server was down:\n{}",
         pushes::summary(&late)
     );
+    completeness.assert_explained("ha_apiserver_restart", &[]);
 }

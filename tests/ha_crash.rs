@@ -2,16 +2,20 @@
 //! under load, with the default lease settings → its shards are owned
 //! elsewhere and pushing resumes. Failover time = kill → first push by the
 //! new owner, per branch of the victim; median and worst over 10 trials (the
-//! victim is started again between trials). Ends with acceptance 8.
+//! victim is started again between trials). Ends with acceptance 8, and
+//! with the per-change completeness check: every value the load wrote is in
+//! some commit, except what the operator coalesced and what a killed owner
+//! had committed but not pushed (see `FaultWindow`).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use support::replicas::completeness::{Completeness, fault_margin, fault_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::stats::{between, median_worst};
-use support::replicas::{LeaseSettings, Replicas, now_ns};
+use support::replicas::{LeaseSettings, Replicas};
 use support::wait_for;
 
 const SPEC: FleetSpec = FleetSpec { repos: 2, branches: 8, targets: 8, objects: 2 };
@@ -41,6 +45,7 @@ async fn a_killed_owner_s_branches_fail_over() {
     let mut per_branch = Vec::new();
     let mut per_trial = Vec::new();
     let mut takeovers = Vec::new();
+    let mut windows = Vec::new();
     for trial in 0..TRIALS {
         let holders = replicas.wait_settled(&NAMES, Duration::from_secs(90)).await;
         // Rotate over the replicas that own branches.
@@ -51,8 +56,7 @@ async fn a_killed_owner_s_branches_fail_over() {
         let shards: Vec<usize> =
             (0..holders.len()).filter(|&s| holders[s].as_deref() == Some(victim)).collect();
 
-        let killed = now_ns();
-        replicas.kill9(victim);
+        let killed = replicas.kill9(victim);
         let failovers = wait_for(
             &format!("trial {trial}: pushes by new owners after killing {victim}"),
             Duration::from_secs(90),
@@ -93,6 +97,16 @@ async fn a_killed_owner_s_branches_fail_over() {
             .max()
             .unwrap_or_default();
         takeovers.push(takeover);
+        let margin = fault_margin(LeaseSettings::DEFAULT);
+        windows.extend(fault_windows(
+            &fleet,
+            "kill",
+            victim,
+            killed,
+            &branches,
+            margin,
+            &fleet.pushes(killed),
+        ));
         eprintln!(
             "trial {trial}: killed {victim} ({} shards, {} branches); its shards acquired by others after {:.1}s; \
              failover per branch {:?}; shards now {:?}",
@@ -111,6 +125,13 @@ async fn a_killed_owner_s_branches_fail_over() {
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
+    // A killed replica's commits that it had not pushed are gone (no other
+    // replica can read its disk, and the new owner resyncs only the final
+    // state): values of its branches from the push interval plus a margin
+    // before the kill until the new owner's first push may be in no commit.
+    // Every other missing value must be one the operator coalesced.
+    let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
+    println!("{}", completeness.report("ha_crash", &windows));
     let (median, worst) = median_worst(&per_branch);
     let (trial_median, trial_worst) = median_worst(&per_trial);
     let (takeover_median, takeover_worst) = median_worst(&takeovers);
@@ -128,4 +149,5 @@ async fn a_killed_owner_s_branches_fail_over() {
         started.elapsed()
     );
     assert!(per_branch.len() >= TRIALS, "every trial killed a replica with branches");
+    completeness.assert_explained("ha_crash", &windows);
 }

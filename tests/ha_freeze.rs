@@ -3,13 +3,16 @@
 //! continue, then SIGCONT → others took its shards, and after resuming it
 //! pushes nothing on the strength of the Leases it lost: every push it makes
 //! after SIGCONT follows a fresh acquire of that branch's shard. Ends with
-//! acceptance 8.
+//! acceptance 8, and with the per-change completeness check: every value the
+//! load wrote is in some commit, except what the operator coalesced and what
+//! the frozen owner had committed but not pushed (see `FaultWindow`).
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use support::replicas::completeness::{Completeness, fault_margin, fault_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::process::{line_time_ns, log_events, shard_field};
@@ -46,8 +49,7 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     })
     .await;
 
-    let stopped = now_ns();
-    replicas.sigstop(victim);
+    let stopped = replicas.sigstop(victim);
     // Frozen until others hold all its shards and pushed on all its branches.
     wait_for(&format!("others to take over from the frozen {victim}"), Duration::from_secs(60), || async {
         let now = replicas.holders().await;
@@ -77,6 +79,15 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
+    // The frozen replica's commits that it had not pushed are never pushed
+    // (its Leases are lost; the new owner resyncs only the final state):
+    // values of its branches from the push interval plus a margin before the
+    // freeze until the new owner's first push may be in no commit. Every
+    // other missing value must be one the operator coalesced.
+    let margin = fault_margin(SETTINGS);
+    let windows = fault_windows(&fleet, "freeze", victim, stopped, &branches, margin, &fleet.pushes(stopped));
+    let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
+    println!("{}", completeness.report("ha_freeze", &windows));
 
     // The victim's fresh acquires after SIGCONT, by shard (earliest).
     let logs = replicas.logs(victim);
@@ -121,4 +132,5 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     );
     assert!(lost_after > 0, "{victim} never logged \"lost shard\" after resuming");
     assert!(lost_metric.is_some_and(|n| n >= 1.0), "{victim}'s lost handovers: {lost_metric:?}");
+    completeness.assert_explained("ha_freeze", &windows);
 }

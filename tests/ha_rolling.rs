@@ -10,6 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::replicas::completeness::Completeness;
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::process::{line_time_ns, log_events, shard_field};
@@ -99,6 +100,10 @@ async fn a_rolling_restart_loses_nothing() {
     let timeline = poller.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
+    // SIGTERM drains and pushes before the replica exits (its counters are
+    // kept from its last scrape): every value must be in some commit, unless coalesced.
+    let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
+    println!("{}", completeness.report("ha_rolling", &[]));
 
     let mut gaps = timeline.longest_gaps_ms();
     // Shards a replica exited holding: from its exit to the next acquire.
@@ -136,4 +141,5 @@ async fn a_rolling_restart_loses_nothing() {
         u128::from(longest) < SETTINGS.duration.as_millis(),
         "a shard was without an owner for {longest} ms, as long as a lease expiry: the handover was not planned"
     );
+    completeness.assert_explained("ha_rolling", &[]);
 }

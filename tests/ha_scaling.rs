@@ -10,6 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use support::replicas::completeness::Completeness;
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::stats::between;
@@ -49,7 +50,7 @@ async fn scaling_leaves_no_shard_unowned() {
             }
         } else {
             for name in &NAMES[target..current] {
-                replicas.replica(name).sigterm();
+                replicas.send_sigterm(name);
             }
             for name in &NAMES[target..current] {
                 let status = replicas.wait_exit(name).await;
@@ -97,8 +98,14 @@ async fn scaling_leaves_no_shard_unowned() {
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
+    // Scaling down is SIGTERM (drain, push, exit; the counters of the
+    // replicas that left are kept from their last scrape): every value must
+    // be in some commit, unless coalesced.
+    let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     for line in &report {
         println!("ha_scaling: {line}");
     }
     println!("ha_scaling: {} changes, {files} files equal; {:?} in all", record.changes, started.elapsed());
+    println!("{}", completeness.report("ha_scaling", &[]));
+    completeness.assert_explained("ha_scaling", &[]);
 }
