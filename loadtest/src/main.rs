@@ -5,6 +5,7 @@
 
 mod apiserver;
 mod cluster;
+mod completeness;
 mod env;
 mod exposition;
 mod histogram;

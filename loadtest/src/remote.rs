@@ -2,7 +2,7 @@
 //! push log) with the object values its commits carried and the replica
 //! that made its tip, read from a bare mirror of the repository.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::cluster::{Cluster, parse_value};
@@ -169,6 +169,44 @@ impl<'a> Mirror<'a> {
                 Ok(out.trim().parse().unwrap_or(0))
             })
             .collect()
+    }
+
+    /// Every value each load object held in some commit reachable from
+    /// `branch` (as last fetched): object index → values. One `git log
+    /// --raw` lists every (path, blob) some commit introduced, which is every
+    /// (path, blob) of every commit's tree; one `cat-file --batch` reads them.
+    pub fn history(&self, branch: &str) -> Result<BTreeMap<usize, BTreeSet<u64>>, String> {
+        let rev = format!("refs/heads/{branch}");
+        if self.env.git(&self.dir, &["rev-parse", "--verify", "--quiet", &rev]).is_err() {
+            return Ok(BTreeMap::new());
+        }
+        let log = self.env.git(
+            &self.dir,
+            &["log", "--raw", "--root", "-m", "--no-abbrev", "--no-renames", "--format=commit %H", &rev],
+        )?;
+        let mut files: Vec<(String, usize)> = Vec::new();
+        for line in log.lines() {
+            let Some((meta, path)) = line.strip_prefix(':').and_then(|l| l.split_once('\t')) else {
+                continue;
+            };
+            let (Some(blob), Some(object)) = (meta.split_whitespace().nth(3), object_of(path)) else {
+                continue;
+            };
+            if blob != ZERO {
+                files.push((blob.to_owned(), object));
+            }
+        }
+        let mut ids: Vec<String> = files.iter().map(|(blob, _)| blob.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let objects = read_objects(self.env, &self.dir, &ids)?;
+        let mut values: BTreeMap<usize, BTreeSet<u64>> = BTreeMap::new();
+        for (blob, object) in files {
+            if let Some(value) = objects.get(&blob).and_then(|bytes| value_in(bytes)) {
+                values.entry(object).or_default().insert(value);
+            }
+        }
+        Ok(values)
     }
 
     /// The load files below `folder` on `branch` as last fetched: path → bytes.

@@ -99,6 +99,11 @@ impl Fleet {
         Ok(name)
     }
 
+    /// The replica in `slot`, if one is live there.
+    pub fn live_in(&self, slot: usize) -> Option<&Replica> {
+        self.slots.get(slot)?.as_ref()
+    }
+
     pub fn live(&self) -> impl Iterator<Item = &Replica> {
         self.slots.iter().flatten()
     }

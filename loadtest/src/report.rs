@@ -92,6 +92,7 @@ pub fn json(outcome: &Outcome, lags: &[Option<f64>], plots: &[String], plot_erro
         "api_server_requests": outcome.api_server_requests,
         "final_check": outcome.final_check,
         "lost": outcome.final_check.lost,
+        "completeness": outcome.completeness,
         "plots": plots,
         "plot_error": plot_error,
     })
@@ -148,7 +149,8 @@ pub fn markdown(report: &Value) -> String {
     );
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
-    let rows: [(&str, &Value); 21] = [
+    let c = &r["completeness"];
+    let rows: [(&str, &Value); 26] = [
         ("changes accepted", &r["changes"]["accepted"]),
         ("changes accepted per second", &r["changes"]["accepted_per_second"]),
         ("changes pushed per second", &r["changes"]["pushed_per_second"]),
@@ -170,6 +172,11 @@ pub fn markdown(report: &Value) -> String {
         ("handover gap max (s)", &r["handover"]["max_seconds"]),
         ("final state: objects compared", &r["final_check"]["objects"]),
         ("**lost changes**", &r["lost"]),
+        ("completeness: values written", &c["written"]),
+        ("completeness: values in some commit", &c["in_history"]),
+        ("completeness: values in no commit", &c["missing"]),
+        ("completeness: of them in fault windows (killed or frozen owner)", &c["missing_in_fault_windows"]),
+        ("completeness: changes coalesced by the operator", &c["coalesced"]),
     ];
     for (name, value) in rows {
         let _ = writeln!(md, "| {name} | {} |", fmt(value));
@@ -184,6 +191,12 @@ pub fn markdown(report: &Value) -> String {
             sync["rss_after_kib"],
             fmt(&sync["rss_per_object_bytes"])
         );
+    }
+    if let Some(e) = c["error"].as_str() {
+        let _ = writeln!(md, "\nCompleteness not checked: {e}");
+    }
+    for example in c["missing_examples"].as_array().into_iter().flatten() {
+        let _ = writeln!(md, "\n- in no commit: {}", example.as_str().unwrap_or_default());
     }
     api_requests(&mut md, &r["api_server_requests"]);
     let _ = writeln!(md, "\n| replica | peak RSS (KiB) | CPU (s) | avg cores |\n| --- | --- | --- | --- |");

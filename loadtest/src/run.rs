@@ -10,14 +10,15 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::apiserver;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, branch_of};
+use crate::completeness::{self, Completeness};
 use crate::env::Env;
 use crate::histogram::Histogram;
 use crate::load::{self, Change, Profile};
 use crate::measure::{self, Disruption, FinalCheck};
 use crate::remote::{Mirror, PushInfo};
 use crate::replicas::Fleet;
-use crate::sampler::{self, Sample, now};
+use crate::sampler::{self, LastScrapes, Sample, Scraped, now};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Faults {
@@ -77,15 +78,80 @@ pub struct Outcome {
     /// The API server's requests per second over the load (for an initial
     /// sync: from the replicas' start until the branches equal the cluster).
     pub api_server_requests: apiserver::Measured,
+    /// Every accepted change looked up in the full history of its branch.
+    pub completeness: Completeness,
 }
 
 /// The commit lag observed during the load, summed over replicas.
-fn commit_lag_since(end: &BTreeMap<String, Histogram>, start: &BTreeMap<String, Histogram>) -> Histogram {
+fn commit_lag_since(end: &BTreeMap<String, Scraped>, start: &BTreeMap<String, Scraped>) -> Histogram {
     let mut total = Histogram::default();
     for (name, last) in end {
-        total.add(&start.get(name).map_or_else(|| last.clone(), |first| last.since(first)));
+        let last = &last.commit_lag;
+        total.add(&start.get(name).map_or_else(|| last.clone(), |first| last.since(&first.commit_lag)));
     }
     total
+}
+
+/// The changes coalesced during the load, summed over replicas and branches.
+fn coalesced_since(end: &BTreeMap<String, Scraped>, start: &BTreeMap<String, Scraped>) -> f64 {
+    let mut total = 0.0;
+    for (name, last) in end {
+        for (branch, value) in &last.coalesced {
+            let before = start.get(name).and_then(|s| s.coalesced.get(branch)).copied().unwrap_or(0.0);
+            total += value - before;
+        }
+    }
+    total
+}
+
+/// The `--push-timeout` among the operator flags (the operator's default 4 s if absent).
+fn push_timeout(operator_args: &[String]) -> Duration {
+    let mut args = operator_args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--push-timeout") {
+            Some(rest) if rest.starts_with('=') => Some(rest[1..].to_owned()),
+            Some("") => args.next().cloned(),
+            _ => None,
+        };
+        if let Some(duration) = value.and_then(|v| gitops_reverser::cli::parse_duration(&v).ok()) {
+            return duration;
+        }
+    }
+    Duration::from_secs(4)
+}
+
+/// Every accepted change looked up in the history of its branch; the fault
+/// windows of kills and freezes start the push interval plus a margin
+/// before the fault: a commit waits at most the push interval for its push,
+/// a push in flight may have started up to the push timeout earlier, and
+/// the event → commit step takes a moment on a busy machine (1 s allowed).
+fn completeness_of(
+    plan: &Plan,
+    cluster: &Cluster,
+    mirror: &Mirror<'_>,
+    outcome: (&[Change], &[PushInfo], &[Disruption]),
+    dir: &Path,
+    coalesced: f64,
+    t0: f64,
+) -> Completeness {
+    let (changes, pushes, disruptions) = outcome;
+    let history: Result<BTreeMap<_, _>, String> =
+        (0..plan.targets).map(|t| Ok((branch_of(t), mirror.history(&branch_of(t))?))).collect();
+    let history = match mirror.fetch().and(history) {
+        Ok(history) => history,
+        Err(e) => return Completeness { error: Some(e), coalesced, ..Completeness::default() },
+    };
+    let interval = gitops_reverser::cli::parse_duration(&plan.interval).unwrap_or(Duration::from_secs(5));
+    let faults = completeness::Faults {
+        disruptions,
+        logs: dir,
+        url: &cluster.url,
+        targets: plan.targets,
+        shards: plan.shards,
+        before: interval + push_timeout(&plan.operator_args) + Duration::from_secs(1),
+    };
+    let windows = completeness::fault_windows(&faults, pushes);
+    completeness::check(changes, plan.targets, &history, coalesced, &windows, t0)
 }
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run's faults.
@@ -118,7 +184,21 @@ async fn record(log: &Mutex<Vec<Disruption>>, kind: &str, replica: Option<String
     }
 }
 
-async fn inject(fleet: &Mutex<Fleet>, faults: Faults, until: f64, log: &Mutex<Vec<Disruption>>) {
+/// Reads the replica in `slot` once more, right before a fault strikes it.
+async fn scrape_slot(fleet: &Mutex<Fleet>, slot: usize, last: &LastScrapes) {
+    let target = fleet.lock().await.live_in(slot).map(|r| (r.name.clone(), r.http_addr.clone()));
+    if let Some((name, addr)) = target {
+        sampler::scrape_one(&name, &addr, last).await;
+    }
+}
+
+async fn inject(
+    fleet: &Mutex<Fleet>,
+    faults: Faults,
+    until: f64,
+    log: &Mutex<Vec<Disruption>>,
+    last: &LastScrapes,
+) {
     let sleep = |s: f64| tokio::time::sleep(Duration::from_secs_f64(s.max(0.0)));
     match faults {
         Faults::None => {}
@@ -128,6 +208,7 @@ async fn inject(fleet: &Mutex<Fleet>, faults: Faults, until: f64, log: &Mutex<Ve
                 sleep(every).await;
                 let slots = fleet.lock().await.slots.len();
                 let slot = rng.next(slots);
+                scrape_slot(fleet, slot, last).await;
                 if rng.next(2) == 0 {
                     record(log, "kill", fleet.lock().await.kill(slot)).await;
                     sleep(restart_after).await;
@@ -148,8 +229,20 @@ async fn inject(fleet: &Mutex<Fleet>, faults: Faults, until: f64, log: &Mutex<Ve
                 }
                 sleep(every).await;
                 let Some(replica) = fleet.lock().await.take(slot) else { continue };
-                record(log, "terminate", Some(replica.name.clone())).await;
-                let (_, exit) = replica.terminate(Duration::from_secs(15)).await;
+                let (name, addr) = (replica.name.clone(), replica.http_addr.clone());
+                sampler::scrape_one(&name, &addr, last).await;
+                record(log, "terminate", Some(name.clone())).await;
+                // Read while it drains: its counters as of its last answer count.
+                let terminating = replica.terminate(Duration::from_secs(15));
+                tokio::pin!(terminating);
+                let (_, exit) = loop {
+                    tokio::select! {
+                        done = &mut terminating => break done,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {
+                            sampler::scrape_one(&name, &addr, last).await;
+                        }
+                    }
+                };
                 eprintln!("exited after {exit:.2}s");
                 let started = fleet.lock().await.start(slot).ok();
                 record(log, "start", started).await;
@@ -187,8 +280,9 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         create_seconds = Some(now() - t);
         eprintln!("created {} objects in {:.1}s", plan.objects, now() - t);
     }
+    let last: LastScrapes = Arc::new(Mutex::new(BTreeMap::new()));
     let (stop, sampling) =
-        sampler::spawn(fleet.clone(), cluster.client.clone(), &cluster.namespace, plan.shards);
+        sampler::spawn(fleet.clone(), cluster.client.clone(), &cluster.namespace, plan.shards, last.clone());
     let mirror = Mirror::new(env, &cluster, &dir);
     let disruptions = Mutex::new(Vec::new());
     let load_started_at;
@@ -196,8 +290,8 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
     let mut errors = 0;
     let load_seconds;
     let api_start;
-    // Each replica's commit lags before the load (the sync of the objects).
-    let mut lags_at_start = BTreeMap::new();
+    // Each replica's metrics before the load (the sync of the objects).
+    let at_start = Mutex::new(BTreeMap::new());
     let mut api_end = None;
     if plan.initial_sync {
         api_start = apiserver::fetch(&cluster.client).await;
@@ -217,14 +311,14 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         }
         eprintln!("{} objects synced; load starts", plan.objects);
         let offsets = load::schedule(plan.profile, plan.seconds);
-        sampler::scrape_lags(&fleet, &mut lags_at_start).await;
+        sampler::scrape_all(&fleet, &at_start).await;
         api_start = apiserver::fetch(&cluster.client).await;
         load_started_at = now();
         let until = load_started_at + plan.seconds;
         let parallel = plan.parallel.min(plan.objects);
         let (driven, ()) = tokio::join!(
             load::drive(&cluster, plan.objects, &offsets, plan.objects as u64, parallel),
-            inject(&fleet, plan.faults, until, &disruptions),
+            inject(&fleet, plan.faults, until, &disruptions, &last),
         );
         api_end = Some(apiserver::fetch(&cluster.client).await);
         eprintln!("{} changes in {:.1}s ({} failed)", driven.changes.len(), driven.seconds, driven.errors);
@@ -253,6 +347,18 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
     let sampled = sampling.await.map_err(|e| e.to_string())?;
     fleet.lock().await.terminate_all().await;
     let pushes = mirror.pushes()?;
+    let at_start = at_start.into_inner();
+    let scraped = last.lock().await.clone();
+    let disruptions = disruptions.into_inner();
+    let completeness = completeness_of(
+        &plan,
+        &cluster,
+        &mirror,
+        (&changes, &pushes, &disruptions),
+        &dir,
+        coalesced_since(&scraped, &at_start),
+        load_started_at,
+    );
     if final_check.lost == 0 {
         cluster.delete().await;
     }
@@ -266,12 +372,30 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         errors,
         pushes,
         samples: sampled.timeline,
-        commit_lag: commit_lag_since(&sampled.commit_lags, &lags_at_start),
-        disruptions: disruptions.into_inner(),
+        commit_lag: commit_lag_since(&scraped, &at_start),
+        disruptions,
         final_check,
         baseline_rss_kib,
         rss_after_kib,
         create_seconds,
         api_server_requests,
+        completeness,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_push_timeout_comes_from_the_operator_flags() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(push_timeout(&args(&["--push-timeout=2s"])), Duration::from_secs(2));
+        assert_eq!(
+            push_timeout(&args(&["--lease-duration=4s", "--push-timeout", "1500ms"])),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(push_timeout(&args(&["--push-timeouts=9s"])), Duration::from_secs(4));
+        assert_eq!(push_timeout(&[]), Duration::from_secs(4));
+    }
 }

@@ -1,7 +1,7 @@
 //! Samples, every half second, each live replica's memory and CPU from
 //! /proc and the holders of the shard Leases, into a timeline; and every
-//! two seconds (and at the end) each running replica's event → commit lag
-//! histogram from its `/metrics`.
+//! two seconds (and at the end) each running replica's `/metrics`: its
+//! event → commit lag histogram and its coalesced changes per branch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,10 +14,11 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use crate::completeness::coalesced_by_branch;
 use crate::histogram::{COMMIT_LAG, Histogram};
 use crate::replicas::{Fleet, LEASE_PREFIX, proc_usage, ticks_per_second};
 
-/// Lag histograms are read every this many samples.
+/// `/metrics` is read every this many samples.
 const SCRAPE_EVERY: usize = 4;
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,12 +68,25 @@ async fn shard_holders(api: &Api<Lease>, shards: usize) -> (BTreeMap<String, usi
     (held, shards.saturating_sub(owned))
 }
 
+/// What one read of a replica's `/metrics` gave.
+#[derive(Debug, Clone, Default)]
+pub struct Scraped {
+    /// Event → commit lag, summed over the replica's branches.
+    pub commit_lag: Histogram,
+    /// `events_coalesced_total` by branch.
+    pub coalesced: BTreeMap<String, f64>,
+}
+
+/// Per replica name, its last successful read. The sampler refreshes it
+/// every two seconds; faults read the victim once more right before they
+/// strike, and a replica that was sent SIGTERM is read until it exits, so a
+/// killed replica misses only what happened between that read and the
+/// signal.
+pub type LastScrapes = Arc<Mutex<BTreeMap<String, Scraped>>>;
+
 /// What the sampler collected.
 pub struct Sampled {
     pub timeline: Vec<Sample>,
-    /// Event → commit lag per replica: its last successful scrape (a killed
-    /// replica's commits of its last ≤ 2 s are missing).
-    pub commit_lags: BTreeMap<String, Histogram>,
 }
 
 /// `GET /metrics` over HTTP/1.0 (no chunking), with a deadline.
@@ -92,16 +106,23 @@ async fn scrape(addr: &str) -> Result<String, String> {
     tokio::time::timeout(Duration::from_secs(2), get).await.map_err(|_| "timed out".to_owned())?
 }
 
-/// Each running (not frozen) replica's commit lag histogram, into `last`.
-pub async fn scrape_lags(fleet: &Mutex<Fleet>, last: &mut BTreeMap<String, Histogram>) {
+/// Reads one replica's `/metrics` into `last` (kept as it was if it does not answer).
+pub async fn scrape_one(name: &str, addr: &str, last: &Mutex<BTreeMap<String, Scraped>>) {
+    if let Ok(text) = scrape(addr).await {
+        let scraped =
+            Scraped { commit_lag: Histogram::read(&text, COMMIT_LAG), coalesced: coalesced_by_branch(&text) };
+        last.lock().await.insert(name.to_owned(), scraped);
+    }
+}
+
+/// Each running (not frozen) replica's `/metrics`, into `last`.
+pub async fn scrape_all(fleet: &Mutex<Fleet>, last: &Mutex<BTreeMap<String, Scraped>>) {
     let targets: Vec<(String, String)> = {
         let fleet = fleet.lock().await;
         fleet.live().filter(|r| !r.frozen).map(|r| (r.name.clone(), r.http_addr.clone())).collect()
     };
     for (name, addr) in targets {
-        if let Ok(text) = scrape(&addr).await {
-            last.insert(name, Histogram::read(&text, COMMIT_LAG));
-        }
+        scrape_one(&name, &addr, last).await;
     }
 }
 
@@ -112,13 +133,13 @@ pub fn spawn(
     client: kube::Client,
     namespace: &str,
     shards: usize,
+    last: LastScrapes,
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Sampled>) {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let handle = tokio::spawn(async move {
         let tps = ticks_per_second();
         let mut timeline = Vec::new();
-        let mut lags = BTreeMap::new();
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         for tick in 0usize.. {
             tokio::select! {
@@ -126,7 +147,7 @@ pub fn spawn(
                 _ = &mut stopped => break,
             }
             if tick % SCRAPE_EVERY == 0 {
-                scrape_lags(&fleet, &mut lags).await;
+                scrape_all(&fleet, &last).await;
             }
             let at = now();
             let replicas: Vec<ReplicaSample> = {
@@ -148,8 +169,8 @@ pub fn spawn(
             let (held, unowned) = shard_holders(&api, shards).await;
             timeline.push(Sample { at, replicas, shards: held, unowned });
         }
-        scrape_lags(&fleet, &mut lags).await;
-        Sampled { timeline, commit_lags: lags }
+        scrape_all(&fleet, &last).await;
+        Sampled { timeline }
     });
     (stop, handle)
 }

@@ -1,0 +1,264 @@
+//! Per-change completeness: every value the load wrote is looked up in the
+//! full history of its branch (every commit reachable from the tip), not
+//! only in the final state, which every resync rewrites. The operator may
+//! skip a value only by coalescing it into a pending change of the same
+//! file, which it counts (`gitops_reverser_events_coalesced_total`); a
+//! replica that is killed or frozen loses the commits it had not pushed, so
+//! for those faults the values of the victim's branches around the fault
+//! are set apart (fault windows).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use gitops_reverser::route::BranchKey;
+use serde::Serialize;
+
+use crate::cluster::branch_of;
+use crate::exposition::sample;
+use crate::load::Change;
+use crate::measure::Disruption;
+use crate::remote::PushInfo;
+
+/// The operator's counter of changes merged into a pending change of the same file.
+pub const COALESCED: &str = "gitops_reverser_events_coalesced_total";
+
+/// `events_coalesced_total` by branch label in one exposition, summed over
+/// the other labels.
+pub fn coalesced_by_branch(text: &str) -> BTreeMap<String, f64> {
+    let mut by_branch = BTreeMap::new();
+    for (name, labels, value) in text.lines().filter_map(|l| sample(l).ok().flatten()) {
+        if name == COALESCED {
+            let branch =
+                labels.iter().find(|(k, _)| *k == "branch").map(|(_, v)| v.clone()).unwrap_or_default();
+            *by_branch.entry(branch).or_insert(0.0) += value;
+        }
+    }
+    by_branch
+}
+
+/// A span of time in which a replica killed or frozen at `fault` may have
+/// lost values of `branch`, a branch it owned then: from the fault less the
+/// push interval and a margin (commits it made but had not pushed) to the
+/// first push on the branch by another replica (the new owner resyncs the
+/// final state, not the steps in between).
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultWindow {
+    pub kind: String,
+    pub replica: String,
+    pub branch: String,
+    pub fault: f64,
+    pub from: f64,
+    pub to: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Completeness {
+    /// Changes the API server accepted.
+    pub written: usize,
+    /// Of them, the ones whose value is in some commit of their branch.
+    pub in_history: usize,
+    pub missing: usize,
+    /// `events_coalesced_total` over the load, summed over every replica
+    /// (each one's last read minus its read before the load).
+    pub coalesced: f64,
+    /// Missing values written inside a fault window of their branch.
+    pub missing_in_fault_windows: usize,
+    pub fault_windows: usize,
+    /// A few missing values: `b<i> o-<j>=v<seq> at +<s>` (seconds into the load).
+    pub missing_examples: Vec<String>,
+    /// Why the check could not run (then every count is 0).
+    pub error: Option<String>,
+}
+
+/// Shards each replica held at `at`, from the "acquired/released/lost
+/// shard" lines of its JSON log.
+fn shards_held_at(log: &str, at: f64) -> BTreeSet<u64> {
+    let mut held = BTreeSet::new();
+    let mut events: Vec<(f64, u64, bool)> = Vec::new();
+    for line in log.lines().filter(|l| l.contains(" shard")) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let gained = match v["message"].as_str() {
+            Some("acquired shard") => true,
+            Some("released shard" | "lost shard") => false,
+            _ => continue,
+        };
+        let shard = v["shard"].as_u64().or_else(|| v["shard"].as_str()?.parse().ok());
+        let time = v["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map(|t| t.as_nanosecond() as f64 / 1e9);
+        if let (Some(shard), Some(time)) = (shard, time) {
+            events.push((time, shard, gained));
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (_, shard, gained) in events.into_iter().take_while(|e| e.0 < at) {
+        if gained {
+            held.insert(shard);
+        } else {
+            held.remove(&shard);
+        }
+    }
+    held
+}
+
+/// What bounds a fault window.
+pub struct Faults<'a> {
+    pub disruptions: &'a [Disruption],
+    /// Folder with each replica's log, `<name>.log`.
+    pub logs: &'a Path,
+    pub url: &'a str,
+    pub targets: usize,
+    pub shards: usize,
+    /// The push interval plus the margin: how long before a fault a value
+    /// may have been accepted and still be lost with the victim.
+    pub before: Duration,
+}
+
+/// One window per (kill or freeze, branch the victim held then).
+pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindow> {
+    let mut windows = Vec::new();
+    for d in faults.disruptions.iter().filter(|d| matches!(d.kind.as_str(), "kill" | "freeze")) {
+        let log = std::fs::read_to_string(faults.logs.join(format!("{}.log", d.replica))).unwrap_or_default();
+        let held = shards_held_at(&log, d.at);
+        for target in 0..faults.targets {
+            let branch = branch_of(target);
+            let shard = gitops_reverser::shard::hash::shard_of(
+                &BranchKey::new(faults.url, &branch),
+                faults.shards as u32,
+            );
+            if !held.contains(&u64::from(shard)) {
+                continue;
+            }
+            let to = pushes
+                .iter()
+                .filter(|p| p.branch == branch && p.at >= d.at)
+                .filter(|p| p.replica.as_deref().is_some_and(|r| r != d.replica))
+                .map(|p| p.at)
+                .reduce(f64::min)
+                .unwrap_or(d.at);
+            windows.push(FaultWindow {
+                kind: d.kind.clone(),
+                replica: d.replica.clone(),
+                branch,
+                fault: d.at,
+                from: d.at - faults.before.as_secs_f64(),
+                to,
+            });
+        }
+    }
+    windows
+}
+
+/// Looks up every change in `history` (branch → object → values in some
+/// commit); `t0` is the load's start, for the examples.
+pub fn check(
+    changes: &[Change],
+    targets: usize,
+    history: &BTreeMap<String, BTreeMap<usize, BTreeSet<u64>>>,
+    coalesced: f64,
+    windows: &[FaultWindow],
+    t0: f64,
+) -> Completeness {
+    let mut result = Completeness {
+        written: changes.len(),
+        coalesced,
+        fault_windows: windows.len(),
+        ..Completeness::default()
+    };
+    let mut missing: Vec<&Change> = Vec::new();
+    for change in changes {
+        let branch = branch_of(change.object % targets.max(1));
+        let found =
+            history.get(&branch).and_then(|h| h.get(&change.object)).is_some_and(|v| v.contains(&change.seq));
+        if found {
+            result.in_history += 1;
+        } else {
+            missing.push(change);
+        }
+    }
+    missing.sort_by(|a, b| a.accepted.total_cmp(&b.accepted));
+    result.missing = missing.len();
+    for change in missing {
+        let branch = branch_of(change.object % targets.max(1));
+        let window =
+            windows.iter().find(|w| w.branch == branch && (w.from..=w.to).contains(&change.accepted));
+        if window.is_some() {
+            result.missing_in_fault_windows += 1;
+        }
+        if result.missing_examples.len() < 20 {
+            let mut example =
+                format!("{branch} o-{}=v{} at +{:.2}s", change.object, change.seq, change.accepted - t0);
+            if let Some(w) = window {
+                example.push_str(&format!(
+                    " (in the window of the {} of {}, {:+.2}s from it)",
+                    w.kind,
+                    w.replica,
+                    change.accepted - w.fault
+                ));
+            }
+            result.missing_examples.push(example);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_coalesced_counter_by_branch() {
+        let text = "# TYPE gitops_reverser_events_coalesced counter\n\
+                    gitops_reverser_events_coalesced_total{repository=\"ssh://h/r.git\",branch=\"b0\"} 2\n\
+                    gitops_reverser_events_coalesced_total{repository=\"ssh://h/s.git\",branch=\"b0\"} 1\n\
+                    gitops_reverser_events_coalesced_created{repository=\"ssh://h/r.git\",branch=\"b0\"} 1.7e9\n\
+                    gitops_reverser_events_coalesced_total{repository=\"ssh://h/r.git\",branch=\"b1\"} 0\n";
+        let by_branch = coalesced_by_branch(text);
+        assert_eq!(by_branch.get("b0"), Some(&3.0));
+        assert_eq!(by_branch.get("b1"), Some(&0.0));
+    }
+
+    #[test]
+    fn shards_held_follow_the_log_up_to_the_moment() {
+        let log = "\
+{\"timestamp\":\"2026-01-01T00:00:01Z\",\"level\":\"INFO\",\"message\":\"acquired shard\",\"shard\":3}
+{\"timestamp\":\"2026-01-01T00:00:02Z\",\"level\":\"INFO\",\"message\":\"acquired shard\",\"shard\":5}
+{\"timestamp\":\"2026-01-01T00:00:03Z\",\"level\":\"INFO\",\"message\":\"released shard\",\"shard\":3}
+{\"timestamp\":\"2026-01-01T00:00:05Z\",\"level\":\"WARN\",\"message\":\"lost shard\",\"shard\":\"5\"}
+";
+        let t = |s: f64| 1_767_225_600.0 + s;
+        assert_eq!(shards_held_at(log, t(1.5)), BTreeSet::from([3]));
+        assert_eq!(shards_held_at(log, t(4.0)), BTreeSet::from([5]));
+        assert_eq!(shards_held_at(log, t(6.0)), BTreeSet::new());
+    }
+
+    #[test]
+    fn missing_values_are_counted_and_placed_in_fault_windows() {
+        let changes = [
+            Change { object: 0, seq: 10, accepted: 100.0 },
+            Change { object: 1, seq: 11, accepted: 101.0 },
+            Change { object: 0, seq: 12, accepted: 102.0 },
+            Change { object: 1, seq: 13, accepted: 110.0 },
+        ];
+        let history = BTreeMap::from([
+            ("b0".to_owned(), BTreeMap::from([(0, BTreeSet::from([12]))])),
+            ("b1".to_owned(), BTreeMap::from([(1, BTreeSet::from([11]))])),
+        ]);
+        let window = FaultWindow {
+            kind: "kill".into(),
+            replica: "r0-1".into(),
+            branch: "b1".into(),
+            fault: 109.0,
+            from: 107.0,
+            to: 112.0,
+        };
+        let c = check(&changes, 2, &history, 1.0, &[window], 100.0);
+        assert_eq!((c.written, c.in_history, c.missing, c.missing_in_fault_windows), (4, 2, 2, 1));
+        assert_eq!(c.missing_examples[0], "b0 o-0=v10 at +0.00s");
+        assert!(
+            c.missing_examples[1].starts_with("b1 o-1=v13 at +10.00s (in the window of the kill of r0-1")
+        );
+    }
+}
