@@ -1,7 +1,8 @@
 //! Small versions of the load-test scenarios `steady`, `chaos` and
 //! `initial-sync`, run by the `loadtest` tool against the real local
 //! environment with this build of the operator. They assert only that no
-//! change was lost and that the report is well formed, never a speed.
+//! change was lost (in the final state, and per change in the branches'
+//! history: `completeness`) and that the report is well formed, never a speed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,6 +89,27 @@ fn assert_well_formed(report: &Value, scenario: &str) {
     }
 }
 
+/// The report's per-change completeness, printed; checks that its figures
+/// add up and returns (missing, of them in fault windows, coalesced).
+fn completeness(report: &Value, scenario: &str) -> (u64, u64, u64) {
+    let c = &report["completeness"];
+    assert!(c["error"].is_null(), "{scenario}: completeness not checked: {}", c["error"]);
+    let count = |field: &str| c[field].as_u64().unwrap_or_else(|| panic!("completeness.{field}: {c}"));
+    let (written, in_history, missing) = (count("written"), count("in_history"), count("missing"));
+    let in_windows = count("missing_in_fault_windows");
+    let coalesced = c["coalesced"].as_f64().unwrap_or_else(|| panic!("completeness.coalesced: {c}"));
+    println!(
+        "loadtest {scenario}: completeness: {written} values written, {in_history} in some commit, {missing} in none \
+         ({in_windows} of them in fault windows of {} windows), {coalesced} coalesced; in no commit: {}",
+        c["fault_windows"], c["missing_examples"]
+    );
+    assert_eq!(Some(written), report["changes"]["accepted"].as_u64(), "every accepted change is looked up");
+    assert_eq!(in_history + missing, written, "{c}");
+    assert!(written > 0, "{c}");
+    assert!(coalesced >= 0.0 && coalesced.fract() == 0.0, "a counter increase: {c}");
+    (missing, in_windows, coalesced as u64)
+}
+
 #[test]
 fn steady_small_loses_nothing() {
     let report = run(&[
@@ -105,6 +127,9 @@ fn steady_small_loses_nothing() {
     ]);
     assert_well_formed(&report, "steady");
     assert_eq!(report["changes"]["accepted"], report["changes"]["pushed"]);
+    // No replica stops: every value is in some commit, unless the operator coalesced it.
+    let (missing, _, coalesced) = completeness(&report, "steady");
+    assert!(missing <= coalesced, "{missing} values in no commit, only {coalesced} coalesced");
 }
 
 #[test]
@@ -134,6 +159,19 @@ fn chaos_small_loses_nothing() {
     let report = run(&args);
     assert_well_formed(&report, "chaos");
     assert!(!report["disruptions"].as_array().unwrap().is_empty(), "no fault was injected");
+    // A killed or frozen replica's commits that it had not pushed are gone,
+    // and its successor resyncs only the final state: values of the branches
+    // it held (by its log) written from the push interval, the push timeout
+    // and 1 s before the fault until another replica's first push on the
+    // branch may be in no commit. Every other missing value must be one the
+    // operator coalesced.
+    let (missing, in_windows, coalesced) = completeness(&report, "chaos");
+    assert!(
+        missing - in_windows <= coalesced,
+        "{} values in no commit outside fault windows, only {coalesced} coalesced: {}",
+        missing - in_windows,
+        report["completeness"]
+    );
 }
 
 #[test]
@@ -141,4 +179,7 @@ fn initial_sync_small_loses_nothing() {
     let report = run(&["initial-sync", "--replicas", "2", "--targets", "2", "--objects", "200"]);
     assert_well_formed(&report, "initial-sync");
     assert_eq!(report["initial_sync"]["objects"], 200);
+    // Every object's value is in some commit, unless the operator coalesced it.
+    let (missing, _, coalesced) = completeness(&report, "initial-sync");
+    assert!(missing <= coalesced, "{missing} values in no commit, only {coalesced} coalesced");
 }
