@@ -8,9 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 use gix::ObjectId;
 
 use super::*;
-use crate::api::Operation;
+use crate::api::{Operation, Reason};
 use crate::telemetry::trace::EventTrace;
+use crate::worker::policy::PushPolicy;
 use crate::worker::queue::{ChangeMeta, SweepScope};
+use crate::worker::repo::LocalRepo;
 
 const A: &str = "f/ns/core/configmaps/a.yaml";
 const B: &str = "f/ns/core/configmaps/b.yaml";

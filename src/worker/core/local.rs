@@ -1,0 +1,204 @@
+//! The local side of the core: queued items become drafts, drafts become
+//! commits, and a failed commit keeps its place in line.
+
+use std::time::Instant;
+
+use super::{
+    At, BranchCore, Change, Command, CommitFailure, Content, Draft, LocalCommit, MAX_RESYNC_BATCH, Note,
+    RESYNC_HOLD,
+};
+use crate::worker::message;
+use crate::worker::observe::Source;
+use crate::worker::policy::{backoff, resync_batch_hold};
+use crate::worker::queue::WorkItem;
+use gix::ObjectId;
+
+impl BranchCore {
+    /// Until when listed objects at the head of the queue wait for more.
+    pub(super) fn resync_hold(&self, now: Instant) -> Option<Instant> {
+        if self.draining || !self.drafts.is_empty() {
+            return None;
+        }
+        let (queued, list_ended) = (self.queue.len(), self.queue.has_barrier());
+        match self.queue.front()? {
+            WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync => {
+                resync_batch_hold(meta.received_at, queued, MAX_RESYNC_BATCH, list_ended, now)
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the next draft, or the next change from the queue.
+    pub(super) fn start_commit(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if self.commit_retry_at.is_some_and(|at| at > now) {
+            return;
+        }
+        loop {
+            let draft = match self.drafts.pop_front() {
+                Some(draft) => Some(draft),
+                // Past the cap, changes wait (and coalesce) in the queue.
+                None if self.chain.len() >= self.max_unpushed => None,
+                None if self.resync_hold(now).is_some() => None,
+                None => match self.queue.pop() {
+                    Some(item) => self.draft_from(item, now),
+                    None => return,
+                },
+            };
+            let Some(draft) = draft else { return };
+            let changes = self.effective(&draft.changes);
+            if changes.is_empty() {
+                continue;
+            }
+            out.push(Command::Commit {
+                parent: self.local_tip,
+                changes,
+                message: draft.message.clone(),
+                source: draft.source.clone(),
+            });
+            self.commit_in_flight = Some(draft);
+            return;
+        }
+    }
+
+    /// The changes that alter the local tip.
+    pub(super) fn effective(&self, changes: &[Change]) -> Vec<Change> {
+        changes.iter().filter(|c| self.files.get(&c.path).copied() != c.content.blob_id()).cloned().collect()
+    }
+
+    /// Turns a queued item into a draft (None: it changes nothing).
+    pub(super) fn draft_from(&mut self, item: WorkItem, now: Instant) -> Option<Draft> {
+        let resync =
+            matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
+        if resync {
+            return self.resync_draft(item);
+        }
+        let (changes, message, source) = match item {
+            WorkItem::Write { path, content, mut meta } => {
+                let source = Source::of(&mut meta);
+                (vec![Change { path, content: Content::Bytes(content) }], message::for_change(&meta), source)
+            }
+            WorkItem::Delete { path, mut meta } => {
+                let source = Source::of(&mut meta);
+                (vec![Change { path, content: Content::Gone }], message::for_change(&meta), source)
+            }
+            WorkItem::Sweep { scope, live } => {
+                self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
+                let doomed = self.files.sweep(&scope, &live);
+                if self.first_resync && self.resyncing.is_empty() {
+                    // A new owner publishes its reconciled branch at once.
+                    self.first_resync = false;
+                    self.push_now = !self.chain.is_empty() || !doomed.is_empty();
+                }
+                let (paths, objects): (Vec<String>, Vec<_>) = doomed.into_iter().unzip();
+                (gone(paths), message::for_sweep(&objects, &scope.target), Source::internal_at(now))
+            }
+            WorkItem::Retain { target, owned } => {
+                // A Retain starts a resync of these resources; their sweeps end it.
+                self.resyncing.extend(owned.iter().map(|(g, p)| (target.clone(), g.clone(), p.clone())));
+                self.resync_until = Some(now + RESYNC_HOLD);
+                let doomed = self.files.retain(&target, &owned);
+                let (paths, objects): (Vec<String>, Vec<_>) = doomed.into_iter().unzip();
+                (gone(paths), message::for_retain(&objects, &target), Source::internal_at(now))
+            }
+        };
+        Some(self.draft(changes, message, source))
+    }
+
+    /// `first` and the resync items queued right behind it, as one commit:
+    /// listing objects is reconciliation, not a change anyone made.
+    pub(super) fn resync_draft(&mut self, first: WorkItem) -> Option<Draft> {
+        let is_resync = |item: &WorkItem| matches!(item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
+        let mut items = vec![first];
+        while items.len() < MAX_RESYNC_BATCH {
+            match self.queue.pop_if(is_resync) {
+                Some(item) => items.push(item),
+                None => break,
+            }
+        }
+        let mut changes = Vec::with_capacity(items.len());
+        let mut metas = Vec::with_capacity(items.len());
+        // Only what differs from the branch counts, so the message is true.
+        for item in &items {
+            let (path, content, meta) = match item {
+                WorkItem::Write { path, content, meta } => (path, Content::Bytes(content.clone()), meta),
+                WorkItem::Delete { path, meta } => (path, Content::Gone, meta),
+                _ => continue,
+            };
+            if self.files.get(path).copied() != content.blob_id() {
+                changes.push(Change { path: path.clone(), content });
+                metas.push(meta);
+            }
+        }
+        if changes.is_empty() {
+            return None;
+        }
+        let source = Source::of_all(&metas);
+        let message = if let [single] = metas.as_slice() {
+            message::for_change(single)
+        } else {
+            message::for_resync(&metas)
+        };
+        Some(self.draft(changes, message, source))
+    }
+
+    pub(super) fn draft(&self, changes: Vec<Change>, message: String, source: Source) -> Draft {
+        let message = format!(
+            "{message}\nReplica: {}\n{}",
+            self.settings.replica,
+            message::trace_trailer(source.trace_id())
+        );
+        Draft { changes, message, source, failures: 0, rebuilt: false }
+    }
+
+    pub(super) fn on_committed(
+        &mut self,
+        result: Result<Option<ObjectId>, CommitFailure>,
+        at: At,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(mut draft) = self.commit_in_flight.take() else { return };
+        match result {
+            Ok(id) => {
+                self.commit_retry_at = None;
+                self.state.local_error = None;
+                let changes = self.effective(&draft.changes);
+                for change in &changes {
+                    self.files.set(&change.path, change.content.blob_id());
+                }
+                // The tree already held it: the view was behind, nothing to push.
+                let Some(id) = id else { return };
+                self.local_tip = Some(id);
+                self.chain.push_back(LocalCommit {
+                    id,
+                    changes,
+                    message: draft.message,
+                    source: draft.source,
+                    committed_at: at.now,
+                });
+            }
+            Err(failure) if failure.conflict && draft.changes.len() > 1 => {
+                // Find the one that cannot be written; the others must not wait for it.
+                let second = draft.changes.split_off(draft.changes.len() / 2);
+                let half = |changes| Draft { changes, failures: 0, ..draft.clone() };
+                self.drafts.push_front(half(second));
+                self.drafts.push_front(half(draft.changes.clone()));
+            }
+            Err(failure) if failure.conflict => {
+                let path = draft.changes.first().map(|c| c.path.clone()).unwrap_or_default();
+                self.state.local_error = Some(format!("cannot write {path}: {}", failure.message));
+                out.push(Command::Note(Note::Unwritable { path, message: failure.message }));
+            }
+            Err(failure) => {
+                // Disk full, I/O: keep it first in line and try again later.
+                self.state.local_error = Some(failure.message);
+                self.commit_retry_at = Some(at.now + backoff(draft.failures, self.settings.salt));
+                draft.failures += 1;
+                self.drafts.push_front(draft);
+            }
+        }
+    }
+}
+
+fn gone(paths: Vec<String>) -> Vec<Change> {
+    paths.into_iter().map(|path| Change { path, content: Content::Gone }).collect()
+}

@@ -1,0 +1,221 @@
+//! The remote side of the core: when to push, what a push's answer means,
+//! and how a fetched tip is reconciled with the pending commits.
+
+use std::collections::VecDeque;
+
+use super::replay;
+use super::{
+    At, BranchCore, COMMITS_PER_MAINTENANCE, Command, Draft, FENCE_RETRY, FetchPurpose, Fetched,
+    MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply, QUARANTINE_AFTER, RemoteOp,
+};
+use crate::api::Reason;
+use crate::worker::files::BranchFiles;
+use crate::worker::message;
+use crate::worker::observe::Source;
+use crate::worker::policy::{backoff, next_push_limit};
+use std::time::Instant;
+
+impl BranchCore {
+    pub(super) fn fetch(&mut self, purpose: FetchPurpose, out: &mut Vec<Command>) {
+        self.remote_op = RemoteOp::Fetching(purpose);
+        // A push whose answer was lost may have carried any of them.
+        let known = self.chain.iter().map(|c| c.id).collect();
+        out.push(Command::Fetch { known, since: self.remote_tip });
+    }
+
+    /// When the next push is due, if anything waits for one.
+    pub(super) fn push_due(&self, now: Instant) -> Option<Instant> {
+        // Commits being written again on a fetched tip go out together.
+        let rebuilding = self.drafts.iter().chain(&self.commit_in_flight).any(|d| d.rebuilt);
+        if rebuilding && self.commit_retry_at.is_none() {
+            return None;
+        }
+        let oldest = self.chain.front().map(|c| c.committed_at);
+        let due = self.settings.push.due(self.chain.len(), oldest, now)?;
+        let due = if self.push_now || self.draining { now } else { due };
+        let due = self.retry_at.map_or(due, |retry| retry.max(due));
+        match self.resync_until {
+            Some(until) if !self.resyncing.is_empty() && !self.draining => Some(due.max(until)),
+            _ => Some(due),
+        }
+    }
+
+    pub(super) fn push(&mut self, out: &mut Vec<Command>) {
+        let commits = self.push_limit.min(self.chain.len());
+        let Some(last) = commits.checked_sub(1) else { return };
+        let local = self.chain[last].id;
+        let sources = self.chain.iter().take(commits).map(|c| c.source.clone()).collect();
+        // What waited to go out at once is in this push.
+        self.push_now = false;
+        self.remote_op = RemoteOp::Pushing { commits };
+        out.push(Command::Push { local, expected: self.remote_tip, commits, sources });
+    }
+
+    pub(super) fn on_pushed(&mut self, reply: PushReply, at: At, out: &mut Vec<Command>) {
+        let RemoteOp::Pushing { commits } = self.remote_op else { return };
+        self.remote_op = RemoteOp::Idle;
+        match reply {
+            PushReply::Pushed => {
+                let tip = self.chain[commits - 1].id;
+                self.acknowledge(commits, out);
+                self.remote_tip = Some(tip);
+                self.push_limit = next_push_limit(self.push_limit, commits, true, MAX_COMMITS_PER_PUSH);
+                // The rest of a capped backlog goes out at once.
+                self.push_now = !self.chain.is_empty();
+                self.remote_ok(at);
+                self.replays = 0;
+                self.rejection = None;
+                if self.phase == Phase::Quarantined {
+                    self.phase = Phase::Running;
+                }
+                self.state.last_push = Some(at.wall);
+                self.state.last_push_failed = false;
+                self.state.branch_exists = true;
+                self.state.remote_tip = Some(tip.to_string());
+                out.push(Command::KeepTip(tip));
+                self.commits_since_maintenance += commits;
+                if self.commits_since_maintenance >= COMMITS_PER_MAINTENANCE {
+                    self.commits_since_maintenance = 0;
+                    out.push(Command::Maintain);
+                }
+            }
+            PushReply::Stale => {
+                self.replays += 1;
+                self.rebase_needed = true;
+                if self.replays > MAX_REPLAYS {
+                    self.replays = 0;
+                    let message = format!(
+                        "branch {:?} kept moving: {MAX_REPLAYS} replays on new tips were all overtaken by other pushes",
+                        self.branch_label()
+                    );
+                    self.remote_failed(Reason::GitOperationFailed, message, commits, at);
+                }
+            }
+            PushReply::Rejected(message) => {
+                let count = match &self.rejection {
+                    Some((last, count)) if *last == message => count + 1,
+                    _ => 1,
+                };
+                self.rejection = Some((message.clone(), count));
+                if count >= QUARANTINE_AFTER && self.phase == Phase::Running {
+                    self.phase = Phase::Quarantined;
+                }
+                // The ref did not move, so nothing was applied: no rebase.
+                self.remote_failed(Reason::GitOperationFailed, message, commits, at);
+            }
+            PushReply::Failed { reason, message } => {
+                // It may have been applied: the next push or fetch finds out,
+                // and recognises our own commits on the remote.
+                self.remote_failed(reason, message, commits, at);
+            }
+            PushReply::Fenced => {
+                self.retry_at = Some(at.now + FENCE_RETRY);
+            }
+        }
+    }
+
+    pub(super) fn branch_label(&self) -> String {
+        self.settings.folders.first().map(|(t, _)| t.to_string()).unwrap_or_default()
+    }
+
+    /// Drops the first `count` commits: a push carrying them was acknowledged.
+    pub(super) fn acknowledge(&mut self, count: usize, out: &mut Vec<Command>) {
+        let sources = self.chain.drain(..count).map(|c| c.source).collect();
+        out.push(Command::Note(Note::Acked { sources }));
+    }
+
+    pub(super) fn remote_ok(&mut self, at: At) {
+        self.failures = 0;
+        self.retry_at = None;
+        self.state.error = None;
+        self.state.last_checked = Some(at.wall);
+    }
+
+    pub(super) fn remote_failed(&mut self, reason: Reason, message: String, attempted: usize, at: At) {
+        self.push_limit = next_push_limit(self.push_limit, attempted.max(1), false, MAX_COMMITS_PER_PUSH);
+        self.retry_at = Some(at.now + backoff(self.failures, self.settings.salt));
+        self.failures += 1;
+        self.state.last_push_failed = true;
+        self.state.error = Some((reason, message));
+        self.state.last_checked = Some(at.wall);
+    }
+
+    pub(super) fn on_fetched(
+        &mut self,
+        result: Result<Fetched, (Reason, String)>,
+        at: At,
+        out: &mut Vec<Command>,
+    ) {
+        let RemoteOp::Fetching(purpose) = self.remote_op else { return };
+        self.remote_op = RemoteOp::Idle;
+        let fetched = match result {
+            Ok(fetched) => fetched,
+            Err((reason, message)) => {
+                #[cfg(test)]
+                if self.sabotage == super::sim::Sabotage::DropPendingOnFetchError
+                    && purpose == FetchPurpose::Rebase
+                {
+                    self.chain.clear();
+                }
+                // Nothing pending is touched: the chain stays as it was.
+                self.retry_at = Some(at.now + backoff(self.failures, self.settings.salt));
+                self.failures += 1;
+                self.state.error = Some((reason, message));
+                self.state.last_checked = Some(at.wall);
+                return;
+            }
+        };
+        if purpose == FetchPurpose::Start {
+            self.phase = Phase::Running;
+            self.state.active = true;
+        }
+        #[cfg(test)]
+        let fetched = match self.sabotage {
+            super::sim::Sabotage::IgnoreContained => Fetched { contains: None, ..fetched },
+            _ => fetched,
+        };
+        if let Some(contained) = fetched.contains
+            && let Some(index) = self.chain.iter().position(|c| c.id == contained)
+        {
+            self.acknowledge(index + 1, out);
+        }
+        let start = purpose == FetchPurpose::Start;
+        let plan =
+            replay::plan(&self.files, self.chain.iter().map(|c| c.changes.as_slice()), &fetched.files, start);
+        if plan.drift > 0 {
+            out.push(Command::Note(Note::Drift { paths: plan.drift }));
+        }
+        // The chain's commits are not on the remote: write them again on its tip.
+        let rebuilt: Vec<Draft> = plan
+            .commits
+            .into_iter()
+            .zip(self.chain.drain(..))
+            .filter(|(changes, _)| !changes.is_empty())
+            .map(|(changes, c)| Draft {
+                changes,
+                message: c.message,
+                source: c.source,
+                failures: 0,
+                rebuilt: true,
+            })
+            .collect();
+        let mut drafts: VecDeque<Draft> = rebuilt.into();
+        if !plan.repair.is_empty() {
+            let message = message::for_repair(plan.repair.len());
+            let repair = self.draft(plan.repair, message, Source::internal_at(at.now));
+            drafts.push_back(Draft { rebuilt: true, ..repair });
+        }
+        drafts.extend(self.drafts.drain(..));
+        self.drafts = drafts;
+        self.files = BranchFiles::new(fetched.files, self.settings.folders.clone());
+        self.local_tip = fetched.tip;
+        self.remote_tip = fetched.tip;
+        self.rebase_needed = false;
+        self.remote_ok(at);
+        self.state.branch_exists = fetched.tip.is_some();
+        self.state.remote_tip = fetched.tip.map(|t| t.to_string());
+        if !self.drafts.is_empty() && purpose == FetchPurpose::Rebase {
+            self.push_now = true;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The core's vocabulary: what goes in, what comes out, what it reports.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gix::ObjectId;
+
+use crate::api::Reason;
+use crate::route::TargetKey;
+use crate::worker::observe::Source;
+use crate::worker::policy::PushPolicy;
+use crate::worker::queue::WorkItem;
+use crate::worker::repo::LocalRepo;
+
+/// A file's new content: bytes from the cluster, a blob the local
+/// repository already holds (a repair), or nothing (deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    Bytes(Arc<[u8]>),
+    Blob(ObjectId),
+    Gone,
+}
+
+impl Content {
+    pub fn blob_id(&self) -> Option<ObjectId> {
+        match self {
+            Self::Bytes(bytes) => Some(LocalRepo::blob_id(bytes)),
+            Self::Blob(id) => Some(*id),
+            Self::Gone => None,
+        }
+    }
+}
+
+/// One file of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub content: Content,
+}
+
+/// What the core needs of the worker's settings.
+#[derive(Clone, Debug)]
+pub struct CoreSettings {
+    pub push: PushPolicy,
+    /// (target, normalised base folder) of every target on this branch.
+    pub folders: Vec<(TargetKey, String)>,
+    /// This replica's name, in every commit's `Replica:` trailer.
+    pub replica: String,
+    /// Spreads retries and audits of branches that failed together.
+    pub salt: u64,
+    pub audit_interval: Duration,
+}
+
+/// The time, as the shell read it: monotonic for decisions, wall for status.
+#[derive(Clone, Copy, Debug)]
+pub struct At {
+    pub now: Instant,
+    pub wall: SystemTime,
+}
+
+/// Why a local commit failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitFailure {
+    /// The change can never be written as asked (a file where a folder is).
+    pub conflict: bool,
+    pub message: String,
+}
+
+/// What became of a push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushReply {
+    /// The remote branch now points at the pushed commit.
+    Pushed,
+    /// The remote branch was not at the expected tip.
+    Stale,
+    /// The server refused the update (a hook, a protected branch, a size limit).
+    Rejected(String),
+    /// No answer, or an error: the push may or may not have been applied.
+    Failed { reason: Reason, message: String },
+    /// Held back before git ran: the shard lease is not (or no longer) held.
+    Fenced,
+}
+
+/// A fetched branch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub tip: Option<ObjectId>,
+    /// Every file of the tip (path → blob id).
+    pub files: Vec<(String, ObjectId)>,
+    /// The newest of the commits the fetch was asked about that the tip
+    /// contains (the tip itself or an ancestor), when known.
+    pub contains: Option<ObjectId>,
+}
+
+/// Everything the core reacts to.
+// Inputs live for one call; boxing the common one would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Input {
+    Item(WorkItem),
+    Settings(CoreSettings),
+    /// Commit and push what is pending, then stop.
+    Drain,
+    /// The result of the one outstanding `Command::Commit`: the new
+    /// commit, or `None` when the tree did not change.
+    Committed(Result<Option<ObjectId>, CommitFailure>),
+    /// The result of the one outstanding `Command::Push`.
+    Pushed(PushReply),
+    /// The result of the one outstanding `Command::Fetch`.
+    Fetched(Result<Fetched, (Reason, String)>),
+    /// Time passed (a wake-up the core asked for, or any other).
+    Tick,
+}
+
+/// What the shell must do. At most one commit, and one push or fetch, are
+/// outstanding at a time; a push and a commit may run together.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Fetch the branch; answer with `Input::Fetched`, saying which of
+    /// `known` (newest last) the tip contains. `known` descend from `since`.
+    Fetch { known: Vec<ObjectId>, since: Option<ObjectId> },
+    /// Write one commit on `parent`; answer with `Input::Committed`.
+    Commit { parent: Option<ObjectId>, changes: Vec<Change>, message: String, source: Source },
+    /// Compare-and-swap push of `local` over `expected`; answer with `Input::Pushed`.
+    Push { local: ObjectId, expected: Option<ObjectId>, commits: usize, sources: Vec<Source> },
+    /// Keep `tip` referenced locally (it was pushed), so gc never drops it.
+    KeepTip(ObjectId),
+    /// Pack loose objects.
+    Maintain,
+    /// For metrics and logs only.
+    Note(Note),
+    /// The drain is over: end the task.
+    Done,
+}
+
+/// Facts for metrics and logs.
+#[derive(Clone, Debug)]
+pub enum Note {
+    /// A change was merged into a pending one for the same object.
+    Coalesced,
+    /// Commits acknowledged by the remote.
+    Acked { sources: Vec<Source> },
+    /// Files on the remote differed from the cluster and were repaired.
+    Drift { paths: usize },
+    /// A change that can never be written (a path conflict), with why.
+    Unwritable { path: String, message: String },
+}
+
+/// Where the worker is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Fetching the branch for the first time (retrying with back-off).
+    Starting,
+    /// Committing and pushing as work arrives.
+    Running,
+    /// Pushes are refused by the server; commits go on within the cap.
+    Quarantined,
+    /// Committing and pushing what is pending, then done.
+    Draining,
+    /// Done was returned.
+    Stopped,
+}
+
+/// What the status writer needs to know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerState {
+    /// The worker fetched the branch and processes events.
+    pub active: bool,
+    pub queued: usize,
+    pub unpushed: usize,
+    pub branch_exists: bool,
+    pub remote_tip: Option<String>,
+    pub last_checked: Option<SystemTime>,
+    pub last_push: Option<SystemTime>,
+    pub last_push_failed: bool,
+    /// The last remote failure, cleared by the next success.
+    pub error: Option<(Reason, String)>,
+    /// The server refuses pushes (`Synced=False`, `PushRejected`).
+    pub quarantined: Option<String>,
+    /// Local commits reached `MAX_UNPUSHED`; changes coalesce in the queue.
+    pub capped: bool,
+    /// The last local commit failure, cleared by the next success.
+    pub local_error: Option<String>,
+}
