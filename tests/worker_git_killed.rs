@@ -56,7 +56,8 @@ async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
     // the server answers: git's reference-transaction hook, in the repository.
     let applied = tempfile::tempdir().unwrap();
     let marker = applied.path().join("applied");
-    let hook = support::repo_root().join(format!("target/env/soft/repos/{name}.git/hooks/reference-transaction"));
+    let hook =
+        support::repo_root().join(format!("target/env/soft/repos/{name}.git/hooks/reference-transaction"));
     std::fs::write(
         &hook,
         format!(
