@@ -138,5 +138,5 @@ async fn replicas_recover_from_an_api_server_restart() {
         "pushes after every Lease had expired, while the API server was down:\n{}",
         pushes::summary(&late)
     );
-    completeness.assert_explained("ha_apiserver_restart", &[]);
+    completeness.assert_explained("ha_apiserver_restart", &[], &replicas);
 }

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::replicas::completeness::{Completeness, fault_margin, fault_windows};
+use support::replicas::completeness::{Completeness, fault_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::stats::{between, median_worst};
@@ -97,16 +97,8 @@ async fn a_killed_owner_s_branches_fail_over() {
             .max()
             .unwrap_or_default();
         takeovers.push(takeover);
-        let margin = fault_margin(LeaseSettings::DEFAULT);
-        windows.extend(fault_windows(
-            &fleet,
-            "kill",
-            victim,
-            killed,
-            &branches,
-            margin,
-            &fleet.pushes(killed),
-        ));
+        let settings = LeaseSettings::DEFAULT;
+        windows.extend(fault_windows(&fleet, &replicas, "kill", victim, killed, &branches, settings));
         eprintln!(
             "trial {trial}: killed {victim} ({} shards, {} branches); its shards acquired by others after {:.1}s; \
              failover per branch {:?}; shards now {:?}",
@@ -127,9 +119,10 @@ async fn a_killed_owner_s_branches_fail_over() {
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // A killed replica's commits that it had not pushed are gone (no other
     // replica can read its disk, and the new owner resyncs only the final
-    // state): values of its branches from the push interval plus a margin
-    // before the kill until the new owner's first push may be in no commit.
-    // Every other missing value must be one the operator coalesced.
+    // state): values of its branches from a little before the kill (the
+    // push interval plus a margin, or since its last push there; see
+    // `fault_windows`) until the new owner's first push may be in no
+    // commit. Every other missing value must be one the operator coalesced.
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     println!("{}", completeness.report("ha_crash", &windows));
     let (median, worst) = median_worst(&per_branch);
@@ -149,5 +142,5 @@ async fn a_killed_owner_s_branches_fail_over() {
         started.elapsed()
     );
     assert!(per_branch.len() >= TRIALS, "every trial killed a replica with branches");
-    completeness.assert_explained("ha_crash", &windows);
+    completeness.assert_explained("ha_crash", &windows, &replicas);
 }

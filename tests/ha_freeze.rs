@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use support::replicas::completeness::{Completeness, fault_margin, fault_windows};
+use support::replicas::completeness::{Completeness, fault_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::process::{line_time_ns, log_events, shard_field};
@@ -81,11 +81,11 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // The frozen replica's commits that it had not pushed are never pushed
     // (its Leases are lost; the new owner resyncs only the final state):
-    // values of its branches from the push interval plus a margin before the
-    // freeze until the new owner's first push may be in no commit. Every
-    // other missing value must be one the operator coalesced.
-    let margin = fault_margin(SETTINGS);
-    let windows = fault_windows(&fleet, "freeze", victim, stopped, &branches, margin, &fleet.pushes(stopped));
+    // values of its branches from a little before the freeze (the push
+    // interval plus a margin, or since its last push there; see
+    // `fault_windows`) until the new owner's first push may be in no
+    // commit. Every other missing value must be one the operator coalesced.
+    let windows = fault_windows(&fleet, &replicas, "freeze", victim, stopped, &branches, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     println!("{}", completeness.report("ha_freeze", &windows));
 
@@ -132,5 +132,5 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     );
     assert!(lost_after > 0, "{victim} never logged \"lost shard\" after resuming");
     assert!(lost_metric.is_some_and(|n| n >= 1.0), "{victim}'s lost handovers: {lost_metric:?}");
-    completeness.assert_explained("ha_freeze", &windows);
+    completeness.assert_explained("ha_freeze", &windows, &replicas);
 }

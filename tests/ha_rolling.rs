@@ -141,5 +141,5 @@ async fn a_rolling_restart_loses_nothing() {
         u128::from(longest) < SETTINGS.duration.as_millis(),
         "a shard was without an owner for {longest} ms, as long as a lease expiry: the handover was not planned"
     );
-    completeness.assert_explained("ha_rolling", &[]);
+    completeness.assert_explained("ha_rolling", &[], &replicas);
 }

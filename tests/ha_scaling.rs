@@ -107,5 +107,5 @@ async fn scaling_leaves_no_shard_unowned() {
     }
     println!("ha_scaling: {} changes, {files} files equal; {:?} in all", record.changes, started.elapsed());
     println!("{}", completeness.report("ha_scaling", &[]));
-    completeness.assert_explained("ha_scaling", &[]);
+    completeness.assert_explained("ha_scaling", &[], &replicas);
 }

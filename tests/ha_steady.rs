@@ -95,5 +95,5 @@ async fn every_branch_has_one_writer_and_shards_are_balanced() {
         started.elapsed()
     );
     assert!(ratio <= 1.25, "max/avg shards per replica {ratio:.3} > 1.25: {counts:?}");
-    completeness.assert_explained("ha_steady", &[]);
+    completeness.assert_explained("ha_steady", &[], &replicas);
 }

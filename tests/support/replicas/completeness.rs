@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use super::fleet::{Fleet, PUSH_INTERVAL};
 use super::load::Record;
+use super::process::{line_time_ns, log_events, shard_field};
 use super::pushes::Push;
-use super::{Coalesced, LeaseSettings};
+use super::{Coalesced, LeaseSettings, Replicas, SHARDS};
 
 /// (repository index, branch) of a fleet.
 pub type Branch = (usize, String);
@@ -30,6 +31,8 @@ pub struct Missing {
     /// Unix ns when the API server had accepted it.
     pub at_ns: i128,
     pub branch: Branch,
+    /// The shard of the branch.
+    pub shard: u32,
     pub path: String,
 }
 
@@ -62,41 +65,76 @@ impl FaultWindow {
 /// to the push timeout earlier, and the event → commit step itself takes a
 /// moment on a busy 2-core machine (1 s allowed).
 pub fn fault_margin(settings: LeaseSettings) -> Duration {
-    settings.push_timeout + Duration::from_secs(1)
+    settings.push_timeout + COMMIT_ALLOWANCE
 }
 
+/// Time allowed from a value's acceptance to the victim's commit of it.
+const COMMIT_ALLOWANCE: Duration = Duration::from_secs(1);
+
 /// The windows of a fault of `replica` at `fault_ns` on the `branches` it
-/// owned then: from the fault less [`PUSH_INTERVAL`] and `margin`, to the
-/// first push on that branch by another replica at or after the fault
-/// (`pushes` must be attributed; without such a push the window ends at
-/// the fault).
+/// owned then.
+///
+/// A window ends at the first push on the branch by another replica at or
+/// after the fault (the new owner's first push, which carries its resync;
+/// without one it ends at the fault). It starts at the earlier of
+/// - the fault less [`PUSH_INTERVAL`] and [`fault_margin`];
+/// - what the victim had certainly pushed: the landing of its last push on
+///   the branch before the fault (after it last acquired the branch's
+///   shard) less the push timeout and 1 s — a value committed before that
+///   push started went out with it —, or that acquisition if it made no
+///   push since. When the git server is slow, pushes wait for a push slot
+///   or back off, and commits stay unpushed longer than the interval.
 pub fn fault_windows(
     fleet: &Fleet,
+    replicas: &Replicas,
     kind: &'static str,
     replica: &str,
     fault_ns: i128,
     branches: &[Branch],
-    margin: Duration,
-    pushes: &[Push],
+    settings: LeaseSettings,
 ) -> Vec<FaultWindow> {
-    let before = (PUSH_INTERVAL + margin).as_nanos() as i128;
+    let nanos = |d: Duration| d.as_nanos() as i128;
+    let pushes = fleet.pushes(fault_ns - nanos(Duration::from_secs(600)));
+    let logs = replicas.all_logs().remove(replica).unwrap_or_default();
+    let acquired = log_events(&logs, "acquired shard");
     branches
         .iter()
         .map(|(repo, branch)| {
             let name = fleet.repo_name(*repo);
+            let on_branch = |p: &&Push| p.repo == name && &p.branch == branch;
             let to_ns = pushes
                 .iter()
-                .filter(|p| p.repo == name && &p.branch == branch && p.at_ns >= fault_ns)
-                .filter(|p| p.replica.as_deref().is_some_and(|r| r != replica))
+                .filter(on_branch)
+                .filter(|p| p.at_ns >= fault_ns && p.replica.as_deref().is_some_and(|r| r != replica))
                 .map(|p| p.at_ns)
                 .min()
                 .unwrap_or(fault_ns);
+            let shard = u64::from(fleet.shard_of(*repo, branch, SHARDS));
+            let acquired_ns = acquired
+                .iter()
+                .filter(|e| shard_field(e) == Some(shard))
+                .filter_map(line_time_ns)
+                .filter(|&at| at < fault_ns)
+                .max();
+            let last_push = pushes
+                .iter()
+                .filter(on_branch)
+                .filter(|p| p.at_ns < fault_ns && p.replica.as_deref() == Some(replica))
+                .filter(|p| acquired_ns.is_none_or(|a| p.at_ns > a))
+                .map(|p| p.at_ns)
+                .max();
+            let certain = match (last_push, acquired_ns) {
+                (Some(at), _) => at - nanos(settings.push_timeout + COMMIT_ALLOWANCE),
+                (None, Some(at)) => at,
+                (None, None) => fault_ns,
+            };
+            let from_ns = (fault_ns - nanos(PUSH_INTERVAL + fault_margin(settings))).min(certain);
             FaultWindow {
                 kind,
                 replica: replica.to_owned(),
                 branch: (*repo, branch.clone()),
                 fault_ns,
-                from_ns: fault_ns - before,
+                from_ns,
                 to_ns,
             }
         })
@@ -153,6 +191,7 @@ impl Completeness {
                         object: object.clone(),
                         value: write.value.clone(),
                         at_ns: write.at_ns,
+                        shard: fleet.shard_of(branch.0, &branch.1, SHARDS),
                         branch,
                         path,
                     });
@@ -206,10 +245,11 @@ impl Completeness {
             for w in windows.iter().filter(|w| w.contains(m)) {
                 let _ = write!(
                     text,
-                    "; in the window of the {} of {} ({:+.2}s from the fault, which ends {:.2}s after it)",
+                    "; in the window of the {} of {} ({:+.2}s from the fault; the window spans {:+.2}s to {:+.2}s)",
                     w.kind,
                     w.replica,
                     (m.at_ns - w.fault_ns) as f64 / 1e9,
+                    (w.from_ns - w.fault_ns) as f64 / 1e9,
                     (w.to_ns - w.fault_ns) as f64 / 1e9
                 );
             }
@@ -233,10 +273,46 @@ impl Completeness {
             .collect()
     }
 
+    /// For each missing value outside `windows`: what happened to its
+    /// branch's shard from 15 s before to 15 s after it was accepted, by
+    /// replica, from their logs (acquired, released, lost, handing over).
+    pub fn shard_events(&self, replicas: &Replicas, windows: &[FaultWindow]) -> String {
+        const MESSAGES: [&str; 4] =
+            ["acquired shard", "released shard", "lost shard", "handing over: draining branch worker"];
+        let mut events: Vec<(i128, u64, String, &str)> = Vec::new();
+        for (name, logs) in replicas.all_logs() {
+            for message in MESSAGES {
+                for event in log_events(&logs, message) {
+                    if let (Some(at), Some(shard)) = (line_time_ns(&event), shard_field(&event)) {
+                        events.push((at, shard, name.clone(), message));
+                    }
+                }
+            }
+        }
+        events.sort();
+        let span = 15_000_000_000i128;
+        let mut text = String::new();
+        for m in self.missing.iter().filter(|m| !windows.iter().any(|w| w.contains(m))) {
+            let _ = write!(
+                text,
+                "\n  {}={:?} (repo {} {}, shard {}):",
+                m.object, m.value, m.branch.0, m.branch.1, m.shard
+            );
+            for (at, _, replica, message) in events
+                .iter()
+                .filter(|(at, shard, _, _)| *shard == u64::from(m.shard) && (at - m.at_ns).abs() <= span)
+            {
+                let _ = write!(text, " {:+.2}s {replica} {message};", (at - m.at_ns) as f64 / 1e9);
+            }
+        }
+        text
+    }
+
     /// Panics unless, on every branch, the missing values outside
     /// `windows` are at most the changes that branch coalesced (so also in
-    /// total: missing outside windows ≤ coalesced).
-    pub fn assert_explained(&self, test: &str, windows: &[FaultWindow]) {
+    /// total: missing outside windows ≤ coalesced). The message names each
+    /// unexplained value and what its shard went through around it.
+    pub fn assert_explained(&self, test: &str, windows: &[FaultWindow], replicas: &Replicas) {
         let unexplained = self.unexplained(windows);
         let lines: Vec<String> = unexplained
             .iter()
@@ -252,8 +328,10 @@ impl Completeness {
             .collect();
         assert!(
             lines.is_empty(),
-            "{test}: values the load driver wrote are in no commit, beyond what the operator coalesced:\n{}\n{}",
+            "{test}: values the load driver wrote are in no commit, beyond what the operator coalesced:\n{}\n\
+             their shards around them (seconds from the value's acceptance):{}\n{}",
             lines.join("\n"),
+            self.shard_events(replicas, windows),
             self.report(test, windows)
         );
     }
