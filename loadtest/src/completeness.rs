@@ -38,10 +38,16 @@ pub fn coalesced_by_branch(text: &str) -> BTreeMap<String, f64> {
 }
 
 /// A span of time in which a replica killed or frozen at `fault` may have
-/// lost values of `branch`, a branch it owned then: from the fault less the
-/// push interval and a margin (commits it made but had not pushed) to the
-/// first push on the branch by another replica (the new owner resyncs the
-/// final state, not the steps in between).
+/// lost values of `branch`, a branch it owned then (the commits it made but
+/// had not pushed), until the first push on the branch by another replica
+/// (the new owner resyncs the final state, not the steps in between). It
+/// starts at the earlier of: the fault less the push interval, the push
+/// timeout and 1 s (a commit waits at most the interval for its push, a
+/// push in flight may have started up to the timeout earlier, the event →
+/// commit step takes a moment); and what the victim had certainly pushed:
+/// its last push on the branch since it acquired the branch's shard less
+/// the push timeout and 1 s, or that acquisition if it made none (when the
+/// git server is slow, pushes wait for a slot or back off).
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultWindow {
     pub kind: String,
@@ -71,10 +77,10 @@ pub struct Completeness {
     pub error: Option<String>,
 }
 
-/// Shards each replica held at `at`, from the "acquired/released/lost
-/// shard" lines of its JSON log.
-fn shards_held_at(log: &str, at: f64) -> BTreeSet<u64> {
-    let mut held = BTreeSet::new();
+/// The shards a replica held at `at`, with when it acquired each, from the
+/// "acquired/released/lost shard" lines of its JSON log.
+fn shards_held_at(log: &str, at: f64) -> BTreeMap<u64, f64> {
+    let mut held = BTreeMap::new();
     let mut events: Vec<(f64, u64, bool)> = Vec::new();
     for line in log.lines().filter(|l| l.contains(" shard")) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -93,9 +99,9 @@ fn shards_held_at(log: &str, at: f64) -> BTreeSet<u64> {
         }
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for (_, shard, gained) in events.into_iter().take_while(|e| e.0 < at) {
+    for (time, shard, gained) in events.into_iter().take_while(|e| e.0 < at) {
         if gained {
-            held.insert(shard);
+            held.insert(shard, time);
         } else {
             held.remove(&shard);
         }
@@ -111,10 +117,14 @@ pub struct Faults<'a> {
     pub url: &'a str,
     pub targets: usize,
     pub shards: usize,
-    /// The push interval plus the margin: how long before a fault a value
-    /// may have been accepted and still be lost with the victim.
-    pub before: Duration,
+    /// The GitProvider's push interval.
+    pub interval: Duration,
+    /// The replicas' `--push-timeout`.
+    pub push_timeout: Duration,
 }
+
+/// Time allowed from a value's acceptance to the victim's commit of it.
+const COMMIT_ALLOWANCE: Duration = Duration::from_secs(1);
 
 /// One window per (kill or freeze, branch the victim held then).
 pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindow> {
@@ -128,9 +138,17 @@ pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindo
                 &BranchKey::new(faults.url, &branch),
                 faults.shards as u32,
             );
-            if !held.contains(&u64::from(shard)) {
-                continue;
-            }
+            let Some(&acquired) = held.get(&u64::from(shard)) else { continue };
+            let last_push = pushes
+                .iter()
+                .filter(|p| p.branch == branch && p.at > acquired && p.at < d.at)
+                .filter(|p| p.replica.as_deref() == Some(d.replica.as_str()))
+                .map(|p| p.at)
+                .reduce(f64::max);
+            let certain =
+                last_push.map_or(acquired, |at| at - (faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64());
+            let from = (d.at - (faults.interval + faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64())
+                .min(certain);
             let to = pushes
                 .iter()
                 .filter(|p| p.branch == branch && p.at >= d.at)
@@ -143,7 +161,7 @@ pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindo
                 replica: d.replica.clone(),
                 branch,
                 fault: d.at,
-                from: d.at - faults.before.as_secs_f64(),
+                from,
                 to,
             });
         }
@@ -229,9 +247,51 @@ mod tests {
 {\"timestamp\":\"2026-01-01T00:00:05Z\",\"level\":\"WARN\",\"message\":\"lost shard\",\"shard\":\"5\"}
 ";
         let t = |s: f64| 1_767_225_600.0 + s;
-        assert_eq!(shards_held_at(log, t(1.5)), BTreeSet::from([3]));
-        assert_eq!(shards_held_at(log, t(4.0)), BTreeSet::from([5]));
-        assert_eq!(shards_held_at(log, t(6.0)), BTreeSet::new());
+        assert_eq!(shards_held_at(log, t(1.5)), BTreeMap::from([(3, t(1.0))]));
+        assert_eq!(shards_held_at(log, t(4.0)), BTreeMap::from([(5, t(2.0))]));
+        assert_eq!(shards_held_at(log, t(6.0)), BTreeMap::new());
+    }
+
+    #[test]
+    fn a_window_spans_the_victims_unpushed_time_until_another_replica_pushes() {
+        let url = "ssh://127.0.0.1:1/r.git";
+        let shard = gitops_reverser::shard::hash::shard_of(&BranchKey::new(url, "b0"), 32);
+        let dir = std::env::temp_dir().join(format!("completeness-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Acquired at unix 90 (1970-01-01T00:01:30Z).
+        let log = format!(
+            "{{\"timestamp\":\"1970-01-01T00:01:30Z\",\"message\":\"acquired shard\",\"shard\":{shard}}}\n"
+        );
+        std::fs::write(dir.join("r0-1.log"), log).unwrap();
+        let push = |at: f64, replica: &str| PushInfo {
+            at,
+            branch: "b0".into(),
+            replica: Some(replica.into()),
+            values: Vec::new(),
+            commits: 1,
+        };
+        let kill = Disruption { at: 110.0, kind: "kill".into(), replica: "r0-1".into() };
+        let faults = Faults {
+            disruptions: std::slice::from_ref(&kill),
+            logs: &dir,
+            url,
+            targets: 1,
+            shards: 32,
+            interval: Duration::from_secs(1),
+            push_timeout: Duration::from_secs(2),
+        };
+        // Its last push landed at 100: from 100 - 2 - 1, until r1-2's first push.
+        let pushes = [push(95.0, "r1-2"), push(100.0, "r0-1"), push(111.0, "r0-1"), push(112.0, "r1-2")];
+        let windows = fault_windows(&faults, &pushes);
+        assert_eq!(windows.len(), 1);
+        assert_eq!((windows[0].from, windows[0].to), (97.0, 112.0));
+        // A recent push: the fault less interval, push timeout and 1 s.
+        let windows = fault_windows(&faults, &[push(109.5, "r0-1"), push(113.0, "r1-2")]);
+        assert_eq!((windows[0].from, windows[0].to), (106.0, 113.0));
+        // No push since it acquired the shard: from the acquisition.
+        let windows = fault_windows(&faults, &[push(89.0, "r0-1")]);
+        assert_eq!((windows[0].from, windows[0].to), (90.0, 110.0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

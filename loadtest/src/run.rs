@@ -120,11 +120,8 @@ fn push_timeout(operator_args: &[String]) -> Duration {
     Duration::from_secs(4)
 }
 
-/// Every accepted change looked up in the history of its branch; the fault
-/// windows of kills and freezes start the push interval plus a margin
-/// before the fault: a commit waits at most the push interval for its push,
-/// a push in flight may have started up to the push timeout earlier, and
-/// the event → commit step takes a moment on a busy machine (1 s allowed).
+/// Every accepted change looked up in the history of its branch, with the
+/// fault windows of kills and freezes (see `completeness::FaultWindow`).
 fn completeness_of(
     plan: &Plan,
     cluster: &Cluster,
@@ -148,7 +145,8 @@ fn completeness_of(
         url: &cluster.url,
         targets: plan.targets,
         shards: plan.shards,
-        before: interval + push_timeout(&plan.operator_args) + Duration::from_secs(1),
+        interval,
+        push_timeout: push_timeout(&plan.operator_args),
     };
     let windows = completeness::fault_windows(&faults, pushes);
     completeness::check(changes, plan.targets, &history, coalesced, &windows, t0)
