@@ -100,8 +100,8 @@ fn completeness(report: &Value, scenario: &str) -> (u64, u64, u64) {
     let coalesced = c["coalesced"].as_f64().unwrap_or_else(|| panic!("completeness.coalesced: {c}"));
     println!(
         "loadtest {scenario}: completeness: {written} values written, {in_history} in some commit, {missing} in none \
-         ({in_windows} of them in fault windows of {} windows), {coalesced} coalesced; in no commit: {}",
-        c["fault_windows"], c["missing_examples"]
+         ({in_windows} of them in fault windows of {} windows), {coalesced} coalesced ({}); in no commit: {}",
+        c["fault_windows"], c["coalesced_by_replica"], c["missing_examples"]
     );
     assert_eq!(Some(written), report["changes"]["accepted"].as_u64(), "every accepted change is looked up");
     assert_eq!(in_history + missing, written, "{c}");

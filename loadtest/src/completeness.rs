@@ -68,10 +68,13 @@ pub struct Completeness {
     /// `events_coalesced_total` over the load, summed over every replica
     /// (each one's last read minus its read before the load).
     pub coalesced: f64,
+    /// The same per replica.
+    pub coalesced_by_replica: BTreeMap<String, f64>,
     /// Missing values written inside a fault window of their branch.
     pub missing_in_fault_windows: usize,
     pub fault_windows: usize,
-    /// A few missing values: `b<i> o-<j>=v<seq> at +<s>` (seconds into the load).
+    /// Up to 20 missing values, those outside fault windows first:
+    /// `b<i> o-<j>=v<seq> at +<s>` (seconds into the load).
     pub missing_examples: Vec<String>,
     /// Why the check could not run (then every count is 0).
     pub error: Option<String>,
@@ -198,27 +201,28 @@ pub fn check(
     }
     missing.sort_by(|a, b| a.accepted.total_cmp(&b.accepted));
     result.missing = missing.len();
+    let (mut outside, mut inside) = (Vec::new(), Vec::new());
     for change in missing {
         let branch = branch_of(change.object % targets.max(1));
         let window =
             windows.iter().find(|w| w.branch == branch && (w.from..=w.to).contains(&change.accepted));
-        if window.is_some() {
-            result.missing_in_fault_windows += 1;
-        }
-        if result.missing_examples.len() < 20 {
-            let mut example =
-                format!("{branch} o-{}=v{} at +{:.2}s", change.object, change.seq, change.accepted - t0);
-            if let Some(w) = window {
+        let mut example =
+            format!("{branch} o-{}=v{} at +{:.2}s", change.object, change.seq, change.accepted - t0);
+        match window {
+            Some(w) => {
                 example.push_str(&format!(
                     " (in the window of the {} of {}, {:+.2}s from it)",
                     w.kind,
                     w.replica,
                     change.accepted - w.fault
                 ));
+                inside.push(example);
             }
-            result.missing_examples.push(example);
+            None => outside.push(example),
         }
     }
+    result.missing_in_fault_windows = inside.len();
+    result.missing_examples = outside.into_iter().chain(inside).take(20).collect();
     result
 }
 
@@ -316,6 +320,7 @@ mod tests {
         };
         let c = check(&changes, 2, &history, 1.0, &[window], 100.0);
         assert_eq!((c.written, c.in_history, c.missing, c.missing_in_fault_windows), (4, 2, 2, 1));
+        // Outside every window first.
         assert_eq!(c.missing_examples[0], "b0 o-0=v10 at +0.00s");
         assert!(
             c.missing_examples[1].starts_with("b1 o-1=v13 at +10.00s (in the window of the kill of r0-1")

@@ -92,16 +92,19 @@ fn commit_lag_since(end: &BTreeMap<String, Scraped>, start: &BTreeMap<String, Sc
     total
 }
 
-/// The changes coalesced during the load, summed over replicas and branches.
-fn coalesced_since(end: &BTreeMap<String, Scraped>, start: &BTreeMap<String, Scraped>) -> f64 {
-    let mut total = 0.0;
+/// The changes coalesced during the load per replica, summed over branches.
+fn coalesced_since(
+    end: &BTreeMap<String, Scraped>,
+    start: &BTreeMap<String, Scraped>,
+) -> BTreeMap<String, f64> {
+    let mut by_replica = BTreeMap::new();
     for (name, last) in end {
         for (branch, value) in &last.coalesced {
             let before = start.get(name).and_then(|s| s.coalesced.get(branch)).copied().unwrap_or(0.0);
-            total += value - before;
+            *by_replica.entry(name.clone()).or_insert(0.0) += value - before;
         }
     }
-    total
+    by_replica
 }
 
 /// The `--push-timeout` among the operator flags (the operator's default 4 s if absent).
@@ -128,15 +131,23 @@ fn completeness_of(
     mirror: &Mirror<'_>,
     outcome: (&[Change], &[PushInfo], &[Disruption]),
     dir: &Path,
-    coalesced: f64,
+    coalesced_by_replica: BTreeMap<String, f64>,
     t0: f64,
 ) -> Completeness {
+    let coalesced = coalesced_by_replica.values().sum();
     let (changes, pushes, disruptions) = outcome;
     let history: Result<BTreeMap<_, _>, String> =
         (0..plan.targets).map(|t| Ok((branch_of(t), mirror.history(&branch_of(t))?))).collect();
     let history = match mirror.fetch().and(history) {
         Ok(history) => history,
-        Err(e) => return Completeness { error: Some(e), coalesced, ..Completeness::default() },
+        Err(e) => {
+            return Completeness {
+                error: Some(e),
+                coalesced,
+                coalesced_by_replica,
+                ..Completeness::default()
+            };
+        }
     };
     let interval = gitops_reverser::cli::parse_duration(&plan.interval).unwrap_or(Duration::from_secs(5));
     let faults = completeness::Faults {
@@ -149,7 +160,8 @@ fn completeness_of(
         push_timeout: push_timeout(&plan.operator_args),
     };
     let windows = completeness::fault_windows(&faults, pushes);
-    completeness::check(changes, plan.targets, &history, coalesced, &windows, t0)
+    let checked = completeness::check(changes, plan.targets, &history, coalesced, &windows, t0);
+    Completeness { coalesced_by_replica, ..checked }
 }
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run's faults.
