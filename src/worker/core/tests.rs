@@ -515,3 +515,39 @@ fn the_end_of_an_empty_first_resync_does_not_rush_the_next_push() {
     h.committed();
     assert!(h.push().is_none(), "a single change waits for the interval");
 }
+
+#[test]
+fn a_drain_before_the_first_fetch_with_nothing_queued_stops_at_once() {
+    let mut h = Harness::new();
+    h.input(Input::Tick);
+    h.input(Input::Fetched(Err((Reason::NetworkError, "down".into()))));
+    h.input(Input::Drain);
+    assert!(h.out.iter().any(|c| matches!(c, Command::Done)));
+    assert_eq!(h.core.phase(), Phase::Stopped);
+    assert!(h.input(Input::Tick).is_empty(), "a stopped core does nothing");
+}
+
+#[test]
+fn a_drain_before_the_first_fetch_still_writes_what_was_queued() {
+    let mut h = Harness::new();
+    h.input(Input::Tick);
+    h.write(A, "1");
+    h.input(Input::Drain);
+    assert!(!h.out.iter().any(|c| matches!(c, Command::Done)), "a queued change must not be lost");
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), ..Fetched::default() })));
+    assert_eq!(h.core.phase(), Phase::Draining);
+    let c1 = h.committed();
+    assert_eq!(h.push().map(|p| p.0), Some(c1), "a drain pushes without waiting for the interval");
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert!(h.out.iter().any(|c| matches!(c, Command::Done)));
+}
+
+#[test]
+fn a_commit_that_changed_nothing_updates_the_view_without_a_commit_to_push() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.input(Input::Committed(Ok(None)));
+    assert_eq!(h.core.state().unpushed, 0);
+    h.write(A, "1");
+    assert!(h.commit().is_none(), "the view now knows the file holds it");
+}
