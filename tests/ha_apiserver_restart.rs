@@ -12,7 +12,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::replicas::completeness::Completeness;
+use support::replicas::completeness::{Completeness, handover_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::stats::between;
@@ -109,8 +109,10 @@ async fn replicas_recover_from_an_api_server_restart() {
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // No replica process stops: every value must be in some commit, unless coalesced.
+    // Planned handovers: a known gap of the operator (issue 18), see `HandoverWindow`.
+    let handovers = handover_windows(&fleet, &replicas, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
-    println!("{}", completeness.report("ha_apiserver_restart", &[]));
+    println!("{}", completeness.report("ha_apiserver_restart", &[], &handovers));
 
     for (name, pid) in NAMES.iter().zip(&pids) {
         assert!(replicas.running().contains(&(*name).to_owned()), "{name} exited");
@@ -138,5 +140,5 @@ async fn replicas_recover_from_an_api_server_restart() {
         "pushes after every Lease had expired, while the API server was down:\n{}",
         pushes::summary(&late)
     );
-    completeness.assert_explained("ha_apiserver_restart", &[], &replicas);
+    completeness.assert_explained("ha_apiserver_restart", &[], &handovers, &replicas);
 }

@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::replicas::completeness::Completeness;
+use support::replicas::completeness::{Completeness, handover_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::stats::between;
@@ -101,11 +101,13 @@ async fn scaling_leaves_no_shard_unowned() {
     // Scaling down is SIGTERM (drain, push, exit; the counters of the
     // replicas that left are kept from their last scrape): every value must
     // be in some commit, unless coalesced.
+    // Planned handovers: a known gap of the operator (issue 18), see `HandoverWindow`.
+    let handovers = handover_windows(&fleet, &replicas, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     for line in &report {
         println!("ha_scaling: {line}");
     }
     println!("ha_scaling: {} changes, {files} files equal; {:?} in all", record.changes, started.elapsed());
-    println!("{}", completeness.report("ha_scaling", &[]));
-    completeness.assert_explained("ha_scaling", &[], &replicas);
+    println!("{}", completeness.report("ha_scaling", &[], &handovers));
+    completeness.assert_explained("ha_scaling", &[], &handovers, &replicas);
 }

@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::replicas::completeness::Completeness;
+use support::replicas::completeness::{Completeness, handover_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::{LeaseSettings, Replicas, SHARDS, leases, now_ns, pushes};
@@ -43,8 +43,10 @@ async fn every_branch_has_one_writer_and_shards_are_balanced() {
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // No replica stops: every value must be in some commit, unless coalesced.
+    // Planned handovers: a known gap of the operator (issue 18), see `HandoverWindow`.
+    let handovers = handover_windows(&fleet, &replicas, LeaseSettings::SHORT);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
-    println!("{}", completeness.report("ha_steady", &[]));
+    println!("{}", completeness.report("ha_steady", &[], &handovers));
     assert_eq!(replicas.holders().await, holders, "ownership moved although no replica changed");
 
     // Every branch: pushed in the steady window, by one replica, the holder of its shard.
@@ -95,5 +97,5 @@ async fn every_branch_has_one_writer_and_shards_are_balanced() {
         started.elapsed()
     );
     assert!(ratio <= 1.25, "max/avg shards per replica {ratio:.3} > 1.25: {counts:?}");
-    completeness.assert_explained("ha_steady", &[], &replicas);
+    completeness.assert_explained("ha_steady", &[], &handovers, &replicas);
 }
