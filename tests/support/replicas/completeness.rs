@@ -156,8 +156,9 @@ pub fn fault_windows(
 /// are counted and printed apart (`missing_in_handover_windows`).
 ///
 /// One window per (branch, handover): from the old owner's "handing over"
-/// line for the branch less [`PUSH_INTERVAL`] and [`fault_margin`] (as a
-/// fault window), until the new owner's first push on the branch after it
+/// line for the branch (a replica leaving on SIGTERM logs none: its
+/// "leaving the shard membership" line, else its "released shard") less
+/// [`PUSH_INTERVAL`] and [`fault_margin`] (as a fault window), until the new owner's first push on the branch after it
 /// acquired the shard (the first "acquired shard" of that shard by any
 /// replica after the handover began).
 #[derive(Debug, Clone)]
@@ -195,51 +196,83 @@ pub fn handover_windows(fleet: &Fleet, replicas: &Replicas, settings: LeaseSetti
         }
     }
     acquisitions.sort();
+    // Where each handover began: (old owner, shard, unix ns, the branch as
+    // logged, `<url>#<branch>`, or "" for every branch of the shard).
+    let mut starts: Vec<(String, u64, i128, String)> = Vec::new();
+    for (name, log) in &logs {
+        let handing: Vec<(i128, u64)> = log_events(log, HANDING_OVER)
+            .iter()
+            .filter_map(|e| Some((line_time_ns(e)?, shard_field(e)?)))
+            .collect();
+        for event in log_events(log, HANDING_OVER) {
+            let (Some(at), Some(shard)) = (line_time_ns(&event), shard_field(&event)) else { continue };
+            let logged = event["branch"].as_str().unwrap_or_default().to_owned();
+            starts.push((name.clone(), shard, at, logged));
+        }
+        // A replica leaving (SIGTERM: rolling restart, scale down) logs no
+        // per-branch "handing over" line: it stops its branch workers
+        // ("leaving the shard membership: draining, then releasing") and
+        // releases its shards. A release with no "handing over" line of that
+        // shard since the replica's previous release of it began there.
+        let leaving: Vec<i128> = log_events(log, LEAVING).iter().filter_map(line_time_ns).collect();
+        let mut released: Vec<(i128, u64)> = log_events(log, "released shard")
+            .iter()
+            .filter_map(|e| Some((line_time_ns(e)?, shard_field(e)?)))
+            .collect();
+        released.sort();
+        for (i, &(at, shard)) in released.iter().enumerate() {
+            let previous =
+                released[..i].iter().rev().find(|(_, s)| *s == shard).map_or(i128::MIN, |(t, _)| *t);
+            if handing.iter().any(|&(t, s)| s == shard && t > previous && t <= at) {
+                continue;
+            }
+            let began = leaving.iter().copied().filter(|&t| t > previous && t <= at).max().unwrap_or(at);
+            starts.push((name.clone(), shard, began, String::new()));
+        }
+    }
     let branches = fleet.branches();
     let mut windows = Vec::new();
-    for (name, log) in &logs {
-        for event in log_events(log, "handing over: draining branch worker") {
-            let (Some(at), Some(shard)) = (line_time_ns(&event), shard_field(&event)) else { continue };
-            let logged = event["branch"].as_str().unwrap_or_default();
-            for (repo, branch) in &branches {
-                let ours = u64::from(fleet.shard_of(*repo, branch, SHARDS)) == shard;
-                // The line names the branch as `<url>#<branch>`.
-                let named = logged.is_empty()
-                    || (logged.ends_with(&format!("#{branch}")) && logged.contains(&fleet.repo_name(*repo)));
-                if !(ours && named) {
-                    continue;
-                }
-                let repo_name = fleet.repo_name(*repo);
-                let on_branch = |p: &&Push| p.repo == repo_name && &p.branch == branch;
-                let next = acquisitions.iter().find(|(a, s, _)| *s == shard && *a >= at);
-                let to_ns = match next {
-                    Some((acquired, _, owner)) => pushes
-                        .iter()
-                        .filter(on_branch)
-                        .filter(|p| p.at_ns >= *acquired && p.replica.as_deref() == Some(owner.as_str()))
-                        .map(|p| p.at_ns)
-                        .min()
-                        .or_else(|| {
-                            pushes.iter().filter(on_branch).map(|p| p.at_ns).filter(|&p| p >= *acquired).min()
-                        })
-                        .unwrap_or(*acquired),
-                    None => at,
-                };
-                windows.push(HandoverWindow {
-                    replica: name.clone(),
-                    new_owner: next.map(|(_, _, owner)| owner.clone()),
-                    branch: (*repo, branch.clone()),
-                    shard: shard as u32,
-                    handover_ns: at,
-                    from_ns: at - nanos(PUSH_INTERVAL + fault_margin(settings)),
-                    to_ns,
-                });
+    for (name, shard, at, logged) in starts {
+        for (repo, branch) in &branches {
+            let ours = u64::from(fleet.shard_of(*repo, branch, SHARDS)) == shard;
+            let named = logged.is_empty()
+                || (logged.ends_with(&format!("#{branch}")) && logged.contains(&fleet.repo_name(*repo)));
+            if !(ours && named) {
+                continue;
             }
+            let repo_name = fleet.repo_name(*repo);
+            let on_branch = |p: &&Push| p.repo == repo_name && &p.branch == branch;
+            let next = acquisitions.iter().find(|(a, s, _)| *s == shard && *a >= at);
+            let to_ns = match next {
+                Some((acquired, _, owner)) => pushes
+                    .iter()
+                    .filter(on_branch)
+                    .filter(|p| p.at_ns >= *acquired && p.replica.as_deref() == Some(owner.as_str()))
+                    .map(|p| p.at_ns)
+                    .min()
+                    .or_else(|| {
+                        pushes.iter().filter(on_branch).map(|p| p.at_ns).filter(|&p| p >= *acquired).min()
+                    })
+                    .unwrap_or(*acquired),
+                None => at,
+            };
+            windows.push(HandoverWindow {
+                replica: name.clone(),
+                new_owner: next.map(|(_, _, owner)| owner.clone()),
+                branch: (*repo, branch.clone()),
+                shard: shard as u32,
+                handover_ns: at,
+                from_ns: at - nanos(PUSH_INTERVAL + fault_margin(settings)),
+                to_ns,
+            });
         }
     }
     windows.sort_by_key(|w| w.handover_ns);
     windows
 }
+
+const HANDING_OVER: &str = "handing over: draining branch worker";
+const LEAVING: &str = "leaving the shard membership: draining, then releasing";
 
 /// The written values against the branches' full history.
 #[derive(Debug, Clone)]
@@ -426,6 +459,13 @@ impl Completeness {
                 }
             }
         }
+        for (name, logs) in replicas.all_logs() {
+            for event in log_events(&logs, LEAVING) {
+                if let Some(at) = line_time_ns(&event) {
+                    events.push((at, u64::MAX, name.clone(), LEAVING));
+                }
+            }
+        }
         events.sort();
         let span = 15_000_000_000i128;
         let mut text = String::new();
@@ -435,10 +475,9 @@ impl Completeness {
                 "\n  {}={:?} (repo {} {}, shard {}):",
                 m.object, m.value, m.branch.0, m.branch.1, m.shard
             );
-            for (at, _, replica, message) in events
-                .iter()
-                .filter(|(at, shard, _, _)| *shard == u64::from(m.shard) && (at - m.at_ns).abs() <= span)
-            {
+            for (at, _, replica, message) in events.iter().filter(|(at, shard, _, _)| {
+                (*shard == u64::from(m.shard) || *shard == u64::MAX) && (at - m.at_ns).abs() <= span
+            }) {
                 let _ = write!(text, " {:+.2}s {replica} {message};", (at - m.at_ns) as f64 / 1e9);
             }
         }
