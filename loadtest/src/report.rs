@@ -150,7 +150,7 @@ pub fn markdown(report: &Value) -> String {
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
     let c = &r["completeness"];
-    let rows: [(&str, &Value); 26] = [
+    let rows: [(&str, &Value); 27] = [
         ("changes accepted", &r["changes"]["accepted"]),
         ("changes accepted per second", &r["changes"]["accepted_per_second"]),
         ("changes pushed per second", &r["changes"]["pushed_per_second"]),
@@ -176,6 +176,10 @@ pub fn markdown(report: &Value) -> String {
         ("completeness: values in some commit", &c["in_history"]),
         ("completeness: values in no commit", &c["missing"]),
         ("completeness: of them in fault windows (killed or frozen owner)", &c["missing_in_fault_windows"]),
+        (
+            "completeness: of them in handover windows (known gap, issue 18)",
+            &c["missing_in_handover_windows"],
+        ),
         ("completeness: changes coalesced by the operator", &c["coalesced"]),
     ];
     for (name, value) in rows {

@@ -124,7 +124,8 @@ fn push_timeout(operator_args: &[String]) -> Duration {
 }
 
 /// Every accepted change looked up in the history of its branch, with the
-/// fault windows of kills and freezes (see `completeness::FaultWindow`).
+/// fault windows of kills and freezes (see `completeness::FaultWindow`) and
+/// the handover windows of planned handovers (`completeness::handover_windows`).
 fn completeness_of(
     plan: &Plan,
     cluster: &Cluster,
@@ -160,7 +161,9 @@ fn completeness_of(
         push_timeout: push_timeout(&plan.operator_args),
     };
     let windows = completeness::fault_windows(&faults, pushes);
-    let checked = completeness::check(changes, plan.targets, &history, coalesced, &windows, t0);
+    // Planned handovers: a known gap of the operator (issue 18), see `completeness::handover_windows`.
+    let handovers = completeness::handover_windows(&faults, pushes);
+    let checked = completeness::check(changes, plan.targets, &history, coalesced, &windows, &handovers, t0);
     Completeness { coalesced_by_replica, ..checked }
 }
 
