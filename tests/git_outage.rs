@@ -7,26 +7,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::json;
 use support::scenario::Scenario;
-
-fn git_server(action: &str) {
-    let status = Command::new(support::repo_root().join("tests/env/component"))
-        .args([action, "git"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "tests/env/component {action} git failed");
-}
-
-/// Restarts the git server even if the test fails half-way.
-struct Restart;
-impl Drop for Restart {
-    fn drop(&mut self) {
-        git_server("start");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changes_queued_while_git_is_down_are_pushed_when_it_returns() {
@@ -37,8 +19,8 @@ async fn changes_queued_while_git_is_down_are_pushed_when_it_returns() {
     let _operator = s.operator();
     s.wait_condition("t", "Ready", |c| c.0 == "True").await;
 
-    let restart = Restart;
-    git_server("stop");
+    let restart = support::StartOnDrop("git");
+    support::component("stop", "git");
     for i in 0..3 {
         s.configmap(&format!("during-outage-{i}"), json!({"i": i.to_string()})).await;
     }

@@ -10,26 +10,9 @@
 mod harness;
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use harness::{Branch, Options, repo_name};
-
-fn git_server(action: &str) {
-    let status = Command::new(support::repo_root().join("tests/env/component"))
-        .args([action, "git"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "tests/env/component {action} git failed");
-}
-
-/// Starts the git server again even if the test fails half-way.
-struct Restart;
-impl Drop for Restart {
-    fn drop(&mut self) {
-        git_server("start");
-    }
-}
 
 fn pushes(repo: &str) -> usize {
     let log = std::fs::read_to_string(support::env().var("GITENV_PUSHLOG")).unwrap_or_default();
@@ -78,8 +61,8 @@ async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
     })
     .await;
     assert_eq!(pushes(&name), before, "the answer (and the post-receive log) is still held");
-    let restart = Restart;
-    git_server("kill");
+    let restart = support::StartOnDrop("git");
+    support::component("kill", "git");
     std::fs::remove_file(&hook).unwrap();
     let failed = branch
         .wait_state("the lost answer to be reported", Duration::from_secs(60), |s| s.last_push_failed)

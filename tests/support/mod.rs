@@ -108,6 +108,22 @@ impl Env {
     }
 }
 
+/// Fault injection on the shared environment: `tests/env/component ACTION PART`
+/// (`stop`, `kill`, `start`; `git`, `apiserver`, `kube-apiserver`).
+pub fn component(action: &str, part: &str) {
+    let status = Command::new(repo_root().join("tests/env/component")).args([action, part]).status().unwrap();
+    assert!(status.success(), "tests/env/component {action} {part} failed");
+}
+
+/// Starts a component again when dropped, even if the test fails half-way.
+pub struct StartOnDrop(pub &'static str);
+
+impl Drop for StartOnDrop {
+    fn drop(&mut self) {
+        component("start", self.0);
+    }
+}
+
 /// A name unique across tests, processes and runs: `prefix-<pid>-<n>-<time>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
