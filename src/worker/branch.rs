@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 pub use super::core::WorkerState;
 use super::core::{
@@ -147,7 +147,8 @@ async fn run(
                 }
                 return;
             }
-            if let Some(work) = shell.run(command) {
+            let behind = core.state().unpushed + core.state().queued;
+            if let Some(work) = shell.run(command, behind) {
                 running.push(work);
             }
         }
@@ -239,7 +240,8 @@ impl Shell {
     }
 
     /// Starts `command`; the future yields the input that answers it.
-    fn run(&mut self, command: Command) -> Option<BoxFuture<'static, Option<Input>>> {
+    /// `behind` is what the worker holds that no push carried yet.
+    fn run(&mut self, command: Command, behind: usize) -> Option<BoxFuture<'static, Option<Input>>> {
         match command {
             Command::Fetch { known, since } => Some(self.fetch(known, since).map(Some).boxed()),
             Command::Commit { parent, changes, message, source } => {
@@ -278,18 +280,21 @@ impl Shell {
                 )
             }
             Command::Note(note) => {
-                self.note(note);
+                self.note(note, behind);
                 None
             }
             Command::Done => None,
         }
     }
 
-    fn note(&self, note: Note) {
+    fn note(&self, note: Note, behind: usize) {
         let key = &self.settings.key;
         match note {
             Note::Coalesced => self.metrics.coalesced(),
             Note::Acked { sources } => {
+                // `left: 0` says everything the worker had taken in is on the
+                // remote (the HA tests' completeness check relies on it).
+                debug!(branch = %key, commits = sources.len(), left = behind, "pushed");
                 for source in sources {
                     self.metrics.pushed_change(source.received_at.elapsed(), source.trace_id());
                 }

@@ -80,12 +80,13 @@ const COMMIT_ALLOWANCE: Duration = Duration::from_secs(1);
 /// after the fault (the new owner's first push, which carries its resync;
 /// without one it ends at the fault). It starts at the earlier of
 /// - the fault less [`PUSH_INTERVAL`] and [`fault_margin`];
-/// - what the victim had certainly pushed: the landing of its last push on
-///   the branch before the fault (after it last acquired the branch's
-///   shard) less the push timeout and 1 s — a value committed before that
-///   push started went out with it —, or that acquisition if it made no
-///   push since. When the git server is slow, pushes wait for a push slot
-///   or back off, and commits stay unpushed longer than the interval.
+/// - the last moment the victim had certainly pushed everything: its last
+///   "pushed" line for the branch with `left: 0` (nothing taken in was
+///   still unpushed) before the fault, after it last acquired the branch's
+///   shard, less 1 s for an event to reach the worker — or that
+///   acquisition if it never caught up since. When the git server is slow,
+///   pushes carry only part of the backlog and commits stay unpushed far
+///   longer than the interval.
 pub fn fault_windows(
     fleet: &Fleet,
     replicas: &Replicas,
@@ -118,15 +119,12 @@ pub fn fault_windows(
                 .filter_map(line_time_ns)
                 .filter(|&at| at < fault_ns)
                 .max();
-            let last_push = pushes
-                .iter()
-                .filter(on_branch)
-                .filter(|p| p.at_ns < fault_ns && p.replica.as_deref() == Some(replica))
-                .filter(|p| acquired_ns.is_none_or(|a| p.at_ns > a))
-                .map(|p| p.at_ns)
+            let caught_up = caught_up(&logs, &name, branch)
+                .into_iter()
+                .filter(|&at| at < fault_ns && acquired_ns.is_none_or(|a| at > a))
                 .max();
-            let certain = match (last_push, acquired_ns) {
-                (Some(at), _) => at - nanos(settings.push_timeout + COMMIT_ALLOWANCE),
+            let certain = match (caught_up, acquired_ns) {
+                (Some(at), _) => at - nanos(COMMIT_ALLOWANCE),
                 (None, Some(at)) => at,
                 (None, None) => fault_ns,
             };
@@ -256,13 +254,29 @@ pub fn handover_windows(fleet: &Fleet, replicas: &Replicas, settings: LeaseSetti
                     .unwrap_or(*acquired),
                 None => at,
             };
+            // The old owner's drain may not push its whole backlog before the
+            // shutdown timeout (a slow git server): as for a fault, what it had
+            // not certainly pushed is at risk.
+            let own = logs.get(&name).map(String::as_str).unwrap_or_default();
+            let acquired_ns = acquisitions
+                .iter()
+                .filter(|(a, s, owner)| *s == shard && owner == &name && *a < at)
+                .map(|(a, _, _)| *a)
+                .max();
+            let certain = caught_up(own, &repo_name, branch)
+                .into_iter()
+                .filter(|&t| t < at && acquired_ns.is_none_or(|a| t > a))
+                .max()
+                .map(|t| t - nanos(COMMIT_ALLOWANCE))
+                .or(acquired_ns)
+                .unwrap_or(at);
             windows.push(HandoverWindow {
                 replica: name.clone(),
                 new_owner: next.map(|(_, _, owner)| owner.clone()),
                 branch: (*repo, branch.clone()),
                 shard: shard as u32,
                 handover_ns: at,
-                from_ns: at - nanos(PUSH_INTERVAL + fault_margin(settings)),
+                from_ns: (at - nanos(PUSH_INTERVAL + fault_margin(settings))).min(certain),
                 to_ns,
             });
         }
@@ -272,6 +286,20 @@ pub fn handover_windows(fleet: &Fleet, replicas: &Replicas, settings: LeaseSetti
 }
 
 const HANDING_OVER: &str = "handing over: draining branch worker";
+
+/// When a replica's worker of `branch` in repository `repo` had pushed
+/// everything it had taken in: its "pushed" log lines with `left: 0`.
+fn caught_up(logs: &str, repo: &str, branch: &str) -> Vec<i128> {
+    log_events(logs, "pushed")
+        .iter()
+        .filter(|e| {
+            let logged = e["branch"].as_str().unwrap_or_default();
+            logged.ends_with(&format!("#{branch}")) && logged.contains(repo)
+        })
+        .filter(|e| e["left"].as_u64() == Some(0) || e["left"].as_str() == Some("0"))
+        .filter_map(line_time_ns)
+        .collect()
+}
 const LEAVING: &str = "leaving the shard membership: draining, then releasing";
 
 /// The written values against the branches' full history.
