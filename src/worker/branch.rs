@@ -107,8 +107,15 @@ impl WorkerHandle {
     /// Stops intake, commits what is queued, pushes, and ends the task.
     pub async fn drain(self, timeout: Duration) {
         let (done, wait) = oneshot::channel();
-        if self.control.send(Control::Drain(done)).await.is_ok() {
-            let _ = tokio::time::timeout(timeout, wait).await;
+        if self.control.send(Control::Drain(done)).await.is_ok()
+            && tokio::time::timeout(timeout, wait).await.is_err()
+        {
+            let state = self.state.borrow().clone();
+            warn!(
+                unpushed = state.unpushed,
+                queued = state.queued,
+                "drain timed out: these changes were not pushed; the next owner's resync restores the final state, not these versions"
+            );
         }
         self.task.abort();
     }
@@ -440,6 +447,9 @@ impl Shell {
                 PushReply::Fenced => ("fenced", String::new()),
             };
             metrics.push(started.elapsed(), result, &reason, trace_id);
+            if let PushReply::Failed { message, .. } | PushReply::Rejected(message) = &reply {
+                warn!(%branch, result, %message, "push failed; will retry");
+            }
             span.record("result", result);
             span.record("reason", reason.as_str());
             span.record("sha", local.to_string());
