@@ -67,12 +67,14 @@ impl WorkerSettings {
     pub const DEFAULT_AUDIT_INTERVAL: Duration = DEFAULT_AUDIT_INTERVAL;
 
     fn core(&self) -> CoreSettings {
+        let salt = xxhash_rust::xxh3::xxh3_64(&self.key.stable_bytes());
         CoreSettings {
             push: self.push,
             folders: self.folders.clone(),
             replica: self.replica.clone(),
-            salt: xxhash_rust::xxh3::xxh3_64(&self.key.stable_bytes()),
+            salt,
             audit_interval: self.audit_interval,
+            first_audit: super::core::first_audit(self.audit_interval, salt),
         }
     }
 }

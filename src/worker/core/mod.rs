@@ -138,7 +138,7 @@ pub struct BranchCore {
 
 impl BranchCore {
     pub fn new(settings: CoreSettings, at: At) -> Self {
-        let first_audit = at.now + audit_spread(&settings);
+        let first_audit = at.now + settings.first_audit;
         Self {
             files: BranchFiles::new([], settings.folders.clone()),
             settings,
@@ -347,9 +347,15 @@ impl BranchCore {
     }
 }
 
-/// The first audit of a branch comes somewhere in its interval, so that
-/// branches started together do not all fetch at once.
-fn audit_spread(settings: &CoreSettings) -> Duration {
-    let interval = settings.audit_interval.as_millis().max(1) as u64;
-    Duration::from_millis(settings.salt % interval)
+/// When a new worker audits first: soon, because a previous owner whose
+/// drain timed out may have had a push land after it released the shard
+/// (git kills the client, not a server that already has the pack), and
+/// spread over up to a minute, so that branches started together do not all
+/// fetch at once.
+pub fn first_audit(audit_interval: Duration, salt: u64) -> Duration {
+    let spread = audit_interval.min(Duration::from_secs(60)).as_millis().max(1) as u64;
+    (TAKEOVER_AUDIT + Duration::from_millis(salt % spread)).min(audit_interval)
 }
+
+/// The earliest first audit after a worker starts.
+const TAKEOVER_AUDIT: Duration = Duration::from_secs(15);

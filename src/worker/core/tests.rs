@@ -47,6 +47,7 @@ impl Harness {
             // The first audit comes 599 s in: only the audit tests reach it.
             salt: 599_000,
             audit_interval: Duration::from_secs(600),
+            first_audit: Duration::from_secs(599),
         };
         let core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
         Self { core, base, clock: Duration::ZERO, out: Vec::new(), next_id: 10 }
@@ -482,6 +483,7 @@ fn settings_change_folders_and_clear_the_back_off() {
         replica: "r1".into(),
         salt: 599_000,
         audit_interval: Duration::from_secs(600),
+        first_audit: Duration::from_secs(599),
     };
     h.input(Input::Settings(settings));
     assert!(h.push().is_some(), "new credentials are tried at once");
@@ -550,4 +552,13 @@ fn a_commit_that_changed_nothing_updates_the_view_without_a_commit_to_push() {
     assert_eq!(h.core.state().unpushed, 0);
     h.write(A, "1");
     assert!(h.commit().is_none(), "the view now knows the file holds it");
+}
+
+#[test]
+fn a_new_worker_audits_within_a_minute_and_a_quarter() {
+    for salt in [0, 1, 59_999, 123_456_789] {
+        let first = first_audit(Duration::from_secs(600), salt);
+        assert!((Duration::from_secs(15)..Duration::from_secs(75)).contains(&first), "{first:?}");
+    }
+    assert_eq!(first_audit(Duration::from_secs(5), 3), Duration::from_secs(5), "never after the interval");
 }

@@ -49,6 +49,8 @@ pub struct CoreSettings {
     /// Spreads retries and audits of branches that failed together.
     pub salt: u64,
     pub audit_interval: Duration,
+    /// How long after start the first audit comes (see `first_audit`).
+    pub first_audit: Duration,
 }
 
 /// The time, as the shell read it: monotonic for decisions, wall for status.
