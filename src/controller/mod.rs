@@ -97,6 +97,8 @@ pub struct Controller {
     ownership: Arc<Ownership>,
     /// Shared by every worker: see `--max-concurrent-pushes`.
     push_slots: PushSlots,
+    /// Set once stopping: hand-overs must be done by then.
+    stop_deadline: Option<Instant>,
 }
 
 impl Controller {
@@ -131,10 +133,13 @@ impl Controller {
             draining: HashMap::new(),
             handing_over: HashMap::new(),
             ownership: Arc::new(Ownership::default()),
+            stop_deadline: None,
         }
     }
 
-    /// Runs until `stop` turns true, then drains the workers.
+    /// Runs until `stop` turns true; then goes on routing and pushing each
+    /// shard until the coordinator hands it over (once its new owner is on
+    /// standby), and drains whatever is left at the drain timeout.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
         forward_ownership(self.settings.shards.view.clone(), self.changed.clone());
@@ -145,12 +150,21 @@ impl Controller {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ = tick.tick() => {}
-                _ = stopped(&mut stop) => break,
+                _ = stopped(&mut stop), if self.stop_deadline.is_none() => {
+                    info!(workers = self.workers.len(), "stopping: handing over the shards");
+                    self.stop_deadline = Some(Instant::now() + self.settings.drain_timeout);
+                }
             }
             while let Ok(notice) = self.notices.try_recv() {
                 self.note(notice).await;
             }
             self.reconcile().await;
+            if let Some(deadline) = self.stop_deadline {
+                let handed_over = self.ownership.held.is_empty() && self.draining.is_empty();
+                if handed_over || Instant::now() >= deadline {
+                    break;
+                }
+            }
         }
         info!(workers = self.workers.len(), "stopping: draining branch workers");
         self.watches.stop_all();
@@ -158,12 +172,10 @@ impl Controller {
         for (branch, handle) in self.draining.drain() {
             drains.entry(self.settings.shards.shard_of(&branch)).or_default().push(handle);
         }
+        let budget = self.drain_budget();
         for (branch, worker) in self.workers.drain() {
             let shard = self.settings.shards.shard_of(&branch);
-            drains
-                .entry(shard)
-                .or_default()
-                .push(tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
+            drains.entry(shard).or_default().push(tokio::spawn(worker.handle.drain(budget)));
         }
         // Each shard is released as soon as its own workers pushed, so one
         // slow branch does not hold the others' Leases until they expire.
@@ -245,7 +257,8 @@ impl Controller {
         let mut branches: BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>> = BTreeMap::new();
         for (key, state) in &self.targets {
             if let Some(resolved) = state.resolved().filter(|r| {
-                state.may_write() && self.ownership.is_active(self.settings.shards.shard_of(&r.branch_key))
+                let shard = self.settings.shards.shard_of(&r.branch_key);
+                state.may_write() && (self.ownership.is_active(shard) || self.ownership.is_incoming(shard))
             }) {
                 branches
                     .entry(resolved.branch_key.clone())
@@ -264,6 +277,7 @@ impl Controller {
                     worker.settings.folders != settings.folders
                         || worker.settings.credentials != settings.credentials
                         || worker.settings.push != settings.push
+                        || worker.settings.standby != settings.standby
                 });
                 (branch.clone(), workers::Running { finished: worker.handle.is_finished(), changed })
             })
@@ -302,14 +316,12 @@ impl Controller {
             let Some(worker) = self.workers.remove(branch) else { continue };
             info!(%branch, shard, "handing over: draining branch worker");
             self.handing_over.entry(*shard).or_default().push(branch.clone());
-            self.draining
-                .insert(branch.clone(), tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
+            self.draining.insert(branch.clone(), tokio::spawn(worker.handle.drain(self.drain_budget())));
         }
         for branch in &plan.retire {
             let Some(worker) = self.workers.remove(branch) else { continue };
             info!(%branch, "stopping branch worker: no target uses it any more");
-            self.draining
-                .insert(branch.clone(), tokio::spawn(worker.handle.drain(self.settings.drain_timeout)));
+            self.draining.insert(branch.clone(), tokio::spawn(worker.handle.drain(self.drain_budget())));
         }
         self.report_drained();
 
@@ -355,6 +367,7 @@ impl Controller {
         self.snapshot
             .send_replace(Arc::new(Snapshot { routing: Routing::new(active_table.clone(), infos), queues }));
         let started = self.watches.reconcile(&plan);
+        self.report_standby(&branches);
 
         resync.sort();
         resync.dedup();
@@ -404,6 +417,32 @@ impl Controller {
         xxhash_rust::xxh3::xxh3_64(specs.join("\n").as_bytes())
     }
 
+    /// Incoming shards whose branches all have a standby worker that
+    /// receives their changes: the current owner may stop writing them.
+    fn report_standby(&self, branches: &BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>>) {
+        let shards = &self.settings.shards;
+        let mut ready = self.ownership.incoming.clone();
+        for branch in branches.keys().filter(|b| self.ownership.is_incoming(shards.shard_of(b))) {
+            let listed = self.workers.get(branch).is_some_and(|w| w.handle.state.borrow().listed);
+            if !listed {
+                ready.remove(&shards.shard_of(branch));
+            }
+        }
+        // A branch still waiting for its old worker here has no standby yet.
+        for branch in self.draining.keys() {
+            ready.remove(&shards.shard_of(branch));
+        }
+        shards.report_standby(ready);
+    }
+
+    /// How long a drain may take: the drain timeout, and once stopping no
+    /// longer than the time left.
+    fn drain_budget(&self) -> Duration {
+        self.stop_deadline.map_or(self.settings.drain_timeout, |deadline| {
+            deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500))
+        })
+    }
+
     /// Releasing shards whose workers all finished draining may be released.
     fn report_drained(&mut self) {
         let handing_over: BTreeMap<u32, Vec<BranchKey>> =
@@ -438,6 +477,7 @@ impl Controller {
             metrics: self.settings.metrics.clone(),
             push_slots: self.push_slots.clone(),
             audit_interval: self.settings.audit_interval,
+            standby: self.ownership.is_incoming(shard),
         }
     }
 

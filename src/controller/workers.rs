@@ -114,7 +114,7 @@ mod tests {
             .map(|s| (*s, HeldShard { expires, releasing: false }))
             .chain(releasing.iter().map(|s| (*s, HeldShard { expires, releasing: true })))
             .collect();
-        Ownership { held }
+        Ownership { held, ..Ownership::default() }
     }
 
     fn set(branches: &[&str]) -> BTreeSet<BranchKey> {

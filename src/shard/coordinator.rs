@@ -25,7 +25,7 @@ use super::hash::{assignment, shard_of};
 use super::lease::{Claim, LeaseClient};
 use super::ownership::{Fence, HeldShard, Ownership, OwnershipView};
 use super::plan::{self, Timing};
-use super::records::{Record, live_members, record};
+use super::records::{Record, STANDBY_ANNOTATION, format_shards, live_members, record, standby_announced};
 use super::settings::ShardSettings;
 use crate::route::BranchKey;
 use crate::telemetry::ShardMetrics;
@@ -44,6 +44,7 @@ pub struct ShardHandle {
     pub shards: u32,
     push_timeout: Duration,
     drained: mpsc::UnboundedSender<u32>,
+    standby: Arc<watch::Sender<BTreeSet<u32>>>,
 }
 
 impl ShardHandle {
@@ -60,6 +61,16 @@ impl ShardHandle {
     pub fn report_drained(&self, shard: u32) {
         let _ = self.drained.send(shard);
     }
+
+    /// The incoming shards whose branches this replica now routes to
+    /// standby workers: the current owner may stop writing them.
+    pub fn report_standby(&self, shards: BTreeSet<u32>) {
+        self.standby.send_if_modified(|current| {
+            let changed = *current != shards;
+            *current = shards;
+            changed
+        });
+    }
 }
 
 pub struct Coordinator {
@@ -70,9 +81,14 @@ pub struct Coordinator {
     recorder: Recorder,
     member: Option<Claim>,
     held: BTreeMap<u32, Claim>,
-    releasing: BTreeSet<u32>,
+    handover: plan::Handover,
+    /// Desired shards another live replica holds (from the last pass).
+    incoming: BTreeSet<u32>,
     drained: BTreeSet<u32>,
     drained_rx: mpsc::UnboundedReceiver<u32>,
+    standby_rx: watch::Receiver<BTreeSet<u32>>,
+    /// The standby shards written on the member Lease.
+    announced: BTreeSet<u32>,
     view: watch::Sender<Arc<Ownership>>,
 }
 
@@ -104,11 +120,13 @@ impl Coordinator {
             Reporter { controller: "gitops-reverser".into(), instance: Some(settings.identity.clone()) };
         let (view, view_rx) = watch::channel(Arc::new(Ownership::default()));
         let (drained_tx, drained_rx) = mpsc::unbounded_channel();
+        let (standby_tx, standby_rx) = watch::channel(BTreeSet::new());
         let handle = ShardHandle {
             view: view_rx,
             shards: settings.shards,
             push_timeout: settings.push_timeout,
             drained: drained_tx,
+            standby: Arc::new(standby_tx),
         };
         let coordinator = Self {
             api: Api::namespaced(client.clone(), &settings.namespace),
@@ -118,9 +136,12 @@ impl Coordinator {
             metrics,
             member: None,
             held: BTreeMap::new(),
-            releasing: BTreeSet::new(),
+            handover: plan::Handover::default(),
+            incoming: BTreeSet::new(),
             drained: BTreeSet::new(),
             drained_rx,
+            standby_rx,
+            announced: BTreeSet::new(),
             view,
         };
         (coordinator, handle)
@@ -172,6 +193,7 @@ impl Coordinator {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 _ = changed.notified() => settle = true,
                 Some(shard) = self.drained_rx.recv() => { self.drained.insert(shard); }
+                Ok(()) = self.standby_rx.changed() => {}
                 _ = until_stopped(&mut stop) => break,
             }
             if settle {
@@ -191,6 +213,8 @@ impl Coordinator {
             tokio::select! {
                 _ = tokio::time::sleep_until(next.min(deadline).into()) => {}
                 Some(shard) = self.drained_rx.recv() => { self.drained.insert(shard); }
+                // The new owners announce their standby on their member Leases.
+                _ = changed.notified() => tokio::time::sleep(SETTLE).await,
             }
         }
         if !self.held.is_empty() {
@@ -239,9 +263,22 @@ impl Coordinator {
 
         self.acquire(&desired, &records, store).await;
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
-        let (releasing, release) = plan::handover(&held, &desired, &self.drained);
-        self.releasing = releasing;
-        self.drained.retain(|s| self.releasing.contains(s));
+        self.incoming = plan::incoming(&desired, &held, &records, &self.settings.identity);
+        let standby_elsewhere = standby_announced(
+            &self.settings,
+            leases.iter().map(|l| l.as_ref()),
+            wall,
+            &self.settings.identity,
+        );
+        let release = self.handover.pass(
+            &held,
+            &desired,
+            &self.drained,
+            members.iter().any(|m| m != &self.settings.identity).then_some(&standby_elsewhere),
+            Instant::now(),
+            self.handover_wait(),
+        );
+        self.drained.retain(|s| self.handover.releasing.contains(s));
         self.release_drained(release).await;
 
         let unowned = records
@@ -263,6 +300,11 @@ impl Coordinator {
         self.next_wake(&desired, &records, &member_expiries, wall)
     }
 
+    /// How long a shard handed over waits for the new owner's standby.
+    fn handover_wait(&self) -> Duration {
+        self.settings.retry_period * 2
+    }
+
     fn lease_ref(&self, shard: u32) -> ObjectRef<Lease> {
         ObjectRef::new(&self.settings.shard_lease(shard)).within(&self.settings.namespace)
     }
@@ -270,15 +312,23 @@ impl Coordinator {
     async fn keep_membership(&mut self) {
         let name = self.settings.member_lease();
         let now = Instant::now();
+        // Announce only what is still incoming: an acquired or vanished
+        // shard needs no announcement.
+        let standby: BTreeSet<u32> = self.standby_rx.borrow().intersection(&self.incoming).copied().collect();
+        let announce = standby != self.announced;
         let result = match &self.member {
             Some(claim @ Claim::Held { renewed_at, .. }) => {
-                if *renewed_at + self.settings.retry_period > now {
+                if *renewed_at + self.settings.retry_period > now && !announce {
                     return;
                 }
-                self.leases.renew(&name, claim).await
+                let value = format_shards(&standby);
+                self.leases.renew_annotated(&name, claim, Some((STANDBY_ANNOTATION, &value))).await
             }
             _ => self.leases.try_acquire(&name).await,
         };
+        if matches!(result, Ok(Claim::Held { .. })) && self.member.is_some() {
+            self.announced = standby;
+        }
         match result {
             Ok(claim @ Claim::Held { .. }) => {
                 if !self.member.as_ref().is_some_and(Claim::is_held) {
@@ -323,7 +373,7 @@ impl Coordinator {
 
     fn lose(&mut self, shard: u32, why: &str) {
         self.held.remove(&shard);
-        self.releasing.remove(&shard);
+        self.handover.forget(shard);
         self.metrics.handover("lost");
         warn!(shard, why, "lost shard");
     }
@@ -434,7 +484,7 @@ impl Coordinator {
             match result {
                 Ok(()) => {
                     self.held.remove(&shard);
-                    self.releasing.remove(&shard);
+                    self.handover.forget(shard);
                     self.drained.remove(&shard);
                     self.metrics.handover("released");
                     info!(shard, "released shard");
@@ -459,10 +509,11 @@ impl Coordinator {
                 .held
                 .iter()
                 .filter_map(|(shard, claim)| {
-                    let releasing = self.releasing.contains(shard);
+                    let releasing = self.handover.releasing.contains(shard);
                     Some((*shard, HeldShard { expires: expires(claim)?, releasing }))
                 })
                 .collect(),
+            incoming: self.incoming.clone(),
         };
         // Expiry times change on every renewal, which fences read; only a
         // change of roles wakes the controller.
@@ -483,6 +534,9 @@ impl Coordinator {
         let now = Instant::now();
         let retry = self.settings.retry_period;
         let mut next = now + retry;
+        if let Some(deadline) = self.handover.next_deadline(self.handover_wait()) {
+            next = next.min(deadline);
+        }
         for claim in self.held.values().chain(self.member.iter()) {
             if let Some(at) = renewed_at(claim) {
                 next = next.min(at + retry);

@@ -136,9 +136,28 @@ impl LeaseClient {
     /// `resourceVersion`; a Conflict, a changed version or another holder →
     /// [`Claim::Lost`]. A claim that is not [`Claim::Held`] renews to `Lost`.
     pub async fn renew(&self, name: &str, held: &Claim) -> Result<Claim, LeaseError> {
+        self.renew_annotated(name, held, None).await
+    }
+
+    /// Renews, and sets (`Some(value)`) or removes (`Some("")`) one
+    /// annotation in the same compare-and-swap write.
+    pub async fn renew_annotated(
+        &self,
+        name: &str,
+        held: &Claim,
+        annotation: Option<(&str, &str)>,
+    ) -> Result<Claim, LeaseError> {
         let Some(mut lease) = self.read_held(name, held).await? else {
             return Ok(Claim::Lost);
         };
+        if let Some((key, value)) = annotation {
+            let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+            if value.is_empty() {
+                annotations.remove(key);
+            } else {
+                annotations.insert(key.to_owned(), value.to_owned());
+            }
+        }
         let started = Instant::now();
         let spec = lease.spec.get_or_insert_with(Default::default);
         spec.renew_time = Some(MicroTime(Timestamp::now()));

@@ -2,7 +2,7 @@
 //! and read by the controller (which workers run) and by workers (the fence
 //! before each push).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,9 @@ pub struct HeldShard {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ownership {
     pub held: BTreeMap<u32, HeldShard>,
+    /// Shards the assignment gives this replica that another live replica
+    /// still holds: their workers prepare (standby) until the Lease comes.
+    pub incoming: BTreeSet<u32>,
 }
 
 impl Ownership {
@@ -33,13 +36,18 @@ impl Ownership {
         self.held.get(&shard).is_some_and(|h| h.releasing)
     }
 
+    pub fn is_incoming(&self, shard: u32) -> bool {
+        self.incoming.contains(&shard)
+    }
+
     pub fn is_held(&self, shard: u32) -> bool {
         self.held.contains_key(&shard)
     }
 
     /// The same shards in the same roles (expiry times aside).
     pub fn same_roles(&self, other: &Ownership) -> bool {
-        self.held.len() == other.held.len()
+        self.incoming == other.incoming
+            && self.held.len() == other.held.len()
             && self.held.iter().zip(&other.held).all(|((a, x), (b, y))| a == b && x.releasing == y.releasing)
     }
 }
@@ -80,7 +88,8 @@ impl Fence {
     pub fn unfenced(push_timeout: Duration) -> Self {
         let held =
             HeldShard { expires: Instant::now() + Duration::from_secs(100 * 365 * 86400), releasing: false };
-        let (tx, view) = watch::channel(Arc::new(Ownership { held: BTreeMap::from([(0, held)]) }));
+        let (tx, view) =
+            watch::channel(Arc::new(Ownership { held: BTreeMap::from([(0, held)]), ..Ownership::default() }));
         // The receiver keeps the last value after the sender is gone.
         drop(tx);
         Self { shard: 0, push_timeout, view }
@@ -105,6 +114,7 @@ mod tests {
     fn view(shard: u32, expires: Instant, releasing: bool) -> OwnershipView {
         let (tx, rx) = watch::channel(Arc::new(Ownership {
             held: BTreeMap::from([(shard, HeldShard { expires, releasing })]),
+            ..Ownership::default()
         }));
         drop(tx);
         rx
@@ -132,7 +142,10 @@ mod tests {
     #[test]
     fn roles_ignore_expiry() {
         let now = Instant::now();
-        let a = Ownership { held: BTreeMap::from([(1, HeldShard { expires: now, releasing: false })]) };
+        let a = Ownership {
+            held: BTreeMap::from([(1, HeldShard { expires: now, releasing: false })]),
+            ..Ownership::default()
+        };
         let mut b = a.clone();
         b.held.get_mut(&1).unwrap().expires = now + Duration::from_secs(1);
         assert!(a.same_roles(&b));

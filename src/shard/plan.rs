@@ -65,16 +65,73 @@ pub fn to_acquire(
         .collect()
 }
 
-/// Held shards the assignment no longer gives this replica, and those of
-/// them whose workers have drained (their Leases may be released now).
-pub fn handover(
-    held: &BTreeSet<u32>,
+/// Desired shards that another live replica still holds: prepare them.
+pub fn incoming(
     desired: &BTreeSet<u32>,
-    drained: &BTreeSet<u32>,
-) -> (BTreeSet<u32>, Vec<u32>) {
-    let releasing: BTreeSet<u32> = held.difference(desired).copied().collect();
-    let release = releasing.intersection(drained).copied().collect();
-    (releasing, release)
+    held: &BTreeSet<u32>,
+    records: &BTreeMap<u32, Record>,
+    me: &str,
+) -> BTreeSet<u32> {
+    desired
+        .iter()
+        .filter(|s| !held.contains(s))
+        .filter(|s| matches!(records.get(s), Some(Record::Live { holder, .. }) if holder != me))
+        .copied()
+        .collect()
+}
+
+/// The state of handing shards over, carried from pass to pass.
+#[derive(Clone, Debug, Default)]
+pub struct Handover {
+    /// Held shards no longer desired, and since when.
+    undesired_since: BTreeMap<u32, Instant>,
+    /// Shards whose writing stopped: their workers drain, then they go.
+    pub releasing: BTreeSet<u32>,
+}
+
+impl Handover {
+    /// Held shards that are no longer desired keep being written until
+    /// another replica announced a standby for them (its watches already
+    /// route their changes, so none falls between the two), or until `wait`
+    /// passed (the new owner runs an older version, or cannot start). With
+    /// no other live member (`standby_elsewhere` None) nobody will announce:
+    /// no wait. Once
+    /// stopped, a shard stays releasing; it is released once drained.
+    /// Returns the shards to release now.
+    pub fn pass(
+        &mut self,
+        held: &BTreeSet<u32>,
+        desired: &BTreeSet<u32>,
+        drained: &BTreeSet<u32>,
+        standby_elsewhere: Option<&BTreeSet<u32>>,
+        now: Instant,
+        wait: Duration,
+    ) -> Vec<u32> {
+        let undesired: BTreeSet<u32> = held.difference(desired).copied().collect();
+        self.undesired_since.retain(|s, _| undesired.contains(s));
+        self.releasing.retain(|s| undesired.contains(s));
+        for shard in &undesired {
+            let since = *self.undesired_since.entry(*shard).or_insert(now);
+            if standby_elsewhere.is_none_or(|s| s.contains(shard)) || since + wait <= now {
+                self.releasing.insert(*shard);
+            }
+        }
+        self.releasing.intersection(drained).copied().collect()
+    }
+
+    /// When a shard waiting for a standby stops waiting.
+    pub fn next_deadline(&self, wait: Duration) -> Option<Instant> {
+        self.undesired_since
+            .iter()
+            .filter(|(s, _)| !self.releasing.contains(s))
+            .map(|(_, since)| *since + wait)
+            .min()
+    }
+
+    pub fn forget(&mut self, shard: u32) {
+        self.undesired_since.remove(&shard);
+        self.releasing.remove(&shard);
+    }
 }
 
 #[cfg(test)]
@@ -112,10 +169,38 @@ mod tests {
     }
 
     #[test]
-    fn undesired_shards_are_handed_over_and_released_once_drained() {
-        let (releasing, release) =
-            handover(&BTreeSet::from([1, 2, 3]), &BTreeSet::from([1]), &BTreeSet::from([3, 9]));
-        assert_eq!(releasing, BTreeSet::from([2, 3]));
-        assert_eq!(release, vec![3]);
+    fn undesired_shards_are_written_until_a_standby_is_announced_or_the_wait_ends() {
+        let now = Instant::now();
+        let wait = Duration::from_secs(2);
+        let held = BTreeSet::from([1, 2, 3]);
+        let desired = BTreeSet::from([1]);
+        let mut handover = Handover::default();
+        let release =
+            handover.pass(&held, &desired, &BTreeSet::from([2, 3]), Some(&BTreeSet::from([2])), now, wait);
+        assert_eq!(handover.releasing, BTreeSet::from([2]), "3 waits for a standby");
+        assert_eq!(release, vec![2], "2 is announced and drained");
+        assert_eq!(handover.next_deadline(wait), Some(now + wait));
+        let later = now + wait;
+        let release = handover.pass(&held, &desired, &BTreeSet::new(), Some(&BTreeSet::new()), later, wait);
+        assert_eq!(handover.releasing, BTreeSet::from([2, 3]), "the wait ended; 2 stays releasing");
+        assert!(release.is_empty(), "neither is drained yet");
+        assert_eq!(handover.next_deadline(wait), None);
+        handover.pass(&held, &BTreeSet::from([1, 3]), &BTreeSet::new(), Some(&BTreeSet::new()), later, wait);
+        assert_eq!(handover.releasing, BTreeSet::from([2]), "3 is desired again");
+        let mut alone = Handover::default();
+        alone.pass(&held, &BTreeSet::new(), &BTreeSet::new(), None, now, wait);
+        assert_eq!(alone.releasing, held, "no other member: nobody to wait for");
+    }
+
+    #[test]
+    fn shards_held_by_another_live_replica_are_incoming() {
+        let records = BTreeMap::from([
+            (0, Record::Free),
+            (1, Record::Live { holder: "me".into(), expires_at: Timestamp::UNIX_EPOCH }),
+            (2, Record::Live { holder: "other".into(), expires_at: Timestamp::UNIX_EPOCH }),
+            (3, Record::Live { holder: "other".into(), expires_at: Timestamp::UNIX_EPOCH }),
+        ]);
+        let desired = BTreeSet::from([0, 1, 2, 3]);
+        assert_eq!(incoming(&desired, &BTreeSet::from([3]), &records, "me"), BTreeSet::from([2]));
     }
 }

@@ -1,6 +1,8 @@
 //! Reading the Lease records of an installation (pure): who is a live
 //! member, and which shards may be taken.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -52,6 +54,33 @@ pub fn live_members<'a>(
     members
 }
 
+/// Annotation on a member Lease: the shards whose changes that replica
+/// already routes to standby workers ("3,17"). The current owner stops
+/// writing a shard it hands over once someone announced it.
+pub const STANDBY_ANNOTATION: &str = "configbutler.ai/standby";
+
+/// Formats a set of shards for [`STANDBY_ANNOTATION`].
+pub fn format_shards(shards: &BTreeSet<u32>) -> String {
+    shards.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The shards that live members other than `me` announced a standby for.
+pub fn standby_announced<'a>(
+    settings: &ShardSettings,
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: Timestamp,
+    me: &str,
+) -> BTreeSet<u32> {
+    let prefix = settings.member_prefix();
+    leases
+        .into_iter()
+        .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|l| matches!(record(Some(l), now), Record::Live { ref holder, .. } if holder != me))
+        .filter_map(|l| l.metadata.annotations.as_ref()?.get(STANDBY_ANNOTATION))
+        .flat_map(|value| value.split(',').filter_map(|s| s.trim().parse::<u32>().ok()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +124,25 @@ mod tests {
             lease("q-member-f", Some("f"), now, 8),
         ];
         assert_eq!(live_members(&settings, &leases, now), ["a", "b"]);
+    }
+
+    #[test]
+    fn standby_is_read_from_live_members_other_than_this_one() {
+        let settings = crate::shard::settings::tests_support::settings("p", "a");
+        let now = Timestamp::now();
+        let annotated = |name: &str, holder: &str, renewed: Timestamp, value: &str| {
+            let mut l = lease(name, Some(holder), renewed, 8);
+            l.metadata.annotations = Some([(STANDBY_ANNOTATION.to_owned(), value.to_owned())].into());
+            l
+        };
+        let leases = [
+            annotated("p-member-b", "b", now, "3,17"),
+            annotated("p-member-a", "a", now, "5"),
+            annotated("p-member-c", "c", now - SignedDuration::from_secs(60), "9"),
+            annotated("p-member-d", "d", now, "x,4"),
+            annotated("p-shard-1", "e", now, "11"),
+        ];
+        assert_eq!(standby_announced(&settings, &leases, now, "a"), BTreeSet::from([3, 4, 17]));
+        assert_eq!(format_shards(&BTreeSet::from([17, 3])), "3,17");
     }
 }

@@ -61,6 +61,8 @@ pub struct WorkerSettings {
     pub push_slots: PushSlots,
     /// How often the remote is compared with the cluster (anti-entropy).
     pub audit_interval: Duration,
+    /// Prepare only: the shard's current owner still writes the branch.
+    pub standby: bool,
 }
 
 impl WorkerSettings {
@@ -75,6 +77,7 @@ impl WorkerSettings {
             salt,
             audit_interval: self.audit_interval,
             first_audit: super::core::first_audit(self.audit_interval, salt),
+            standby: self.standby,
         }
     }
 }

@@ -128,6 +128,7 @@ impl Branch {
             replica: "test".into(),
             push_slots: PushSlots::new(4),
             audit_interval: options.audit_interval,
+            standby: false,
         };
         let worker = WorkerHandle::spawn(settings);
         let states = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -73,6 +73,16 @@ enum FetchPurpose {
     Audit,
 }
 
+/// Where a takeover from a standby is: the branch moved under the previous
+/// owner, so the first fetch after it decides what is still to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takeover {
+    No,
+    /// Standby ended; a fetch that starts from now on is the takeover fetch.
+    Due,
+    Fetching,
+}
+
 /// A local commit that no acknowledged push carries yet.
 #[derive(Clone, Debug)]
 struct LocalCommit {
@@ -116,6 +126,7 @@ pub struct BranchCore {
     remote_op: RemoteOp,
     /// The branch may have moved: fetch and rebuild before the next push.
     rebase_needed: bool,
+    takeover: Takeover,
     replays: u32,
     push_limit: usize,
     push_now: bool,
@@ -127,6 +138,10 @@ pub struct BranchCore {
     resyncing: BTreeSet<(TargetKey, String, String)>,
     resync_until: Option<Instant>,
     first_resync: bool,
+    /// Resources whose listing has not reached the queue yet, and whether
+    /// a first resync was asked for at all (see `WorkerState::listed`).
+    listing: BTreeSet<(TargetKey, String, String)>,
+    listing_started: bool,
     commits_since_maintenance: usize,
     coalesced: u64,
     state: WorkerState,
@@ -153,6 +168,7 @@ impl BranchCore {
             commit_retry_at: None,
             remote_op: RemoteOp::Idle,
             rebase_needed: false,
+            takeover: Takeover::No,
             replays: 0,
             push_limit: MAX_COMMITS_PER_PUSH,
             push_now: false,
@@ -163,6 +179,8 @@ impl BranchCore {
             resyncing: BTreeSet::new(),
             resync_until: None,
             first_resync: true,
+            listing: BTreeSet::new(),
+            listing_started: false,
             commits_since_maintenance: 0,
             coalesced: 0,
             state: WorkerState::default(),
@@ -222,7 +240,13 @@ impl BranchCore {
         }
         match input {
             Input::Item(item) => self.intake(item, &mut out),
-            Input::Settings(settings) => self.reconfigure(settings),
+            Input::Settings(settings) => self.reconfigure(settings, at),
+            Input::Drain if self.settings.standby => {
+                // It never wrote the branch: the owner writes all it holds.
+                self.phase = Phase::Stopped;
+                out.push(Command::Done);
+                return out;
+            }
             Input::Drain => self.draining = true,
             Input::Committed(result) => self.on_committed(result, at, &mut out),
             Input::Pushed(reply) => self.on_pushed(reply, at, &mut out),
@@ -257,7 +281,7 @@ impl BranchCore {
                 }
             } else {
                 wake.extend(self.push_due(now));
-                if self.commit_in_flight.is_none() && !self.draining {
+                if self.commit_in_flight.is_none() && !self.draining && !self.settings.standby {
                     let retry = self.retry_at.unwrap_or(now);
                     wake.extend(self.audit_at.map(|audit| audit.max(retry)));
                 }
@@ -267,13 +291,30 @@ impl BranchCore {
     }
 
     fn intake(&mut self, item: WorkItem, out: &mut Vec<Command>) {
+        match &item {
+            WorkItem::Retain { target, owned } => {
+                self.listing_started = true;
+                self.listing.extend(owned.iter().map(|(g, p)| (target.clone(), g.clone(), p.clone())));
+            }
+            WorkItem::Sweep { scope, .. } => {
+                self.listing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
+            }
+            _ => {}
+        }
         if self.queue.push(item) {
             self.coalesced += 1;
             out.push(Command::Note(Note::Coalesced));
         }
     }
 
-    fn reconfigure(&mut self, settings: CoreSettings) {
+    fn reconfigure(&mut self, settings: CoreSettings, at: At) {
+        if self.settings.standby && !settings.standby {
+            // The previous owner pushed until it released: fetch its tip
+            // before pushing, and audit soon in case a late push of it lands.
+            self.takeover = Takeover::Due;
+            self.rebase_needed = self.phase != Phase::Starting;
+            self.audit_at = Some(at.now + settings.first_audit);
+        }
         self.files.set_folders(settings.folders.clone());
         self.settings = settings;
         // A settings change may fix what made pushes fail.
@@ -312,6 +353,7 @@ impl BranchCore {
             && self.retry_due(now)
             && self.commit_in_flight.is_none()
             && !self.draining
+            && !self.settings.standby
         {
             self.audit_at = Some(now + self.settings.audit_interval);
             self.fetch(FetchPurpose::Audit, out);
@@ -340,6 +382,7 @@ impl BranchCore {
         self.state.queued = self.queue.len() + self.drafts.iter().map(|d| d.changes.len()).sum::<usize>();
         self.state.unpushed = self.chain.len();
         self.state.capped = self.chain.len() >= self.max_unpushed;
+        self.state.listed = self.listing_started && self.listing.is_empty();
         self.state.quarantined = match (&self.rejection, self.phase) {
             (Some((message, _)), Phase::Quarantined) => Some(message.clone()),
             _ => None,

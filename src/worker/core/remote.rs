@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use super::replay;
 use super::{
     At, BranchCore, COMMITS_PER_MAINTENANCE, Command, Draft, FENCE_RETRY, FetchPurpose, Fetched,
-    MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply, QUARANTINE_AFTER, RemoteOp,
+    MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply, QUARANTINE_AFTER, RemoteOp, Takeover,
 };
 use crate::api::Reason;
 use crate::worker::files::BranchFiles;
@@ -18,6 +18,9 @@ use std::time::Instant;
 impl BranchCore {
     pub(super) fn fetch(&mut self, purpose: FetchPurpose, out: &mut Vec<Command>) {
         self.remote_op = RemoteOp::Fetching(purpose);
+        if self.takeover == Takeover::Due {
+            self.takeover = Takeover::Fetching;
+        }
         // A push whose answer was lost may have carried any of them.
         let known = self.chain.iter().map(|c| c.id).collect();
         out.push(Command::Fetch { known, since: self.remote_tip });
@@ -25,6 +28,9 @@ impl BranchCore {
 
     /// When the next push is due, if anything waits for one.
     pub(super) fn push_due(&self, now: Instant) -> Option<Instant> {
+        if self.settings.standby {
+            return None;
+        }
         // Commits being written again on a fetched tip go out together.
         let rebuilding = self.drafts.iter().chain(&self.commit_in_flight).any(|d| d.rebuilt);
         if rebuilding && self.commit_retry_at.is_none() {
@@ -151,6 +157,9 @@ impl BranchCore {
         let fetched = match result {
             Ok(fetched) => fetched,
             Err((reason, message)) => {
+                if self.takeover == Takeover::Fetching {
+                    self.takeover = Takeover::Due;
+                }
                 #[cfg(test)]
                 if self.sabotage == super::sim::Sabotage::DropPendingOnFetchError
                     && purpose == FetchPurpose::Rebase
@@ -178,6 +187,15 @@ impl BranchCore {
             && let Some(index) = self.chain.iter().position(|c| c.id == contained)
         {
             self.acknowledge(index + 1, out);
+        }
+        if self.takeover == Takeover::Fetching {
+            self.takeover = Takeover::No;
+            let pending = self.chain.iter_mut().map(|c| &mut c.changes);
+            replay::drop_written(
+                pending.chain(self.drafts.iter_mut().map(|d| &mut d.changes)),
+                &fetched.files,
+            );
+            self.drafts.retain(|d| !d.changes.is_empty());
         }
         let start = purpose == FetchPurpose::Start;
         let plan =
@@ -210,7 +228,8 @@ impl BranchCore {
         self.files = BranchFiles::new(fetched.files, self.settings.folders.clone());
         self.local_tip = fetched.tip;
         self.remote_tip = fetched.tip;
-        self.rebase_needed = false;
+        // A fetch that started before a takeover cannot show the old owner's last push.
+        self.rebase_needed = self.takeover == Takeover::Due;
         self.remote_ok(at);
         self.state.branch_exists = fetched.tip.is_some();
         self.state.remote_tip = fetched.tip.map(|t| t.to_string());

@@ -25,6 +25,34 @@ pub(super) struct Plan {
     pub drift: usize,
 }
 
+/// After a takeover from standby: the previous owner wrote the same
+/// changes as this replica's standby did. A pending change to a path whose
+/// content the fetched tip holds, and every earlier one to that path, is
+/// already on the branch; writing them again would put the file back to an
+/// older version. Returns how many changes were dropped.
+pub(super) fn drop_written<'a>(
+    pending: impl Iterator<Item = &'a mut Vec<Change>>,
+    fetched: &[(String, ObjectId)],
+) -> usize {
+    let tip: HashMap<&str, ObjectId> = fetched.iter().map(|(path, id)| (path.as_str(), *id)).collect();
+    let mut commits: Vec<&mut Vec<Change>> = pending.collect();
+    let mut last_written: HashMap<String, usize> = HashMap::new();
+    for (index, changes) in commits.iter().enumerate() {
+        for change in changes.iter() {
+            if change.content.blob_id() == tip.get(change.path.as_str()).copied() {
+                last_written.insert(change.path.clone(), index);
+            }
+        }
+    }
+    let mut dropped = 0;
+    for (index, changes) in commits.iter_mut().enumerate() {
+        let before = changes.len();
+        changes.retain(|c| last_written.get(&c.path).is_none_or(|last| index > *last));
+        dropped += before - changes.len();
+    }
+    dropped
+}
+
 /// `known` is the worker's view before the fetch (the remote as last seen
 /// plus every pending commit): the cluster's state as far as it knows. At
 /// start there is no view yet, and the resync reconciles instead.
@@ -118,6 +146,29 @@ mod tests {
             ]
         );
         assert_eq!(plan.drift, 3);
+    }
+
+    #[test]
+    fn a_takeover_drops_what_the_tip_holds_and_everything_before_it() {
+        let mut pending = vec![
+            vec![write(A, "1"), write(B, "1")],
+            vec![write(A, "2")],
+            vec![write(A, "3")],
+            vec![Change { path: B.into(), content: Content::Gone }],
+        ];
+        let dropped = drop_written(pending.iter_mut(), &tip(&[(A, "2"), (B, "0")]));
+        assert_eq!(dropped, 2, "A=1 and A=2 are on the tip already");
+        assert_eq!(
+            pending,
+            vec![
+                vec![write(B, "1")],
+                vec![],
+                vec![write(A, "3")],
+                vec![Change { path: B.into(), content: Content::Gone }],
+            ]
+        );
+        let mut deleted = [vec![write(B, "1")], vec![Change { path: B.into(), content: Content::Gone }]];
+        assert_eq!(drop_written(deleted.iter_mut(), &tip(&[])), 2, "an absent file matches its deletion");
     }
 
     #[test]

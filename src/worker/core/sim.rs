@@ -244,6 +244,7 @@ impl Sim {
             salt: seed,
             audit_interval: AUDIT,
             first_audit: Duration::from_millis(seed % AUDIT.as_millis() as u64),
+            standby: false,
         };
         let mut core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
         core.sabotage = sabotage;

@@ -48,6 +48,7 @@ impl Harness {
             salt: 599_000,
             audit_interval: Duration::from_secs(600),
             first_audit: Duration::from_secs(599),
+            standby: false,
         };
         let core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
         Self { core, base, clock: Duration::ZERO, out: Vec::new(), next_id: 10 }
@@ -484,6 +485,7 @@ fn settings_change_folders_and_clear_the_back_off() {
         salt: 599_000,
         audit_interval: Duration::from_secs(600),
         first_audit: Duration::from_secs(599),
+        standby: false,
     };
     h.input(Input::Settings(settings));
     assert!(h.push().is_some(), "new credentials are tried at once");
@@ -561,4 +563,115 @@ fn a_new_worker_audits_within_a_minute_and_a_quarter() {
         assert!((Duration::from_secs(15)..Duration::from_secs(75)).contains(&first), "{first:?}");
     }
     assert_eq!(first_audit(Duration::from_secs(5), 3), Duration::from_secs(5), "never after the interval");
+}
+
+impl Harness {
+    fn settings(&self) -> CoreSettings {
+        self.core.settings.clone()
+    }
+
+    fn set_standby(&mut self, standby: bool) -> &[Command] {
+        let settings = CoreSettings { standby, ..self.settings() };
+        self.input(Input::Settings(settings))
+    }
+}
+
+#[test]
+fn a_standby_commits_but_never_pushes_or_audits() {
+    let mut h = Harness::new();
+    h.set_standby(true);
+    h.input(Input::Tick);
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+    for value in ["1", "2", "3", "4"] {
+        h.write(A, value);
+        while h.commit().is_some() {
+            h.committed();
+        }
+    }
+    assert_eq!(h.core.state().unpushed, 4, "every change is committed locally");
+    for _ in 0..20 {
+        h.advance(Duration::from_secs(60));
+        assert!(h.push().is_none() && h.fetch().is_none(), "no push or audit: {:?}", h.out);
+    }
+    assert_eq!(h.core.wake_at(h.at().now), None, "nothing to wake for");
+}
+
+#[test]
+fn a_takeover_fetches_the_old_owners_tip_and_writes_only_what_it_lacks() {
+    let mut h = Harness::new();
+    h.set_standby(true);
+    h.input(Input::Tick);
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+    // The standby saw A go 1 → 2 → 3 and B appear; the old owner pushed A=2 last.
+    for (path, value) in [(A, "1"), (A, "2"), (B, "1"), (A, "3")] {
+        h.write(path, value);
+        while h.commit().is_some() {
+            h.committed();
+        }
+    }
+    h.set_standby(false);
+    let known = h.fetch().expect("the takeover fetches first");
+    assert_eq!(known.len(), 4);
+    let old_owner = vec![(A.to_string(), blob("2"))];
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: old_owner, contains: None })));
+    let mut written = Vec::new();
+    while let Some((parent, changes)) = h.commit() {
+        if written.is_empty() {
+            assert_eq!(parent, Some(oid(2)), "rebuilt on the old owner's tip");
+        }
+        written.extend(changes.iter().map(|c| (c.path.clone(), bytes(c))));
+        h.committed();
+    }
+    assert_eq!(
+        written,
+        vec![(B.to_string(), Some("1".to_string())), (A.to_string(), Some("3".to_string()))],
+        "A=1 and A=2 are on the tip; A never goes back"
+    );
+    let (_, expected, commits) = h.push().expect("the rebuilt commits go out at once");
+    assert_eq!((expected, commits), (Some(oid(2)), 2));
+}
+
+#[test]
+fn a_takeover_during_the_first_fetch_fetches_again() {
+    let mut h = Harness::new();
+    h.set_standby(true);
+    assert!(h.fetch().is_some(), "a standby starts by fetching");
+    h.set_standby(false);
+    assert!(h.fetch().is_none(), "one fetch at a time");
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+    assert!(h.fetch().is_some(), "that fetch began before the old owner's last push: {:?}", h.out);
+}
+
+#[test]
+fn a_standby_that_is_told_to_drain_stops_at_once() {
+    let mut h = Harness::started(&[]);
+    h.set_standby(true);
+    h.write(A, "1");
+    h.input(Input::Drain);
+    assert!(matches!(h.out.as_slice(), [Command::Done]), "{:?}", h.out);
+    assert_eq!(h.core.phase(), Phase::Stopped);
+}
+
+#[test]
+fn a_worker_is_listed_once_every_retained_resource_was_swept_into_its_queue() {
+    let mut h = Harness::new();
+    assert!(!h.core.state().listed, "no resync asked for yet");
+    let target = TargetKey::new("ns", "t");
+    let owned =
+        BTreeSet::from([(String::new(), "configmaps".to_string()), ("apps".into(), "deployments".into())]);
+    h.input(Input::Item(WorkItem::Retain { target: target.clone(), owned }));
+    let sweep = |plural: &str, group: &str| WorkItem::Sweep {
+        scope: SweepScope {
+            target: target.clone(),
+            group: group.into(),
+            plural: plural.into(),
+            namespace: None,
+        },
+        live: HashSet::new(),
+    };
+    h.input(Input::Item(sweep("configmaps", "")));
+    assert!(!h.core.state().listed, "deployments are still being listed");
+    h.input(Input::Item(sweep("deployments", "apps")));
+    assert!(h.core.state().listed, "listed, even before the first fetch answered");
+    assert_eq!(h.core.phase(), Phase::Starting);
 }

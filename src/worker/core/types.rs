@@ -51,6 +51,9 @@ pub struct CoreSettings {
     pub audit_interval: Duration,
     /// How long after start the first audit comes (see `first_audit`).
     pub first_audit: Duration,
+    /// The shard is coming to this replica but another one still writes it:
+    /// commit locally, never push or audit. Turning it off is a takeover.
+    pub standby: bool,
 }
 
 /// The time, as the shell read it: monotonic for decisions, wall for status.
@@ -183,4 +186,7 @@ pub struct WorkerState {
     pub capped: bool,
     /// The last local commit failure, cleared by the next success.
     pub local_error: Option<String>,
+    /// Every resource its targets own was listed into its queue since it
+    /// started: from here on it receives every change (standby is ready).
+    pub listed: bool,
 }
