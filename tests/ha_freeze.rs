@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use support::replicas::completeness::{Completeness, fault_windows, handover_windows};
+use support::replicas::completeness::{Completeness, fault_windows, handover_windows, standby_windows};
 use support::replicas::fleet::{Fleet, FleetSpec};
 use support::replicas::load::{Load, check_record};
 use support::replicas::process::{line_time_ns, log_events, shard_field};
@@ -85,8 +85,10 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     // interval plus a margin, or since its last push there; see
     // `fault_windows`) until the new owner's first push may be in no
     // commit. Every other missing value must be one the operator coalesced.
-    let windows = fault_windows(&fleet, &replicas, "freeze", victim, stopped, &branches, SETTINGS);
-    // Planned handovers: a known gap of the operator (issue 18), see `HandoverWindow`.
+    // So may values of the branches it was on standby for (`standby_windows`).
+    let mut windows = fault_windows(&fleet, &replicas, "freeze", victim, stopped, &branches, SETTINGS);
+    windows.extend(standby_windows(&fleet, &replicas, "freeze", victim, stopped));
+    // Planned handovers lose nothing; their windows only locate a loss in the report.
     let handovers = handover_windows(&fleet, &replicas, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     println!("{}", completeness.report("ha_freeze", &windows, &handovers));

@@ -102,7 +102,7 @@ async fn a_rolling_restart_loses_nothing() {
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // SIGTERM drains and pushes before the replica exits (its counters are
     // kept from its last scrape): every value must be in some commit, unless coalesced.
-    // Planned handovers: a known gap of the operator (issue 18), see `HandoverWindow`.
+    // Planned handovers lose nothing; their windows only locate a loss in the report.
     let planned = handover_windows(&fleet, &replicas, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     println!("{}", completeness.report("ha_rolling", &[], &planned));

@@ -101,7 +101,7 @@ async fn scaling_leaves_no_shard_unowned() {
     // Scaling down is SIGTERM (drain, push, exit; the counters of the
     // replicas that left are kept from their last scrape): every value must
     // be in some commit, unless coalesced.
-    // Planned handovers: a known gap of the operator (issue 18), see `HandoverWindow`.
+    // Planned handovers lose nothing; their windows only locate a loss in the report.
     let handovers = handover_windows(&fleet, &replicas, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     for line in &report {

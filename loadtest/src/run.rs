@@ -161,7 +161,7 @@ fn completeness_of(
         push_timeout: push_timeout(&plan.operator_args),
     };
     let windows = completeness::fault_windows(&faults, pushes);
-    // Planned handovers: a known gap of the operator (issue 18), see `completeness::handover_windows`.
+    // Planned handovers lose nothing; their windows only locate a loss (`completeness::handover_windows`).
     let handovers = completeness::handover_windows(&faults, pushes);
     let checked = completeness::check(changes, plan.targets, &history, coalesced, &windows, &handovers, t0);
     Completeness { coalesced_by_replica, ..checked }

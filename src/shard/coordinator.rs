@@ -326,7 +326,8 @@ impl Coordinator {
             }
             _ => self.leases.try_acquire(&name).await,
         };
-        if matches!(result, Ok(Claim::Held { .. })) && self.member.is_some() {
+        if matches!(result, Ok(Claim::Held { .. })) && self.member.is_some() && announce {
+            info!(shards = %format_shards(&standby), "announced standby");
             self.announced = standby;
         }
         match result {
