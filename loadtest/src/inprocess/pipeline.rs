@@ -126,6 +126,7 @@ impl Pipeline {
                 replica: "in-process".into(),
                 push_slots: push_slots.clone(),
                 audit_interval: WorkerSettings::DEFAULT_AUDIT_INTERVAL,
+                standby: false,
             };
             let worker = WorkerHandle::spawn(settings);
             queues.insert(target(i), worker.queue.clone());
