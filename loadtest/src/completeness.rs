@@ -175,33 +175,24 @@ pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindo
                 &BranchKey::new(faults.url, &branch),
                 faults.shards as u32,
             );
-            let Some(&acquired) = held.get(&u64::from(shard)) else {
-                if let Some((announced, _)) =
-                    standby.as_ref().filter(|(_, shards)| shards.contains(&u64::from(shard)))
-                {
-                    let from = announced - COMMIT_ALLOWANCE.as_secs_f64();
-                    let to = first_push_by_another(pushes, &branch, d).unwrap_or(d.at);
-                    windows.push(FaultWindow {
-                        kind: d.kind.clone(),
-                        replica: d.replica.clone(),
-                        branch,
-                        fault: d.at,
-                        from,
-                        to,
-                    });
+            let from = match held.get(&u64::from(shard)) {
+                Some(&acquired) => {
+                    let last_push = pushes
+                        .iter()
+                        .filter(|p| p.branch == branch && p.at > acquired && p.at < d.at)
+                        .filter(|p| p.replica.as_deref() == Some(d.replica.as_str()))
+                        .map(|p| p.at)
+                        .reduce(f64::max);
+                    let certain = last_push
+                        .map_or(acquired, |at| at - (faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64());
+                    (d.at - (faults.interval + faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64())
+                        .min(certain)
                 }
-                continue;
+                None => match standby.as_ref().filter(|(_, shards)| shards.contains(&u64::from(shard))) {
+                    Some((announced, _)) => announced - COMMIT_ALLOWANCE.as_secs_f64(),
+                    None => continue,
+                },
             };
-            let last_push = pushes
-                .iter()
-                .filter(|p| p.branch == branch && p.at > acquired && p.at < d.at)
-                .filter(|p| p.replica.as_deref() == Some(d.replica.as_str()))
-                .map(|p| p.at)
-                .reduce(f64::max);
-            let certain =
-                last_push.map_or(acquired, |at| at - (faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64());
-            let from = (d.at - (faults.interval + faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64())
-                .min(certain);
             let to = first_push_by_another(pushes, &branch, d).unwrap_or(d.at);
             windows.push(FaultWindow {
                 kind: d.kind.clone(),

@@ -84,6 +84,8 @@ pub struct CoalescingQueue {
     /// Sweeps and retains pending.
     barriers: usize,
     coalesced: u64,
+    /// Keep every change as it came (a standby must know each value).
+    unmerged: bool,
 }
 
 impl CoalescingQueue {
@@ -97,7 +99,7 @@ impl CoalescingQueue {
             self.barriers += 1;
             return false;
         };
-        if let Some(&seq) = self.open.get(path) {
+        if let Some(&seq) = self.open.get(path).filter(|_| !self.unmerged) {
             let slot = &mut self.entries[(seq - self.head) as usize];
             let mut older = slot.take().expect("open entries are occupied");
             if let Some(meta) = older.meta_mut() {
@@ -111,6 +113,31 @@ impl CoalescingQueue {
         self.entries.push_back(Some(item));
         self.len += 1;
         false
+    }
+
+    /// Whether changes to the same path merge (the default) or each stays.
+    pub fn set_merging(&mut self, merging: bool) {
+        self.unmerged = !merging;
+        self.open.clear();
+    }
+
+    /// Drops the sweeps and retains that some of the first `changes`
+    /// writes and deletes (in the order of [`Self::changes`]) follow.
+    pub fn drop_barriers_before(&mut self, changes: usize) -> usize {
+        let (mut seen, mut dropped) = (0, 0);
+        for slot in &mut self.entries {
+            match slot {
+                Some(item) if item.path().is_some() => seen += 1,
+                Some(_) if seen < changes => {
+                    *slot = None;
+                    self.len -= 1;
+                    self.barriers -= 1;
+                    dropped += 1;
+                }
+                _ => {}
+            }
+        }
+        dropped
     }
 
     /// Takes the oldest pending item if `take` accepts it.
@@ -154,6 +181,36 @@ impl CoalescingQueue {
             self.len -= 1;
             return Some(item);
         }
+    }
+
+    /// The pending writes and deletes, oldest first: (path, content; None
+    /// for a delete).
+    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.entries.iter().flatten().filter_map(|item| match item {
+            WorkItem::Write { path, content, .. } => Some((path.as_str(), Some(&content[..]))),
+            WorkItem::Delete { path, .. } => Some((path.as_str(), None)),
+            WorkItem::Sweep { .. } | WorkItem::Retain { .. } => None,
+        })
+    }
+
+    /// Drops pending writes and deletes: `drop` is asked about each, in the
+    /// order of [`Self::changes`]. Returns how many were dropped.
+    pub fn drop_changes(&mut self, mut drop: impl FnMut() -> bool) -> usize {
+        let mut dropped = 0;
+        for (index, slot) in self.entries.iter_mut().enumerate() {
+            let Some(path) = slot.as_ref().and_then(WorkItem::path).map(str::to_owned) else { continue };
+            if !drop() {
+                continue;
+            }
+            let seq = self.head + index as u64;
+            if self.open.get(&path) == Some(&seq) {
+                self.open.remove(&path);
+            }
+            *slot = None;
+            self.len -= 1;
+            dropped += 1;
+        }
+        dropped
     }
 
     /// Pending items.
@@ -315,6 +372,45 @@ mod tests {
         queue.push(write("b", "1", Operation::Update));
         assert!(queue.push(write("a", "3", Operation::Update)));
         assert_eq!(summary(queue.pop()), Some(("a".into(), Some("3".into()), Operation::Update)));
+    }
+
+    #[test]
+    fn chosen_changes_can_be_dropped_in_order() {
+        let mut queue = CoalescingQueue::default();
+        queue.push(write("a", "1", Operation::Update));
+        queue.push(sweep());
+        queue.push(write("a", "2", Operation::Update));
+        queue.push(delete("b"));
+        let listed: Vec<(String, Option<Vec<u8>>)> =
+            queue.changes().map(|(p, c)| (p.to_owned(), c.map(<[u8]>::to_vec))).collect();
+        assert_eq!(
+            listed,
+            vec![("a".into(), Some(b"1".to_vec())), ("a".into(), Some(b"2".to_vec())), ("b".into(), None)]
+        );
+        let mut picks = [true, false, true].into_iter();
+        assert_eq!(queue.drop_changes(|| picks.next().unwrap()), 2);
+        assert_eq!(queue.len(), 2, "the sweep and a=2 are left");
+        assert!(matches!(queue.pop(), Some(WorkItem::Sweep { .. })));
+        assert_eq!(summary(queue.pop()).map(|(p, c, _)| (p, c)), Some(("a".into(), Some("2".into()))));
+        queue.push(write("b", "3", Operation::Create));
+        assert_eq!(queue.len(), 1, "b's dropped entry is closed: a new one opens");
+    }
+
+    #[test]
+    fn without_merging_every_change_stays_and_barriers_can_go() {
+        let mut queue = CoalescingQueue::default();
+        queue.set_merging(false);
+        queue.push(sweep());
+        assert!(!queue.push(write("a", "1", Operation::Update)));
+        assert!(!queue.push(write("a", "2", Operation::Update)), "kept apart");
+        queue.push(sweep());
+        queue.push(write("b", "1", Operation::Update));
+        assert_eq!(queue.changes().count(), 3);
+        assert_eq!(queue.drop_barriers_before(3), 2, "both sweeps come before b");
+        assert_eq!(queue.len(), 3);
+        queue.set_merging(true);
+        assert!(!queue.push(write("b", "2", Operation::Update)), "no entry was left open");
+        assert!(queue.push(write("b", "3", Operation::Update)), "merging again");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - pending state is bounded: at most `MAX_UNPUSHED` local commits, after
 //!   which further changes wait in the intake queue, where changes to the
 //!   same object coalesce (counted) instead of becoming new commits;
-//! - a replay never puts a file back to a version older than the tip holds;
+//! - a replay never puts a file back to a version older than the tip holds,
+//!   nor does a takeover from standby (it drops what the old owner wrote);
 //! - every fetch compares the remote's files with what the worker knows the
 //!   cluster holds and repairs the difference in one sync commit.
 
@@ -154,12 +155,14 @@ pub struct BranchCore {
 impl BranchCore {
     pub fn new(settings: CoreSettings, at: At) -> Self {
         let first_audit = at.now + settings.first_audit;
+        let mut queue = CoalescingQueue::default();
+        queue.set_merging(!settings.standby);
         Self {
             files: BranchFiles::new([], settings.folders.clone()),
             settings,
             phase: Phase::Starting,
             draining: false,
-            queue: CoalescingQueue::default(),
+            queue,
             local_tip: None,
             remote_tip: None,
             chain: VecDeque::new(),
@@ -308,6 +311,8 @@ impl BranchCore {
     }
 
     fn reconfigure(&mut self, settings: CoreSettings, at: At) {
+        // A standby keeps every change apart: the takeover needs each value.
+        self.queue.set_merging(!settings.standby);
         if self.settings.standby && !settings.standby {
             // The previous owner pushed until it released: fetch its tip
             // before pushing, and audit soon in case a late push of it lands.

@@ -13,6 +13,7 @@ use crate::worker::files::BranchFiles;
 use crate::worker::message;
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, next_push_limit};
+use crate::worker::repo::LocalRepo;
 use std::time::Instant;
 
 impl BranchCore {
@@ -188,16 +189,21 @@ impl BranchCore {
         {
             self.acknowledge(index + 1, out);
         }
-        if self.takeover == Takeover::Fetching {
+        let takeover = self.takeover == Takeover::Fetching;
+        if takeover {
             self.takeover = Takeover::No;
-            let pending = self.chain.iter_mut().map(|c| &mut c.changes);
-            replay::drop_written(
-                pending.chain(self.drafts.iter_mut().map(|d| &mut d.changes)),
-                &fetched.files,
-            );
-            self.drafts.retain(|d| !d.changes.is_empty());
+            #[cfg(test)]
+            let sabotaged = self.sabotage == super::sim::Sabotage::ReplayWholeStandby;
+            #[cfg(not(test))]
+            let sabotaged = false;
+            if !sabotaged {
+                self.drop_written_by_previous_owner(&fetched.files);
+            }
         }
-        let start = purpose == FetchPurpose::Start;
+        // No repair at a takeover: the standby's view lags behind its own
+        // queue, and the tip is the previous owner's; the audit soon after
+        // compares again.
+        let start = purpose == FetchPurpose::Start || takeover;
         let plan =
             replay::plan(&self.files, self.chain.iter().map(|c| c.changes.as_slice()), &fetched.files, start);
         if plan.drift > 0 {
@@ -235,6 +241,36 @@ impl BranchCore {
         self.state.remote_tip = fetched.tip.map(|t| t.to_string());
         if !self.drafts.is_empty() && purpose == FetchPurpose::Rebase {
             self.push_now = true;
+        }
+    }
+
+    /// After a takeover from standby: drops from the commits and the queue
+    /// what the previous owner wrote (see `replay::takeover_drops`), and
+    /// the queued sweeps before it (they would delete what it wrote after
+    /// the list they end).
+    fn drop_written_by_previous_owner(&mut self, tip: &[(String, gix::ObjectId)]) {
+        let committed =
+            self.chain.iter().map(|c| &c.changes).chain(self.drafts.iter().map(|d| &d.changes)).flatten();
+        let mut pending: Vec<(&str, Option<gix::ObjectId>)> =
+            committed.map(|c| (c.path.as_str(), c.content.blob_id())).collect();
+        let in_commits = pending.len();
+        pending.extend(self.queue.changes().map(|(path, content)| (path, content.map(LocalRepo::blob_id))));
+        let (drops, cut) = replay::takeover_drops(&pending, tip);
+        let mut drops = drops.into_iter();
+        let changes = self
+            .chain
+            .iter_mut()
+            .map(|c| &mut c.changes)
+            .chain(self.drafts.iter_mut().map(|d| &mut d.changes));
+        for changes in changes {
+            changes.retain(|_| !drops.next().unwrap_or(false));
+        }
+        self.queue.drop_changes(|| drops.next().unwrap_or(false));
+        self.queue.drop_barriers_before(cut.saturating_sub(in_commits));
+        self.drafts.retain(|d| !d.changes.is_empty());
+        if self.drafts.is_empty() {
+            // The retry delay belonged to a failed draft that is gone.
+            self.commit_retry_at = None;
         }
     }
 }

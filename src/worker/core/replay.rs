@@ -25,32 +25,49 @@ pub(super) struct Plan {
     pub drift: usize,
 }
 
-/// After a takeover from standby: the previous owner wrote the same
-/// changes as this replica's standby did. A pending change to a path whose
-/// content the fetched tip holds, and every earlier one to that path, is
-/// already on the branch; writing them again would put the file back to an
-/// older version. Returns how many changes were dropped.
-pub(super) fn drop_written<'a>(
-    pending: impl Iterator<Item = &'a mut Vec<Change>>,
+/// After a takeover from standby: which of the standby's pending changes
+/// (`pending`: its commits, then its queue, oldest first; a standby's
+/// queue keeps every change apart) the previous owner already wrote.
+///
+/// Both replicas received the same changes until the previous owner
+/// stopped, and it pushed all it had received before it released. So its
+/// tip is the state after one cut of the standby's sequence, the same for
+/// every file: the cut where the state the changes make agrees with the tip
+/// best (files that match less files that differ; a file counts from its
+/// first change on, as the standby's own list gives each object one; the
+/// later cut of equals, so that nothing is written twice and no file goes
+/// back). Changes before the cut are dropped, except the newest change of
+/// a file that still differs from the tip after all of them (a hand edit):
+/// the branch must end equal to the cluster.
+///
+/// Returns, per pending change, whether to drop it, and the cut.
+pub(super) fn takeover_drops(
+    pending: &[(&str, Option<ObjectId>)],
     fetched: &[(String, ObjectId)],
-) -> usize {
+) -> (Vec<bool>, usize) {
     let tip: HashMap<&str, ObjectId> = fetched.iter().map(|(path, id)| (path.as_str(), *id)).collect();
-    let mut commits: Vec<&mut Vec<Change>> = pending.collect();
-    let mut last_written: HashMap<String, usize> = HashMap::new();
-    for (index, changes) in commits.iter().enumerate() {
-        for change in changes.iter() {
-            if change.content.blob_id() == tip.get(change.path.as_str()).copied() {
-                last_written.insert(change.path.clone(), index);
-            }
+    let differs = |path: &str, value: Option<ObjectId>| value != tip.get(path).copied();
+    let agreement = |path: &str, value: Option<ObjectId>| if differs(path, value) { -1 } else { 1 };
+    let mut state: HashMap<&str, Option<ObjectId>> = HashMap::new();
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    let (mut score, mut best, mut cut) = (0i64, 0i64, 0);
+    for (index, (path, value)) in pending.iter().enumerate() {
+        let before = state.insert(path, *value);
+        score += agreement(path, *value) - before.map_or(0, |before| agreement(path, before));
+        if score >= best {
+            (best, cut) = (score, index + 1);
         }
+        newest.insert(path, index);
     }
-    let mut dropped = 0;
-    for (index, changes) in commits.iter_mut().enumerate() {
-        let before = changes.len();
-        changes.retain(|c| last_written.get(&c.path).is_none_or(|last| index > *last));
-        dropped += before - changes.len();
-    }
-    dropped
+    let drops = pending
+        .iter()
+        .enumerate()
+        .map(|(index, (path, _))| {
+            let still_needed = newest[path] == index && differs(path, state[path]);
+            index < cut && !still_needed
+        })
+        .collect();
+    (drops, cut)
 }
 
 /// `known` is the worker's view before the fetch (the remote as last seen
@@ -98,6 +115,7 @@ mod tests {
 
     const A: &str = "f/ns/core/configmaps/a.yaml";
     const B: &str = "f/ns/core/configmaps/b.yaml";
+    const C: &str = "f/ns/core/configmaps/c.yaml";
 
     fn id(text: &str) -> ObjectId {
         LocalRepo::blob_id(text.as_bytes())
@@ -148,27 +166,44 @@ mod tests {
         assert_eq!(plan.drift, 3);
     }
 
+    fn drops(pending: &[(&str, Option<ObjectId>)], tip_files: &[(&str, &str)]) -> Vec<bool> {
+        takeover_drops(pending, &tip(tip_files)).0
+    }
+
     #[test]
-    fn a_takeover_drops_what_the_tip_holds_and_everything_before_it() {
-        let mut pending = vec![
-            vec![write(A, "1"), write(B, "1")],
-            vec![write(A, "2")],
-            vec![write(A, "3")],
-            vec![Change { path: B.into(), content: Content::Gone }],
+    fn a_takeover_drops_what_came_before_the_previous_owner_stopped() {
+        // The previous owner stopped after C was deleted; C was made again
+        // afterwards: C=0 → A=1 → A=2 → B=1 → C gone → | A=3, C=2.
+        let pending = [
+            (C, Some(id("0"))),
+            (A, Some(id("1"))),
+            (A, Some(id("2"))),
+            (B, Some(id("1"))),
+            (C, None),
+            (A, Some(id("3"))),
+            (C, Some(id("2"))),
         ];
-        let dropped = drop_written(pending.iter_mut(), &tip(&[(A, "2"), (B, "0")]));
-        assert_eq!(dropped, 2, "A=1 and A=2 are on the tip already");
+        assert_eq!(drops(&pending, &[(A, "2"), (B, "1")]), [true, true, true, true, true, false, false]);
         assert_eq!(
-            pending,
-            vec![
-                vec![write(B, "1")],
-                vec![],
-                vec![write(A, "3")],
-                vec![Change { path: B.into(), content: Content::Gone }],
-            ]
+            drops(&pending, &[(C, "0")]),
+            [true, false, false, false, false, false, false],
+            "it stopped right after C=0"
         );
-        let mut deleted = [vec![write(B, "1")], vec![Change { path: B.into(), content: Content::Gone }]];
-        assert_eq!(drop_written(deleted.iter_mut(), &tip(&[])), 2, "an absent file matches its deletion");
+        assert_eq!(takeover_drops(&pending, &tip(&[(C, "0")])).1, 1);
+    }
+
+    #[test]
+    fn a_file_that_differs_after_every_change_gets_its_newest() {
+        // B was edited by hand on the remote: its newest value is written
+        // even though the cut lies after it.
+        let pending = [(B, Some(id("1"))), (B, Some(id("2"))), (A, Some(id("1")))];
+        assert_eq!(drops(&pending, &[(A, "1"), (B, "hand edit")]), [true, false, true]);
+    }
+
+    #[test]
+    fn changes_the_previous_owner_never_saw_are_all_kept() {
+        let pending = [(A, Some(id("1"))), (A, Some(id("2"))), (B, None)];
+        assert_eq!(drops(&pending, &[(A, "1"), (B, "0")]), [true, false, false]);
     }
 
     #[test]

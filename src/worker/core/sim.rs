@@ -8,15 +8,19 @@
 //!   and hand edits of the operator's own files;
 //! - the remote rejects as stale (its compare-and-swap), fails, rejects for
 //!   a while (a hook), applies a push and loses the answer, and fails
-//!   fetches; the local repository fails commits (a full disk).
+//!   fetches; the local repository fails commits (a full disk);
+//! - the branch is handed over: a second core starts on standby and
+//!   receives every change with the owner, until the standby is announced;
+//!   then the owner drains, and the standby takes over (it fetches the old
+//!   owner's tip and writes only what that tip lacks).
 //!
 //! After every quiet period (no faults, no changes, one audit interval) it
 //! checks that the remote's files equal the model cluster, that history
 //! only ever moved forward, that every value the cluster held is in some
 //! commit (unless the core counted it as coalesced), and that no file's
 //! version ever went backwards. A failing seed prints itself;
-//! `SIM_SEED=<n> cargo test sim_` replays it exactly, and
-//! `SIM_SEEDS`/`SIM_STEPS` make a long run.
+//! `SIM_SEED=<n> cargo test sim_` replays it exactly (`SIM_TAIL=<lines>`
+//! prints more of its log), and `SIM_SEEDS`/`SIM_STEPS` make a long run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -71,6 +75,8 @@ pub(super) struct Faults {
     hand_edit: u64,
     /// Chance per step that the server starts rejecting every push for a while.
     hook_starts: u64,
+    /// Chance per opportunity that a handover starts, or that a standby is announced.
+    handover: u64,
 }
 
 impl Faults {
@@ -82,6 +88,7 @@ impl Faults {
         foreign_push: 4,
         hand_edit: 25,
         hook_starts: 1,
+        handover: 10,
     };
     const NONE: Self = Self {
         commit_fails: 0,
@@ -91,6 +98,7 @@ impl Faults {
         foreign_push: 0,
         hand_edit: 0,
         hook_starts: 0,
+        handover: 0,
     };
 }
 
@@ -102,6 +110,9 @@ pub(super) enum Sabotage {
     IgnoreContained,
     /// Drop the pending commits when a fetch fails (defect 1 of issue 21).
     DropPendingOnFetchError,
+    /// A takeover from standby writes every pending change again, even
+    /// those the previous owner wrote (files would go back).
+    ReplayWholeStandby,
 }
 
 /// What the statistics count, by a phrase of the log line.
@@ -122,6 +133,8 @@ const KINDS: &[&str] = &[
     "fails, not applied",
     "answer lost",
     "remote: pushed",
+    "standby announced",
+    "takes over",
 ];
 
 const OBJECTS: u64 = 8;
@@ -191,6 +204,25 @@ enum Pending {
     Fetch { known: Vec<ObjectId>, since: Option<ObjectId> },
 }
 
+/// One replica's worker of the branch, and its outstanding operations.
+struct Replica {
+    core: BranchCore,
+    commit: Option<(Duration, Pending)>,
+    remote: Option<(Duration, Pending)>,
+    /// Receives the cluster's changes (routed to it).
+    routed: bool,
+}
+
+impl Replica {
+    fn new(core: BranchCore) -> Self {
+        Self { core, commit: None, remote: None, routed: true }
+    }
+
+    fn settled(&self) -> bool {
+        self.core.is_settled() && self.commit.is_none() && self.remote.is_none()
+    }
+}
+
 /// One run of the simulation.
 pub(super) struct Sim {
     pub(super) seed: u64,
@@ -198,7 +230,11 @@ pub(super) struct Sim {
     faults: Faults,
     base: Instant,
     clock: Duration,
-    core: BranchCore,
+    /// The owner first; during a handover the new owner on standby second.
+    replicas: Vec<Replica>,
+    /// Changes coalesced by workers that handed over.
+    retired_coalesced: u64,
+    settings: CoreSettings,
     store: Store,
     blobs: HashMap<ObjectId, Vec<u8>>,
     remote_tip: Option<ObjectId>,
@@ -207,8 +243,6 @@ pub(super) struct Sim {
     seq: u64,
     /// Every value the cluster held: (path, blob).
     written: BTreeSet<(String, ObjectId)>,
-    commit: Option<(Duration, Pending)>,
-    remote: Option<(Duration, Pending)>,
     hook_until: Duration,
     foreign: u64,
     log: String,
@@ -246,7 +280,7 @@ impl Sim {
             first_audit: Duration::from_millis(seed % AUDIT.as_millis() as u64),
             standby: false,
         };
-        let mut core = BranchCore::new(settings, At { now: base, wall: SystemTime::UNIX_EPOCH });
+        let mut core = BranchCore::new(settings.clone(), At { now: base, wall: SystemTime::UNIX_EPOCH });
         core.sabotage = sabotage;
         // Every other seed runs into the cap on pending commits.
         if seed % 2 == 1 {
@@ -258,15 +292,15 @@ impl Sim {
             faults,
             base,
             clock: Duration::ZERO,
-            core,
+            replicas: vec![Replica::new(core)],
+            retired_coalesced: 0,
+            settings,
             store: Store::default(),
             blobs: HashMap::new(),
             remote_tip: None,
             cluster: (0..OBJECTS).map(|o| (o, None)).collect(),
             seq: 0,
             written: BTreeSet::new(),
-            commit: None,
-            remote: None,
             hook_until: Duration::ZERO,
             foreign: 0,
             log: String::new(),
@@ -278,8 +312,7 @@ impl Sim {
         // The branch exists with a README, like a repository someone made.
         let readme = sim.blob(b"# the repository\n".to_vec());
         sim.remote_tip = Some(sim.store.add(Vec::new(), BTreeMap::from([("README.md".to_owned(), readme)])));
-        let commands = sim.core.handle(Input::Tick, sim.at());
-        sim.run(commands);
+        sim.feed(0, Input::Tick);
         sim
     }
 
@@ -304,46 +337,98 @@ impl Sim {
         }
     }
 
-    fn feed(&mut self, input: Input) {
-        let commands = self.core.handle(input, self.at());
-        self.run(commands);
+    fn feed(&mut self, replica: usize, input: Input) {
+        let at = self.at();
+        let commands = self.replicas[replica].core.handle(input, at);
+        self.run(replica, commands);
         // Whatever was due has been started: an earlier wake-up would spin.
         let now = self.base + self.clock;
-        if let Some(wake) = self.core.wake_at(now).filter(|wake| *wake <= now) {
-            self.violations.push(format!(
+        let spin = self.replicas.get(replica).and_then(|r| {
+            let wake = r.core.wake_at(now).filter(|wake| *wake <= now)?;
+            Some(format!(
                 "wake-up {:?} in the past after {:?} with nothing started",
                 now - wake,
-                self.core.phase()
-            ));
+                r.core.phase()
+            ))
+        });
+        self.violations.extend(spin);
+    }
+
+    /// Feeds every replica the changes are routed to.
+    fn feed_routed(&mut self, input: &Input) {
+        for replica in 0..self.replicas.len() {
+            if self.replicas[replica].routed {
+                self.feed(replica, input.clone());
+            }
         }
     }
 
-    fn run(&mut self, commands: Vec<Command>) {
+    fn run(&mut self, replica: usize, commands: Vec<Command>) {
+        let mut violations = Vec::new();
+        let mut done = false;
         for command in commands {
             let delay = Duration::from_millis(1 + self.rng.below(300));
-            let done = self.clock + delay;
+            let due = self.clock + delay;
+            let r = &mut self.replicas[replica];
             match command {
                 Command::Commit { parent, changes, .. } => {
-                    if self.commit.is_some() {
-                        self.violations.push("two commits outstanding".into());
+                    if r.commit.is_some() {
+                        violations.push("two commits outstanding".to_owned());
                     }
-                    self.commit = Some((done, Pending::Commit { parent, changes }));
+                    r.commit = Some((due, Pending::Commit { parent, changes }));
                 }
                 Command::Push { local, expected, .. } => {
-                    if self.remote.is_some() {
-                        self.violations.push("two remote operations outstanding".into());
+                    if r.remote.is_some() {
+                        violations.push("two remote operations outstanding".to_owned());
                     }
-                    self.remote = Some((done, Pending::Push { local, expected }));
+                    if replica > 0 {
+                        violations.push("a standby pushed".to_owned());
+                    }
+                    r.remote = Some((due, Pending::Push { local, expected }));
                 }
                 Command::Fetch { known, since } => {
-                    if self.remote.is_some() {
-                        self.violations.push("two remote operations outstanding".into());
+                    if r.remote.is_some() {
+                        violations.push("two remote operations outstanding".to_owned());
                     }
-                    self.remote = Some((done, Pending::Fetch { known, since }));
+                    r.remote = Some((due, Pending::Fetch { known, since }));
                 }
-                Command::KeepTip(_) | Command::Maintain | Command::Note(_) | Command::Done => {}
+                Command::Done => done = true,
+                Command::KeepTip(_) | Command::Maintain | Command::Note(_) => {}
             }
         }
+        self.violations.extend(violations);
+        if done && replica == 0 && self.replicas.len() > 1 {
+            self.take_over();
+        }
+    }
+
+    /// A new owner starts on standby: it fetches, lists the cluster, and
+    /// receives every change from now on, as does the current owner.
+    fn start_handover(&mut self) {
+        self.note("handover: a new owner starts on standby");
+        let settings = CoreSettings { standby: true, ..self.settings.clone() };
+        let mut core = BranchCore::new(settings, self.at());
+        core.sabotage = self.replicas[0].core.sabotage;
+        core.max_unpushed = self.replicas[0].core.max_unpushed;
+        self.replicas.push(Replica::new(core));
+        self.feed(1, Input::Tick);
+        self.list(1);
+    }
+
+    /// The standby is announced: the current owner stops receiving changes
+    /// and drains.
+    fn announce_standby(&mut self) {
+        self.note("handover: standby announced; the old owner drains");
+        self.replicas[0].routed = false;
+        self.feed(0, Input::Drain);
+    }
+
+    /// The old owner is done: the standby owns the branch.
+    fn take_over(&mut self) {
+        self.note("handover: the new owner takes over");
+        let old = self.replicas.remove(0);
+        self.retired_coalesced += old.core.coalesced();
+        self.feed(0, Input::Settings(self.settings.clone()));
     }
 
     /// One random step: time passes, then one thing happens.
@@ -354,6 +439,11 @@ impl Sim {
             0..=3 => self.change_cluster(),
             4 if self.rng.chance(5) => self.relist(),
             5 if self.rng.chance(self.faults.foreign_push) => self.foreign_push(),
+            6 if self.rng.chance(self.faults.handover) => match self.replicas.len() {
+                1 => self.start_handover(),
+                _ if self.replicas[0].routed => self.announce_standby(),
+                _ => {}
+            },
             _ => {}
         }
         if self.rng.chance(self.faults.hook_starts) {
@@ -361,11 +451,11 @@ impl Sim {
             self.note(&format!("server hook rejects pushes until {:?}", self.hook_until));
         }
         self.complete_due();
-        self.feed(Input::Tick);
-        if self.core.state().quarantined.is_some() {
+        self.tick_all();
+        if self.replicas[0].core.state().quarantined.is_some() {
             *self.stats.entry("quarantined".into()).or_default() += 1;
         }
-        if self.core.state().capped {
+        if self.replicas[0].core.state().capped {
             *self.stats.entry("capped".into()).or_default() += 1;
         }
     }
@@ -392,7 +482,7 @@ impl Sim {
             self.cluster.insert(object, None);
             self.note(&format!("cluster: delete cm-{object}"));
             let meta = self.meta(object, Operation::Delete, false);
-            self.feed(Input::Item(WorkItem::Delete { path, meta }));
+            self.feed_routed(&Input::Item(WorkItem::Delete { path, meta }));
         } else {
             let operation =
                 if self.cluster[&object].is_some() { Operation::Update } else { Operation::Create };
@@ -404,18 +494,27 @@ impl Sim {
             self.written.insert((path.clone(), id));
             self.note(&format!("cluster: cm-{object} seq {seq}"));
             let meta = self.meta(object, operation, false);
-            self.feed(Input::Item(WorkItem::Write { path, content: Arc::from(content), meta }));
+            self.feed_routed(&Input::Item(WorkItem::Write { path, content: Arc::from(content), meta }));
         }
     }
 
-    /// A watch relist: every live object as a resync write, then the sweep.
+    /// A watch relist: every live object as a resync write, then the
+    /// sweep, to every replica the changes are routed to.
     fn relist(&mut self) {
         self.note("relist");
+        for replica in 0..self.replicas.len() {
+            if self.replicas[replica].routed {
+                self.list(replica);
+            }
+        }
+    }
+
+    fn list(&mut self, replica: usize) {
         let live: Vec<(u64, u64)> = self.cluster.iter().filter_map(|(o, s)| Some((*o, (*s)?))).collect();
         for (object, seq) in &live {
             let meta = self.meta(*object, Operation::Update, true);
             let content = Arc::from(content_of(*object, *seq));
-            self.feed(Input::Item(WorkItem::Write { path: path_of(*object), content, meta }));
+            self.feed(replica, Input::Item(WorkItem::Write { path: path_of(*object), content, meta }));
         }
         let scope = SweepScope {
             target: target(),
@@ -424,7 +523,7 @@ impl Sim {
             namespace: None,
         };
         let live = live.iter().map(|(o, _)| path_of(*o)).collect();
-        self.feed(Input::Item(WorkItem::Sweep { scope, live }));
+        self.feed(replica, Input::Item(WorkItem::Sweep { scope, live }));
     }
 
     fn foreign_push(&mut self) {
@@ -445,15 +544,30 @@ impl Sim {
     }
 
     fn complete_due(&mut self) {
-        if self.commit.as_ref().is_some_and(|(due, _)| *due <= self.clock) {
-            let (_, pending) = self.commit.take().expect("checked");
-            let input = self.complete(pending);
-            self.feed(input);
+        let mut replica = 0;
+        while replica < self.replicas.len() {
+            let clock = self.clock;
+            let r = &mut self.replicas[replica];
+            let commit = r.commit.take_if(|(due, _)| *due <= clock);
+            let remote = r.remote.take_if(|(due, _)| *due <= clock);
+            // A takeover while feeding removes the old owner: the standby
+            // moves to index 0, and its own operations wait for the next round.
+            let count = self.replicas.len();
+            for (_, pending) in commit.into_iter().chain(remote) {
+                let input = self.complete(pending);
+                if self.replicas.len() == count {
+                    self.feed(replica, input);
+                }
+            }
+            replica += 1;
         }
-        if self.remote.as_ref().is_some_and(|(due, _)| *due <= self.clock) {
-            let (_, pending) = self.remote.take().expect("checked");
-            let input = self.complete(pending);
-            self.feed(input);
+    }
+
+    fn tick_all(&mut self) {
+        let mut replica = 0;
+        while replica < self.replicas.len() {
+            self.feed(replica, Input::Tick);
+            replica += 1;
         }
     }
 
@@ -554,21 +668,27 @@ impl Sim {
         self.hook_until = Duration::ZERO;
         let started = self.clock;
         self.note("quiet period");
+        // A handover under way finishes: a standby never pushes by itself.
+        if self.replicas.len() > 1 && self.replicas[0].routed {
+            self.announce_standby();
+        }
         for _ in 0..100_000 {
-            let settled = self.core.is_settled() && self.commit.is_none() && self.remote.is_none();
+            let settled = self.replicas.len() == 1 && self.replicas[0].settled();
             if settled && self.clock > started + AUDIT * 2 {
                 break;
             }
             let mut next = self.clock + Duration::from_secs(1);
-            if let Some(wake) = self.core.wake_at(self.base + self.clock) {
-                next = next.min(wake.saturating_duration_since(self.base).max(self.clock));
-            }
-            for (due, _) in self.commit.iter().chain(self.remote.iter()) {
-                next = next.min(*due);
+            for r in &self.replicas {
+                if let Some(wake) = r.core.wake_at(self.base + self.clock) {
+                    next = next.min(wake.saturating_duration_since(self.base).max(self.clock));
+                }
+                for (due, _) in r.commit.iter().chain(r.remote.iter()) {
+                    next = next.min(*due);
+                }
             }
             self.clock = next.max(self.clock + Duration::from_millis(1));
             self.complete_due();
-            self.feed(Input::Tick);
+            self.tick_all();
         }
         self.faults = faults;
         self.check()
@@ -576,7 +696,7 @@ impl Sim {
 
     fn check(&mut self) -> Result<(), String> {
         let mut problems = std::mem::take(&mut self.violations);
-        if !(self.core.is_settled() && self.commit.is_none() && self.remote.is_none()) {
+        if !(self.replicas.len() == 1 && self.replicas[0].settled()) {
             problems.push("did not settle within the quiet period".into());
         }
         // 1. The remote's files of the folder equal the cluster.
@@ -604,9 +724,10 @@ impl Sim {
             }
         }
         let missing = self.written.iter().filter(|w| !seen.contains(*w)).count() as u64;
-        if missing > self.core.coalesced() {
-            problems
-                .push(format!("{missing} values are in no commit, only {} coalesced", self.core.coalesced()));
+        let coalesced =
+            self.retired_coalesced + self.replicas.iter().map(|r| r.core.coalesced()).sum::<u64>();
+        if missing > coalesced {
+            problems.push(format!("{missing} values are in no commit, only {coalesced} coalesced"));
         }
         // 4. No file's version goes backwards along the history.
         let mut last: HashMap<&str, u64> = HashMap::new();
@@ -631,7 +752,7 @@ impl Sim {
             self.log
                 .lines()
                 .rev()
-                .take(60)
+                .take(std::env::var("SIM_TAIL").ok().and_then(|t| t.parse().ok()).unwrap_or(60))
                 .collect::<Vec<_>>()
                 .into_iter()
                 .rev()
@@ -706,7 +827,9 @@ fn sim_replays_a_seed_exactly() {
 /// The checks can fail: each deliberate defect is found by some seed.
 #[test]
 fn sim_finds_deliberate_defects() {
-    for sabotage in [Sabotage::IgnoreContained, Sabotage::DropPendingOnFetchError] {
+    for sabotage in
+        [Sabotage::IgnoreContained, Sabotage::DropPendingOnFetchError, Sabotage::ReplayWholeStandby]
+    {
         let found = (0..200).find_map(|seed| run_seed(seed, 500, Faults::DEFAULT, sabotage).err());
         let report = found.unwrap_or_else(|| panic!("no seed found {sabotage:?}"));
         eprintln!("{sabotage:?} found: {}", report.lines().take(3).collect::<Vec<_>>().join(" | "));
