@@ -25,7 +25,7 @@ mod types;
 
 pub use types::*;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
@@ -128,6 +128,8 @@ pub struct BranchCore {
     /// The branch may have moved: fetch and rebuild before the next push.
     rebase_needed: bool,
     takeover: Takeover,
+    /// The files the standby fetched (empty unless on standby).
+    standby_base: HashMap<String, ObjectId>,
     replays: u32,
     push_limit: usize,
     push_now: bool,
@@ -172,6 +174,7 @@ impl BranchCore {
             remote_op: RemoteOp::Idle,
             rebase_needed: false,
             takeover: Takeover::No,
+            standby_base: HashMap::new(),
             replays: 0,
             push_limit: MAX_COMMITS_PER_PUSH,
             push_now: false,

@@ -231,6 +231,10 @@ impl BranchCore {
         }
         drafts.extend(self.drafts.drain(..));
         self.drafts = drafts;
+        if self.settings.standby {
+            // What the standby fetched: the takeover tells hand edits by it.
+            self.standby_base = fetched.files.iter().cloned().collect();
+        }
         self.files = BranchFiles::new(fetched.files, self.settings.folders.clone());
         self.local_tip = fetched.tip;
         self.remote_tip = fetched.tip;
@@ -255,7 +259,8 @@ impl BranchCore {
             committed.map(|c| (c.path.as_str(), c.content.blob_id())).collect();
         let in_commits = pending.len();
         pending.extend(self.queue.changes().map(|(path, content)| (path, content.map(LocalRepo::blob_id))));
-        let (drops, cut) = replay::takeover_drops(&pending, tip);
+        let base = std::mem::take(&mut self.standby_base);
+        let (drops, cut) = replay::takeover_drops(&pending, tip, &base);
         let mut drops = drops.into_iter();
         let changes = self
             .chain

@@ -7,7 +7,7 @@
 //! in one more commit. Only files some target owns are compared: a README
 //! or another tool's folder is never touched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gix::ObjectId;
 
@@ -32,30 +32,39 @@ pub(super) struct Plan {
 /// Both replicas received the same changes until the previous owner
 /// stopped, and it pushed all it had received before it released. So its
 /// tip is the state after one cut of the standby's sequence, the same for
-/// every file: the cut where the state the changes make agrees with the tip
-/// best (files that match less files that differ; a file counts from its
-/// first change on, as the standby's own list gives each object one; the
-/// later cut of equals, so that nothing is written twice and no file goes
-/// back). Changes before the cut are dropped, except the newest change of
-/// a file that still differs from the tip after all of them (a hand edit):
-/// the branch must end equal to the cluster.
+/// every file: the latest cut where the fewest files differ from the tip.
+/// A file counts from its first change on (the standby's own list gives
+/// most objects one, its value when the standby started), and only if the
+/// tip holds one of its values or what the standby fetched (`base`): else
+/// someone else wrote it (a hand edit) and it tells nothing. Changes before the
+/// cut are dropped, so nothing is written twice and no file goes back,
+/// except the newest change of a file that still differs from the tip
+/// after all of them: the branch must end equal to the cluster.
 ///
 /// Returns, per pending change, whether to drop it, and the cut.
 pub(super) fn takeover_drops(
     pending: &[(&str, Option<ObjectId>)],
     fetched: &[(String, ObjectId)],
+    base: &HashMap<String, ObjectId>,
 ) -> (Vec<bool>, usize) {
     let tip: HashMap<&str, ObjectId> = fetched.iter().map(|(path, id)| (path.as_str(), *id)).collect();
     let differs = |path: &str, value: Option<ObjectId>| value != tip.get(path).copied();
-    let agreement = |path: &str, value: Option<ObjectId>| if differs(path, value) { -1 } else { 1 };
+    let mut known: HashSet<&str> = pending
+        .iter()
+        .map(|(path, _)| *path)
+        .filter(|path| !differs(path, base.get(*path).copied()))
+        .collect();
+    known.extend(pending.iter().filter(|(path, value)| !differs(path, *value)).map(|(path, _)| *path));
     let mut state: HashMap<&str, Option<ObjectId>> = HashMap::new();
     let mut newest: HashMap<&str, usize> = HashMap::new();
-    let (mut score, mut best, mut cut) = (0i64, 0i64, 0);
+    let (mut mismatches, mut fewest, mut cut) = (0usize, 0usize, 0);
     for (index, (path, value)) in pending.iter().enumerate() {
-        let before = state.insert(path, *value);
-        score += agreement(path, *value) - before.map_or(0, |before| agreement(path, before));
-        if score >= best {
-            (best, cut) = (score, index + 1);
+        let before = state.insert(path, *value).is_some_and(|before| differs(path, before));
+        if known.contains(path) {
+            mismatches = mismatches + usize::from(differs(path, *value)) - usize::from(before);
+        }
+        if mismatches <= fewest {
+            (fewest, cut) = (mismatches, index + 1);
         }
         newest.insert(path, index);
     }
@@ -167,7 +176,7 @@ mod tests {
     }
 
     fn drops(pending: &[(&str, Option<ObjectId>)], tip_files: &[(&str, &str)]) -> Vec<bool> {
-        takeover_drops(pending, &tip(tip_files)).0
+        takeover_drops(pending, &tip(tip_files), &HashMap::new()).0
     }
 
     #[test]
@@ -189,15 +198,42 @@ mod tests {
             [true, false, false, false, false, false, false],
             "it stopped right after C=0"
         );
-        assert_eq!(takeover_drops(&pending, &tip(&[(C, "0")])).1, 1);
+    }
+
+    #[test]
+    fn a_relist_after_the_stop_does_not_move_the_cut() {
+        // The previous owner stopped after A=1. Then A=2 and B=1 came, and a
+        // relist restated C (unchanged, as on the tip) and A.
+        let pending = [
+            (A, Some(id("1"))),
+            (A, Some(id("2"))),
+            (C, Some(id("0"))),
+            (B, Some(id("1"))),
+            (A, Some(id("2"))),
+        ];
+        let (drops, cut) = takeover_drops(&pending, &tip(&[(A, "1"), (C, "0")]), &HashMap::new());
+        assert_eq!((drops, cut), (vec![true, false, false, false, false], 1));
+    }
+
+    #[test]
+    fn an_object_made_and_deleted_after_the_stop_does_not_move_the_cut() {
+        // Stopped after the list (A=1, B absent); then A=2, B made and deleted.
+        let pending = [(A, Some(id("1"))), (A, Some(id("2"))), (B, Some(id("1"))), (B, None)];
+        assert_eq!(drops(&pending, &[(A, "1")]), [true, false, false, false]);
     }
 
     #[test]
     fn a_file_that_differs_after_every_change_gets_its_newest() {
-        // B was edited by hand on the remote: its newest value is written
-        // even though the cut lies after it.
-        let pending = [(B, Some(id("1"))), (B, Some(id("2"))), (A, Some(id("1")))];
-        assert_eq!(drops(&pending, &[(A, "1"), (B, "hand edit")]), [true, false, true]);
+        // B was edited by hand on the remote: it differs at every cut, and
+        // its newest value is written even though the cut lies after it.
+        let pending = [(B, Some(id("0"))), (B, Some(id("1"))), (A, Some(id("1"))), (B, Some(id("2")))];
+        assert_eq!(drops(&pending, &[(A, "1"), (B, "hand edit")]), [true, true, true, false]);
+        let base = HashMap::from([(B.to_string(), id("hand edit"))]);
+        let (drops, _) = takeover_drops(&pending, &tip(&[(A, "1"), (B, "hand edit")]), &base);
+        assert_eq!(
+            drops, [false; 4],
+            "edited before the standby fetched: it looks like a change it never saw"
+        );
     }
 
     #[test]
