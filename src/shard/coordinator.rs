@@ -263,7 +263,7 @@ impl Coordinator {
 
         self.acquire(&desired, &records, store).await;
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
-        self.incoming = plan::incoming(&desired, &held, &records, &self.settings.identity);
+        self.incoming = plan::incoming(&desired, &held);
         let standby_elsewhere = standby_announced(
             &self.settings,
             leases.iter().map(|l| l.as_ref()),

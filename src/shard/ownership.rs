@@ -21,8 +21,8 @@ pub struct HeldShard {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ownership {
     pub held: BTreeMap<u32, HeldShard>,
-    /// Shards the assignment gives this replica that another live replica
-    /// still holds: their workers prepare (standby) until the Lease comes.
+    /// Shards the assignment gives this replica that it does not hold yet:
+    /// their workers prepare (standby) until the Lease comes.
     pub incoming: BTreeSet<u32>,
 }
 

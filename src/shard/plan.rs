@@ -65,19 +65,13 @@ pub fn to_acquire(
         .collect()
 }
 
-/// Desired shards that another live replica still holds: prepare them.
-pub fn incoming(
-    desired: &BTreeSet<u32>,
-    held: &BTreeSet<u32>,
-    records: &BTreeMap<u32, Record>,
-    me: &str,
-) -> BTreeSet<u32> {
-    desired
-        .iter()
-        .filter(|s| !held.contains(s))
-        .filter(|s| matches!(records.get(s), Some(Record::Live { holder, .. }) if holder != me))
-        .copied()
-        .collect()
+/// Desired shards not held yet: another live replica still holds them, or
+/// acquiring failed this pass (a race, an API error). Their workers prepare
+/// on standby, and keep what they received until the Lease comes: a
+/// standby that stopped between the release and the acquire would lose
+/// the changes only it had received.
+pub fn incoming(desired: &BTreeSet<u32>, held: &BTreeSet<u32>) -> BTreeSet<u32> {
+    desired.difference(held).copied().collect()
 }
 
 /// The state of handing shards over, carried from pass to pass.
@@ -193,14 +187,8 @@ mod tests {
     }
 
     #[test]
-    fn shards_held_by_another_live_replica_are_incoming() {
-        let records = BTreeMap::from([
-            (0, Record::Free),
-            (1, Record::Live { holder: "me".into(), expires_at: Timestamp::UNIX_EPOCH }),
-            (2, Record::Live { holder: "other".into(), expires_at: Timestamp::UNIX_EPOCH }),
-            (3, Record::Live { holder: "other".into(), expires_at: Timestamp::UNIX_EPOCH }),
-        ]);
+    fn desired_shards_not_held_yet_are_incoming() {
         let desired = BTreeSet::from([0, 1, 2, 3]);
-        assert_eq!(incoming(&desired, &BTreeSet::from([3]), &records, "me"), BTreeSet::from([2]));
+        assert_eq!(incoming(&desired, &BTreeSet::from([1, 3, 7])), BTreeSet::from([0, 2]));
     }
 }
