@@ -99,6 +99,8 @@ pub struct Controller {
     push_slots: PushSlots,
     /// Set once stopping: hand-overs must be done by then.
     stop_deadline: Option<Instant>,
+    /// The incoming shards last reported as on standby.
+    standby_reported: BTreeSet<u32>,
 }
 
 impl Controller {
@@ -134,6 +136,7 @@ impl Controller {
             handing_over: HashMap::new(),
             ownership: Arc::new(Ownership::default()),
             stop_deadline: None,
+            standby_reported: BTreeSet::new(),
         }
     }
 
@@ -419,19 +422,25 @@ impl Controller {
 
     /// Incoming shards whose branches all have a standby worker that
     /// receives their changes: the current owner may stop writing them.
-    fn report_standby(&self, branches: &BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>>) {
-        let shards = &self.settings.shards;
-        let mut ready = self.ownership.incoming.clone();
-        for branch in branches.keys().filter(|b| self.ownership.is_incoming(shards.shard_of(b))) {
-            let listed = self.workers.get(branch).is_some_and(|w| w.handle.state.borrow().listed);
-            if !listed {
-                ready.remove(&shards.shard_of(branch));
-            }
-        }
+    fn report_standby(&mut self, branches: &BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>>) {
+        let shards = self.settings.shards.clone();
+        let standbys =
+            branches.keys().filter(|b| self.ownership.is_incoming(shards.shard_of(b))).map(|branch| {
+                (
+                    shards.shard_of(branch),
+                    self.workers.get(branch).is_some_and(|w| w.handle.state.borrow().listed),
+                )
+            });
         // A branch still waiting for its old worker here has no standby yet.
-        for branch in self.draining.keys() {
-            ready.remove(&shards.shard_of(branch));
-        }
+        let waiting = self
+            .draining
+            .keys()
+            .map(|b| shards.shard_of(b))
+            .filter(|s| self.ownership.is_incoming(*s))
+            .collect();
+        let ready =
+            workers::standby_ready(&self.ownership.incoming, standbys, &waiting, &self.standby_reported);
+        self.standby_reported = ready.clone();
         shards.report_standby(ready);
     }
 

@@ -91,6 +91,23 @@ pub fn drained_shards(
         .collect()
 }
 
+/// The incoming shards whose standby may be announced now. `branches`
+/// gives (shard, listed) for every branch of an incoming shard with a
+/// worker; `waiting` are shards with a branch that has no standby yet.
+/// All at once: while any standby still lists, its resync may restart a
+/// shared watch, and a restart turns the changes in between into the
+/// list's final state for every standby on that watch. Until then only
+/// what was announced before (`announced`) stays announced.
+pub fn standby_ready(
+    incoming: &BTreeSet<u32>,
+    branches: impl IntoIterator<Item = (u32, bool)>,
+    waiting: &BTreeSet<u32>,
+    announced: &BTreeSet<u32>,
+) -> BTreeSet<u32> {
+    let all_listed = waiting.is_empty() && branches.into_iter().all(|(_, listed)| listed);
+    if all_listed { incoming.clone() } else { announced.intersection(incoming).copied().collect() }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -174,6 +191,28 @@ mod tests {
         assert_eq!(plan.hand_over, vec![(2, key("b2"))], "shard 2 is releasing");
         assert_eq!(plan.retire, vec![key("b3")], "shard 3 is active: no target uses it");
         assert!(plan.start.is_empty() && plan.update.is_empty());
+    }
+
+    #[test]
+    fn standbys_are_announced_together_once_all_are_listed() {
+        let incoming = BTreeSet::from([1, 2, 3]);
+        let none = BTreeSet::new();
+        assert_eq!(standby_ready(&incoming, [(1, true), (2, false)], &none, &none), none, "2 still lists");
+        assert_eq!(
+            standby_ready(&incoming, [(1, true), (2, false)], &none, &BTreeSet::from([1, 9])),
+            BTreeSet::from([1]),
+            "what was announced stays, what left incoming goes"
+        );
+        assert_eq!(
+            standby_ready(&incoming, [(1, true)], &BTreeSet::from([2]), &none),
+            none,
+            "2 has no standby"
+        );
+        assert_eq!(
+            standby_ready(&incoming, [(1, true), (2, true)], &none, &none),
+            incoming,
+            "3 has no branch"
+        );
     }
 
     #[test]
