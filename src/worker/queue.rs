@@ -117,6 +117,11 @@ impl CoalescingQueue {
 
     /// Whether changes to the same path merge (the default) or each stays.
     pub fn set_merging(&mut self, merging: bool) {
+        // Every settings update passes through here: only a switch closes
+        // the open entries.
+        if self.unmerged != merging {
+            return;
+        }
         self.unmerged = !merging;
         self.open.clear();
     }

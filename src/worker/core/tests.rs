@@ -574,20 +574,31 @@ impl Harness {
         let settings = CoreSettings { standby, ..self.settings() };
         self.input(Input::Settings(settings))
     }
+
+    /// A new core on standby that fetched an empty branch.
+    fn on_standby() -> Self {
+        let mut h = Self::new();
+        h.set_standby(true);
+        h.input(Input::Tick);
+        h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+        h
+    }
+
+    /// Writes each change and answers every commit it leads to.
+    fn write_committed(&mut self, changes: &[(&str, &str)]) {
+        for (path, value) in changes {
+            self.write(path, value);
+            while self.commit().is_some() {
+                self.committed();
+            }
+        }
+    }
 }
 
 #[test]
 fn a_standby_commits_but_never_pushes_or_audits() {
-    let mut h = Harness::new();
-    h.set_standby(true);
-    h.input(Input::Tick);
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
-    for value in ["1", "2", "3", "4"] {
-        h.write(A, value);
-        while h.commit().is_some() {
-            h.committed();
-        }
-    }
+    let mut h = Harness::on_standby();
+    h.write_committed(&[(A, "1"), (A, "2"), (A, "3"), (A, "4")]);
     assert_eq!(h.core.state().unpushed, 4, "every change is committed locally");
     for _ in 0..20 {
         h.advance(Duration::from_secs(60));
@@ -598,17 +609,9 @@ fn a_standby_commits_but_never_pushes_or_audits() {
 
 #[test]
 fn a_takeover_fetches_the_old_owners_tip_and_writes_only_what_it_lacks() {
-    let mut h = Harness::new();
-    h.set_standby(true);
-    h.input(Input::Tick);
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+    let mut h = Harness::on_standby();
     // The standby saw A go 1 → 2 → 3 and B appear; the old owner pushed A=2 last.
-    for (path, value) in [(A, "1"), (A, "2"), (B, "1"), (A, "3")] {
-        h.write(path, value);
-        while h.commit().is_some() {
-            h.committed();
-        }
-    }
+    h.write_committed(&[(A, "1"), (A, "2"), (B, "1"), (A, "3")]);
     h.set_standby(false);
     let known = h.fetch().expect("the takeover fetches first");
     assert_eq!(known.len(), 4);
