@@ -91,6 +91,7 @@ enum Control {
 pub struct WorkerHandle {
     pub queue: mpsc::Sender<WorkItem>,
     pub state: watch::Receiver<WorkerState>,
+    key: BranchKey,
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
 }
@@ -100,8 +101,9 @@ impl WorkerHandle {
         let (queue, intake) = mpsc::channel(CHANNEL_CAPACITY);
         let (control, control_rx) = mpsc::channel(8);
         let (state_tx, state) = watch::channel(WorkerState::default());
+        let key = settings.key.clone();
         let task = tokio::spawn(run(settings, intake, control_rx, state_tx));
-        Self { queue, state, control, task }
+        Self { queue, state, key, control, task }
     }
 
     /// Changes credentials, batching or the targets on this branch.
@@ -117,6 +119,7 @@ impl WorkerHandle {
         {
             let state = self.state.borrow().clone();
             warn!(
+                branch = %self.key,
                 unpushed = state.unpushed,
                 queued = state.queued,
                 "drain timed out: these changes were not pushed; the next owner's resync restores the final state, not these versions"

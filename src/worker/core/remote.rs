@@ -37,6 +37,9 @@ impl BranchCore {
         if rebuilding && self.commit_retry_at.is_none() {
             return None;
         }
+        if self.committing_before_last_push() {
+            return None;
+        }
         let oldest = self.chain.front().map(|c| c.committed_at);
         let due = self.settings.push.due(self.chain.len(), oldest, now)?;
         let due = if self.push_now || self.draining { now } else { due };
@@ -45,6 +48,18 @@ impl BranchCore {
             Some(until) if !self.resyncing.is_empty() && !self.draining => Some(due.max(until)),
             _ => Some(due),
         }
+    }
+
+    /// A draining worker takes in nothing new, so one push after its last
+    /// commit beats several racing the shutdown deadline (a slow git server
+    /// fits one push in the budget, not three). Commits take milliseconds;
+    /// a full push batch, the unpushed cap or a failing commit goes at once.
+    fn committing_before_last_push(&self) -> bool {
+        let holding = !self.queue.is_empty() || !self.drafts.is_empty() || self.commit_in_flight.is_some();
+        self.draining
+            && holding
+            && self.commit_retry_at.is_none()
+            && self.chain.len() < self.push_limit.min(self.max_unpushed)
     }
 
     pub(super) fn push(&mut self, out: &mut Vec<Command>) {

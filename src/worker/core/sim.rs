@@ -723,11 +723,23 @@ impl Sim {
                 seen.insert((path.clone(), *blob));
             }
         }
-        let missing = self.written.iter().filter(|w| !seen.contains(*w)).count() as u64;
+        let lost: Vec<String> = self
+            .written
+            .iter()
+            .filter(|w| !seen.contains(*w))
+            .map(|(path, blob)| {
+                let seq = self.blobs.get(blob).and_then(|c| seq_in(c));
+                format!("{} seq {seq:?}", path.rsplit('/').next().unwrap_or(path))
+            })
+            .collect();
+        let missing = lost.len() as u64;
         let coalesced =
             self.retired_coalesced + self.replicas.iter().map(|r| r.core.coalesced()).sum::<u64>();
         if missing > coalesced {
-            problems.push(format!("{missing} values are in no commit, only {coalesced} coalesced"));
+            problems.push(format!(
+                "{missing} values are in no commit, only {coalesced} coalesced: {}",
+                lost.join(", ")
+            ));
         }
         // 4. No file's version goes backwards along the history.
         let mut last: HashMap<&str, u64> = HashMap::new();
