@@ -431,13 +431,21 @@ impl Controller {
                     self.workers.get(branch).is_some_and(|w| w.handle.state.borrow().listed),
                 )
             });
-        // A branch still waiting for its old worker here has no standby yet.
-        let waiting = self
-            .draining
-            .keys()
-            .map(|b| shards.shard_of(b))
-            .filter(|s| self.ownership.is_incoming(*s))
-            .collect();
+        // A branch still waiting for its old worker here has no standby yet,
+        // nor has one whose target's write access is still being checked.
+        // Before the stores' first lists, any shard may have such a branch.
+        let undecided =
+            self.targets.values().filter(|t| matches!(t.access, crate::status::target::Access::Checking));
+        let waiting: BTreeSet<u32> = if self.stores.ready() {
+            self.draining
+                .keys()
+                .chain(undecided.filter_map(|t| t.resolved()).map(|r| &r.branch_key))
+                .map(|b| shards.shard_of(b))
+                .filter(|s| self.ownership.is_incoming(*s))
+                .collect()
+        } else {
+            self.ownership.incoming.clone()
+        };
         let ready =
             workers::standby_ready(&self.ownership.incoming, standbys, &waiting, &self.standby_reported);
         self.standby_reported = ready.clone();

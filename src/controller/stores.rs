@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -35,6 +35,22 @@ pub fn flux_git_repository() -> ApiResource {
 impl Stores {
     /// Caches every namespace, or only `namespace` (ClusterWatchRules are
     /// cluster-scoped and always cached whole).
+    /// Every store has its first full list: until then, a target or rule
+    /// missing from a store may merely not be loaded yet.
+    pub fn ready(&self) -> bool {
+        fn listed<K: kube::Resource + Clone>(store: &Store<K>) -> bool
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+        }
+        listed(&self.providers)
+            && listed(&self.targets)
+            && listed(&self.watch_rules)
+            && listed(&self.cluster_watch_rules)
+            && self.flux_repositories.as_ref().is_none_or(listed)
+    }
+
     pub fn start(client: &kube::Client, namespace: Option<&str>, changed: Arc<Notify>) -> Self {
         Self {
             providers: typed(scoped(client, namespace), changed.clone()),
