@@ -36,6 +36,8 @@ pub const LEASE_SET_LABEL: &str = "configbutler.ai/lease-set";
 const CONCURRENT_WRITES: usize = 16;
 /// Lets a burst of Lease events settle into one pass.
 const SETTLE: Duration = Duration::from_millis(20);
+/// The shortest wait for a new owner's standby announcement.
+const MIN_HANDOVER_WAIT: Duration = Duration::from_secs(20);
 
 /// What the controller holds: the view, fences, and the drained channel.
 #[derive(Clone)]
@@ -300,9 +302,12 @@ impl Coordinator {
         self.next_wake(&desired, &records, &member_expiries, wall)
     }
 
-    /// How long a shard handed over waits for the new owner's standby.
+    /// How long a shard handed over waits for the new owner's standby: a
+    /// starting replica checks write access and lists its resources first,
+    /// which took 5 s under load in the HA tests (stopping earlier loses
+    /// every value changed twice before the standby lists).
     fn handover_wait(&self) -> Duration {
-        self.settings.retry_period * 2
+        (self.settings.retry_period * 2).max(MIN_HANDOVER_WAIT)
     }
 
     fn lease_ref(&self, shard: u32) -> ObjectRef<Lease> {
