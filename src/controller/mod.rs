@@ -68,6 +68,9 @@ const TICK: Duration = Duration::from_secs(1);
 struct RunningWorker {
     handle: WorkerHandle,
     settings: WorkerSettings,
+    /// Handing its shard over: it pushes what it holds and ends by then,
+    /// still taking in the changes routed to it.
+    handover_deadline: Option<Instant>,
 }
 
 pub struct Controller {
@@ -270,6 +273,10 @@ impl Controller {
             }
         }
         self.draining.retain(|_, handle| !handle.is_finished());
+        let now = Instant::now();
+        for worker in self.workers.values().filter(|w| w.handover_deadline.is_some_and(|d| d <= now)) {
+            worker.handle.give_up();
+        }
         let wanted: BTreeSet<BranchKey> = branches.keys().cloned().collect();
         let running: BTreeMap<BranchKey, workers::Running> = self
             .workers
@@ -282,7 +289,9 @@ impl Controller {
                         || worker.settings.push != settings.push
                         || worker.settings.standby != settings.standby
                 });
-                (branch.clone(), workers::Running { finished: worker.handle.is_finished(), changed })
+                let finished = worker.handle.is_finished();
+                let handing_over = worker.handover_deadline.is_some();
+                (branch.clone(), workers::Running { finished, changed, handing_over })
             })
             .collect();
         let draining: BTreeSet<BranchKey> = self.draining.keys().cloned().collect();
@@ -305,7 +314,7 @@ impl Controller {
             info!(%branch, targets = members.len(), "starting branch worker");
             let handle = WorkerHandle::spawn(settings.clone());
             forward_changes(&handle, self.changed.clone());
-            self.workers.insert(branch.clone(), RunningWorker { handle, settings });
+            self.workers.insert(branch.clone(), RunningWorker { handle, settings, handover_deadline: None });
             resync.extend(members.iter().map(|(k, _)| k.clone()));
         }
         for branch in &plan.abort {
@@ -315,11 +324,22 @@ impl Controller {
             warn!(%branch, "shard lost: stopping branch worker at once");
             worker.handle.abort();
         }
+        let budget = self.drain_budget();
         for (shard, branch) in &plan.hand_over {
-            let Some(worker) = self.workers.remove(branch) else { continue };
+            let Some(worker) = self.workers.get_mut(branch) else { continue };
             info!(%branch, shard, "handing over: draining branch worker");
             self.handing_over.entry(*shard).or_default().push(branch.clone());
-            self.draining.insert(branch.clone(), tokio::spawn(worker.handle.drain(self.drain_budget())));
+            worker.handle.hand_over().await;
+            worker.handover_deadline = Some(Instant::now() + budget);
+        }
+        for branch in &plan.resume {
+            let Some(worker) = self.workers.get_mut(branch) else { continue };
+            info!(%branch, "handover called off: the branch's worker goes on");
+            worker.handle.resume().await;
+            worker.handover_deadline = None;
+        }
+        for branch in &plan.finished {
+            self.workers.remove(branch);
         }
         for branch in &plan.retire {
             let Some(worker) = self.workers.remove(branch) else { continue };
@@ -352,10 +372,28 @@ impl Controller {
                 resync.push(key.clone());
             }
         }
+        // A worker handing its shard over keeps receiving its targets'
+        // changes until it ends: if the handover is called off, it goes on
+        // with none missing (the new owner's standby has them as well).
+        let handing_over: Vec<(TargetKey, String, mpsc::Sender<WorkItem>)> = self
+            .workers
+            .values()
+            .filter(|w| w.handover_deadline.is_some() && !w.handle.is_finished())
+            .flat_map(|w| {
+                w.settings.folders.iter().map(|(k, f)| (k.clone(), f.clone(), w.handle.queue.clone()))
+            })
+            .filter(|(key, _, _)| !infos.contains_key(key))
+            .collect();
+        for (key, folder, queue) in handing_over {
+            let id = self.target_id(&key);
+            infos.insert(key.clone(), TargetInfo { id, base_folder: folder, write_secrets: false });
+            queues.insert(key, queue);
+        }
         // A target that leaves this replica (its shard moved, its worker
         // stopped) must resync when it comes back: the branch moved on
-        // without us, so whatever we synced before proves nothing.
-        let active_keys: std::collections::HashSet<&TargetKey> = active.iter().map(|(k, _)| k).collect();
+        // without us, so whatever we synced before proves nothing. One
+        // still routed to a worker handing over has not left yet.
+        let active_keys: std::collections::HashSet<&TargetKey> = infos.keys().collect();
         for (key, state) in self.targets.iter_mut() {
             if !active_keys.contains(key) && state.synced_as.take().is_some() {
                 info!(git_target = %key, "target no longer written by this replica");
@@ -464,9 +502,9 @@ impl Controller {
     fn report_drained(&mut self) {
         let handing_over: BTreeMap<u32, Vec<BranchKey>> =
             self.handing_over.iter().map(|(s, b)| (*s, b.clone())).collect();
-        let draining = &self.draining;
+        let workers = &self.workers;
         let done = workers::drained_shards(&self.ownership, &handing_over, |b| {
-            draining.get(b).is_none_or(|h| h.is_finished())
+            workers.get(b).is_none_or(|w| w.handle.is_finished())
         });
         for shard in done {
             self.handing_over.remove(&shard);

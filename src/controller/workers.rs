@@ -18,6 +18,8 @@ pub struct Running {
     pub finished: bool,
     /// Its settings differ from the wanted ones (folders, credentials, push).
     pub changed: bool,
+    /// It is handing its shard over (pushing what it holds, then ending).
+    pub handing_over: bool,
 }
 
 /// What to do with the workers this pass.
@@ -33,6 +35,10 @@ pub struct WorkerPlan {
     pub abort: Vec<BranchKey>,
     /// The shard is being handed over: drain, then report it drained.
     pub hand_over: Vec<(u32, BranchKey)>,
+    /// The shard came back while its worker was handing it over: go on.
+    pub resume: Vec<BranchKey>,
+    /// Its handover is over (the worker ended): forget it.
+    pub finished: Vec<BranchKey>,
     /// No target uses the branch any more: drain.
     pub retire: Vec<BranchKey>,
 }
@@ -54,6 +60,9 @@ pub fn plan(
         }
         match running.get(branch) {
             Some(worker) if !worker.finished => {
+                if worker.handing_over {
+                    plan.resume.push(branch.clone());
+                }
                 if worker.changed {
                     plan.update.push(branch.clone());
                 }
@@ -62,10 +71,14 @@ pub fn plan(
         }
     }
     // A worker is never running and draining at once: draining ones were removed.
-    for branch in running.keys().filter(|b| !wanted.contains(*b)) {
+    for (branch, worker) in running.iter().filter(|(b, _)| !wanted.contains(*b)) {
         let shard = shard_of(branch);
-        if !ownership.is_held(shard) {
+        if worker.handing_over && worker.finished {
+            plan.finished.push(branch.clone());
+        } else if !ownership.is_held(shard) {
             plan.abort.push(branch.clone());
+        } else if worker.handing_over {
+            // It ends by itself once it pushed what it holds.
         } else if ownership.is_releasing(shard) {
             plan.hand_over.push((shard, branch.clone()));
         } else {
@@ -141,7 +154,9 @@ mod tests {
     fn run(entries: &[(&str, bool, bool)]) -> BTreeMap<BranchKey, Running> {
         entries
             .iter()
-            .map(|(b, finished, changed)| (key(b), Running { finished: *finished, changed: *changed }))
+            .map(|(b, finished, changed)| {
+                (key(b), Running { finished: *finished, changed: *changed, handing_over: false })
+            })
             .collect()
     }
 
@@ -191,6 +206,26 @@ mod tests {
         assert_eq!(plan.hand_over, vec![(2, key("b2"))], "shard 2 is releasing");
         assert_eq!(plan.retire, vec![key("b3")], "shard 3 is active: no target uses it");
         assert!(plan.start.is_empty() && plan.update.is_empty());
+    }
+
+    /// A member left and rejoined: the shard came back while its worker
+    /// was handing it over. It goes on (it never stopped taking changes in)
+    /// instead of a new worker waiting for the old one and resyncing.
+    #[test]
+    fn a_handover_called_off_resumes_and_a_finished_one_is_forgotten() {
+        let handing = |finished| Running { finished, changed: false, handing_over: true };
+        let running = BTreeMap::from([
+            (key("b1"), handing(false)),
+            (key("b2"), handing(false)),
+            (key("b3"), handing(true)),
+        ]);
+        let back = plan(&set(&["b1"]), &running, &BTreeSet::new(), &ownership(&[1], &[2, 3]), shard_of);
+        assert_eq!(back.resume, vec![key("b1")], "shard 1 is active again");
+        assert_eq!(back.finished, vec![key("b3")], "b3 pushed what it held");
+        assert!(back.hand_over.is_empty() && back.abort.is_empty() && back.start.is_empty(), "{back:?}");
+        let released = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &ownership(&[], &[]), shard_of);
+        assert_eq!(released.finished, vec![key("b3")], "a finished handover is not a lost shard");
+        assert_eq!(released.abort, vec![key("b1"), key("b2")], "a shard lost mid-handover stops at once");
     }
 
     #[test]

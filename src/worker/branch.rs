@@ -84,7 +84,11 @@ impl WorkerSettings {
 
 enum Control {
     Update(Box<WorkerSettings>),
+    /// Stop intake, push, end; answer when done.
     Drain(oneshot::Sender<()>),
+    /// Push, end; changes routed meanwhile are still taken in.
+    HandOver,
+    Resume,
 }
 
 /// A running worker.
@@ -117,14 +121,32 @@ impl WorkerHandle {
         if self.control.send(Control::Drain(done)).await.is_ok()
             && tokio::time::timeout(timeout, wait).await.is_err()
         {
-            let state = self.state.borrow().clone();
-            warn!(
-                branch = %self.key,
-                unpushed = state.unpushed,
-                queued = state.queued,
-                "drain timed out: these changes were not pushed; the next owner's resync restores the final state, not these versions"
-            );
+            self.give_up();
         }
+        self.task.abort();
+    }
+
+    /// Hands the branch over: commit and push what is held, then end. It
+    /// goes on taking in what is routed to it until then, so a handover
+    /// called off leaves no gap (the new owner's standby has those too).
+    pub async fn hand_over(&self) {
+        let _ = self.control.send(Control::HandOver).await;
+    }
+
+    /// Calls a handover off: the worker goes on as if it never began.
+    pub async fn resume(&self) {
+        let _ = self.control.send(Control::Resume).await;
+    }
+
+    /// Ends a drain that ran out of time, saying what it did not push.
+    pub fn give_up(&self) {
+        let state = self.state.borrow().clone();
+        warn!(
+            branch = %self.key,
+            unpushed = state.unpushed,
+            queued = state.queued,
+            "drain timed out: these changes were not pushed; the next owner's resync restores the final state, not these versions"
+        );
         self.task.abort();
     }
 
@@ -187,6 +209,8 @@ async fn run(
                     intake.close();
                     Input::Drain
                 }
+                Some(Control::HandOver) => Input::Drain,
+                Some(Control::Resume) => Input::Resume,
                 None => {
                     control_open = false;
                     intake.close();

@@ -112,6 +112,9 @@ pub struct BranchCore {
     phase: Phase,
     /// Told to drain: commit and push what is pending, then stop.
     draining: bool,
+    /// When the drain began: its first push waits a moment for the commits
+    /// of what is queued (see `remote::DRAIN_GATHER`).
+    draining_since: Option<Instant>,
     queue: CoalescingQueue,
     /// Files of the local tip: the remote's as last seen, plus the chain.
     files: BranchFiles,
@@ -164,6 +167,7 @@ impl BranchCore {
             settings,
             phase: Phase::Starting,
             draining: false,
+            draining_since: None,
             queue,
             local_tip: None,
             remote_tip: None,
@@ -253,7 +257,14 @@ impl BranchCore {
                 out.push(Command::Done);
                 return out;
             }
-            Input::Drain => self.draining = true,
+            Input::Drain => {
+                self.draining = true;
+                self.draining_since.get_or_insert(at.now);
+            }
+            Input::Resume => {
+                self.draining = false;
+                self.draining_since = None;
+            }
             Input::Committed(result) => self.on_committed(result, at, &mut out),
             Input::Pushed(reply) => self.on_pushed(reply, at, &mut out),
             Input::Fetched(result) => self.on_fetched(result, at, &mut out),

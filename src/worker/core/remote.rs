@@ -14,7 +14,10 @@ use crate::worker::message;
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, next_push_limit};
 use crate::worker::repo::LocalRepo;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a drain's push waits for the commits of what is queued.
+pub(super) const DRAIN_GATHER: Duration = Duration::from_secs(1);
 
 impl BranchCore {
     pub(super) fn fetch(&mut self, purpose: FetchPurpose, out: &mut Vec<Command>) {
@@ -37,12 +40,14 @@ impl BranchCore {
         if rebuilding && self.commit_retry_at.is_none() {
             return None;
         }
-        if self.committing_before_last_push() {
-            return None;
-        }
         let oldest = self.chain.front().map(|c| c.committed_at);
         let due = self.settings.push.due(self.chain.len(), oldest, now)?;
-        let due = if self.push_now || self.draining { now } else { due };
+        let due = match self.draining_since {
+            Some(since) if self.gathering_for_drain() => since + DRAIN_GATHER,
+            Some(_) => now,
+            None if self.push_now => now,
+            None => due,
+        };
         let due = self.retry_at.map_or(due, |retry| retry.max(due));
         match self.resync_until {
             Some(until) if !self.resyncing.is_empty() && !self.draining => Some(due.max(until)),
@@ -50,16 +55,15 @@ impl BranchCore {
         }
     }
 
-    /// A draining worker takes in nothing new, so one push after its last
-    /// commit beats several racing the shutdown deadline (a slow git server
-    /// fits one push in the budget, not three). Commits take milliseconds;
-    /// a full push batch, the unpushed cap or a failing commit goes at once.
-    fn committing_before_last_push(&self) -> bool {
+    /// A draining worker commits what it holds before it pushes: one push
+    /// of everything beats several racing the shutdown deadline (a slow git
+    /// server fits one push in the budget, not three). Commits take
+    /// milliseconds, so this waits at most [`DRAIN_GATHER`] from the start
+    /// of the drain (a handover keeps routing changes to it); a full push
+    /// batch, the unpushed cap or a failing commit goes at once.
+    fn gathering_for_drain(&self) -> bool {
         let holding = !self.queue.is_empty() || !self.drafts.is_empty() || self.commit_in_flight.is_some();
-        self.draining
-            && holding
-            && self.commit_retry_at.is_none()
-            && self.chain.len() < self.push_limit.min(self.max_unpushed)
+        holding && self.commit_retry_at.is_none() && self.chain.len() < self.push_limit.min(self.max_unpushed)
     }
 
     pub(super) fn push(&mut self, out: &mut Vec<Command>) {

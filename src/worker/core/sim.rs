@@ -120,6 +120,7 @@ const KINDS: &[&str] = &[
     "cluster: delete",
     "cluster: cm",
     "relist",
+    "called off",
     "hand edit",
     "foreign: other",
     "hook rejects pushes until",
@@ -209,13 +210,13 @@ struct Replica {
     core: BranchCore,
     commit: Option<(Duration, Pending)>,
     remote: Option<(Duration, Pending)>,
-    /// Receives the cluster's changes (routed to it).
-    routed: bool,
+    /// Told to drain (the old owner of a handover); still receives changes.
+    draining: bool,
 }
 
 impl Replica {
     fn new(core: BranchCore) -> Self {
-        Self { core, commit: None, remote: None, routed: true }
+        Self { core, commit: None, remote: None, draining: false }
     }
 
     fn settled(&self) -> bool {
@@ -354,12 +355,11 @@ impl Sim {
         self.violations.extend(spin);
     }
 
-    /// Feeds every replica the changes are routed to.
+    /// Feeds every replica the changes: the owner, draining or not, and
+    /// the standby.
     fn feed_routed(&mut self, input: &Input) {
         for replica in 0..self.replicas.len() {
-            if self.replicas[replica].routed {
-                self.feed(replica, input.clone());
-            }
+            self.feed(replica, input.clone());
         }
     }
 
@@ -415,12 +415,22 @@ impl Sim {
         self.list(1);
     }
 
-    /// The standby is announced: the current owner stops receiving changes
-    /// and drains.
+    /// The standby is announced: the current owner drains (it still
+    /// receives changes until it is done, as the controller routes them).
     fn announce_standby(&mut self) {
         self.note("handover: standby announced; the old owner drains");
-        self.replicas[0].routed = false;
+        self.replicas[0].draining = true;
         self.feed(0, Input::Drain);
+    }
+
+    /// The shard comes back before the old owner is done (a member left and
+    /// rejoined): the standby stops, and the old owner resumes.
+    fn call_off_handover(&mut self) {
+        self.note("handover: called off; the old owner resumes");
+        let standby = self.replicas.remove(1);
+        self.retired_coalesced += standby.core.coalesced();
+        self.replicas[0].draining = false;
+        self.feed(0, Input::Resume);
     }
 
     /// The old owner is done: the standby owns the branch.
@@ -441,8 +451,8 @@ impl Sim {
             5 if self.rng.chance(self.faults.foreign_push) => self.foreign_push(),
             6 if self.rng.chance(self.faults.handover) => match self.replicas.len() {
                 1 => self.start_handover(),
-                _ if self.replicas[0].routed => self.announce_standby(),
-                _ => {}
+                _ if !self.replicas[0].draining => self.announce_standby(),
+                _ => self.call_off_handover(),
             },
             _ => {}
         }
@@ -503,9 +513,7 @@ impl Sim {
     fn relist(&mut self) {
         self.note("relist");
         for replica in 0..self.replicas.len() {
-            if self.replicas[replica].routed {
-                self.list(replica);
-            }
+            self.list(replica);
         }
     }
 
@@ -669,7 +677,7 @@ impl Sim {
         let started = self.clock;
         self.note("quiet period");
         // A handover under way finishes: a standby never pushes by itself.
-        if self.replicas.len() > 1 && self.replicas[0].routed {
+        if self.replicas.len() > 1 && !self.replicas[0].draining {
             self.announce_standby();
         }
         for _ in 0..100_000 {

@@ -444,6 +444,23 @@ fn a_drain_sends_everything_after_the_push_in_flight_in_one_push() {
     assert_eq!(h.push().map(|p| (p.0, p.2)), Some((last, 2)));
 }
 
+/// A handover called off (the shard came back) resumes the worker: it
+/// keeps what it holds and goes back to pushing on its interval.
+#[test]
+fn a_resumed_drain_does_not_stop_and_pushes_on_its_interval_again() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.input(Input::Drain);
+    h.input(Input::Resume);
+    assert_eq!(h.core.phase(), Phase::Running);
+    h.committed();
+    assert!(h.push().is_none(), "no longer draining: the interval applies");
+    h.advance(Duration::from_secs(5));
+    assert!(h.push().is_some());
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert!(!h.out.iter().any(|c| matches!(c, Command::Done)), "a resumed worker keeps running");
+}
+
 #[test]
 fn an_audit_repairs_a_hand_edit_with_the_known_blob() {
     let mut h = Harness::started(&[(A, "1"), ("README.md", "r")]);

@@ -104,8 +104,11 @@ pub struct Fetched {
 pub enum Input {
     Item(WorkItem),
     Settings(CoreSettings),
-    /// Commit and push what is pending, then stop.
+    /// Commit and push what is pending, then stop. Items may still come
+    /// (a handover keeps routing until the worker is done).
     Drain,
+    /// A drain that has not finished is called off (the shard came back).
+    Resume,
     /// The result of the one outstanding `Command::Commit`: the new
     /// commit, or `None` when the tree did not change.
     Committed(Result<Option<ObjectId>, CommitFailure>),
