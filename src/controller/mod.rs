@@ -274,8 +274,11 @@ impl Controller {
         }
         self.draining.retain(|_, handle| !handle.is_finished());
         let now = Instant::now();
-        for worker in self.workers.values().filter(|w| w.handover_deadline.is_some_and(|d| d <= now)) {
+        let late = self.workers.values_mut().filter(|w| w.handover_deadline.is_some_and(|d| d <= now));
+        for worker in late.filter(|w| !w.handle.is_finished()) {
             worker.handle.give_up();
+            // Once: the aborted task ends soon.
+            worker.handover_deadline = Some(now + Duration::from_secs(3600));
         }
         let wanted: BTreeSet<BranchKey> = branches.keys().cloned().collect();
         let running: BTreeMap<BranchKey, workers::Running> = self

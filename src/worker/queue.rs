@@ -232,6 +232,15 @@ impl CoalescingQueue {
         self.coalesced
     }
 
+    /// Whether a pending change arrived before `since` (a sweep or a retain
+    /// counts as early: it may delete what an early change wrote).
+    pub fn holds_older_than(&self, since: Instant) -> bool {
+        self.entries.iter().flatten().any(|item| match item {
+            WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } => meta.received_at < since,
+            WorkItem::Sweep { .. } | WorkItem::Retain { .. } => true,
+        })
+    }
+
     /// When the oldest pending change arrived.
     pub fn oldest(&self) -> Option<Instant> {
         self.entries.iter().flatten().find_map(|item| match item {

@@ -260,10 +260,16 @@ impl BranchCore {
             Input::Drain => {
                 self.draining = true;
                 self.draining_since.get_or_insert(at.now);
+                // A later value merged into an earlier change would be
+                // pushed out of order with the rest, which may stay behind
+                // (see `drain_done`): the tip must stay one cut of the
+                // changes for the new owner's takeover.
+                self.queue.set_merging(false);
             }
             Input::Resume => {
                 self.draining = false;
                 self.draining_since = None;
+                self.queue.set_merging(!self.settings.standby);
             }
             Input::Committed(result) => self.on_committed(result, at, &mut out),
             Input::Pushed(reply) => self.on_pushed(reply, at, &mut out),
@@ -366,7 +372,10 @@ impl BranchCore {
         if self.phase == Phase::Starting || self.remote_op != RemoteOp::Idle || self.rebase_needed {
             return;
         }
-        if self.push_due(now).is_some_and(|due| due <= now) {
+        if self.draining && self.drain_done() {
+            self.phase = Phase::Stopped;
+            out.push(Command::Done);
+        } else if self.push_due(now).is_some_and(|due| due <= now) {
             self.push(out);
         } else if self.audit_at.is_some_and(|due| due <= now)
             && self.retry_due(now)
@@ -376,17 +385,22 @@ impl BranchCore {
         {
             self.audit_at = Some(now + self.settings.audit_interval);
             self.fetch(FetchPurpose::Audit, out);
-        } else if self.draining && self.drain_done() {
-            self.phase = Phase::Stopped;
-            out.push(Command::Done);
         }
     }
 
+    /// Everything that arrived before the drain began is pushed. What came
+    /// later need not be: a handover drains once the new owner's standby
+    /// takes every change in (the worker goes on taking them in only in
+    /// case the handover is called off), and a closed intake brings
+    /// nothing newer.
     fn drain_done(&self) -> bool {
-        self.queue.is_empty()
-            && self.drafts.is_empty()
+        let Some(since) = self.draining_since else { return false };
+        // What arrived at the very instant the drain began counts as before.
+        let since = since + Duration::from_nanos(1);
+        !self.queue.holds_older_than(since)
+            && self.drafts.iter().all(|d| d.source.received_at >= since)
             && self.commit_in_flight.is_none()
-            && self.chain.is_empty()
+            && self.chain.iter().all(|c| c.source.received_at >= since)
     }
 
     fn fetching(&self) -> bool {

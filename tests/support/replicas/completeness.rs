@@ -370,7 +370,7 @@ fn caught_up(logs: &str, repo: &str, branch: &str) -> Vec<i128> {
         .collect()
 }
 const LEAVING: &str = "leaving the shard membership: draining, then releasing";
-const DRAIN_TIMED_OUT: &str = "drain timed out";
+const DRAIN_TIMED_OUT: &str = "drain timed out: these changes were not pushed; the next owner's resync restores the final state, not these versions";
 const STARTING_LATER: &str = "the branch's previous worker is still pushing; starting it later";
 
 /// The written values against the branches' full history.
