@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,6 +55,9 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // When the signal came: the controller's deadlines count from it, not
+    // from when a long reconcile pass noticed it.
+    let (stopped_at_tx, stopped_at) = watch::channel(None);
 
     let listener = TcpListener::bind(args.http_addr)
         .await
@@ -83,7 +86,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             max_concurrent_pushes: args.max_concurrent_pushes,
         },
     );
-    let controller = tokio::spawn(controller.run(stop_rx.clone()));
+    let controller = tokio::spawn(controller.run(stopped_at));
     let trimmer = tokio::spawn(crate::memory::trim_periodically());
     let app = router(Probes { metrics, ready });
     let mut server_stop = stop_rx.clone();
@@ -97,6 +100,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
 
     let signal = wait_for_signal().await.map_err(RunError::Signals)?;
     info!(signal, "shutting down");
+    let _ = stopped_at_tx.send(Some(Instant::now()));
     let _ = stop_tx.send(true);
     trimmer.abort();
 

@@ -146,7 +146,7 @@ impl Controller {
     /// Runs until `stop` turns true; then goes on routing and pushing each
     /// shard until the coordinator hands it over (once its new owner is on
     /// standby), and drains whatever is left at the drain timeout.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
         let mut tick = tokio::time::interval(TICK);
         forward_ownership(self.settings.shards.view.clone(), self.changed.clone());
         loop {
@@ -156,10 +156,11 @@ impl Controller {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ = tick.tick() => {}
-                _ = stopped(&mut stop), if self.stop_deadline.is_none() => {
+                at = stopped(&mut stop), if self.stop_deadline.is_none() => {
                     info!(workers = self.workers.len(), "stopping: handing over the shards");
-                    self.stop_deadline = Some(Instant::now() + self.settings.drain_timeout);
+                    self.stop_deadline = Some(at + self.settings.drain_timeout);
                 }
+                _ = tokio::time::sleep_until(self.next_deadline().into()) => {}
             }
             while let Ok(notice) = self.notices.try_recv() {
                 self.note(notice).await;
@@ -493,6 +494,13 @@ impl Controller {
         shards.report_standby(ready);
     }
 
+    /// The stop deadline or a handover's, whichever comes first: acting on
+    /// them late would leave no time to release the shards.
+    fn next_deadline(&self) -> Instant {
+        let handovers = self.workers.values().filter_map(|w| w.handover_deadline);
+        handovers.chain(self.stop_deadline).min().unwrap_or_else(|| Instant::now() + TICK)
+    }
+
     /// How long a drain may take: the drain timeout, and once stopping no
     /// longer than the time left.
     fn drain_budget(&self) -> Duration {
@@ -566,8 +574,12 @@ impl Controller {
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+/// When the stop signal came (now, if its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    match stop.wait_for(Option::is_some).await {
+        Ok(at) => at.unwrap_or_else(Instant::now),
+        Err(_) => Instant::now(),
+    }
 }
 
 /// Wakes the controller whenever shards are gained, lost or handed over.
