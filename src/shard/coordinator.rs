@@ -25,7 +25,9 @@ use super::hash::{assignment, shard_of};
 use super::lease::{Claim, LeaseClient};
 use super::ownership::{Fence, HeldShard, Ownership, OwnershipView};
 use super::plan::{self, Timing};
-use super::records::{Record, STANDBY_ANNOTATION, format_shards, live_members, record, standby_announced};
+use super::records::{
+    Record, STANDBY_ANNOTATION, assignment_members, format_shards, record, standby_announced,
+};
 use super::settings::ShardSettings;
 use crate::route::BranchKey;
 use crate::telemetry::ShardMetrics;
@@ -36,6 +38,8 @@ pub const LEASE_SET_LABEL: &str = "configbutler.ai/lease-set";
 const CONCURRENT_WRITES: usize = 16;
 /// Lets a burst of Lease events settle into one pass.
 const SETTLE: Duration = Duration::from_millis(20);
+/// The shortest time a joining replica waits for shards.
+const MIN_WARMUP: Duration = Duration::from_secs(15);
 /// The shortest wait for a new owner's standby announcement.
 const MIN_HANDOVER_WAIT: Duration = Duration::from_secs(20);
 
@@ -247,12 +251,18 @@ impl Coordinator {
                 (shard, record(lease.as_deref(), wall))
             })
             .collect();
-        let mut members = live_members(&self.settings, leases.iter().map(|l| l.as_ref()), wall);
         let member = self.member.as_ref().is_some_and(Claim::is_held) && !stopping;
-        members.retain(|m| m != &self.settings.identity);
-        if member {
-            members.push(self.settings.identity.clone());
-        }
+        let own = store.get(&ObjectRef::new(&self.settings.member_lease()).within(&self.settings.namespace));
+        let joined = member
+            .then(|| own.and_then(|l| l.spec.as_ref()?.acquire_time.as_ref().map(|t| t.0)).unwrap_or(wall));
+        let members = assignment_members(
+            &self.settings,
+            leases.iter().map(|l| l.as_ref()),
+            wall,
+            self.warmup(),
+            joined,
+        );
+        let member = members.contains(&self.settings.identity);
         let desired: BTreeSet<u32> = if member {
             assignment(self.settings.shards, &members)
                 .remove(&self.settings.identity)
@@ -300,6 +310,13 @@ impl Coordinator {
             })
             .collect();
         self.next_wake(&desired, &records, &member_expiries, wall)
+    }
+
+    /// How long a joining replica waits before shards are assigned to it:
+    /// longer than a handover takes (a standby announces in seconds, the
+    /// old owner drains within the shutdown timeout).
+    fn warmup(&self) -> Duration {
+        (self.settings.lease_duration * 2).max(MIN_WARMUP)
     }
 
     /// How long a shard handed over waits for the new owner's standby: a

@@ -54,6 +54,46 @@ pub fn live_members<'a>(
     members
 }
 
+/// The members the shards are assigned among: the live members that joined
+/// at least `warmup` ago (by their member Lease's `acquireTime`), or every
+/// live member if none did (a fresh installation). A replica that rejoins
+/// gets shards only once the handovers its leaving started are over: were
+/// it counted at once, a shard on its way to another replica would turn
+/// back mid-handover, and the standby that took its changes in would stop
+/// before it could write them. This replica counts only if `joined` (when
+/// it did), whatever the store says.
+pub fn assignment_members<'a>(
+    settings: &ShardSettings,
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: Timestamp,
+    warmup: std::time::Duration,
+    joined: Option<Timestamp>,
+) -> Vec<String> {
+    let prefix = settings.member_prefix();
+    let mut live: Vec<(String, Option<Timestamp>)> = leases
+        .into_iter()
+        .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        .filter_map(|l| match record(Some(l), now) {
+            Record::Live { holder, .. } => {
+                Some((holder, l.spec.as_ref().and_then(|s| s.acquire_time.as_ref()).map(|t| t.0)))
+            }
+            Record::Free => None,
+        })
+        .filter(|(holder, _)| holder != &settings.identity)
+        .collect();
+    live.extend(joined.map(|at| (settings.identity.clone(), Some(at))));
+    let warmup = SignedDuration::try_from(warmup).unwrap_or(SignedDuration::MAX);
+    let settled = |since: &Option<Timestamp>| {
+        since.is_some_and(|t| t.saturating_add(warmup).is_ok_and(|end| end <= now))
+    };
+    let any_settled = live.iter().any(|(_, since)| settled(since));
+    let mut members: Vec<String> =
+        live.into_iter().filter(|(_, since)| !any_settled || settled(since)).map(|(m, _)| m).collect();
+    members.sort();
+    members.dedup();
+    members
+}
+
 /// Annotation on a member Lease: the shards whose changes that replica
 /// already routes to standby workers ("3,17"). The current owner stops
 /// writing a shard it hands over once someone announced it.
@@ -124,6 +164,29 @@ mod tests {
             lease("q-member-f", Some("f"), now, 8),
         ];
         assert_eq!(live_members(&settings, &leases, now), ["a", "b"]);
+    }
+
+    #[test]
+    fn members_that_joined_within_the_warmup_get_no_shards_unless_all_did() {
+        let settings = crate::shard::settings::tests_support::settings("p", "a");
+        let now = Timestamp::now();
+        let joined = |name: &str, holder: &str, ago: i64| {
+            let mut l = lease(name, Some(holder), now, 8);
+            l.spec.as_mut().unwrap().acquire_time = Some(MicroTime(now - SignedDuration::from_secs(ago)));
+            l
+        };
+        let warmup = std::time::Duration::from_secs(15);
+        let leases = [joined("p-member-b", "b", 60), joined("p-member-c", "c", 5)];
+        let members = |me| assignment_members(&settings, &leases, now, warmup, me);
+        assert_eq!(members(Some(now - SignedDuration::from_secs(100))), ["a", "b"], "c is warming up");
+        assert_eq!(members(Some(now)), ["b"], "so is this replica");
+        assert_eq!(members(None), ["b"], "a leaving replica counts nowhere");
+        let fresh = [joined("p-member-b", "b", 1), joined("p-member-c", "c", 5)];
+        assert_eq!(
+            assignment_members(&settings, &fresh, now, warmup, Some(now)),
+            ["a", "b", "c"],
+            "a fresh installation: everyone at once"
+        );
     }
 
     #[test]
