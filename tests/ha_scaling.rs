@@ -58,7 +58,13 @@ async fn scaling_leaves_no_shard_unowned() {
             }
         }
         let live: BTreeSet<&str> = members.iter().copied().collect();
-        let bound = SETTINGS.duration * 2;
+        // A new replica waits out its warm-up before any shard is its.
+        let warmup = if target > current {
+            gitops_reverser::shard::settings::warmup(SETTINGS.duration)
+        } else {
+            Duration::ZERO
+        };
+        let bound = SETTINGS.duration * 2 + warmup;
         let what = format!(
             "{current} → {target}: every shard held by a live replica, every live replica holding shards"
         );

@@ -38,8 +38,6 @@ pub const LEASE_SET_LABEL: &str = "configbutler.ai/lease-set";
 const CONCURRENT_WRITES: usize = 16;
 /// Lets a burst of Lease events settle into one pass.
 const SETTLE: Duration = Duration::from_millis(20);
-/// The shortest time a joining replica waits for shards.
-const MIN_WARMUP: Duration = Duration::from_secs(15);
 /// The shortest wait for a new owner's standby announcement.
 const MIN_HANDOVER_WAIT: Duration = Duration::from_secs(20);
 
@@ -259,7 +257,7 @@ impl Coordinator {
             &self.settings,
             leases.iter().map(|l| l.as_ref()),
             wall,
-            self.warmup(),
+            super::settings::warmup(self.settings.lease_duration),
             joined,
         );
         let member = members.contains(&self.settings.identity);
@@ -310,13 +308,6 @@ impl Coordinator {
             })
             .collect();
         self.next_wake(&desired, &records, &member_expiries, wall)
-    }
-
-    /// How long a joining replica waits before shards are assigned to it:
-    /// longer than a handover takes (a standby announces in seconds, the
-    /// old owner drains within the shutdown timeout).
-    fn warmup(&self) -> Duration {
-        (self.settings.lease_duration * 2).max(MIN_WARMUP)
     }
 
     /// How long a shard handed over waits for the new owner's standby: a

@@ -51,6 +51,16 @@ pub enum SettingsError {
     Zero,
 }
 
+/// The shortest time a joining replica waits for shards.
+const MIN_WARMUP: Duration = Duration::from_secs(15);
+
+/// How long a joining replica waits before shards are assigned to it:
+/// longer than a handover takes (a running standby announces in seconds,
+/// the old owner drains within the shutdown timeout).
+pub fn warmup(lease_duration: Duration) -> Duration {
+    (lease_duration * 2).max(MIN_WARMUP)
+}
+
 impl ShardSettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.shards == 0 || self.shards > MAX_SHARDS {
