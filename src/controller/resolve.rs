@@ -79,18 +79,64 @@ pub fn check_branch(branch: &str, provider: &ProviderConfig) -> Result<(), Probl
     ))
 }
 
+/// `*` matches within a path segment, `**` across segments. Runs the
+/// pattern as a set of positions over the text (no backtracking), so a
+/// hostile pattern costs at most pattern × text steps, never exponential.
 fn glob_matches(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p {
-            [] => t.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            [b'*', rest @ ..] => {
-                (0..=t.len()).take_while(|&i| i == 0 || t[i - 1] != b'/').any(|i| go(rest, &t[i..]))
+    #[derive(Clone, Copy, PartialEq)]
+    enum Token {
+        Byte(u8),
+        Star,
+        AnyDepth,
+    }
+    let bytes = pattern.as_bytes();
+    let mut tokens = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match &bytes[i..] {
+            [b'*', b'*', ..] => {
+                tokens.push(Token::AnyDepth);
+                i += 2;
             }
-            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+            [b'*', ..] => {
+                tokens.push(Token::Star);
+                i += 1;
+            }
+            [byte, ..] => {
+                tokens.push(Token::Byte(*byte));
+                i += 1;
+            }
+            [] => unreachable!("i < len"),
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+    // at[k]: the first k tokens can match the text read so far.
+    let mut at = vec![false; tokens.len() + 1];
+    let close = |at: &mut Vec<bool>| {
+        for k in 0..tokens.len() {
+            if at[k] && matches!(tokens[k], Token::Star | Token::AnyDepth) {
+                at[k + 1] = true;
+            }
+        }
+    };
+    at[0] = true;
+    close(&mut at);
+    for &c in text.as_bytes() {
+        let mut next = vec![false; tokens.len() + 1];
+        for (k, token) in tokens.iter().enumerate().filter(|(k, _)| at[*k]) {
+            match token {
+                Token::Byte(b) if *b == c => next[k + 1] = true,
+                Token::Star if c != b'/' => next[k] = true,
+                Token::AnyDepth => next[k] = true,
+                _ => {}
+            }
+        }
+        close(&mut next);
+        if !next.contains(&true) {
+            return false;
+        }
+        at = next;
+    }
+    at[tokens.len()]
 }
 
 #[cfg(test)]
@@ -115,6 +161,31 @@ mod tests {
         assert!(glob_matches("release/**", "release/1.0/hotfix"));
         assert!(glob_matches("audit-*", "audit-prod"));
         assert!(!glob_matches("audit-*", "main"));
+    }
+
+    #[test]
+    fn stars_match_empty_runs_and_patterns_anchor_both_ends() {
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("**", "a/b/c"));
+        assert!(!glob_matches("*", "a/b"));
+        assert!(glob_matches("a*b*c", "abc"));
+        assert!(glob_matches("a*b*c", "aXbYc"));
+        assert!(!glob_matches("a*b*c", "aXbYcZ"));
+        assert!(glob_matches("**/x", "a/b/x"));
+        assert!(!glob_matches("release", "release/1"));
+    }
+
+    /// Issue 16: a backtracking matcher pinned the controller on every
+    /// replica with this pattern; it is now bounded by pattern × text.
+    #[test]
+    fn a_pathological_pattern_is_answered_at_once() {
+        let pattern = format!("{}b", "**a".repeat(40));
+        let text = "a".repeat(250);
+        let started = std::time::Instant::now();
+        assert!(!glob_matches(&pattern, &text));
+        assert!(glob_matches(&pattern, &format!("{text}b")));
+        // Exponential backtracking would take longer than the age of the universe.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]
