@@ -91,7 +91,7 @@ pub struct RunArgs {
 
     /// How long to wait for in-flight work after SIGTERM before exiting:
     /// workers push what they hold and shards are handed over in this time.
-    /// Must exceed the push timeout by more than a second (the time left
+    /// Must exceed the push timeout by more than two seconds (the time left
     /// to release the shard Leases); keep the pod's grace period longer.
     #[arg(long, env = "GITOPS_REVERSER_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -182,8 +182,9 @@ fn parse_push_slots(value: &str) -> Result<usize, String> {
 pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
 
 /// Part of the shutdown timeout kept for releasing the shard Leases after
-/// the workers drained.
-pub const RELEASE_MARGIN: Duration = Duration::from_secs(1);
+/// the workers drained (one second was too little for an API server under
+/// load: a replica exited before its last release went through).
+pub const RELEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// Format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,11 +218,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => value * 3600.0,
             _ => return Err(invalid()),
         };
-        total += Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?;
+        total = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .filter(|total| *total <= MAX_DURATION)
+            .ok_or_else(|| {
+                format!("duration {text:?} is too long: at most {}h", MAX_DURATION.as_secs() / 3600)
+            })?;
         rest = tail;
     }
     Ok(total)
 }
+
+/// The longest duration accepted anywhere (a year): longer ones would
+/// overflow the clock arithmetic (`Instant + Duration` panics) and mean
+/// "never" anyway.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -238,6 +250,16 @@ mod tests {
     fn rejects_durations_without_units_or_with_unknown_units() {
         for bad in ["", "5", "5d", "s", "1m30", "-1s", "1..5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    /// Issue 16: `9999999999h` passed, then overflowed `Instant + Duration`.
+    #[test]
+    fn durations_past_a_year_are_refused_not_overflowed() {
+        assert_eq!(parse_duration("8784h"), Ok(MAX_DURATION));
+        for long in ["8784h1s", "9999999999h", "99999999999999999999s", "8000h8000h"] {
+            let error = parse_duration(long).expect_err(long);
+            assert!(error.contains("too long"), "{long}: {error}");
         }
     }
 

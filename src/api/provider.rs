@@ -54,7 +54,7 @@ pub struct GitProviderSpec {
     /// AllowedBranches restricts which branches can be written to. Entries are
     /// globs (`release/*`). Empty means every branch is allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 255)))]
     pub allowed_branches: Vec<String>,
 
     /// Push defines the strategy for pushing commits (batching).
@@ -78,7 +78,9 @@ pub struct PushStrategy {
     /// Interval is the maximum time to wait before pushing queued commits,
     /// as a Go duration such as `5s` or `1m30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')")
+        .message("push.interval must be at most 24h (a change waits that long at most before a push)"))]
     pub interval: Option<String>,
 
     /// MaxCommits is the maximum number of commits to queue before pushing.

@@ -11,6 +11,9 @@ use crate::cli::parse_duration;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `push.maxCommits`.
 pub const DEFAULT_MAX_COMMITS: usize = 20;
+/// Longest `push.interval` (the schema refuses longer ones; a GitProvider
+/// from an older schema is capped here instead of overflowing the clock).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// The effective push batching of a branch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +38,7 @@ impl PushPolicy {
                 .interval
                 .as_deref()
                 .and_then(|i| parse_duration(i).ok())
-                .unwrap_or(default.interval),
+                .map_or(default.interval, |i| i.min(MAX_INTERVAL)),
             max_commits: spec.max_commits.map_or(default.max_commits, |m| m.max(1) as usize),
         }
     }
@@ -49,7 +52,7 @@ impl PushPolicy {
         if unpushed >= self.max_commits {
             return Some(now);
         }
-        oldest.map(|at| at + self.interval)
+        oldest.map(|at| at.checked_add(self.interval).unwrap_or(at))
     }
 }
 
@@ -100,6 +103,16 @@ mod tests {
             PushPolicy { interval: Duration::from_secs(60), max_commits: 5 }
         );
         assert_eq!(PushPolicy::from_spec(None), PushPolicy::default());
+    }
+
+    /// A GitProvider from before the schema's limit: capped, never overflowing.
+    #[test]
+    fn an_interval_past_a_day_is_capped() {
+        let spec = PushStrategy { interval: Some("8000h".into()), max_commits: None };
+        let policy = PushPolicy::from_spec(Some(&spec));
+        assert_eq!(policy.interval, MAX_INTERVAL);
+        let now = Instant::now();
+        assert_eq!(policy.due(1, Some(now), now), Some(now + MAX_INTERVAL));
     }
 
     #[test]
