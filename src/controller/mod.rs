@@ -258,6 +258,7 @@ impl Controller {
         self.resolve_targets().await;
         self.access.schedule(&mut self.targets, self.settings.access_check_interval);
         self.access.collect(&mut self.targets);
+        self.reject_shared_folders();
 
         // One worker per branch of an active shard, configured from its targets.
         self.ownership = self.settings.shards.view.borrow().clone();

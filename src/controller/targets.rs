@@ -54,6 +54,9 @@ pub struct TargetState {
     pub synced_as: Option<SyncedAs>,
     /// Secrets selected but withheld, as "namespace/name".
     pub withheld: HashSet<String>,
+    /// Another target claimed this one's folder first (see
+    /// `reject_shared_folders`); it is not written meanwhile.
+    pub folder_conflict: Option<Problem>,
 }
 
 impl TargetState {
@@ -62,7 +65,7 @@ impl TargetState {
     }
 
     pub fn problem(&self) -> Option<&Problem> {
-        self.outcome.as_ref().err()
+        self.outcome.as_ref().err().or(self.folder_conflict.as_ref())
     }
 
     /// Whether this target's own credentials proved write access. Targets
@@ -70,7 +73,8 @@ impl TargetState {
     /// is only routed once its own credentials could write. A network error
     /// does not revoke that: changes then queue until the server is back.
     pub fn may_write(&self) -> bool {
-        self.verified_once
+        self.folder_conflict.is_none()
+            && self.verified_once
             && !matches!(
                 &self.access,
                 Access::Failed {
@@ -81,6 +85,21 @@ impl TargetState {
                 }
             )
     }
+}
+
+/// A claim on a folder of a branch: (created, target, (branch, folder)).
+type FolderClaim = (Option<k8s_openapi::jiff::Timestamp>, TargetKey, (BranchKey, String));
+
+/// The claims that lose to an older claim on the same folder (pure): the
+/// earliest creation wins, then the smaller name.
+fn later_claims(mut claims: Vec<FolderClaim>) -> Vec<(TargetKey, (BranchKey, String))> {
+    claims.sort();
+    let mut seen: HashSet<(BranchKey, String)> = HashSet::new();
+    claims
+        .into_iter()
+        .filter(|(_, _, slot)| !seen.insert(slot.clone()))
+        .map(|(_, key, slot)| (key, slot))
+        .collect()
 }
 
 pub fn key_of(target: &GitTarget) -> TargetKey {
@@ -133,35 +152,44 @@ impl Controller {
                             next_check: None,
                             synced_as: None,
                             withheld: HashSet::new(),
+                            folder_conflict: None,
                         },
                     );
                 }
             }
         }
-        self.reject_shared_folders();
     }
 
     /// Two targets writing the same folder of the same branch would delete
-    /// each other's files; the later one (by name) is refused.
-    fn reject_shared_folders(&mut self) {
-        let mut seen: HashMap<(BranchKey, String), TargetKey> = HashMap::new();
-        let mut keys: Vec<TargetKey> = self.targets.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let state = self.targets.get_mut(&key).expect("key from the map");
-            let Some(resolved) = state.resolved() else { continue };
+    /// each other's files. Only a target whose own credentials proved it may
+    /// push claims a folder (one that cannot write blocks nobody), and the
+    /// oldest claim wins (creation time, then name), so a newcomer cannot
+    /// take a folder in use. The message names neither target: each would
+    /// learn of the other's namespace. Run after the access checks of the
+    /// pass, before routing.
+    pub(super) fn reject_shared_folders(&mut self) {
+        let created: HashMap<TargetKey, _> = self
+            .stores
+            .targets
+            .state()
+            .iter()
+            .map(|t| (key_of(t), t.metadata.creation_timestamp.clone().map(|c| c.0)))
+            .collect();
+        let claims = self.targets.iter_mut().filter_map(|(key, state)| {
+            state.folder_conflict = None;
+            let resolved = state.resolved().filter(|_| state.may_write())?;
             let slot = (resolved.branch_key.clone(), resolved.folder.clone());
-            if let Some(owner) = seen.get(&slot) {
-                state.outcome = Err(Problem::new(
-                    Reason::InvalidConfiguration,
-                    format!(
-                        "GitTarget {owner} already writes folder {:?} of branch {:?} in {}; give each GitTarget its own baseFolder",
-                        slot.1, slot.0.branch, slot.0.url
-                    ),
-                ));
-            } else {
-                seen.insert(slot, key);
-            }
+            Some((created.get(key).cloned().flatten(), key.clone(), slot))
+        });
+        for (key, (branch, folder)) in later_claims(claims.collect()) {
+            let problem = Problem::new(
+                Reason::InvalidConfiguration,
+                format!(
+                    "another GitTarget already writes folder {folder:?} of branch {:?} in {}; give each GitTarget its own baseFolder",
+                    branch.branch, branch.url
+                ),
+            );
+            self.targets.get_mut(&key).expect("key from the map").folder_conflict = Some(problem);
         }
     }
 
@@ -254,5 +282,30 @@ impl Controller {
         let data = secret.data.unwrap_or_default();
         Credentials::from_secret_data(name, &data, &provider.url)
             .map_err(|e| Problem::new(e.reason(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    /// Issue 16: the name that sorted first won a shared folder, so anyone
+    /// could squat a victim's folder with a target named "a..." that could
+    /// not even push (the caller passes only targets that proved write access).
+    #[test]
+    fn the_oldest_claim_on_a_folder_wins_whatever_the_names() {
+        let branch = BranchKey::new("ssh://git/repo", "main");
+        let slot = (branch.clone(), "apps".to_owned());
+        let at = |s: i64| Some(Timestamp::from_second(s).unwrap());
+        let victim = TargetKey::new("team-b", "zz-prod");
+        let squatter = TargetKey::new("team-a", "aa-squat");
+        let elsewhere = TargetKey::new("team-c", "other");
+        let claims = vec![
+            (at(200), squatter.clone(), slot.clone()),
+            (at(100), victim.clone(), slot.clone()),
+            (at(300), elsewhere.clone(), (branch, "other".to_owned())),
+        ];
+        assert_eq!(later_claims(claims), vec![(squatter, slot)]);
     }
 }
