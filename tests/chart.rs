@@ -255,7 +255,7 @@ fn bad_values_are_refused_with_a_reason() {
         ("terminationGracePeriodSeconds=10", "must be longer than operator.shutdownTimeout"),
         (
             "operator.shutdownTimeout=5s",
-            "operator.shutdownTimeout (5s) must exceed ha.pushTimeout (4s) by more than 1s",
+            "operator.shutdownTimeout (5s) must exceed ha.pushTimeout (4s) by more than 2s",
         ),
         ("ha.renewDeadline=9s", "leaseDuration (8s) must be longer than renewDeadline (9s)"),
         ("ha.retryPeriod=5s", "renewDeadline (5s) must be longer than 1.2 x retryPeriod (5s)"),

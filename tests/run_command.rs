@@ -14,7 +14,7 @@ use support::http::{free_local_addr, get};
 fn start_operator(kubeconfig: &str, addr: std::net::SocketAddr, scratch: &std::path::Path) -> Child {
     let log = std::fs::File::create(scratch.join("operator.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
-        .args(["run", "--log-format", "json", "--shutdown-timeout", "6s"])
+        .args(["run", "--log-format", "json", "--shutdown-timeout", "7s"])
         .arg("--namespace")
         .arg(support::unique_name("run-command"))
         .arg("--lease-prefix")

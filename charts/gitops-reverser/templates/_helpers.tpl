@@ -89,8 +89,8 @@ operator parses it. Fails on anything else.
 {{- if le (mul $renew 5) (mul $retry 6) }}
 {{- fail (printf "ha: renewDeadline (%s) must be longer than 1.2 x retryPeriod (%s)" .Values.ha.renewDeadline .Values.ha.retryPeriod) }}
 {{- end }}
-{{- if le $shutdown (add $push 1000) }}
-{{- fail (printf "operator.shutdownTimeout (%s) must exceed ha.pushTimeout (%s) by more than 1s (the time kept for releasing the shard Leases)" .Values.operator.shutdownTimeout .Values.ha.pushTimeout) }}
+{{- if le $shutdown (add $push 2000) }}
+{{- fail (printf "operator.shutdownTimeout (%s) must exceed ha.pushTimeout (%s) by more than 2s (the time kept for releasing the shard Leases)" .Values.operator.shutdownTimeout .Values.ha.pushTimeout) }}
 {{- end }}
 {{- if ge (add $push $retry) $lease }}
 {{- fail (printf "ha: pushTimeout (%s) + retryPeriod (%s) must be shorter than leaseDuration (%s)" .Values.ha.pushTimeout .Values.ha.retryPeriod .Values.ha.leaseDuration) }}
