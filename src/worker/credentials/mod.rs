@@ -137,7 +137,13 @@ impl Credentials {
             Transport::Ssh => (Auth::SshKey(reader.ssh_key()?), Tls::default()),
             Transport::Https => (reader.http_auth()?, reader.tls()?),
             // Plain HTTP has no TLS to configure; Flux ignores these keys there too.
-            Transport::Http => (reader.http_auth()?, Tls::default()),
+            Transport::Http => match reader.http_auth()? {
+                // Anyone on the path would read them (Flux allows it; we do not).
+                Auth::Basic { .. } | Auth::Bearer(_) => {
+                    return Err(CredentialsError::CleartextHttp { secret: secret_name.to_owned() });
+                }
+                auth => (auth, Tls::default()),
+            },
         };
         Ok(Self { secret_name: Some(secret_name.to_owned()), transport, auth, tls })
     }
@@ -223,6 +229,11 @@ pub enum CredentialsError {
          or use an https:// URL"
     )]
     SecretRequired,
+    #[error(
+        "Secret `{secret}` holds a username, password or bearerToken, which would cross the network \
+         in clear over http://; use an https:// URL (or a Secret without them for an anonymous server)"
+    )]
+    CleartextHttp { secret: String },
 }
 
 impl CredentialsError {
@@ -235,7 +246,7 @@ impl CredentialsError {
     pub fn key(&self) -> Option<&'static str> {
         match self {
             Self::Key { key, .. } => Some(key),
-            Self::UnsupportedUrl { .. } | Self::SecretRequired => None,
+            Self::UnsupportedUrl { .. } | Self::SecretRequired | Self::CleartextHttp { .. } => None,
         }
     }
 }

@@ -170,10 +170,21 @@ fn ca_crt_takes_precedence_over_ca_file() {
 
 #[test]
 fn plain_http_ignores_tls_keys() {
-    let credentials = read(&[("username", "u"), ("password", "p"), ("ca.crt", "junk")], HTTP_URL).unwrap();
+    let credentials = read(&[("ca.crt", "junk")], HTTP_URL).unwrap();
     assert_eq!(credentials.transport(), Transport::Http);
     assert!(credentials.tls().ca.is_none());
-    assert!(matches!(credentials.auth(), Auth::Basic { .. }));
+    assert!(matches!(credentials.auth(), Auth::Anonymous));
+}
+
+/// Issue 16: a GitProvider sent any Secret's password to an http:// URL.
+#[test]
+fn plain_http_refuses_credentials_that_would_cross_in_clear() {
+    for data in [&[("username", "u"), ("password", "pw-SECRET")][..], &[("bearerToken", "tok-SECRET")][..]] {
+        let error = read(data, HTTP_URL).unwrap_err();
+        assert!(matches!(error, CredentialsError::CleartextHttp { .. }), "{error}");
+        assert!(error.to_string().contains("use an https:// URL"), "{error}");
+        assert!(!error.to_string().contains("SECRET"), "a credential in the message: {error}");
+    }
 }
 
 #[test]

@@ -95,7 +95,8 @@ impl Sandbox {
             ("GIT_ASKPASS", file("askpass").into()),
             // The temp dir is no repository; never let git discover one above it.
             ("GIT_CEILING_DIRECTORIES", path.parent().unwrap_or(Path::new("/")).into()),
-            // Only the URL's own protocol; http:// may be redirected to https://.
+            // Only the URL's own protocol (redirects are off: git's askpass
+            // would answer the redirect target too).
             ("GIT_ALLOW_PROTOCOL", allowed_protocols(url.transport).into()),
         ];
         for name in PASSED_THROUGH {
@@ -109,7 +110,8 @@ impl Sandbox {
              [gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n\
              [core]\n\thooksPath = /dev/null\n\
              [protocol]\n\tversion = 2\n\
-             [transfer]\n\tcredentialsInUrl = die\n",
+             [transfer]\n\tcredentialsInUrl = die\n\
+             [http]\n\tfollowRedirects = false\n",
         );
         write_private(&file("askpass"), GIT_ASKPASS.as_bytes(), 0o700)?;
         let mut ssh_command = None;
@@ -211,7 +213,7 @@ fn allowed_protocols(transport: Transport) -> &'static str {
     match transport {
         Transport::Ssh => "ssh",
         Transport::Https => "https",
-        Transport::Http => "http:https",
+        Transport::Http => "http",
     }
 }
 

@@ -173,6 +173,10 @@ fn sandbox_holds_credentials_in_private_files_only() {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
     assert_eq!(mode(&dir.join("askpass")), 0o700);
+    // Issue 16: askpass answers whoever asks; git must not follow a
+    // redirect to another host and ask there.
+    let config = std::fs::read_to_string(dir.join("gitconfig")).unwrap();
+    assert!(config.contains("[http]\n\tfollowRedirects = false\n"), "{config}");
     for (name, value) in sandbox.vars() {
         let value = value.to_string_lossy();
         assert!(!value.contains("s3cr3t-token") && !value.contains("alice"), "{name}={value}");
