@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::targets::TargetState;
 use crate::route::TargetKey;
@@ -15,6 +15,9 @@ use crate::worker::remote::Remote;
 
 /// Retry a failed check this soon.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+/// Checks that run at once: each is a git process and a connection, and a
+/// tenant with thousands of targets must not fork thousands of them.
+const CONCURRENT_CHECKS: usize = 8;
 
 type Outcome = (TargetKey, u64, Access);
 
@@ -22,12 +25,13 @@ pub struct AccessChecks {
     results: mpsc::UnboundedReceiver<Outcome>,
     sender: mpsc::UnboundedSender<Outcome>,
     changed: Arc<Notify>,
+    running: Arc<Semaphore>,
 }
 
 impl AccessChecks {
     pub fn new(changed: Arc<Notify>) -> Self {
         let (sender, results) = mpsc::unbounded_channel();
-        Self { results, sender, changed }
+        Self { results, sender, changed, running: Arc::new(Semaphore::new(CONCURRENT_CHECKS)) }
     }
 
     /// Starts a check for every resolved target that is due.
@@ -42,7 +46,9 @@ impl AccessChecks {
             state.next_check = Some(now + interval);
             let (key, seq, sender, changed) =
                 (key.clone(), state.check_seq, self.sender.clone(), self.changed.clone());
+            let running = self.running.clone();
             tokio::spawn(async move {
+                let Ok(_slot) = running.acquire_owned().await else { return };
                 let result = match Remote::new(&resolved.provider.url, resolved.credentials.clone()) {
                     Ok(remote) => remote.verify_write_access(&resolved.branch).await,
                     Err(error) => Err(error),

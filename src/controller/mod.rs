@@ -274,6 +274,12 @@ impl Controller {
                     .push((key.clone(), resolved.clone()));
             }
         }
+        // Targets sharing a branch share a worker configured from the first
+        // by name: in a fixed order, not the HashMap's, or the worker's
+        // settings would flap between passes.
+        for members in branches.values_mut() {
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         self.draining.retain(|_, handle| !handle.is_finished());
         let now = Instant::now();
         let late = self.workers.values_mut().filter(|w| w.handover_deadline.is_some_and(|d| d <= now));
