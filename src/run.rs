@@ -35,6 +35,10 @@ pub enum RunError {
          by more than {margin:?} (kept for releasing the shard Leases); raise it (and the pod's grace period)"
     )]
     ShutdownTooShort { shutdown: Duration, push: Duration, margin: Duration },
+    /// A task the operator cannot work without ended: exit, so that the pod
+    /// restarts instead of idling with green probes.
+    #[error("the {task} stopped unexpectedly ({cause}); exiting so that the replica restarts")]
+    TaskEnded { task: &'static str, cause: String },
 }
 
 /// How often the API server connection is checked for readiness.
@@ -98,7 +102,12 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             .await
     });
 
-    let signal = wait_for_signal().await.map_err(RunError::Signals)?;
+    let (mut controller, mut coordinator) = (controller, coordinator);
+    let signal = tokio::select! {
+        signal = wait_for_signal() => signal.map_err(RunError::Signals)?,
+        ended = &mut controller => return Err(task_ended("controller", ended)),
+        ended = &mut coordinator => return Err(task_ended("shard coordinator", ended)),
+    };
     info!(signal, "shutting down");
     let _ = stopped_at_tx.send(Some(Instant::now()));
     let _ = stop_tx.send(true);
@@ -154,6 +163,24 @@ async fn check_api_server(
 }
 
 /// Resolves with the name of the first SIGTERM or SIGINT.
+/// Why a vital task ended before the stop signal: its panic message, if any.
+fn task_ended(task: &'static str, ended: Result<(), tokio::task::JoinError>) -> RunError {
+    let cause = match ended {
+        Ok(()) => "it returned".to_owned(),
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            format!("panicked: {message}")
+        }
+        Err(error) => error.to_string(),
+    };
+    RunError::TaskEnded { task, cause }
+}
+
 async fn wait_for_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -162,4 +189,21 @@ async fn wait_for_signal() -> std::io::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: a panicking controller task left the process up with green
+    /// probes; its end is now an error that names the panic.
+    #[tokio::test]
+    async fn a_vital_task_that_panics_is_reported_with_its_message() {
+        let panicked = tokio::spawn(async { panic!("interval overflow") }).await;
+        let error = task_ended("controller", panicked);
+        assert!(matches!(error, RunError::TaskEnded { task: "controller", .. }));
+        assert!(error.to_string().contains("panicked: interval overflow"), "{error}");
+        let returned = task_ended("shard coordinator", Ok(()));
+        assert!(returned.to_string().contains("the shard coordinator stopped unexpectedly (it returned)"));
+    }
 }
