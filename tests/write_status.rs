@@ -98,3 +98,37 @@ async fn a_rule_whose_sink_does_not_exist_is_not_ready_and_says_why() {
     .await;
     assert!(message.contains("no-such-target"), "{message}");
 }
+
+/// Issue 16: a shared folder went to the name that sorted first, checked
+/// before any write access, and the refusal named the other target. Now a
+/// target that cannot push claims nothing, the oldest writer keeps its
+/// folder, and the newcomer is told without learning who holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_or_powerless_target_cannot_take_a_folder_in_use() {
+    let s = Scenario::new("sq").await;
+    s.ssh_provider("good", json!({"interval": "1s"})).await;
+    s.provider("readonly", &s.repo.ssh_url.clone(), &Access::Ssh { read_only: true }, json!({})).await;
+    s.target("zz-victim", "good", "shared", "apps").await;
+    s.rule("r", "zz-victim", json!([{"resources": ["configmaps"]}])).await;
+    s.configmap("before", json!({"k": "1"})).await;
+    let _operator = s.operator();
+    s.wait_condition("zz-victim", "Synced", |c| c.0 == "True").await;
+
+    // Both sort before the victim; creation times are whole seconds, and the
+    // victim synced seconds ago.
+    s.target("aa-squat", "readonly", "shared", "apps").await;
+    s.target("ab-copy", "good", "shared", "apps").await;
+    let squat = s.wait_condition("aa-squat", "Available", |c| c.0 == "False").await;
+    assert_eq!(squat.1, "AuthenticationFailed", "{}", squat.2);
+    let copy = s.wait_condition("ab-copy", "Ready", |c| c.0 == "False").await;
+    assert_eq!(copy.1, "InvalidConfiguration");
+    assert!(copy.2.contains("another GitTarget already writes folder \"apps\""), "{}", copy.2);
+    assert!(!copy.2.contains("zz-victim") && !copy.2.contains(s.namespace()), "{}", copy.2);
+
+    // The victim still writes its folder.
+    s.configmap("after", json!({"k": "2"})).await;
+    let path = s.core_path("apps", "configmaps", "after");
+    s.wait_branch("the victim's next change", "shared", |view| view.files.contains_key(&path)).await;
+    let victim = s.wait_condition("zz-victim", "Ready", |_| true).await;
+    assert_eq!(victim.0, "True", "{victim:?}");
+}
