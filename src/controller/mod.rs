@@ -580,7 +580,6 @@ impl Controller {
     }
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
 /// When the stop signal came (now, if its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
     match stop.wait_for(Option::is_some).await {
