@@ -25,6 +25,27 @@ pub(super) enum RunError {
     Timeout,
 }
 
+/// Largest file a git process may write (a pack, an index). The data volume
+/// is shared by every branch of the replica (2 Gi in the chart): one
+/// tenant's server must not fill it with one fetch. Past it git gets SIGXFSZ.
+pub(super) const MAX_FILE_WRITTEN: u64 = 1 << 30;
+
+/// Makes every file the child writes stop at `bytes`.
+pub(super) fn limit_file_size(command: &mut tokio::process::Command, bytes: u64) {
+    // SAFETY: runs in the forked child before exec, and calls only
+    // setrlimit, which is async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// Runs `command` with null stdin, capturing stdout and stderr, for at most `timeout`.
 pub(super) async fn run(
     mut command: tokio::process::Command,
@@ -33,6 +54,7 @@ pub(super) async fn run(
 ) -> Result<Output, RunError> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     command.kill_on_drop(true).process_group(0);
+    limit_file_size(&mut command, MAX_FILE_WRITTEN);
     let started = Instant::now();
     let mut child = command.spawn().map_err(RunError::Spawn)?;
     // Declared after `child`, so dropped before it: the group is killed while git

@@ -281,3 +281,18 @@ async fn maintenance_packs_loose_objects_past_the_threshold() {
     assert_eq!(loose(&after), 0, "{after}");
     assert_eq!(git(&["cat-file", "-t", &commit], ""), "commit", "history intact");
 }
+
+/// Issue 16: a hostile server's pack could fill the data volume every
+/// branch of the replica shares. A git child cannot write a file past the
+/// limit: the write stops there and the process dies of SIGXFSZ.
+#[tokio::test]
+async fn a_git_child_cannot_write_a_file_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pack");
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-c").arg(format!("head -c 100000 /dev/zero > {}", file.display()));
+    super::run::limit_file_size(&mut command, 4096);
+    let status = command.status().await.unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 4096);
+}

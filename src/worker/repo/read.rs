@@ -11,6 +11,10 @@ use gix::objs::tree::EntryMode;
 use super::error::Context;
 use super::{LocalRepo, RepoError, path};
 
+/// Most files a worker lists from a branch: about 150 MB of paths and ids.
+/// A remote that holds more (hostile, or a monorepo) is refused with a fix.
+pub const MAX_LISTED_FILES: usize = 1_000_000;
+
 /// What a path names in a tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lookup {
@@ -42,6 +46,16 @@ impl LocalRepo {
     /// as (full path, blob id), in `git ls-tree -r` order. A missing prefix,
     /// or one naming a file, gives an empty list. Submodule entries are skipped.
     pub fn list_files(&self, commit: ObjectId, prefix: &str) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        self.list_files_at_most(commit, prefix, MAX_LISTED_FILES)
+    }
+
+    /// As [`Self::list_files`], failing past `limit` files.
+    pub fn list_files_at_most(
+        &self,
+        commit: ObjectId,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectId)>, RepoError> {
         let components = path::split(prefix, true)?;
         let root = self.commit_tree(commit)?;
         let start = match self.lookup(root, &components)? {
@@ -68,6 +82,9 @@ impl LocalRepo {
                 let entries = self.tree_entries(id, &dir)?;
                 stack.push((entries.into_iter(), dir.len()));
             } else if !mode.is_commit() {
+                if out.len() == limit {
+                    return Err(RepoError::TooManyFiles { prefix: prefix.to_owned(), limit });
+                }
                 out.push((dir.clone(), id));
             }
         }

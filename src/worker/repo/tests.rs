@@ -147,6 +147,12 @@ fn git_reads_what_gix_wrote() {
     assert_eq!(ns1, ["ns1/apps/deployments/web.yaml", "ns1/core/configmaps/system:x.yaml"]);
     assert!(repo.list_files(id, "ns2").unwrap().is_empty());
     assert!(repo.list_files(id, "ns1/apps/deployments/web.yaml").unwrap().is_empty());
+
+    // Issue 16: a remote's tree is listed only up to a bound.
+    assert_eq!(repo.list_files_at_most(id, "ns1", 2).unwrap().len(), 2);
+    let error = repo.list_files_at_most(id, "ns1", 1).unwrap_err();
+    assert!(matches!(error, RepoError::TooManyFiles { limit: 1, .. }), "{error}");
+    assert!(error.to_string().contains("more than 1 files below \"ns1\""), "{error}");
 }
 
 #[test]
