@@ -71,6 +71,8 @@ struct RunningWorker {
     /// Handing its shard over: it pushes what it holds and ends by then,
     /// still taking in the changes routed to it.
     handover_deadline: Option<Instant>,
+    /// Its handover ran out of time: it was aborted, and said what it lost.
+    given_up: bool,
 }
 
 pub struct Controller {
@@ -182,7 +184,13 @@ impl Controller {
         let budget = self.drain_budget();
         for (branch, worker) in self.workers.drain() {
             let shard = self.settings.shards.shard_of(&branch);
-            drains.entry(shard).or_default().push(tokio::spawn(worker.handle.drain(budget)));
+            // One given up already said what it lost; its task is aborted.
+            let drain = (!worker.given_up).then(|| worker.handle.drain(budget));
+            drains.entry(shard).or_default().push(tokio::spawn(async move {
+                if let Some(drain) = drain {
+                    drain.await;
+                }
+            }));
         }
         // Each shard is released as soon as its own workers pushed, so one
         // slow branch does not hold the others' Leases until they expire.
@@ -283,10 +291,9 @@ impl Controller {
         self.draining.retain(|_, handle| !handle.is_finished());
         let now = Instant::now();
         let late = self.workers.values_mut().filter(|w| w.handover_deadline.is_some_and(|d| d <= now));
-        for worker in late.filter(|w| !w.handle.is_finished()) {
+        for worker in late.filter(|w| !w.given_up && !w.handle.is_finished()) {
             worker.handle.give_up();
-            // Once: the aborted task ends soon.
-            worker.handover_deadline = Some(now + Duration::from_secs(3600));
+            worker.given_up = true;
         }
         let wanted: BTreeSet<BranchKey> = branches.keys().cloned().collect();
         let running: BTreeMap<BranchKey, workers::Running> = self
@@ -325,7 +332,10 @@ impl Controller {
             info!(%branch, targets = members.len(), "starting branch worker");
             let handle = WorkerHandle::spawn(settings.clone());
             forward_changes(&handle, self.changed.clone());
-            self.workers.insert(branch.clone(), RunningWorker { handle, settings, handover_deadline: None });
+            self.workers.insert(
+                branch.clone(),
+                RunningWorker { handle, settings, handover_deadline: None, given_up: false },
+            );
             resync.extend(members.iter().map(|(k, _)| k.clone()));
         }
         for branch in &plan.abort {
@@ -504,7 +514,7 @@ impl Controller {
     /// The stop deadline or a handover's, whichever comes first: acting on
     /// them late would leave no time to release the shards.
     fn next_deadline(&self) -> Instant {
-        let handovers = self.workers.values().filter_map(|w| w.handover_deadline);
+        let handovers = self.workers.values().filter(|w| !w.given_up).filter_map(|w| w.handover_deadline);
         handovers.chain(self.stop_deadline).min().unwrap_or_else(|| Instant::now() + TICK)
     }
 
