@@ -118,10 +118,11 @@ async fn a_newer_or_powerless_target_cannot_take_a_folder_in_use() {
     // victim synced seconds ago.
     s.target("aa-squat", "readonly", "shared", "apps").await;
     s.target("ab-copy", "good", "shared", "apps").await;
-    let squat = s.wait_condition("aa-squat", "Available", |c| c.0 == "False").await;
+    // Both first say "Validating" while their access is checked.
+    let squat = s.wait_condition("aa-squat", "Available", |c| c.0 == "False" && c.1 != "Validating").await;
     assert_eq!(squat.1, "AuthenticationFailed", "{}", squat.2);
-    let copy = s.wait_condition("ab-copy", "Ready", |c| c.0 == "False").await;
-    assert_eq!(copy.1, "InvalidConfiguration");
+    let copy = s.wait_condition("ab-copy", "Ready", |c| c.0 == "False" && c.1 != "Validating").await;
+    assert_eq!(copy.1, "InvalidConfiguration", "{}", copy.2);
     assert!(copy.2.contains("another GitTarget already writes folder \"apps\""), "{}", copy.2);
     assert!(!copy.2.contains("zz-victim") && !copy.2.contains(s.namespace()), "{}", copy.2);
 
