@@ -184,13 +184,11 @@ impl Controller {
         let budget = self.drain_budget();
         for (branch, worker) in self.workers.drain() {
             let shard = self.settings.shards.shard_of(&branch);
+            let handles = drains.entry(shard).or_default();
             // One given up already said what it lost; its task is aborted.
-            let drain = (!worker.given_up).then(|| worker.handle.drain(budget));
-            drains.entry(shard).or_default().push(tokio::spawn(async move {
-                if let Some(drain) = drain {
-                    drain.await;
-                }
-            }));
+            if !worker.given_up {
+                handles.push(tokio::spawn(worker.handle.drain(budget)));
+            }
         }
         // Each shard is released as soon as its own workers pushed, so one
         // slow branch does not hold the others' Leases until they expire.

@@ -83,7 +83,7 @@ pub fn check_branch(branch: &str, provider: &ProviderConfig) -> Result<(), Probl
 /// pattern as a set of positions over the text (no backtracking), so a
 /// hostile pattern costs at most pattern × text steps, never exponential.
 fn glob_matches(pattern: &str, text: &str) -> bool {
-    #[derive(Clone, Copy, PartialEq)]
+    #[derive(Clone, Copy)]
     enum Token {
         Byte(u8),
         Star,

@@ -34,24 +34,23 @@ pub fn record(lease: Option<&Lease>, now: Timestamp) -> Record {
     }
 }
 
-/// The live members: holders of unexpired member Leases, sorted.
-pub fn live_members<'a>(
+/// The holders of unexpired member Leases, with when each joined
+/// (`acquireTime`), in the order of `leases`.
+fn live_member_leases<'a>(
     settings: &ShardSettings,
     leases: impl IntoIterator<Item = &'a Lease>,
     now: Timestamp,
-) -> Vec<String> {
+) -> impl Iterator<Item = (String, Option<Timestamp>)> {
     let prefix = settings.member_prefix();
-    let mut members: Vec<String> = leases
+    leases
         .into_iter()
-        .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
-        .filter_map(|l| match record(Some(l), now) {
-            Record::Live { holder, .. } => Some(holder),
+        .filter(move |l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        .filter_map(move |l| match record(Some(l), now) {
+            Record::Live { holder, .. } => {
+                Some((holder, l.spec.as_ref().and_then(|s| s.acquire_time.as_ref()).map(|t| t.0)))
+            }
             Record::Free => None,
         })
-        .collect();
-    members.sort();
-    members.dedup();
-    members
 }
 
 /// The members the shards are assigned among: the live members that joined
@@ -69,16 +68,7 @@ pub fn assignment_members<'a>(
     warmup: std::time::Duration,
     joined: Option<Timestamp>,
 ) -> Vec<String> {
-    let prefix = settings.member_prefix();
-    let mut live: Vec<(String, Option<Timestamp>)> = leases
-        .into_iter()
-        .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
-        .filter_map(|l| match record(Some(l), now) {
-            Record::Live { holder, .. } => {
-                Some((holder, l.spec.as_ref().and_then(|s| s.acquire_time.as_ref()).map(|t| t.0)))
-            }
-            Record::Free => None,
-        })
+    let mut live: Vec<(String, Option<Timestamp>)> = live_member_leases(settings, leases, now)
         .filter(|(holder, _)| holder != &settings.identity)
         .collect();
     live.extend(joined.map(|at| (settings.identity.clone(), Some(at))));
@@ -163,7 +153,9 @@ mod tests {
             lease("p-shard-0", Some("e"), now, 8),
             lease("q-member-f", Some("f"), now, 8),
         ];
-        assert_eq!(live_members(&settings, &leases, now), ["a", "b"]);
+        let mut live: Vec<String> = live_member_leases(&settings, &leases, now).map(|(m, _)| m).collect();
+        live.sort();
+        assert_eq!(live, ["a", "b"]);
     }
 
     #[test]
