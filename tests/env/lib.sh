@@ -11,9 +11,12 @@ RUN=$ENV_DIR/run
 LOGS=$ENV_DIR/logs
 GITD=$ENV_DIR/git          # ssh keys, known_hosts and tokens for the git server
 SOFT_DATA=$ENV_DIR/soft    # soft-serve's data dir (repos, sqlite db)
+SSHD_DIR=$ENV_DIR/sshd     # sshd's config, authorized_keys, git-serve and hooks
+SSHD_REPOS=$ENV_DIR/sshd-repos  # sshd's bare repositories, owned by GIT_USER
+GIT_USER=git               # sshd's login user, made by tests/env/install
 KUBECONFIG_ADMIN=$ENV_DIR/kubeconfig
 PUSHLOG=$ENV_DIR/pushlog
-COMPONENTS=(etcd kube-apiserver kube-controller-manager soft)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager soft sshd)
 
 die() { echo "error: $*" >&2; exit 1; }
 say() { echo "env: $*" >&2; }
@@ -45,15 +48,31 @@ API_PORT=$((base + 2))
 KCM_PORT=$((base + 3))
 SSH_PORT=$((base + 4))
 HTTPS_PORT=$((base + 5))
+SSHD_PORT=$((base + 6))
 EOF
   fi
+  unset SSHD_PORT
   # shellcheck source=/dev/null
   source "$ENV_DIR/ports.env"
+  # ports.env from before sshd: add a port in the same block of ten.
+  if [[ -z ${SSHD_PORT:-} ]]; then
+    local p
+    for p in $(seq $((ETCD_PORT + 6)) $((ETCD_PORT + 9))); do
+      if ports_free "$p" 0; then
+        { cat "$ENV_DIR/ports.env"; echo "SSHD_PORT=$p"; } | write_atomic "$ENV_DIR/ports.env"
+        break
+      fi
+    done
+    # shellcheck source=/dev/null
+    source "$ENV_DIR/ports.env"
+    [[ -n ${SSHD_PORT:-} ]] || die "no free port for sshd in $((ETCD_PORT + 6))-$((ETCD_PORT + 9))"
+  fi
 }
 
+# ports_free FIRST [COUNT]: none of the COUNT+1 ports from FIRST on is listened on.
 ports_free() {
   local p
-  for p in $(seq "$1" $(($1 + 5))); do
+  for p in $(seq "$1" $(($1 + ${2:-6}))); do
     # A successful connect means something listens there.
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then return 1; fi
   done
@@ -82,13 +101,26 @@ start_proc() {
   echo $! >"$RUN/$name.pid"
 }
 
+# tree_stop PID: SIGSTOPs PID and every process below it, top down (so none forks
+# any more), and prints their pids.
+tree_stop() {
+  local child
+  kill -STOP "$1" 2>/dev/null || return 0
+  echo "$1"
+  for child in $(ps -o pid= --ppid "$1"); do tree_stop "$child"; done
+}
+
 # kill_proc NAME: a crash, not a shutdown: SIGKILL to its whole process group
-# (started with setsid), so requests in flight get no answer.
+# (started with setsid) and to every process below it (sshd runs each connection
+# in a session of its own), so requests in flight get no answer.
 kill_proc() {
-  local name=$1 pid
+  local name=$1 pid tree
   if alive "$name"; then
     pid=$(pid_of "$name")
+    tree=$(tree_stop "$pid")
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    # shellcheck disable=SC2086 # one pid per word
+    kill -KILL $tree 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     say "killed $name ($pid)"
   fi
@@ -160,7 +192,18 @@ soft_healthy() {
     curl -sf --max-time 2 --cacert "$PKI/git-ca.crt" "https://127.0.0.1:$HTTPS_PORT/readyz"
 }
 
+# sshd_ssh KEY [CMD...]: ssh to sshd as GIT_USER with KEY, the host key checked.
+sshd_ssh() {
+  local key=$1; shift
+  ssh -F /dev/null -i "$key" -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=3 \
+    -o UserKnownHostsFile="$GITD/known_hosts" -o StrictHostKeyChecking=yes -T \
+    -p "$SSHD_PORT" "$GIT_USER@127.0.0.1" "$@"
+}
+# Without a command git-serve only greets: proves listener, host key, user and key.
+sshd_healthy() { [[ $(sshd_ssh "$GITD/ro" </dev/null 2>&1) == *"successfully authenticated"* ]]; }
+
 # git_ssh KEY CMD...: a soft-serve SSH command as the owner of KEY (soft-serve ignores the user name).
+# shellcheck disable=SC2153 # SSH_PORT is no misspelt SSHD_PORT; both come from ports.env
 git_ssh() {
   local key=$1; shift
   ssh -F /dev/null -i "$key" -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=3 \
@@ -232,7 +275,83 @@ start_soft() {
     -- serve
 }
 
+# ---------------------------------------------------------------- sshd
+# OpenSSH's sshd serving git through git-shell: the reference server, as plain as a
+# forge's. It runs as root and logs every key in as GIT_USER; the forced command of
+# each key (git-serve rw|ro) decides what it may run. See tests/env/README.md.
+
+sshd_config() {
+  cat <<EOF
+# Written by tests/env/lib.sh (install_sshd_files); sshd reads it at start and on SIGHUP.
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $GITD/host_ed25519
+PidFile none
+AllowUsers $GIT_USER
+# Public keys only, from our file only.
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+AuthorizedKeysFile $SSHD_DIR/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+GSSAPIAuthentication no
+KerberosAuthentication no
+PermitRootLogin no
+# PAM's session modules (pam_loginuid) fail in containers; the user is not locked.
+UsePAM no
+StrictModes yes
+DisableForwarding yes
+PermitTunnel no
+PermitTTY no
+PermitUserRC no
+PermitUserEnvironment no
+# git sends GIT_PROTOCOL=version=2 this way; without it git falls back to v0.
+AcceptEnv GIT_PROTOCOL
+PrintMotd no
+PrintLastLog no
+UseDNS no
+# Tests open many connections at once; the default (10:30:100) drops some.
+MaxStartups 200
+LoginGraceTime 20
+EOF
+}
+
+# install_sshd_files: config, authorized_keys, the forced command and the hooks. Each
+# start rewrites them; git-serve, the hooks and authorized_keys are read at each use.
+install_sshd_files() {
+  local h
+  getent passwd "$GIT_USER" >/dev/null || die "no user $GIT_USER; run tests/env/install"
+  # authorized_keys' command= is parsed by the user's shell: keep the path plain.
+  [[ $SSHD_DIR =~ ^[A-Za-z0-9/._+-]+$ ]] || die "sshd cannot serve from $SSHD_DIR: unusual characters in the path"
+  mkdir -p "$SSHD_DIR/hooks" "$SSHD_REPOS"
+  write_atomic "$SSHD_DIR/git-serve" 0755 <"$ROOT/tests/env/sshd/git-serve"
+  for h in pre-receive post-receive; do
+    write_atomic "$SSHD_DIR/hooks/$h" 0755 <"$ROOT/tests/env/sshd/$h"
+  done
+  # restrict: no forwarding, pty, agent or ~/.ssh/rc; command=: the key runs git-serve
+  # whatever the client asked for (that is in SSH_ORIGINAL_COMMAND).
+  for h in rw ro; do
+    printf 'restrict,command="%s %s" %s\n' "$SSHD_DIR/git-serve" "$h" "$(cut -d' ' -f1,2 "$GITD/$h.pub")"
+  done | write_atomic "$SSHD_DIR/authorized_keys"
+  if ! cmp -s "$SSHD_DIR/sshd_config" <(sshd_config); then
+    sshd_config | write_atomic "$SSHD_DIR/sshd_config"
+    # A running sshd re-executes itself with the new config (same pid).
+    if alive sshd; then kill -HUP "$(pid_of sshd)"; fi
+  fi
+  # The hooks run as GIT_USER and append to the push log soft-serve (root) writes too.
+  touch "$PUSHLOG"
+  chgrp "$(id -g "$GIT_USER")" "$PUSHLOG"
+  chmod 0664 "$PUSHLOG"
+  # sshd's privilege separation directory (compiled in); /run may be a fresh tmpfs.
+  mkdir -p /run/sshd
+}
+
+# -D: stay in the foreground (the pid is ours); -e: log to stderr, i.e. logs/sshd.log.
+start_sshd() { start_proc sshd -- -D -e -f "$SSHD_DIR/sshd_config"; }
+
 ensure_etcd() { ensure etcd 30 start_etcd etcd_healthy; }
 ensure_apiserver() { ensure kube-apiserver 90 start_apiserver apiserver_healthy; }
 ensure_kcm() { ensure kube-controller-manager 60 start_kcm kcm_healthy; }
 ensure_soft() { install_soft_hooks; ensure soft 30 start_soft soft_healthy; }
+ensure_sshd() { install_sshd_files; ensure sshd 30 start_sshd sshd_healthy; }

@@ -57,11 +57,14 @@ fn parse_env_sh(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// URLs of a fresh repository on the environment's git server.
+/// URLs of a fresh repository on the environment's git servers.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Repo {
     pub ssh_url: String,
     pub https_url: String,
+    /// The same name on the reference sshd (git-shell), `ssh://git@127.0.0.1:PORT/NAME.git`:
+    /// same keys and known_hosts as `ssh_url`; its pushes go to the same push log.
+    pub sshd_url: String,
 }
 
 impl Env {
