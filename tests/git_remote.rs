@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use fixtures::*;
 use gitops_reverser::api::Reason;
 use gitops_reverser::worker::credentials::Credentials;
-use gitops_reverser::worker::remote::{PushOutcome, Remote, RemoteError};
+use gitops_reverser::worker::remote::{PushOutcome, RefUpdate, Remote, RemoteError};
 
 /// Expects an error, checks it for secrets, and returns it with its message.
 fn expect_err<T: std::fmt::Debug>(result: Result<T, RemoteError>) -> (RemoteError, String) {
@@ -56,6 +56,15 @@ async fn ssh_round_trip() {
     let remote = new_remote(&repo.ssh_url, ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url));
     round_trip(env, &remote, repo_name(&repo.ssh_url)).await;
     assert!(pushlog(env, repo_name(&repo.ssh_url)).iter().all(|l| l.contains(" rw ssh ")));
+}
+
+#[tokio::test]
+async fn sshd_git_shell_round_trip() {
+    let env = env();
+    let repo = env.new_repo("remote-sshd");
+    let remote = new_remote(&repo.sshd_url, ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.sshd_url));
+    round_trip(env, &remote, repo_name(&repo.sshd_url)).await;
+    assert!(pushlog(env, repo_name(&repo.sshd_url)).iter().all(|l| l.contains(" rw ssh ")));
 }
 
 #[tokio::test]
@@ -146,6 +155,80 @@ async fn a_push_that_loses_the_race_is_stale() {
     );
 }
 
+/// A `git` on PATH that counts the pushes it runs (one line each in `count`).
+fn counting_git(dir: &Path, count: &Path) -> String {
+    let git = which("git");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" push --porcelain \"*) echo push >> '{c}';; esac\nexec '{g}' \"$@\"\n",
+        c = count.display(),
+        g = git.display(),
+    );
+    write_executable(&dir.join("git"), &script);
+    format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display())
+}
+
+#[tokio::test]
+async fn one_push_carries_many_branches_each_with_its_own_lease() {
+    let env = env();
+    let repo = env.new_repo("remote-multi");
+    multi_ref_push(env, &repo.ssh_url).await;
+    multi_ref_push(env, &repo.sshd_url).await;
+}
+
+async fn multi_ref_push(env: &support::Env, url: &str) {
+    let credentials = || ssh_credentials(env, "GITENV_SSH_KEY_RW", url);
+    let seed = LocalRepo::new();
+    let base_a = seed.commit(None, "a.yaml", "a: 0\n");
+    let base_b = seed.commit(None, "b.yaml", "b: 0\n");
+    let plain = new_remote(url, credentials());
+    assert_eq!(plain.push(seed.path(), &base_a, "a", None).await.unwrap(), PushOutcome::Pushed);
+    assert_eq!(plain.push(seed.path(), &base_b, "b", None).await.unwrap(), PushOutcome::Pushed);
+
+    // Each branch in its own shallow repository, as branch workers keep them.
+    let (wa, wb, wc) = (LocalRepo::new(), LocalRepo::new(), LocalRepo::new());
+    assert_eq!(plain.fetch(wa.path(), "a").await.unwrap().as_deref(), Some(base_a.as_str()));
+    assert_eq!(plain.fetch(wb.path(), "b").await.unwrap().as_deref(), Some(base_b.as_str()));
+    let next_a = wa.commit(Some(&base_a), "a.yaml", "a: 1\n");
+    let next_a = wa.commit(Some(&next_a), "a.yaml", "a: 2\n");
+    let next_b = wb.commit(Some(&base_b), "b.yaml", "b: 1\n");
+    let new_c = wc.commit(None, "c.yaml", "c: 1\n");
+
+    let bin = tempfile::tempdir().unwrap();
+    let count = bin.path().join("pushes");
+    let remote = new_remote(url, credentials()).with_search_path(counting_git(bin.path(), &count));
+    let update = |dir: &LocalRepo, branch: &str, local: &str, expected: Option<&str>| RefUpdate {
+        git_dir: dir.path().to_owned(),
+        branch: branch.to_owned(),
+        local: local.to_owned(),
+        expected: expected.map(str::to_owned),
+    };
+    let updates = [
+        update(&wa, "a", &next_a, Some(&base_a)),
+        // b is not where this update expects it: only b is held back.
+        update(&wb, "b", &next_b, Some(&base_a)),
+        update(&wc, "c", &new_c, None),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outcomes =
+        remote.push_refs_until(deadline, &updates).await.unwrap_or_else(|e| panic!("{}", checked(&e)));
+    let outcomes: Vec<PushOutcome> = outcomes.into_iter().map(|o| o.unwrap()).collect();
+    assert_eq!(outcomes, [PushOutcome::Pushed, PushOutcome::Stale, PushOutcome::Pushed]);
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "one git push for all three");
+    assert_eq!(plain.branch_tip("a").await.unwrap().as_deref(), Some(next_a.as_str()));
+    assert_eq!(plain.branch_tip("b").await.unwrap().as_deref(), Some(base_b.as_str()), "b unchanged");
+    assert_eq!(plain.branch_tip("c").await.unwrap().as_deref(), Some(new_c.as_str()));
+
+    // The fixed b goes out next, with a again (already there: up to date).
+    let retry = [update(&wa, "a", &next_a, Some(&base_a)), update(&wb, "b", &next_b, Some(&base_b))];
+    let outcomes = remote.push_refs_until(deadline, &retry).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|o| *o == PushOutcome::Pushed)), "{outcomes:?}");
+    assert_eq!(plain.branch_tip("b").await.unwrap().as_deref(), Some(next_b.as_str()));
+    // The server holds the whole history of a: both new commits came in the pack.
+    let check = LocalRepo::new();
+    assert_eq!(plain.fetch_full(check.path(), "a").await.unwrap().as_deref(), Some(next_a.as_str()));
+    assert_eq!(check.rev(&format!("{next_a}~2")).as_deref(), Some(base_a.as_str()));
+}
+
 #[tokio::test]
 async fn read_only_credentials_lack_write_access() {
     let env = env();
@@ -153,6 +236,7 @@ async fn read_only_credentials_lack_write_access() {
     let cases = [
         (repo.ssh_url.clone(), ssh_credentials(env, "GITENV_SSH_KEY_RO", &repo.ssh_url)),
         (repo.https_url.clone(), basic_credentials(env, "RO", &repo.https_url)),
+        (repo.sshd_url.clone(), ssh_credentials(env, "GITENV_SSH_KEY_RO", &repo.sshd_url)),
     ];
     for (url, credentials) in cases {
         let remote = new_remote(&url, credentials);

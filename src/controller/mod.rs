@@ -28,7 +28,7 @@ use crate::watch::dispatch::{Routing, TargetInfo};
 use crate::watch::index::TargetId;
 use crate::watch::{Notice, Snapshot, WatchManager};
 use crate::worker::branch::{WorkerHandle, WorkerSettings};
-use crate::worker::push_slots::PushSlots;
+use crate::worker::pushers::Pushers;
 use crate::worker::queue::WorkItem;
 use crate::worker::repo::Identity;
 use access::AccessChecks;
@@ -101,7 +101,7 @@ pub struct Controller {
     /// The ownership this pass works with.
     ownership: Arc<Ownership>,
     /// Shared by every worker: see `--max-concurrent-pushes`.
-    push_slots: PushSlots,
+    pushers: Pushers,
     /// Set once stopping: hand-overs must be done by then.
     stop_deadline: Option<Instant>,
     /// The incoming shards last reported as on standby.
@@ -125,7 +125,7 @@ impl Controller {
             writer: StatusWriter::new(client.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             client,
-            push_slots: PushSlots::new(settings.max_concurrent_pushes),
+            pushers: Pushers::new(settings.max_concurrent_pushes),
             settings,
             changed,
             catalog: ResourceCatalog::default(),
@@ -556,7 +556,7 @@ impl Controller {
             repo_dir: self.settings.data_dir.join("repos").join(format!("{hash:016x}")),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
             metrics: self.settings.metrics.clone(),
-            push_slots: self.push_slots.clone(),
+            pushers: self.pushers.clone(),
             audit_interval: self.settings.audit_interval,
             standby: self.ownership.is_incoming(shard),
         }

@@ -23,9 +23,9 @@ use super::core::{
 use super::credentials::Credentials;
 use super::observe::{self, Source};
 use super::policy::PushPolicy;
-use super::push_slots::{PushEnd, PushSlots};
+use super::pushers::{PushRequest, Pushers};
 use super::queue::WorkItem;
-use super::remote::{PushOutcome, Remote, RemoteError};
+use super::remote::{RefUpdate, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
@@ -57,8 +57,8 @@ pub struct WorkerSettings {
     pub fence: Fence,
     /// This replica's name, in every commit's `Replica:` trailer.
     pub replica: String,
-    /// Pushes this replica runs at once, shared by all its workers.
-    pub push_slots: PushSlots,
+    /// The replica's pushes: one at a time per repository, shared by all its workers.
+    pub pushers: Pushers,
     /// How often the remote is compared with the cluster (anti-entropy).
     pub audit_interval: Duration,
     /// Prepare only: the shard's current owner still writes the branch.
@@ -429,46 +429,28 @@ impl Shell {
         sources: Vec<Source>,
     ) -> impl Future<Output = Input> + 'static {
         let remote = self.remote.clone();
-        let (fence, slots, metrics) =
-            (self.settings.fence.clone(), self.settings.push_slots.clone(), self.metrics.clone());
+        let (fence, pushers, metrics) =
+            (self.settings.fence.clone(), self.settings.pushers.clone(), self.metrics.clone());
         let (dir, branch) = (self.settings.repo_dir.clone(), self.settings.key.branch.clone());
         let url = remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_default();
         let span = observe::push_span(&self.settings.key, &url, fence.shard, commits, sources.iter());
         let trace_id = crate::telemetry::trace::trace_id(&crate::telemetry::trace::context_of(&span));
+        let repository = self.settings.key.url.clone();
         async move {
             let started = Instant::now();
             let reply = match remote {
                 Err((reason, message)) => PushReply::Failed { reason, message },
                 Ok(remote) => {
-                    // Queue here, not at the server: a git server past its
-                    // ceiling makes every push slow, and killed pushes start over.
-                    let slot = slots.acquire().await;
-                    let now = Instant::now();
-                    match fence.check(now) {
-                        Err(_) => {
-                            slot.finish(PushEnd::Other);
-                            PushReply::Fenced
-                        }
-                        Ok(bound) => {
-                            let expected = expected.map(|t| t.to_string());
-                            let outcome = remote
-                                .push_until(
-                                    now + bound,
-                                    &dir,
-                                    &local.to_string(),
-                                    &branch,
-                                    expected.as_deref(),
-                                )
-                                .instrument(span.clone())
-                                .await;
-                            slot.finish(match &outcome {
-                                Ok(_) => PushEnd::Answered,
-                                Err(RemoteError::Timeout { .. }) => PushEnd::TimedOut,
-                                Err(_) => PushEnd::Other,
-                            });
-                            push_reply(outcome)
-                        }
-                    }
+                    let update = RefUpdate {
+                        git_dir: dir,
+                        branch: branch.clone(),
+                        local: local.to_string(),
+                        expected: expected.map(|t| t.to_string()),
+                    };
+                    pushers
+                        .push(&repository, PushRequest { remote, update, fence })
+                        .instrument(span.clone())
+                        .await
                 }
             };
             let (result, reason) = match &reply {
@@ -487,15 +469,6 @@ impl Shell {
             span.record("sha", local.to_string());
             Input::Pushed(reply)
         }
-    }
-}
-
-fn push_reply(outcome: Result<PushOutcome, RemoteError>) -> PushReply {
-    match outcome {
-        Ok(PushOutcome::Pushed) => PushReply::Pushed,
-        Ok(PushOutcome::Stale) => PushReply::Stale,
-        Ok(PushOutcome::Rejected(message)) => PushReply::Rejected(message),
-        Err(error) => PushReply::Failed { reason: error.reason(), message: error.to_string() },
     }
 }
 

@@ -9,6 +9,7 @@ pub mod message;
 pub mod observe;
 pub mod policy;
 pub mod push_slots;
+pub mod pushers;
 pub mod queue;
 pub mod remote;
 pub mod repo;

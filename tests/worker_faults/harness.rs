@@ -21,7 +21,7 @@ use gitops_reverser::telemetry::trace::EventTrace;
 use gitops_reverser::worker::branch::{WorkerHandle, WorkerSettings, WorkerState};
 use gitops_reverser::worker::credentials::Credentials;
 use gitops_reverser::worker::policy::PushPolicy;
-use gitops_reverser::worker::push_slots::PushSlots;
+use gitops_reverser::worker::pushers::Pushers;
 use gitops_reverser::worker::queue::{ChangeMeta, WorkItem};
 use gitops_reverser::worker::repo::{Identity, LocalRepo, ObjectId};
 
@@ -126,7 +126,7 @@ impl Branch {
             metrics: metrics.clone(),
             fence: Fence::unfenced(Duration::from_secs(30)),
             replica: "test".into(),
-            push_slots: PushSlots::new(4),
+            pushers: Pushers::new(4),
             audit_interval: options.audit_interval,
             standby: false,
         };

@@ -104,7 +104,7 @@ impl Pipeline {
         let credentials = credentials(env, url)?;
         let metrics = Arc::new(Metrics::new());
         let mut workers = Vec::with_capacity(branches);
-        let push_slots = gitops_reverser::worker::push_slots::PushSlots::new(
+        let pushers = gitops_reverser::worker::pushers::Pushers::new(
             gitops_reverser::cli::DEFAULT_MAX_CONCURRENT_PUSHES,
         );
         let mut queues = HashMap::new();
@@ -124,7 +124,7 @@ impl Pipeline {
                 // No Leases here: this process holds every shard for good.
                 fence: Fence::unfenced(PUSH_TIMEOUT),
                 replica: "in-process".into(),
-                push_slots: push_slots.clone(),
+                pushers: pushers.clone(),
                 audit_interval: WorkerSettings::DEFAULT_AUDIT_INTERVAL,
                 standby: false,
             };

@@ -9,8 +9,11 @@
 //! Every git process runs in the `sandbox` environment (credentials in 0600
 //! files, never in argv); each operation is bounded by one timeout, on which its
 //! git processes are killed together with their helpers.
-//! A push is only attempted after `ls-remote` has seen the repository: some
-//! servers (soft-serve, Gitea with push-to-create) create a repository on push.
+//! A push that creates a branch is only attempted after `ls-remote` has seen
+//! the repository: some servers (soft-serve, Gitea with push-to-create)
+//! create a repository on push. Other pushes go straight out: their lease
+//! says whether the branch moved, and git reports a ref already at our
+//! commit (a lost reply) as up to date.
 
 mod error;
 mod output;
@@ -21,7 +24,7 @@ mod tests;
 mod url;
 
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
@@ -59,6 +62,19 @@ pub struct Remote {
     search_path: OsString,
     /// The commit offered in dry-run pushes, made once per remote.
     probe: OnceCell<String>,
+    /// One multi-repository push at a time uses the staging repository.
+    staging: tokio::sync::Mutex<()>,
+}
+
+/// One ref of a push: commit `local` of the bare repository `git_dir` goes
+/// to `refs/heads/<branch>` if the remote branch is at `expected` (`None`:
+/// if it does not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub git_dir: PathBuf,
+    pub branch: String,
+    pub local: String,
+    pub expected: Option<String>,
 }
 
 impl Remote {
@@ -85,6 +101,7 @@ impl Remote {
             timeout: Self::DEFAULT_TIMEOUT,
             search_path: sandbox::default_search_path(),
             probe: OnceCell::new(),
+            staging: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -99,6 +116,12 @@ impl Remote {
     pub fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
         self.search_path = path.into();
         self
+    }
+
+    /// Whether `other` reaches the same repository with the same credentials,
+    /// so one push may carry branches of both.
+    pub fn same_access(&self, other: &Remote) -> bool {
+        self.url.for_git == other.url.for_git && self.credentials == other.credentials
     }
 
     /// The URL without userinfo, as shown in messages.
@@ -147,8 +170,7 @@ impl Remote {
         branch: &str,
         expected: Option<&str>,
     ) -> Result<PushOutcome, RemoteError> {
-        let deadline = Instant::now() + self.timeout;
-        self.bounded(Op::Push, self.push_branch(git_dir, local, branch, expected, deadline)).await
+        self.push_until(Instant::now() + self.timeout, git_dir, local, branch, expected).await
     }
 
     /// [`Self::push`] that must be over by `deadline`, set by the lease
@@ -162,8 +184,28 @@ impl Remote {
         branch: &str,
         expected: Option<&str>,
     ) -> Result<PushOutcome, RemoteError> {
+        let update = RefUpdate {
+            git_dir: git_dir.to_owned(),
+            branch: branch.to_owned(),
+            local: local.to_owned(),
+            expected: expected.map(str::to_owned),
+        };
+        let mut outcomes = self.push_refs_until(deadline, std::slice::from_ref(&update)).await?;
+        outcomes.pop().expect("one outcome per ref")
+    }
+
+    /// Compare-and-swap pushes of several branches in one `git push`: one
+    /// connection and one pack for all of them. Each ref carries its own lease
+    /// and the push is not atomic, so a stale ref holds no other back. The
+    /// outer error is one that failed the whole push (the connection, the
+    /// deadline); otherwise there is one outcome per update, in order.
+    pub async fn push_refs_until(
+        &self,
+        deadline: Instant,
+        updates: &[RefUpdate],
+    ) -> Result<Vec<Result<PushOutcome, RemoteError>>, RemoteError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let work = self.push_branch(git_dir, local, branch, expected, deadline);
+        let work = self.push_refs(updates, deadline);
         match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(result) => result,
             Err(_) => Err(RemoteError::Timeout { op: Op::Push, url: self.url.display.clone(), after: left }),
@@ -274,25 +316,25 @@ impl Remote {
         Ok(Some(parsed.stdout.trim().to_owned()))
     }
 
-    async fn push_branch(
+    async fn push_refs(
         &self,
-        git_dir: &Path,
-        local: &str,
-        branch: &str,
-        expected: Option<&str>,
+        updates: &[RefUpdate],
         deadline: Instant,
-    ) -> Result<PushOutcome, RemoteError> {
-        let refname = branch_ref(branch)?;
-        check_oid("local commit", local).map_err(RemoteError::InvalidConfiguration)?;
-        if let Some(expected) = expected {
-            check_oid("expected commit", expected).map_err(RemoteError::InvalidConfiguration)?;
+    ) -> Result<Vec<Result<PushOutcome, RemoteError>>, RemoteError> {
+        let mut refnames = Vec::with_capacity(updates.len());
+        for update in updates {
+            refnames.push(branch_ref(&update.branch)?);
+            check_oid("local commit", &update.local).map_err(RemoteError::InvalidConfiguration)?;
+            if let Some(expected) = &update.expected {
+                check_oid("expected commit", expected).map_err(RemoteError::InvalidConfiguration)?;
+            }
         }
-        // Never push to a repository we have not seen; and skip the upload when the
-        // lease is already known to fail, or a lost reply hid that it succeeded.
-        match self.ls_remote(branch).await?.as_deref() {
-            Some(tip) if tip == local => return Ok(PushOutcome::Pushed),
-            tip if tip != expected => return Ok(PushOutcome::Stale),
-            _ => {}
+        let Some(first) = updates.first() else { return Ok(Vec::new()) };
+        // Some servers (soft-serve, Gitea) create a repository on push: a
+        // branch is only created in a repository ls-remote has seen. Any
+        // other push carries a lease on an existing tip, which fails there.
+        if let Some(creating) = updates.iter().find(|u| u.expected.is_none()) {
+            self.ls_remote(&creating.branch).await?;
         }
         if Instant::now() >= deadline {
             return Err(RemoteError::Timeout {
@@ -301,32 +343,44 @@ impl Remote {
                 after: self.timeout,
             });
         }
-        let output = self
-            .git(
-                Op::Push,
-                in_repo(
-                    git_dir,
-                    [
-                        "push",
-                        "--porcelain",
-                        "--no-verify",
-                        &format!("--force-with-lease={refname}:{}", expected.unwrap_or("")),
-                        "--",
-                        &self.url.for_git,
-                        &format!("{local}:{refname}"),
-                    ],
-                ),
-            )
-            .await?;
-        match output::push_status(&output.stdout, &refname) {
+        let _staging = self.staging.lock().await;
+        let git_dir = if updates.iter().all(|u| u.git_dir == first.git_dir) {
+            first.git_dir.clone()
+        } else {
+            self.stage(updates).await?
+        };
+        let mut push: Vec<String> = vec!["push".into(), "--porcelain".into(), "--no-verify".into()];
+        for (update, refname) in updates.iter().zip(&refnames) {
+            push.push(format!("--force-with-lease={refname}:{}", update.expected.as_deref().unwrap_or("")));
+        }
+        push.extend(["--".into(), self.url.for_git.clone()]);
+        for (update, refname) in updates.iter().zip(&refnames) {
+            push.push(format!("{}:{refname}", update.local));
+        }
+        let output = self.git(Op::Push, in_repo(&git_dir, push.iter().map(String::as_str))).await?;
+        let mut outcomes = Vec::with_capacity(updates.len());
+        for (update, refname) in updates.iter().zip(&refnames) {
+            outcomes.push(self.ref_outcome(&output, update, refname).await);
+        }
+        Ok(outcomes)
+    }
+
+    /// What one ref's status line says about its update.
+    async fn ref_outcome(
+        &self,
+        output: &Output,
+        update: &RefUpdate,
+        refname: &str,
+    ) -> Result<PushOutcome, RemoteError> {
+        match output::push_status(&output.stdout, refname) {
             Some(PushStatus::Updated) => Ok(PushOutcome::Pushed),
             Some(PushStatus::Stale) => Ok(PushOutcome::Stale),
             Some(PushStatus::RemoteRejected(summary)) => {
                 // The server re-checks the old value when it updates the ref; if the
                 // branch moved meanwhile, that is a lost race, not a failure.
-                if let Ok(tip) = self.ls_remote(branch).await
-                    && tip.as_deref() != expected
-                    && tip.as_deref() != Some(local)
+                if let Ok(tip) = self.ls_remote(&update.branch).await
+                    && tip != update.expected
+                    && tip.as_deref() != Some(update.local.as_str())
                 {
                     return Ok(PushOutcome::Stale);
                 }
@@ -338,6 +392,40 @@ impl Remote {
             }
             None => Err(self.failure(Op::Push, &output.stderr)),
         }
+    }
+
+    /// A bare repository in the sandbox that borrows the objects of every
+    /// branch's repository (`objects/info/alternates`) and their shallow
+    /// boundaries, so one `git push` can send commits made in several.
+    async fn stage(&self, updates: &[RefUpdate]) -> Result<PathBuf, RemoteError> {
+        let dir = self.sandbox.path().join("batch.git");
+        let local =
+            |source: std::io::Error| RemoteError::Io { op: Op::Local, url: self.url.display.clone(), source };
+        if !dir.join("objects").exists() {
+            let mut init = args(["init", "--bare", "--quiet", "--"]);
+            init.push(dir.clone().into());
+            self.local_ok(init).await?;
+        }
+        let mut alternates = String::new();
+        let mut shallow = std::collections::BTreeSet::new();
+        let mut seen = std::collections::HashSet::new();
+        for update in updates {
+            if !seen.insert(update.git_dir.as_path()) {
+                continue;
+            }
+            let objects = std::path::absolute(update.git_dir.join("objects")).map_err(local)?;
+            alternates.push_str(&objects.to_string_lossy());
+            alternates.push('\n');
+            match tokio::fs::read_to_string(update.git_dir.join("shallow")).await {
+                Ok(text) => shallow.extend(text.lines().map(str::to_owned)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(local(error)),
+            }
+        }
+        tokio::fs::write(dir.join("objects/info/alternates"), alternates).await.map_err(local)?;
+        let shallow: String = shallow.into_iter().map(|line| line + "\n").collect();
+        tokio::fs::write(dir.join("shallow"), shallow).await.map_err(local)?;
+        Ok(dir)
     }
 
     fn probe_dir(&self) -> std::path::PathBuf {

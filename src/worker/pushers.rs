@@ -1,0 +1,288 @@
+//! One push at a time per (replica, repository), carrying every branch that
+//! is due.
+//!
+//! Branch workers of one repository send their pushes here instead of each
+//! running its own `git push`. While one push of the repository is in
+//! flight, the others wait, and the next push takes all of them: one
+//! connection, one pack and one receive-pack run at the server for many
+//! branches, so a server that manages a few pushes per second still serves
+//! hundreds of branches. Each ref keeps its own lease, so one stale branch
+//! holds no other back.
+//!
+//! A push still takes one of the replica's [`PushSlots`] and passes each
+//! branch's fence before git runs; a branch whose fence fails is answered
+//! `Fenced` and left out. The task of a repository ends after a minute
+//! without pushes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use super::core::PushReply;
+use super::push_slots::{PushEnd, PushSlots};
+use super::remote::{PushOutcome, RefUpdate, Remote, RemoteError};
+use crate::shard::Fence;
+
+/// Refs one push carries at most (bounds git's argv).
+pub const MAX_REFS_PER_PUSH: usize = 256;
+/// A repository's task ends after this long without a push.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The replica's pushers: one task per repository, created on first use.
+#[derive(Clone, Debug)]
+pub struct Pushers {
+    slots: PushSlots,
+    repositories: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Request>>>>,
+}
+
+/// One branch's push.
+#[derive(Debug)]
+pub struct PushRequest {
+    /// The branch worker's remote: its URL and credentials.
+    pub remote: Arc<Remote>,
+    pub update: RefUpdate,
+    /// The branch's shard fence, checked right before git runs.
+    pub fence: Fence,
+}
+
+#[derive(Debug)]
+struct Request {
+    push: PushRequest,
+    reply: oneshot::Sender<PushReply>,
+}
+
+impl Pushers {
+    /// At most `max_concurrent` pushes (of all repositories) run at once.
+    pub fn new(max_concurrent: usize) -> Self {
+        Self { slots: PushSlots::new(max_concurrent), repositories: Arc::default() }
+    }
+
+    /// Pushes one branch of `repository` (its normalised URL), together with
+    /// whatever else of that repository is waiting.
+    pub async fn push(&self, repository: &str, push: PushRequest) -> PushReply {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(repository, Request { push, reply });
+        answer.await.unwrap_or_else(|_| PushReply::Failed {
+            reason: crate::api::Reason::GitOperationFailed,
+            message: "the repository's push task ended before it answered".into(),
+        })
+    }
+
+    fn enqueue(&self, repository: &str, request: Request) {
+        // Sends happen under the lock, so a task that closes its intake
+        // under the lock can never strand a request.
+        let mut repositories = self.repositories.lock().expect("pushers lock");
+        let request = match repositories.get(repository) {
+            Some(sender) => match sender.send(request) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(request)) => request,
+            },
+            None => request,
+        };
+        let (sender, intake) = mpsc::unbounded_channel();
+        sender.send(request).expect("the receiver is alive");
+        repositories.insert(repository.to_owned(), sender);
+        let (slots, registry, key) = (self.slots.clone(), self.repositories.clone(), repository.to_owned());
+        tokio::spawn(serve(intake, slots, registry, key));
+    }
+}
+
+async fn serve(
+    mut intake: mpsc::UnboundedReceiver<Request>,
+    slots: PushSlots,
+    registry: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Request>>>>,
+    repository: String,
+) {
+    let mut waiting: VecDeque<Request> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match tokio::time::timeout(IDLE, intake.recv()).await {
+                Ok(Some(request)) => waiting.push_back(request),
+                Ok(None) => return,
+                Err(_) => {
+                    let mut repositories = registry.lock().expect("pushers lock");
+                    if let Ok(request) = intake.try_recv() {
+                        waiting.push_back(request);
+                        continue;
+                    }
+                    intake.close();
+                    if repositories.get(&repository).is_some_and(mpsc::UnboundedSender::is_closed) {
+                        repositories.remove(&repository);
+                    }
+                    return;
+                }
+            }
+        }
+        let slot = slots.acquire().await;
+        // What arrived while the slot was awaited goes out too.
+        while let Ok(request) = intake.try_recv() {
+            waiting.push_back(request);
+        }
+        let batch = take_batch(&mut waiting);
+        let end = push_batch(batch).await;
+        slot.finish(end);
+    }
+}
+
+/// The next push: the oldest waiting request and every other one for the
+/// same remote and credentials, one per branch, up to [`MAX_REFS_PER_PUSH`].
+/// Requests whose worker is gone are dropped.
+fn take_batch(waiting: &mut VecDeque<Request>) -> Vec<Request> {
+    waiting.retain(|request| !request.reply.is_closed());
+    let Some(first) = waiting.pop_front() else { return Vec::new() };
+    let mut branches = HashSet::from([first.push.update.branch.clone()]);
+    let mut batch = vec![first];
+    let mut later = VecDeque::new();
+    while let Some(request) = waiting.pop_front() {
+        let fits = batch.len() < MAX_REFS_PER_PUSH
+            && request.push.remote.same_access(&batch[0].push.remote)
+            && !branches.contains(&request.push.update.branch);
+        if fits {
+            branches.insert(request.push.update.branch.clone());
+            batch.push(request);
+        } else {
+            later.push_back(request);
+        }
+    }
+    *waiting = later;
+    batch
+}
+
+/// Runs one push for `batch` and answers every request; says how it ended.
+async fn push_batch(batch: Vec<Request>) -> PushEnd {
+    let now = Instant::now();
+    let mut deadline: Option<Instant> = None;
+    let mut live = Vec::with_capacity(batch.len());
+    for request in batch {
+        match request.push.fence.check(now) {
+            Ok(bound) => {
+                deadline = Some(deadline.map_or(now + bound, |d| d.min(now + bound)));
+                live.push(request);
+            }
+            Err(_) => {
+                let _ = request.reply.send(PushReply::Fenced);
+            }
+        }
+    }
+    let (Some(deadline), Some(first)) = (deadline, live.first()) else { return PushEnd::Other };
+    let remote = first.push.remote.clone();
+    let updates: Vec<RefUpdate> = live.iter().map(|r| r.push.update.clone()).collect();
+    let span = tracing::debug_span!("push_batch", url = %remote.url(), refs = updates.len());
+    let result = remote.push_refs_until(deadline, &updates).instrument(span).await;
+    let end = match &result {
+        Ok(_) => PushEnd::Answered,
+        Err(RemoteError::Timeout { .. }) => PushEnd::TimedOut,
+        Err(_) => PushEnd::Other,
+    };
+    match result {
+        Ok(outcomes) => {
+            for (request, outcome) in live.into_iter().zip(outcomes) {
+                let _ = request.reply.send(reply_of(outcome));
+            }
+        }
+        Err(error) => {
+            let (reason, message) = (error.reason(), error.to_string());
+            for request in live {
+                let _ = request.reply.send(PushReply::Failed { reason, message: message.clone() });
+            }
+        }
+    }
+    end
+}
+
+pub(super) fn reply_of(outcome: Result<PushOutcome, RemoteError>) -> PushReply {
+    match outcome {
+        Ok(PushOutcome::Pushed) => PushReply::Pushed,
+        Ok(PushOutcome::Stale) => PushReply::Stale,
+        Ok(PushOutcome::Rejected(message)) => PushReply::Rejected(message),
+        Err(error) => PushReply::Failed { reason: error.reason(), message: error.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+    use crate::worker::credentials::Credentials;
+
+    fn remote(url: &str, password: &str) -> Arc<Remote> {
+        let data: BTreeMap<String, ByteString> = [("username", "u"), ("password", password)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+            .collect();
+        Arc::new(Remote::new(url, Credentials::from_secret_data("auth", &data, url).unwrap()).unwrap())
+    }
+
+    fn request(remote: &Arc<Remote>, branch: &str) -> (Request, oneshot::Receiver<PushReply>) {
+        let (reply, answer) = oneshot::channel();
+        let update = RefUpdate {
+            git_dir: PathBuf::from(format!("/data/{branch}")),
+            branch: branch.to_owned(),
+            local: "a".repeat(40),
+            expected: None,
+        };
+        let push =
+            PushRequest { remote: remote.clone(), update, fence: Fence::unfenced(Duration::from_secs(4)) };
+        (Request { push, reply }, answer)
+    }
+
+    fn branches(batch: &[Request]) -> Vec<&str> {
+        batch.iter().map(|r| r.push.update.branch.as_str()).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_every_branch_of_the_same_access_once() {
+        let ours = remote("https://h/r.git", "pw");
+        let same = remote("https://h/r.git", "pw");
+        let other_key = remote("https://h/r.git", "another");
+        let mut answers = Vec::new();
+        let mut waiting = VecDeque::new();
+        for (remote, branch) in [(&ours, "a"), (&same, "b"), (&other_key, "c"), (&ours, "a"), (&ours, "d")] {
+            let (request, answer) = request(remote, branch);
+            waiting.push_back(request);
+            answers.push(answer);
+        }
+        let batch = take_batch(&mut waiting);
+        assert_eq!(branches(&batch), ["a", "b", "d"], "one ref per branch, equal credentials only");
+        let rest: Vec<&str> = waiting.iter().map(|r| r.push.update.branch.as_str()).collect();
+        assert_eq!(rest, ["c", "a"], "the others wait for the next push, in order");
+        assert_eq!(branches(&take_batch(&mut waiting)), ["c"]);
+        assert_eq!(branches(&take_batch(&mut waiting)), ["a"]);
+        assert!(take_batch(&mut waiting).is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_bounded_and_skips_requests_nobody_waits_for() {
+        let ours = remote("https://h/r.git", "pw");
+        let mut waiting = VecDeque::new();
+        let mut answers = Vec::new();
+        for i in 0..MAX_REFS_PER_PUSH + 10 {
+            let (request, answer) = request(&ours, &format!("b{i}"));
+            waiting.push_back(request);
+            answers.push(answer);
+        }
+        // The worker of b0 ended (aborted): its request is dropped, not pushed.
+        drop(answers.remove(0));
+        let batch = take_batch(&mut waiting);
+        assert_eq!(batch.len(), MAX_REFS_PER_PUSH);
+        assert_eq!(batch[0].push.update.branch, "b1");
+        assert_eq!(waiting.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_branch_whose_fence_fails_is_answered_fenced_without_git() {
+        let ours = remote("https://h/r.git", "pw");
+        let (mut request, answer) = request(&ours, "a");
+        let (_ownership, view) = tokio::sync::watch::channel(Arc::default());
+        request.push.fence = Fence::new(7, Duration::from_secs(4), view);
+        assert_eq!(push_batch(vec![request]).await, PushEnd::Other);
+        assert_eq!(answer.await.unwrap(), PushReply::Fenced);
+    }
+}
