@@ -22,6 +22,33 @@ pub struct Push {
 pub struct Env {
     pub root: PathBuf,
     vars: HashMap<String, String>,
+    server: GitServer,
+}
+
+/// Which of the environment's git servers holds the run's repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GitServer {
+    SoftServe,
+    Sshd,
+}
+
+impl GitServer {
+    /// The key of its URL in `tests/env/new-repo`'s output.
+    fn url_key(self) -> &'static str {
+        match self {
+            Self::SoftServe => "ssh_url",
+            Self::Sshd => "sshd_url",
+        }
+    }
+
+    /// Its pid file: the CPU it used counts its reaped children (sshd's
+    /// per-connection processes) too.
+    pub fn pid_file(self) -> &'static str {
+        match self {
+            Self::SoftServe => "target/env/run/soft.pid",
+            Self::Sshd => "target/env/run/sshd.pid",
+        }
+    }
 }
 
 impl Env {
@@ -38,7 +65,15 @@ impl Env {
             .filter_map(|a| a.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
             .collect();
-        Ok(Self { root: root.to_owned(), vars })
+        Ok(Self { root: root.to_owned(), vars, server: GitServer::SoftServe })
+    }
+
+    pub fn with_server(self, server: GitServer) -> Self {
+        Self { server, ..self }
+    }
+
+    pub fn server(&self) -> GitServer {
+        self.server
     }
 
     pub fn var(&self, name: &str) -> &str {
@@ -50,7 +85,7 @@ impl Env {
     }
 
     /// Creates a repository with one empty commit on [`SEED_BRANCH`] and
-    /// returns its SSH URL.
+    /// returns its SSH URL on the chosen server.
     pub fn new_repo(&self, name: &str) -> Result<String, String> {
         let out = Command::new(self.root.join("tests/env/new-repo"))
             .arg(name)
@@ -60,7 +95,7 @@ impl Env {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let urls: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        let url = urls["ssh_url"].as_str().unwrap_or_default().to_owned();
+        let url = urls[self.server.url_key()].as_str().unwrap_or_default().to_owned();
         self.seed(&url, name)?;
         Ok(url)
     }

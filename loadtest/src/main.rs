@@ -36,6 +36,10 @@ struct Cli {
     /// Folder for the runs' reports, plots and operator logs.
     #[arg(long, default_value = "target/loadtest")]
     out: PathBuf,
+    /// The git server of the run's repository: soft-serve, or the reference
+    /// OpenSSH sshd with git-shell (measures the operator apart from soft-serve's cost).
+    #[arg(long, value_enum, default_value_t = env::GitServer::SoftServe)]
+    git_server: env::GitServer,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -187,7 +191,7 @@ fn plan(name: &str, c: Common, profile: Profile, faults: Faults) -> Plan {
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
-    let env = env::Env::up(&root)?;
+    let env = env::Env::up(&root)?.with_server(cli.git_server);
     let operator = root.join(&cli.operator);
     let out = root.join(&cli.out);
     let plan = match cli.scenario {

@@ -97,6 +97,7 @@ async fn serve(
     repository: String,
 ) {
     let mut waiting: VecDeque<Request> = VecDeque::new();
+    let mut refs = RefLimit::default();
     loop {
         if waiting.is_empty() {
             match tokio::time::timeout(IDLE, intake.recv()).await {
@@ -121,23 +122,48 @@ async fn serve(
         while let Ok(request) = intake.try_recv() {
             waiting.push_back(request);
         }
-        let batch = take_batch(&mut waiting);
+        let batch = take_batch(&mut waiting, refs.current);
         let end = push_batch(batch).await;
+        refs.after(end);
         slot.finish(end);
     }
 }
 
+/// Refs the next push may carry. Some servers pay per ref (soft-serve runs
+/// its hooks once per ref), so a push that timed out carries half as many
+/// next time, and an answered one twice as many, up to [`MAX_REFS_PER_PUSH`].
+#[derive(Debug)]
+struct RefLimit {
+    current: usize,
+}
+
+impl Default for RefLimit {
+    fn default() -> Self {
+        Self { current: MAX_REFS_PER_PUSH }
+    }
+}
+
+impl RefLimit {
+    fn after(&mut self, end: PushEnd) {
+        self.current = match end {
+            PushEnd::TimedOut => (self.current / 2).max(1),
+            PushEnd::Answered => (self.current * 2).min(MAX_REFS_PER_PUSH),
+            PushEnd::Other => self.current,
+        };
+    }
+}
+
 /// The next push: the oldest waiting request and every other one for the
-/// same remote and credentials, one per branch, up to [`MAX_REFS_PER_PUSH`].
+/// same remote and credentials, one per branch, up to `limit` refs.
 /// Requests whose worker is gone are dropped.
-fn take_batch(waiting: &mut VecDeque<Request>) -> Vec<Request> {
+fn take_batch(waiting: &mut VecDeque<Request>, limit: usize) -> Vec<Request> {
     waiting.retain(|request| !request.reply.is_closed());
     let Some(first) = waiting.pop_front() else { return Vec::new() };
     let mut branches = HashSet::from([first.push.update.branch.clone()]);
     let mut batch = vec![first];
     let mut later = VecDeque::new();
     while let Some(request) = waiting.pop_front() {
-        let fits = batch.len() < MAX_REFS_PER_PUSH
+        let fits = batch.len() < limit
             && request.push.remote.same_access(&batch[0].push.remote)
             && !branches.contains(&request.push.update.branch);
         if fits {
@@ -249,13 +275,13 @@ mod tests {
             waiting.push_back(request);
             answers.push(answer);
         }
-        let batch = take_batch(&mut waiting);
+        let batch = take_batch(&mut waiting, MAX_REFS_PER_PUSH);
         assert_eq!(branches(&batch), ["a", "b", "d"], "one ref per branch, equal credentials only");
         let rest: Vec<&str> = waiting.iter().map(|r| r.push.update.branch.as_str()).collect();
         assert_eq!(rest, ["c", "a"], "the others wait for the next push, in order");
-        assert_eq!(branches(&take_batch(&mut waiting)), ["c"]);
-        assert_eq!(branches(&take_batch(&mut waiting)), ["a"]);
-        assert!(take_batch(&mut waiting).is_empty());
+        assert_eq!(branches(&take_batch(&mut waiting, MAX_REFS_PER_PUSH)), ["c"]);
+        assert_eq!(branches(&take_batch(&mut waiting, MAX_REFS_PER_PUSH)), ["a"]);
+        assert!(take_batch(&mut waiting, MAX_REFS_PER_PUSH).is_empty());
     }
 
     #[test]
@@ -270,10 +296,30 @@ mod tests {
         }
         // The worker of b0 ended (aborted): its request is dropped, not pushed.
         drop(answers.remove(0));
-        let batch = take_batch(&mut waiting);
+        let batch = take_batch(&mut waiting, MAX_REFS_PER_PUSH);
         assert_eq!(batch.len(), MAX_REFS_PER_PUSH);
         assert_eq!(batch[0].push.update.branch, "b1");
         assert_eq!(waiting.len(), 9);
+        assert_eq!(take_batch(&mut waiting, 4).len(), 4, "a lowered limit holds");
+    }
+
+    #[test]
+    fn a_timed_out_push_halves_the_refs_of_the_next_and_an_answer_doubles_them() {
+        let mut refs = RefLimit::default();
+        for expected in [128, 64, 32] {
+            refs.after(PushEnd::TimedOut);
+            assert_eq!(refs.current, expected);
+        }
+        refs.after(PushEnd::Other);
+        assert_eq!(refs.current, 32, "a failure that is not a timeout says nothing about size");
+        for _ in 0..10 {
+            refs.after(PushEnd::TimedOut);
+        }
+        assert_eq!(refs.current, 1);
+        for _ in 0..20 {
+            refs.after(PushEnd::Answered);
+        }
+        assert_eq!(refs.current, MAX_REFS_PER_PUSH);
     }
 
     #[tokio::test]

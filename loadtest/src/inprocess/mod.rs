@@ -83,7 +83,7 @@ async fn wait_synced(pipeline: &Pipeline, timeout: Duration) -> Result<Vec<Strin
 }
 
 fn git_server_cpu(env: &Env, tps: f64) -> Option<Cpu> {
-    let pid = std::fs::read_to_string(env.root.join("target/env/run/soft.pid")).ok()?;
+    let pid = std::fs::read_to_string(env.root.join(env.server().pid_file())).ok()?;
     Cpu::of(pid.trim(), tps)
 }
 
