@@ -124,9 +124,9 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub retry_period: Duration,
 
-    /// Bound on one push; a push starts only while the shard Lease is held
-    /// for longer than this (push timeout + retry period < lease duration).
-    #[arg(long, env = "GITOPS_REVERSER_PUSH_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    /// Bound on one push. The shard Lease bounds when a push may start, not
+    /// how long it takes, so this fits the git server, not the Lease.
+    #[arg(long, env = "GITOPS_REVERSER_PUSH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub push_timeout: Duration,
 }
 
@@ -185,6 +185,10 @@ pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 4;
 /// the workers drained (one second was too little for an API server under
 /// load: a replica exited before its last release went through).
 pub const RELEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The least time a stopping replica keeps for committing and pushing what
+/// it holds (one push of a responsive server).
+pub const MIN_DRAIN: Duration = Duration::from_secs(2);
 
 /// Format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

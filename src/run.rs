@@ -31,10 +31,10 @@ pub enum RunError {
     #[error("invalid sharding settings: {0}")]
     Sharding(#[from] crate::shard::settings::SettingsError),
     #[error(
-        "--shutdown-timeout {shutdown:?} leaves no time to drain: it must exceed --push-timeout {push:?} \
-         by more than {margin:?} (kept for releasing the shard Leases); raise it (and the pod's grace period)"
+        "--shutdown-timeout {shutdown:?} leaves no time to drain: it must exceed {margin:?} (kept for \
+         releasing the shard Leases) by at least {drain:?}; raise it (and the pod's grace period)"
     )]
-    ShutdownTooShort { shutdown: Duration, push: Duration, margin: Duration },
+    ShutdownTooShort { shutdown: Duration, drain: Duration, margin: Duration },
     /// A task the operator cannot work without ended: exit, so that the pod
     /// restarts instead of idling with green probes.
     #[error("the {task} stopped unexpectedly ({cause}); exiting so that the replica restarts")]
@@ -48,10 +48,10 @@ const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError> {
     let shard_settings = args.shard_settings();
     shard_settings.validate()?;
-    if args.drain_timeout() <= args.push_timeout {
+    if args.drain_timeout() < crate::cli::MIN_DRAIN {
         return Err(RunError::ShutdownTooShort {
             shutdown: args.shutdown_timeout,
-            push: args.push_timeout,
+            drain: crate::cli::MIN_DRAIN,
             margin: crate::cli::RELEASE_MARGIN,
         });
     }

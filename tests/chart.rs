@@ -253,13 +253,13 @@ fn bad_values_are_refused_with_a_reason() {
         ("operator.shutdownTimeout=5", "/operator/shutdownTimeout"),
         ("ha.leaseDuration=1d", "/ha/leaseDuration"),
         ("terminationGracePeriodSeconds=10", "must be longer than operator.shutdownTimeout"),
-        (
-            "operator.shutdownTimeout=5s",
-            "operator.shutdownTimeout (5s) must exceed ha.pushTimeout (4s) by more than 2s",
-        ),
+        ("operator.shutdownTimeout=3s", "operator.shutdownTimeout (3s) must be at least 4s"),
         ("ha.renewDeadline=9s", "leaseDuration (8s) must be longer than renewDeadline (9s)"),
         ("ha.retryPeriod=5s", "renewDeadline (5s) must be longer than 1.2 x retryPeriod (5s)"),
-        ("ha.pushTimeout=6s", "pushTimeout (6s) + retryPeriod (2s) must be shorter than leaseDuration (8s)"),
+        (
+            "ha.leaseDuration=3s,ha.renewDeadline=2500ms",
+            "retryPeriod (2s) + 1s must be shorter than leaseDuration (3s)",
+        ),
         (
             "rbac.watchedResources[0].apiGroups[0]=,rbac.watchedResources[0].resources[0]=secrets",
             "/rbac/watchedResources/0/resources/0",

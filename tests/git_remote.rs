@@ -229,6 +229,78 @@ async fn multi_ref_push(env: &support::Env, url: &str) {
     assert_eq!(check.rev(&format!("{next_a}~2")).as_deref(), Some(base_a.as_str()));
 }
 
+/// Waits for `path` to exist, up to `limit`.
+async fn wait_for_file(path: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} did not appear within {limit:?}", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_push_stalled_past_the_lease_cannot_overwrite_the_next_owner() {
+    // The fence bounds when a push starts, not how long it takes. Here the
+    // former owner's push hangs at the server (after its pack came in) for
+    // longer than any Lease, the next owner fetches and pushes meanwhile,
+    // and then the stalled push goes on: its lease must fail at the server.
+    let env = env();
+    let repo = env.new_repo("remote-stall");
+    let url = repo.sshd_url.as_str();
+    let credentials = || ssh_credentials(env, "GITENV_SSH_KEY_RW", url);
+    let local = LocalRepo::new();
+    let base = local.commit(None, "a.yaml", "a: 0\n");
+    let late = local.commit(Some(&base), "a.yaml", "a: late\n");
+    let former = new_remote(url, credentials());
+    assert_eq!(former.push(local.path(), &base, "main", None).await.unwrap(), PushOutcome::Pushed);
+
+    let env_dir = Path::new(env.var("GITENV_PUSHLOG")).parent().unwrap().to_owned();
+    let stall_dir = env_dir.join("git/stall");
+    std::fs::create_dir_all(&stall_dir).unwrap();
+    // The hook runs as the server's user; it writes the ".stalled" marker here.
+    std::fs::set_permissions(&stall_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let marker = stall_dir.join(repo_name(url));
+    std::fs::write(&marker, &late).unwrap();
+    let stalled = stall_dir.join(format!("{}.stalled", repo_name(url)));
+
+    let dir = local.path().to_owned();
+    let (late_push, base_for_late) = (late.clone(), base.clone());
+    let pending = tokio::spawn(async move {
+        former
+            .push_until(
+                Instant::now() + Duration::from_secs(60),
+                &dir,
+                &late_push,
+                "main",
+                Some(&base_for_late),
+            )
+            .await
+    });
+    wait_for_file(&stalled, Duration::from_secs(30)).await;
+
+    // The next owner: fetch, commit on the fetched tip, push.
+    let next = new_remote(url, credentials());
+    let worker = LocalRepo::new();
+    assert_eq!(next.fetch(worker.path(), "main").await.unwrap().as_deref(), Some(base.as_str()));
+    let newer = worker.commit(Some(&base), "a.yaml", "a: newer\n");
+    assert_eq!(next.push(worker.path(), &newer, "main", Some(&base)).await.unwrap(), PushOutcome::Pushed);
+
+    std::fs::remove_file(&marker).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), pending).await.unwrap().unwrap();
+    assert_eq!(outcome.unwrap(), PushOutcome::Stale, "the late push lost its compare-and-swap");
+    assert_eq!(
+        next.branch_tip("main").await.unwrap().as_deref(),
+        Some(newer.as_str()),
+        "the next owner's tip stays"
+    );
+    let log = pushlog(env, repo_name(url));
+    assert!(
+        log.iter().all(|line| !line.ends_with(late.as_str())),
+        "the late commit never became a tip: {log:?}"
+    );
+    let _ = std::fs::remove_file(&stalled);
+}
+
 #[tokio::test]
 async fn read_only_credentials_lack_write_access() {
     let env = env();

@@ -115,7 +115,7 @@ fn invalid_flags_are_rejected_with_usage() {
 #[test]
 fn a_shutdown_timeout_without_room_to_drain_is_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_gitops-reverser"))
-        .args(["run", "--shutdown-timeout", "4s", "--push-timeout", "4s"])
+        .args(["run", "--shutdown-timeout", "3s", "--push-timeout", "60s"])
         .args(["--http-addr", &free_local_addr().to_string()])
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -123,5 +123,5 @@ fn a_shutdown_timeout_without_room_to_drain_is_refused() {
         .unwrap();
     assert!(!output.status.success());
     let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(logs.contains("--shutdown-timeout 4s leaves no time to drain"), "{logs}");
+    assert!(logs.contains("--shutdown-timeout 3s leaves no time to drain"), "{logs}");
 }

@@ -59,12 +59,19 @@ pub type OwnershipView = watch::Receiver<Arc<Ownership>>;
 pub enum FenceError {
     #[error("shard {0} is not held by this replica")]
     NotHeld(u32),
-    #[error("the Lease of shard {shard} expires in {left:?}, less than the push timeout {needed:?}")]
+    #[error("the Lease of shard {shard} expires in {left:?}, too soon to start a push (at least {needed:?})")]
     TooLate { shard: u32, left: Duration, needed: Duration },
 }
 
+/// A push starts only with more of the Lease left than this: a renewal
+/// that is already late says another replica may own the shard soon.
+pub const START_MARGIN: Duration = Duration::from_secs(1);
+
 /// The fence in front of every push of one branch: its shard Lease must be
-/// held for longer than the push may take.
+/// held when the push starts. It bounds when a push may start, not how long
+/// it takes: a push that outlives the Lease cannot overwrite the next
+/// owner's work, because every push is a compare-and-swap on the tip, and
+/// the next owner fetches before its first push (docs/architecture.md).
 #[derive(Clone, Debug)]
 pub struct Fence {
     pub shard: u32,
@@ -95,13 +102,14 @@ impl Fence {
         Self { shard: 0, push_timeout, view }
     }
 
-    /// Ok(bound) when a push may start now and must end within `bound`.
+    /// Ok(bound) when a push may start now; it must end within `bound`,
+    /// the push timeout, which may outlast the Lease.
     pub fn check(&self, now: Instant) -> Result<Duration, FenceError> {
         let held =
             self.view.borrow().held.get(&self.shard).copied().ok_or(FenceError::NotHeld(self.shard))?;
         let left = held.expires.saturating_duration_since(now);
-        if left <= self.push_timeout {
-            return Err(FenceError::TooLate { shard: self.shard, left, needed: self.push_timeout });
+        if left <= START_MARGIN {
+            return Err(FenceError::TooLate { shard: self.shard, left, needed: START_MARGIN });
         }
         Ok(self.push_timeout)
     }
@@ -121,12 +129,13 @@ mod tests {
     }
 
     #[test]
-    fn a_push_needs_more_lease_than_its_timeout() {
+    fn a_push_starts_while_the_lease_is_held_and_may_outlast_it() {
         let now = Instant::now();
-        let timeout = Duration::from_secs(4);
+        let timeout = Duration::from_secs(60);
         let fence = Fence::new(3, timeout, view(3, now + Duration::from_secs(6), false));
-        assert_eq!(fence.check(now), Ok(timeout));
-        assert!(matches!(fence.check(now + Duration::from_secs(2)), Err(FenceError::TooLate { .. })));
+        assert_eq!(fence.check(now), Ok(timeout), "the push timeout may exceed the Lease left");
+        assert_eq!(fence.check(now + Duration::from_secs(4)), Ok(timeout));
+        assert!(matches!(fence.check(now + Duration::from_secs(5)), Err(FenceError::TooLate { .. })));
         assert!(matches!(fence.check(now + Duration::from_secs(9)), Err(FenceError::TooLate { .. })));
         let other = Fence::new(4, timeout, view(3, now + Duration::from_secs(6), false));
         assert_eq!(other.check(now), Err(FenceError::NotHeld(4)));

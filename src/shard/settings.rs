@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::ownership::START_MARGIN;
+
 /// How shards and Leases are run. The defaults give a crash failover of
 /// about one lease duration (8 s) and about 16 Lease writes per second for
 /// the whole installation (32 shards renewed every 2 s).
@@ -42,9 +44,9 @@ pub enum SettingsError {
     )]
     DeadlineNotAboveRetry { deadline: Duration, retry: Duration },
     #[error(
-        "--push-timeout ({push:?}) plus --retry-period ({retry:?}) must be shorter than --lease-duration ({duration:?}), or no push could ever pass the lease fence"
+        "--retry-period ({retry:?}) plus {margin:?} must be shorter than --lease-duration ({duration:?}), or pushes could not start between renewals"
     )]
-    PushTimeoutTooLong { push: Duration, retry: Duration, duration: Duration },
+    LeaseTooShortForPushes { retry: Duration, margin: Duration, duration: Duration },
     #[error("--lease-prefix and --replica must be non-empty and form valid Lease names: {0}")]
     Name(String),
     #[error("durations must be positive")]
@@ -83,10 +85,10 @@ impl ShardSettings {
                 retry: self.retry_period,
             });
         }
-        if self.push_timeout + self.retry_period >= self.lease_duration {
-            return Err(SettingsError::PushTimeoutTooLong {
-                push: self.push_timeout,
+        if self.retry_period + START_MARGIN >= self.lease_duration {
+            return Err(SettingsError::LeaseTooShortForPushes {
                 retry: self.retry_period,
+                margin: START_MARGIN,
                 duration: self.lease_duration,
             });
         }
@@ -160,6 +162,13 @@ mod tests {
     }
 
     #[test]
+    fn a_push_may_outlast_the_lease() {
+        let mut long = defaults();
+        long.push_timeout = Duration::from_secs(60);
+        assert_eq!(long.validate(), Ok(()), "only the start of a push is fenced");
+    }
+
+    #[test]
     fn relations_are_enforced() {
         let s = |f: fn(&mut ShardSettings)| {
             let mut s = defaults();
@@ -168,7 +177,13 @@ mod tests {
         };
         assert!(s(|s| s.renew_deadline = Duration::from_secs(8)).contains("--lease-duration"));
         assert!(s(|s| s.retry_period = Duration::from_millis(4200)).contains("1.2 × --retry-period"));
-        assert!(s(|s| s.push_timeout = Duration::from_secs(6)).contains("--push-timeout"));
+        assert!(
+            s(|s| {
+                s.lease_duration = Duration::from_secs(3);
+                s.renew_deadline = Duration::from_millis(2500);
+            })
+            .contains("pushes could not start between renewals")
+        );
         assert!(s(|s| s.shards = 0).contains("--shards"));
         assert!(s(|s| s.shards = 5000).contains("--shards"));
         assert!(s(|s| s.identity = "Pod_1".into()).contains("DNS subdomain"));

@@ -50,11 +50,10 @@ pub struct LeaseSettings {
 
 impl LeaseSettings {
     /// The operator's defaults (not passed as flags, so the defaults are tested).
-    pub const DEFAULT: Self = Self::secs(8, 5, 2, 4);
+    pub const DEFAULT: Self = Self::secs(8, 5, 2, 60);
     /// Shorter, for tests that are not about the default figures. The push
-    /// timeout stays at the default: on a busy 2-core machine a push to the
-    /// test git server can take over 2 s.
-    pub const SHORT: Self = Self::secs(6, 4, 1, 4);
+    /// timeout stays at the default: it bounds a push, not the Lease.
+    pub const SHORT: Self = Self::secs(6, 4, 1, 60);
 
     const fn secs(duration: u64, renew_deadline: u64, retry_period: u64, push_timeout: u64) -> Self {
         Self {

@@ -82,18 +82,17 @@ operator parses it. Fails on anything else.
 {{- $lease := include "gitops-reverser.durationMillis" .Values.ha.leaseDuration | int }}
 {{- $renew := include "gitops-reverser.durationMillis" .Values.ha.renewDeadline | int }}
 {{- $retry := include "gitops-reverser.durationMillis" .Values.ha.retryPeriod | int }}
-{{- $push := include "gitops-reverser.durationMillis" .Values.ha.pushTimeout | int }}
 {{- if le $lease $renew }}
 {{- fail (printf "ha: leaseDuration (%s) must be longer than renewDeadline (%s)" .Values.ha.leaseDuration .Values.ha.renewDeadline) }}
 {{- end }}
 {{- if le (mul $renew 5) (mul $retry 6) }}
 {{- fail (printf "ha: renewDeadline (%s) must be longer than 1.2 x retryPeriod (%s)" .Values.ha.renewDeadline .Values.ha.retryPeriod) }}
 {{- end }}
-{{- if le $shutdown (add $push 2000) }}
-{{- fail (printf "operator.shutdownTimeout (%s) must exceed ha.pushTimeout (%s) by more than 2s (the time kept for releasing the shard Leases)" .Values.operator.shutdownTimeout .Values.ha.pushTimeout) }}
+{{- if lt $shutdown 4000 }}
+{{- fail (printf "operator.shutdownTimeout (%s) must be at least 4s: 2s to commit and push what a replica holds, 2s to release its shard Leases" .Values.operator.shutdownTimeout) }}
 {{- end }}
-{{- if ge (add $push $retry) $lease }}
-{{- fail (printf "ha: pushTimeout (%s) + retryPeriod (%s) must be shorter than leaseDuration (%s)" .Values.ha.pushTimeout .Values.ha.retryPeriod .Values.ha.leaseDuration) }}
+{{- if ge (add $retry 1000) $lease }}
+{{- fail (printf "ha: retryPeriod (%s) + 1s must be shorter than leaseDuration (%s), or pushes could not start between renewals" .Values.ha.retryPeriod .Values.ha.leaseDuration) }}
 {{- end }}
 {{- end }}
 

@@ -28,8 +28,8 @@ use super::objects::NAMESPACE;
 use crate::cluster::branch_of;
 use crate::env::Env;
 
-/// The operator's default `--push-timeout`: the fence's bound on one push.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(4);
+/// The operator's default `--push-timeout`: the bound on one push.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn configmaps() -> ServedResource {
     ServedResource {
