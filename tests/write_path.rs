@@ -17,20 +17,31 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn configmap_create_update_delete_each_make_one_commit() {
+    create_update_delete("wp-cud", |repo| repo.ssh_url.clone()).await;
+}
+
+/// The same against the reference server, OpenSSH sshd with git-shell.
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_create_update_delete_each_make_one_commit_on_sshd() {
+    create_update_delete("wp-cud-sshd", |repo| repo.sshd_url.clone()).await;
+}
+
+async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) {
     let env = support::env();
     let client = env.client().await;
     fixtures::install_crds(&client).await;
-    let ns = TestNamespace::create(&client, "wp-cud").await;
-    let repo = env.new_repo("wp-cud");
+    let ns = TestNamespace::create(&client, name).await;
+    let repo = env.new_repo(name);
+    let url = url_of(&repo);
     fixtures::git_secret(&client, env, &ns.name, "git", &Access::Ssh { read_only: false }).await;
-    fixtures::provider(&client, &ns.name, "git", &repo.ssh_url, "git", json!({"interval": "1s"})).await;
+    fixtures::provider(&client, &ns.name, "git", &url, "git", json!({"interval": "1s"})).await;
     fixtures::target(&client, &ns.name, "audit", json!({"name": "git"}), "main", "clusters/test").await;
     fixtures::watch_rule(&client, &ns.name, "cms", "audit", json!([{"resources": ["configmaps"]}])).await;
     let operator = Operator::start(env, &ns.name);
     operator.wait_log("initial list complete").await;
     let git = GitClient::new(Auth::ssh_rw(env));
     let path = format!("clusters/test/{}/core/configmaps/app.yaml", ns.name);
-    let read = || async { git.read_branch(&repo.ssh_url, "main") };
+    let read = || async { git.read_branch(&url, "main") };
 
     fixtures::configmap(&client, &ns.name, "app", json!({"greeting": "hello"})).await;
     let created = wait_for("the ConfigMap file", WAIT, || async {

@@ -581,6 +581,12 @@ impl Controller {
                     self.writer.warn(gt.as_ref(), "SecretWithheld", note).await;
                 }
             }
+            Notice::Resync { target } => {
+                // The next pass sees it unsynced and resyncs it.
+                if let Some(state) = self.targets.get_mut(&target) {
+                    state.synced_as = None;
+                }
+            }
             Notice::Unserializable { resource, name, error } => {
                 warn!(%resource, %name, %error, "object skipped");
             }

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod index;
 pub mod list;
 mod manager;
+mod overflow;
 mod task;
 
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ pub struct Snapshot {
 pub enum Notice {
     /// A Secret was selected but not written: no encryption is configured.
     SecretWithheld { target: TargetKey, namespace: Option<String>, name: String },
+    /// The target's changes overflowed and were dropped; its worker has
+    /// caught up, so resync it from the cluster.
+    Resync { target: TargetKey },
     /// An object could not be sanitized.
     Unserializable { resource: String, name: String, error: String },
 }

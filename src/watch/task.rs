@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::dispatch;
 use super::index::ObjectIndex;
 use super::list::{self, InitialList};
+use super::overflow::{Offered, Overflow};
 use super::{Notice, Snapshot};
 use crate::route::{Scope, TargetKey, WatchSpec};
 use crate::telemetry::trace::{self, TARGET};
@@ -72,6 +73,8 @@ impl WatchTask {
             debug!(resource = %self.spec.resource.plural, streaming, "listing");
             let mut stream = watcher(api.clone(), config).default_backoff().boxed();
             let mut listed: Option<Listing> = None;
+            // The relist after a restart sends every object to every target again.
+            let mut overflow = Overflow::default();
             loop {
                 tokio::select! {
                     biased;
@@ -79,8 +82,12 @@ impl WatchTask {
                         Some(()) => break,
                         None => return,
                     },
+                    _ = tokio::time::sleep(FLUSH_EVERY), if !overflow.is_empty() => {
+                        let caught_up = overflow.flush(&self.snapshots.borrow().queues);
+                        self.resync(caught_up);
+                    }
                     event = stream.next() => match event {
-                        Some(Ok(event)) => self.handle(event, &mut index, &mut listed).await,
+                        Some(Ok(event)) => self.handle(event, &mut index, &mut listed, &mut overflow),
                         Some(Err(error)) if streaming && refuses_streaming(&error) => {
                             warn!(resource = %self.spec.resource.plural, %error, "the API server refuses streaming lists; listing in pages");
                             streaming = false;
@@ -95,13 +102,15 @@ impl WatchTask {
         }
     }
 
-    async fn handle(
+    fn handle(
         &self,
         event: Event<DynamicObject>,
         index: &mut ObjectIndex,
         listed: &mut Option<Listing>,
+        overflow: &mut Overflow,
     ) {
         let snapshot = self.snapshots.borrow().clone();
+        self.resync(overflow.flush(&snapshot.queues));
         let now = Instant::now();
         let resource = EventMetrics::resource(&self.spec.resource.group, &self.spec.resource.plural);
         if matches!(event, Event::InitApply(_) | Event::Apply(_) | Event::Delete(_)) {
@@ -142,7 +151,7 @@ impl WatchTask {
                                 name: object.metadata.name.clone().unwrap_or_default(),
                             });
                         }
-                        self.send_all(&snapshot, dispatched.items).await;
+                        self.send_all(&snapshot, dispatched.items, overflow);
                     }
                     Err(error) => {
                         let name = object.metadata.name.unwrap_or_default();
@@ -161,7 +170,7 @@ impl WatchTask {
                 let dispatched = span.in_scope(|| {
                     dispatch::on_delete(&snapshot.routing, &self.spec.resource, &value, index, now, false)
                 });
-                self.send_all(&snapshot, dispatched.items).await;
+                self.send_all(&snapshot, dispatched.items, overflow);
             }
             Event::InitDone => {
                 let Listing { names, started, span } = listed.take().unwrap_or_else(|| Listing {
@@ -172,7 +181,7 @@ impl WatchTask {
                 let items = span.in_scope(|| {
                     dispatch::on_list_complete(&snapshot.routing, &self.spec, &names, index, now)
                 });
-                self.send_all(&snapshot, items).await;
+                self.send_all(&snapshot, items, overflow);
                 span.record("objects", names.len());
                 let trace_id =
                     trace::trace_id(&trace::context_of(&span)).map(|trace_id| TraceLabel { trace_id });
@@ -184,6 +193,13 @@ impl WatchTask {
                 self.metrics.events.resync_objects.get_or_create(&resource).inc_by(names.len() as u64);
                 info!(resource = %self.spec.resource.plural, scope = ?self.spec.scope, objects = names.len(), "initial list complete");
             }
+        }
+    }
+
+    /// Asks the controller to resync targets whose changes overflowed.
+    fn resync(&self, targets: Vec<TargetKey>) {
+        for target in targets {
+            let _ = self.notices.send(Notice::Resync { target });
         }
     }
 
@@ -202,14 +218,17 @@ impl WatchTask {
             replica = trace::replica())
     }
 
-    /// Sends in order; a full queue makes this watch wait (backpressure),
-    /// it never drops a change.
-    async fn send_all(&self, snapshot: &Snapshot, items: Vec<(TargetKey, WorkItem)>) {
+    /// Sends in order per target; a target whose queue is full gets its
+    /// changes parked (coalesced) instead of making the whole watch wait,
+    /// so one slow tenant never stalls the others. It never drops a change.
+    fn send_all(&self, snapshot: &Snapshot, items: Vec<(TargetKey, WorkItem)>, overflow: &mut Overflow) {
         for (target, item) in items {
             // Sweeps and retains are bookkeeping, not changes.
             let change = matches!(item, WorkItem::Write { .. } | WorkItem::Delete { .. });
             let sent = match snapshot.queues.get(&target) {
-                Some(queue) => queue.send(item).await.is_ok(),
+                Some(queue) => {
+                    !matches!(overflow.offer(&target, queue, item), Offered::Closed | Offered::Resyncing)
+                }
                 None => false,
             };
             match (change, sent) {
@@ -226,6 +245,10 @@ impl WatchTask {
         }
     }
 }
+
+/// How often parked changes are offered to their queues again while no
+/// event comes (every event offers them too).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A server with the WatchList gate off answers `sendInitialEvents` with 422.
 fn refuses_streaming(error: &watcher::Error) -> bool {
