@@ -58,6 +58,10 @@ pub struct FaultWindow {
     pub fault: f64,
     pub from: f64,
     pub to: f64,
+    /// A handover whose old owner logged "drain timed out" on the branch:
+    /// it declared what it did not push (a git server too slow for the
+    /// shutdown timeout), as a kill would lose it.
+    pub drain_timed_out: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -79,6 +83,10 @@ pub struct Completeness {
     /// (and in no fault window): planned handovers must lose nothing.
     pub missing_in_handover_windows: usize,
     pub handover_windows: usize,
+    /// Of the handover windows, those whose drain timed out, and the missing
+    /// values in them (counted in `missing_in_handover_windows` too).
+    pub drain_timeout_windows: usize,
+    pub missing_in_drain_timeouts: usize,
     /// Up to 20 missing values, those outside fault and handover windows first:
     /// `b<i> o-<j>=v<seq> at +<s>` (seconds into the load).
     pub missing_examples: Vec<String>,
@@ -153,7 +161,8 @@ pub struct Faults<'a> {
     pub shards: usize,
     /// The GitProvider's push interval.
     pub interval: Duration,
-    /// The replicas' `--push-timeout`.
+    /// How long a push still in flight at a fault may have run: the
+    /// replicas' `--push-timeout`, at most the longest push seen.
     pub push_timeout: Duration,
 }
 
@@ -201,6 +210,7 @@ pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindo
                 fault: d.at,
                 from,
                 to,
+                drain_timed_out: false,
             });
         }
     }
@@ -211,6 +221,9 @@ pub fn fault_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWindo
 /// a loss, not excused: the old owner writes a shard until the new owner's
 /// standby workers receive its events (issue 18), so none may be missing.
 ///
+/// What a branch worker logs when its drain runs out of time.
+const DRAIN_TIMED_OUT: &str = "drain timed out: these changes were not pushed; the next owner's resync restores the final state, not these versions";
+
 /// One window (`kind` "handover", `fault` its start) per (branch, handover):
 /// from the old owner's "handing over" line for the branch (for a release
 /// without one: its "leaving the shard membership" line, else the release)
@@ -268,6 +281,13 @@ pub fn handover_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWi
         }
     }
     acquired.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // (replica, time, branch) of every drain that ran out of time.
+    let timed_out: Vec<(String, f64, String)> = logs
+        .iter()
+        .flat_map(|(name, log)| {
+            lines(log, DRAIN_TIMED_OUT).into_iter().map(move |(at, _, branch)| (name.clone(), at, branch))
+        })
+        .collect();
     let margin = (faults.interval + faults.push_timeout + COMMIT_ALLOWANCE).as_secs_f64();
     let mut windows = Vec::new();
     for (replica, shard, at, logged) in starts {
@@ -302,6 +322,9 @@ pub fn handover_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWi
                     .unwrap_or(*acq),
                 None => at,
             };
+            let drain_timed_out = timed_out.iter().any(|(name, t, b)| {
+                *name == replica && *t >= at && *t <= to.max(at) && b.ends_with(&format!("#{branch}"))
+            });
             windows.push(FaultWindow {
                 kind: "handover".into(),
                 replica: replica.clone(),
@@ -309,6 +332,7 @@ pub fn handover_windows(faults: &Faults<'_>, pushes: &[PushInfo]) -> Vec<FaultWi
                 fault: at,
                 from: at - margin,
                 to,
+                drain_timed_out,
             });
         }
     }
@@ -332,6 +356,7 @@ pub fn check(
         coalesced,
         fault_windows: windows.len(),
         handover_windows: handovers.len(),
+        drain_timeout_windows: handovers.iter().filter(|h| h.drain_timed_out).count(),
         ..Completeness::default()
     };
     let mut missing: Vec<&Change> = Vec::new();
@@ -363,7 +388,12 @@ pub fn check(
                     w.replica,
                     change.accepted - w.fault
                 ));
-                if fault.is_some() { inside.push(example) } else { in_handover.push(example) }
+                if fault.is_some() {
+                    inside.push(example)
+                } else {
+                    result.missing_in_drain_timeouts += usize::from(w.drain_timed_out);
+                    in_handover.push(example)
+                }
             }
             None => outside.push(example),
         }
@@ -465,6 +495,7 @@ mod tests {
             fault: 109.0,
             from: 107.0,
             to: 112.0,
+            drain_timed_out: false,
         };
         let c = check(&changes, 2, &history, 1.0, &[window], &[], 100.0);
         assert_eq!((c.written, c.in_history, c.missing, c.missing_in_fault_windows), (4, 2, 2, 1));
@@ -473,5 +504,25 @@ mod tests {
         assert!(
             c.missing_examples[1].starts_with("b1 o-1=v13 at +10.00s (in the window of the kill of r0-1")
         );
+    }
+
+    #[test]
+    fn a_missing_value_in_a_handover_whose_drain_timed_out_is_a_declared_loss() {
+        let changes =
+            [Change { object: 1, seq: 13, accepted: 110.0 }, Change { object: 1, seq: 14, accepted: 130.0 }];
+        let history = BTreeMap::new();
+        let handover = |from: f64, to: f64, drain_timed_out| FaultWindow {
+            kind: "handover".into(),
+            replica: "r0-1".into(),
+            branch: "b1".into(),
+            fault: from + 2.0,
+            from,
+            to,
+            drain_timed_out,
+        };
+        let handovers = [handover(105.0, 115.0, true), handover(125.0, 135.0, false)];
+        let c = check(&changes, 2, &history, 0.0, &[], &handovers, 100.0);
+        assert_eq!((c.missing, c.missing_in_handover_windows), (2, 2));
+        assert_eq!((c.drain_timeout_windows, c.missing_in_drain_timeouts), (1, 1));
     }
 }

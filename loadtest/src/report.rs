@@ -150,7 +150,7 @@ pub fn markdown(report: &Value) -> String {
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
     let c = &r["completeness"];
-    let rows: [(&str, &Value); 27] = [
+    let rows: [(&str, &Value); 29] = [
         ("changes accepted", &r["changes"]["accepted"]),
         ("changes accepted per second", &r["changes"]["accepted_per_second"]),
         ("changes pushed per second", &r["changes"]["pushed_per_second"]),
@@ -180,6 +180,8 @@ pub fn markdown(report: &Value) -> String {
             "completeness: of them in handover windows (known gap, issue 18)",
             &c["missing_in_handover_windows"],
         ),
+        ("completeness: handover windows whose drain timed out", &c["drain_timeout_windows"]),
+        ("completeness: missing values in those (declared losses)", &c["missing_in_drain_timeouts"]),
         ("completeness: changes coalesced by the operator", &c["coalesced"]),
     ];
     for (name, value) in rows {
