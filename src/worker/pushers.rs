@@ -26,8 +26,11 @@ use super::push_slots::{PushEnd, PushSlots};
 use super::remote::{PushOutcome, RefUpdate, Remote, RemoteError};
 use crate::shard::Fence;
 
-/// Refs one push carries at most (bounds git's argv).
-pub const MAX_REFS_PER_PUSH: usize = 256;
+/// Refs one push carries at most. Each ref's repository joins the push as
+/// an alternate object store, and git looks every object up in each loose
+/// store in turn: with 100 stores a push of 35,000 objects made 6 million
+/// failing `openat` calls and took 8–18 s; 16 keep a push near 0.6 s.
+pub const MAX_REFS_PER_PUSH: usize = 16;
 /// A repository's task ends after this long without a push.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -197,7 +200,9 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     let remote = first.push.remote.clone();
     let updates: Vec<RefUpdate> = live.iter().map(|r| r.push.update.clone()).collect();
     let span = tracing::debug_span!("push_batch", url = %remote.url(), refs = updates.len());
+    let started = Instant::now();
     let result = remote.push_refs_until(deadline, &updates).instrument(span).await;
+    tracing::debug!(url = %remote.url(), refs = updates.len(), took = ?started.elapsed(), ok = result.is_ok(), "pushed branches together");
     let end = match &result {
         Ok(_) => PushEnd::Answered,
         Err(RemoteError::Timeout { .. }) => PushEnd::TimedOut,
@@ -306,12 +311,12 @@ mod tests {
     #[test]
     fn a_timed_out_push_halves_the_refs_of_the_next_and_an_answer_doubles_them() {
         let mut refs = RefLimit::default();
-        for expected in [128, 64, 32] {
+        for expected in [8, 4, 2] {
             refs.after(PushEnd::TimedOut);
             assert_eq!(refs.current, expected);
         }
         refs.after(PushEnd::Other);
-        assert_eq!(refs.current, 32, "a failure that is not a timeout says nothing about size");
+        assert_eq!(refs.current, 2, "a failure that is not a timeout says nothing about size");
         for _ in 0..10 {
             refs.after(PushEnd::TimedOut);
         }
