@@ -49,22 +49,24 @@ async fn round_trip(env: &support::Env, remote: &Remote, repo: &str) {
     assert_eq!(log.len(), 2, "exactly two ref updates reach the server: {log:?}");
 }
 
+/// The round trip over SSH with the read-write key, to the URL `url_of` picks.
+async fn ssh_round_trip_to(name: &str, url_of: fn(&support::Repo) -> &str) {
+    let env = env();
+    let repo = env.new_repo(name);
+    let url = url_of(&repo);
+    let remote = new_remote(url, ssh_credentials(env, "GITENV_SSH_KEY_RW", url));
+    round_trip(env, &remote, repo_name(url)).await;
+    assert!(pushlog(env, repo_name(url)).iter().all(|l| l.contains(" rw ssh ")));
+}
+
 #[tokio::test]
 async fn ssh_round_trip() {
-    let env = env();
-    let repo = env.new_repo("remote-ssh");
-    let remote = new_remote(&repo.ssh_url, ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.ssh_url));
-    round_trip(env, &remote, repo_name(&repo.ssh_url)).await;
-    assert!(pushlog(env, repo_name(&repo.ssh_url)).iter().all(|l| l.contains(" rw ssh ")));
+    ssh_round_trip_to("remote-ssh", |repo| &repo.ssh_url).await;
 }
 
 #[tokio::test]
 async fn sshd_git_shell_round_trip() {
-    let env = env();
-    let repo = env.new_repo("remote-sshd");
-    let remote = new_remote(&repo.sshd_url, ssh_credentials(env, "GITENV_SSH_KEY_RW", &repo.sshd_url));
-    round_trip(env, &remote, repo_name(&repo.sshd_url)).await;
-    assert!(pushlog(env, repo_name(&repo.sshd_url)).iter().all(|l| l.contains(" rw ssh ")));
+    ssh_round_trip_to("remote-sshd", |repo| &repo.sshd_url).await;
 }
 
 #[tokio::test]

@@ -224,7 +224,7 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     end
 }
 
-pub(super) fn reply_of(outcome: Result<PushOutcome, RemoteError>) -> PushReply {
+fn reply_of(outcome: Result<PushOutcome, RemoteError>) -> PushReply {
     match outcome {
         Ok(PushOutcome::Pushed) => PushReply::Pushed,
         Ok(PushOutcome::Stale) => PushReply::Stale,

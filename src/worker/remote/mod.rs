@@ -343,11 +343,13 @@ impl Remote {
                 after: self.timeout,
             });
         }
-        let _staging = self.staging.lock().await;
-        let git_dir = if updates.iter().all(|u| u.git_dir == first.git_dir) {
-            first.git_dir.clone()
+        // The staging repository is held until git is done with it; a push
+        // from one repository needs none.
+        let (_staging, git_dir) = if updates.iter().all(|u| u.git_dir == first.git_dir) {
+            (None, first.git_dir.clone())
         } else {
-            self.stage(updates).await?
+            let staging = self.staging.lock().await;
+            (Some(staging), self.stage(updates).await?)
         };
         let mut push: Vec<String> = vec!["push".into(), "--porcelain".into(), "--no-verify".into()];
         for (update, refname) in updates.iter().zip(&refnames) {
