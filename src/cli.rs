@@ -126,7 +126,7 @@ pub struct RunArgs {
 
     /// Bound on one push. The shard Lease bounds when a push may start, not
     /// how long it takes, so this fits the git server, not the Lease.
-    #[arg(long, env = "GITOPS_REVERSER_PUSH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_REVERSER_PUSH_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub push_timeout: Duration,
 }
 

@@ -107,7 +107,7 @@ fn coalesced_since(
     by_replica
 }
 
-/// The `--push-timeout` among the operator flags (the operator's default 60 s if absent).
+/// The `--push-timeout` among the operator flags (the operator's default 20 s if absent).
 fn push_timeout(operator_args: &[String]) -> Duration {
     let mut args = operator_args.iter();
     while let Some(arg) = args.next() {
@@ -120,7 +120,7 @@ fn push_timeout(operator_args: &[String]) -> Duration {
             return duration;
         }
     }
-    Duration::from_secs(60)
+    Duration::from_secs(20)
 }
 
 /// The longest push to soft-serve seen on the 2-core machine (3–7 s under
@@ -413,7 +413,7 @@ mod tests {
             push_timeout(&args(&["--lease-duration=4s", "--push-timeout", "1500ms"])),
             Duration::from_millis(1500)
         );
-        assert_eq!(push_timeout(&args(&["--push-timeouts=9s"])), Duration::from_secs(60));
-        assert_eq!(push_timeout(&[]), Duration::from_secs(60));
+        assert_eq!(push_timeout(&args(&["--push-timeouts=9s"])), Duration::from_secs(20));
+        assert_eq!(push_timeout(&[]), Duration::from_secs(20));
     }
 }

@@ -50,10 +50,10 @@ pub struct LeaseSettings {
 
 impl LeaseSettings {
     /// The operator's defaults (not passed as flags, so the defaults are tested).
-    pub const DEFAULT: Self = Self::secs(8, 5, 2, 60);
+    pub const DEFAULT: Self = Self::secs(8, 5, 2, 20);
     /// Shorter, for tests that are not about the default figures. The push
     /// timeout stays at the default: it bounds a push, not the Lease.
-    pub const SHORT: Self = Self::secs(6, 4, 1, 60);
+    pub const SHORT: Self = Self::secs(6, 4, 1, 20);
 
     const fn secs(duration: u64, renew_deadline: u64, retry_period: u64, push_timeout: u64) -> Self {
         Self {

@@ -29,7 +29,7 @@ use crate::cluster::branch_of;
 use crate::env::Env;
 
 /// The operator's default `--push-timeout`: the bound on one push.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(60);
+const PUSH_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn configmaps() -> ServedResource {
     ServedResource {
