@@ -186,8 +186,9 @@ async fn multi_ref_push(env: &support::Env, url: &str) {
     assert_eq!(plain.push(seed.path(), &base_a, "a", None).await.unwrap(), PushOutcome::Pushed);
     assert_eq!(plain.push(seed.path(), &base_b, "b", None).await.unwrap(), PushOutcome::Pushed);
 
-    // Each branch in its own shallow repository, as branch workers keep them.
-    let (wa, wb, wc) = (LocalRepo::new(), LocalRepo::new(), LocalRepo::new());
+    // Every branch in one shallow store, as a replica keeps a repository.
+    let store = LocalRepo::new();
+    let (wa, wb, wc) = (&store, &store, &store);
     assert_eq!(plain.fetch(wa.path(), "a").await.unwrap().as_deref(), Some(base_a.as_str()));
     assert_eq!(plain.fetch(wb.path(), "b").await.unwrap().as_deref(), Some(base_b.as_str()));
     let next_a = wa.commit(Some(&base_a), "a.yaml", "a: 1\n");
@@ -205,10 +206,10 @@ async fn multi_ref_push(env: &support::Env, url: &str) {
         expected: expected.map(str::to_owned),
     };
     let updates = [
-        update(&wa, "a", &next_a, Some(&base_a)),
+        update(wa, "a", &next_a, Some(&base_a)),
         // b is not where this update expects it: only b is held back.
-        update(&wb, "b", &next_b, Some(&base_a)),
-        update(&wc, "c", &new_c, None),
+        update(wb, "b", &next_b, Some(&base_a)),
+        update(wc, "c", &new_c, None),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let outcomes =
@@ -221,7 +222,11 @@ async fn multi_ref_push(env: &support::Env, url: &str) {
     assert_eq!(plain.branch_tip("c").await.unwrap().as_deref(), Some(new_c.as_str()));
 
     // The fixed b goes out next, with a again (already there: up to date).
-    let retry = [update(&wa, "a", &next_a, Some(&base_a)), update(&wb, "b", &next_b, Some(&base_b))];
+    let retry = [update(wa, "a", &next_a, Some(&base_a)), update(wb, "b", &next_b, Some(&base_b))];
+    // Refs of two stores never share a push.
+    let elsewhere = LocalRepo::new();
+    let mixed = [update(wa, "a", &next_a, Some(&base_a)), update(&elsewhere, "d", &new_c, None)];
+    assert!(remote.push_refs_until(deadline, &mixed).await.is_err(), "refs of two stores in one push");
     let outcomes = remote.push_refs_until(deadline, &retry).await.unwrap();
     assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|o| *o == PushOutcome::Pushed)), "{outcomes:?}");
     assert_eq!(plain.branch_tip("b").await.unwrap().as_deref(), Some(next_b.as_str()));
@@ -562,4 +567,48 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A `ssh` on PATH that logs (`-v -E log`) what each real ssh does.
+fn logging_ssh(dir: &Path, log: &Path) -> String {
+    let script = format!("#!/bin/sh\nexec '{}' -v -E '{}' \"$@\"\n", which("ssh").display(), log.display());
+    write_executable(&dir.join("ssh"), &script);
+    format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display())
+}
+
+/// Issue 15: one SSH handshake per repository and identity, not one per
+/// fetch or push. Every ssh after the first runs its session through the
+/// first one's connection; another identity never does.
+#[tokio::test]
+async fn fetches_and_pushes_of_a_repository_share_one_ssh_connection() {
+    let env = env();
+    let repo = env.new_repo("remote-shared-connection");
+    let url = &repo.sshd_url;
+    let bin = tempfile::tempdir().unwrap();
+    let log = bin.path().join("ssh.log");
+    let search_path = logging_ssh(bin.path(), &log);
+    let rw = || ssh_credentials(env, "GITENV_SSH_KEY_RW", url);
+    let (one, two) = (
+        new_remote(url, rw()).with_search_path(&search_path),
+        new_remote(url, rw()).with_search_path(&search_path),
+    );
+
+    let local = LocalRepo::new();
+    let first = local.commit(None, "a.yaml", "a: 1\n");
+    assert_eq!(one.push(local.path(), &first, "main", None).await.unwrap(), PushOutcome::Pushed);
+    let second = local.commit(Some(&first), "a.yaml", "a: 2\n");
+    assert_eq!(two.push(local.path(), &second, "main", Some(&first)).await.unwrap(), PushOutcome::Pushed);
+    let check = LocalRepo::new();
+    assert_eq!(two.fetch(check.path(), "main").await.unwrap().as_deref(), Some(second.as_str()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let handshakes = text.matches("Authenticated to").count();
+    let shared = text.matches("mux_client_request_session: master session id").count();
+    assert_eq!(handshakes, 1, "one handshake for the repository:\n{text}");
+    assert!(shared >= 3, "the later sessions went through the shared connection ({shared}):\n{text}");
+
+    // The read-only key reads the same repository over a connection of its own.
+    let ro = new_remote(url, ssh_credentials(env, "GITENV_SSH_KEY_RO", url)).with_search_path(&search_path);
+    assert_eq!(ro.branch_tip("main").await.unwrap().as_deref(), Some(second.as_str()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("Authenticated to").count(), 2, "another identity, another handshake:\n{text}");
 }

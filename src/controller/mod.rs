@@ -31,6 +31,7 @@ use crate::worker::branch::{WorkerHandle, WorkerSettings};
 use crate::worker::pushers::Pushers;
 use crate::worker::queue::WorkItem;
 use crate::worker::repo::Identity;
+use crate::worker::store;
 use access::AccessChecks;
 use stores::Stores;
 use targets::{Resolved, TargetState};
@@ -543,7 +544,6 @@ impl Controller {
     fn worker_settings(&self, branch: &BranchKey, members: &[(TargetKey, Resolved)]) -> WorkerSettings {
         // Targets sharing a branch share one worker; the first (by name) decides its connection.
         let (_, first) = &members[0];
-        let hash = xxhash_rust::xxh3::xxh3_64(&branch.stable_bytes());
         let shard = self.settings.shards.shard_of(branch);
         WorkerSettings {
             fence: self.settings.shards.fence(shard),
@@ -553,7 +553,7 @@ impl Controller {
             credentials: first.credentials.clone(),
             push: first.provider.push,
             committer: self.settings.committer.clone(),
-            repo_dir: self.settings.data_dir.join("repos").join(format!("{hash:016x}")),
+            repo_dir: store::dir_of(&self.settings.data_dir.join("repos"), &branch.url),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
             metrics: self.settings.metrics.clone(),
             pushers: self.pushers.clone(),

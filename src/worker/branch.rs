@@ -27,6 +27,7 @@ use super::pushers::{PushRequest, Pushers};
 use super::queue::WorkItem;
 use super::remote::{RefUpdate, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
+use super::store;
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
 use crate::shard::Fence;
@@ -49,6 +50,8 @@ pub struct WorkerSettings {
     pub credentials: Credentials,
     pub push: PushPolicy,
     pub committer: Identity,
+    /// The local store of the repository, shared with its other branches
+    /// ([`store`]).
     pub repo_dir: PathBuf,
     /// (target, normalised base folder) of every target on this branch.
     pub folders: Vec<(TargetKey, String)>,
@@ -310,6 +313,7 @@ impl Shell {
                     (self.remote.clone().ok()?, self.settings.repo_dir.clone(), self.settings.key.clone());
                 Some(
                     async move {
+                        let _store = store::exclusive(&git_dir).await;
                         if let Err(error) = remote.maintain(&git_dir, LOOSE_OBJECT_THRESHOLD).await {
                             warn!(branch = %key, %error, "repository maintenance failed");
                         }
@@ -358,6 +362,7 @@ impl Shell {
                 tokio::fs::create_dir_all(&dir)
                     .await
                     .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
+                let store = store::exclusive(&dir).await;
                 ensure_open(&repo, &dir).await?;
                 // Shallow only when no local commit's fate must be known.
                 let tip = if known.is_empty() {
@@ -366,6 +371,7 @@ impl Shell {
                     remote.fetch_full(&dir, &branch).await
                 }
                 .map_err(Failure::from)?;
+                drop(store);
                 let tip = tip
                     .map(|t| {
                         ObjectId::from_hex(t.as_bytes()).map_err(|_| {

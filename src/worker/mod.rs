@@ -13,3 +13,4 @@ pub mod pushers;
 pub mod queue;
 pub mod remote;
 pub mod repo;
+pub mod store;

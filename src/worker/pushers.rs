@@ -30,7 +30,7 @@ use crate::shard::Fence;
 /// an alternate object store, and git looks every object up in each loose
 /// store in turn: with 100 stores a push of 35,000 objects made 6 million
 /// failing `openat` calls and took 8–18 s; 16 keep a push near 0.6 s.
-pub const MAX_REFS_PER_PUSH: usize = 16;
+pub const MAX_REFS_PER_PUSH: usize = 128;
 /// A repository's task ends after this long without a push.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -168,6 +168,7 @@ fn take_batch(waiting: &mut VecDeque<Request>, limit: usize) -> Vec<Request> {
     while let Some(request) = waiting.pop_front() {
         let fits = batch.len() < limit
             && request.push.remote.same_access(&batch[0].push.remote)
+            && request.push.update.git_dir == batch[0].push.update.git_dir
             && !branches.contains(&request.push.update.branch);
         if fits {
             branches.insert(request.push.update.branch.clone());
@@ -254,7 +255,7 @@ mod tests {
     fn request(remote: &Arc<Remote>, branch: &str) -> (Request, oneshot::Receiver<PushReply>) {
         let (reply, answer) = oneshot::channel();
         let update = RefUpdate {
-            git_dir: PathBuf::from(format!("/data/{branch}")),
+            git_dir: PathBuf::from("/data/repos/r"),
             branch: branch.to_owned(),
             local: "a".repeat(40),
             expected: None,
@@ -290,6 +291,23 @@ mod tests {
     }
 
     #[test]
+    fn refs_of_another_local_store_wait_for_a_push_of_their_own() {
+        let ours = remote("https://h/r.git", "pw");
+        let mut waiting = VecDeque::new();
+        let mut answers = Vec::new();
+        for (branch, store) in
+            [("a", "/data/repos/r"), ("b", "/data/repos/elsewhere"), ("c", "/data/repos/r")]
+        {
+            let (mut request, answer) = request(&ours, branch);
+            request.push.update.git_dir = PathBuf::from(store);
+            waiting.push_back(request);
+            answers.push(answer);
+        }
+        assert_eq!(branches(&take_batch(&mut waiting, MAX_REFS_PER_PUSH)), ["a", "c"]);
+        assert_eq!(branches(&take_batch(&mut waiting, MAX_REFS_PER_PUSH)), ["b"]);
+    }
+
+    #[test]
     fn a_batch_is_bounded_and_skips_requests_nobody_waits_for() {
         let ours = remote("https://h/r.git", "pw");
         let mut waiting = VecDeque::new();
@@ -311,12 +329,16 @@ mod tests {
     #[test]
     fn a_timed_out_push_halves_the_refs_of_the_next_and_an_answer_doubles_them() {
         let mut refs = RefLimit::default();
-        for expected in [8, 4, 2] {
+        for expected in [MAX_REFS_PER_PUSH / 2, MAX_REFS_PER_PUSH / 4, MAX_REFS_PER_PUSH / 8] {
             refs.after(PushEnd::TimedOut);
             assert_eq!(refs.current, expected);
         }
         refs.after(PushEnd::Other);
-        assert_eq!(refs.current, 2, "a failure that is not a timeout says nothing about size");
+        assert_eq!(
+            refs.current,
+            MAX_REFS_PER_PUSH / 8,
+            "a failure that is not a timeout says nothing about size"
+        );
         for _ in 0..10 {
             refs.after(PushEnd::TimedOut);
         }

@@ -109,8 +109,10 @@ impl Pipeline {
         );
         let mut queues = HashMap::new();
         for i in 0..branches {
+            let key = BranchKey::new(url, &branch_of(i));
             let settings = WorkerSettings {
-                key: BranchKey::new(url, &branch_of(i)),
+                repo_dir: gitops_reverser::worker::store::dir_of(&dir.join("repos"), &key.url),
+                key,
                 url: url.to_owned(),
                 credentials: credentials.clone(),
                 push,
@@ -118,7 +120,6 @@ impl Pipeline {
                     name: "gitops-reverser".into(),
                     email: "gitops-reverser@configbutler.ai".into(),
                 },
-                repo_dir: dir.join("repos").join(branch_of(i)),
                 folders: vec![(target(i), normalize_base_folder(&format!("t{i}")))],
                 metrics: metrics.clone(),
                 // No Leases here: this process holds every shard for good.

@@ -62,8 +62,6 @@ pub struct Remote {
     search_path: OsString,
     /// The commit offered in dry-run pushes, made once per remote.
     probe: OnceCell<String>,
-    /// One multi-repository push at a time uses the staging repository.
-    staging: tokio::sync::Mutex<()>,
 }
 
 /// One ref of a push: commit `local` of the bare repository `git_dir` goes
@@ -101,7 +99,6 @@ impl Remote {
             timeout: Self::DEFAULT_TIMEOUT,
             search_path: sandbox::default_search_path(),
             probe: OnceCell::new(),
-            staging: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -330,6 +327,11 @@ impl Remote {
             }
         }
         let Some(first) = updates.first() else { return Ok(Vec::new()) };
+        if updates.iter().any(|u| u.git_dir != first.git_dir) {
+            return Err(RemoteError::InvalidConfiguration(
+                "one push carries refs of one local store; these came from several".into(),
+            ));
+        }
         // Some servers (soft-serve, Gitea) create a repository on push: a
         // branch is only created in a repository ls-remote has seen. Any
         // other push carries a lease on an existing tip, which fails there.
@@ -343,14 +345,7 @@ impl Remote {
                 after: self.timeout,
             });
         }
-        // The staging repository is held until git is done with it; a push
-        // from one repository needs none.
-        let (_staging, git_dir) = if updates.iter().all(|u| u.git_dir == first.git_dir) {
-            (None, first.git_dir.clone())
-        } else {
-            let staging = self.staging.lock().await;
-            (Some(staging), self.stage(updates).await?)
-        };
+        let git_dir = first.git_dir.clone();
         let mut push: Vec<String> = vec!["push".into(), "--porcelain".into(), "--no-verify".into()];
         for (update, refname) in updates.iter().zip(&refnames) {
             push.push(format!("--force-with-lease={refname}:{}", update.expected.as_deref().unwrap_or("")));
@@ -394,40 +389,6 @@ impl Remote {
             }
             None => Err(self.failure(Op::Push, &output.stderr)),
         }
-    }
-
-    /// A bare repository in the sandbox that borrows the objects of every
-    /// branch's repository (`objects/info/alternates`) and their shallow
-    /// boundaries, so one `git push` can send commits made in several.
-    async fn stage(&self, updates: &[RefUpdate]) -> Result<PathBuf, RemoteError> {
-        let dir = self.sandbox.path().join("batch.git");
-        let local =
-            |source: std::io::Error| RemoteError::Io { op: Op::Local, url: self.url.display.clone(), source };
-        if !dir.join("objects").exists() {
-            let mut init = args(["init", "--bare", "--quiet", "--"]);
-            init.push(dir.clone().into());
-            self.local_ok(init).await?;
-        }
-        let mut alternates = String::new();
-        let mut shallow = std::collections::BTreeSet::new();
-        let mut seen = std::collections::HashSet::new();
-        for update in updates {
-            if !seen.insert(update.git_dir.as_path()) {
-                continue;
-            }
-            let objects = std::path::absolute(update.git_dir.join("objects")).map_err(local)?;
-            alternates.push_str(&objects.to_string_lossy());
-            alternates.push('\n');
-            match tokio::fs::read_to_string(update.git_dir.join("shallow")).await {
-                Ok(text) => shallow.extend(text.lines().map(str::to_owned)),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(local(error)),
-            }
-        }
-        tokio::fs::write(dir.join("objects/info/alternates"), alternates).await.map_err(local)?;
-        let shallow: String = shallow.into_iter().map(|line| line + "\n").collect();
-        tokio::fs::write(dir.join("shallow"), shallow).await.map_err(local)?;
-        Ok(dir)
     }
 
     fn probe_dir(&self) -> std::path::PathBuf {

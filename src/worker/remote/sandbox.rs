@@ -57,6 +57,12 @@ const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
+/// How long an idle shared SSH connection stays open.
+const CONTROL_PERSIST: Duration = Duration::from_secs(60);
+/// Room ssh needs beside a control socket's path (it binds a temporary
+/// name first) within the 108 bytes of a Unix socket address.
+const MAX_CONTROL_PATH: usize = 80;
+
 /// Proxy settings are the operator's, not the user's: they pass through.
 const PASSED_THROUGH: &[&str] = &[
     "HTTPS_PROXY",
@@ -140,6 +146,13 @@ impl Sandbox {
                     shell_quote(&file("identity")),
                     shell_quote(&file("known_hosts")),
                 );
+                if let Some(socket) = control_socket(url, key) {
+                    command.push_str(&format!(
+                        " -o ControlMaster=auto -o ControlPersist={} -o ControlPath={}",
+                        CONTROL_PERSIST.as_secs(),
+                        shell_quote(Path::new(&socket.to_string_lossy().replace('%', "%%"))),
+                    ));
+                }
                 match &key.passphrase {
                     // BatchMode would skip an encrypted key without asking; instead no
                     // prompt but the passphrase one is possible, and askpass answers it.
@@ -187,7 +200,7 @@ impl Sandbox {
 
     /// A `git` command with only this sandbox's environment, run in the sandbox.
     pub fn command(&self, search_path: &OsString, connect_timeout: Duration) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new("git");
+        let mut command = tokio::process::Command::new(program_in(search_path, "git"));
         command.env_clear().env("PATH", search_path).envs(self.vars.iter().map(|(k, v)| (k, v)));
         if let Some(ssh) = &self.ssh_command {
             let seconds = connect_timeout.as_secs().clamp(1, 30);
@@ -202,6 +215,50 @@ impl Sandbox {
     pub fn vars(&self) -> &[(&'static str, OsString)] {
         &self.vars
     }
+}
+
+/// The control socket that every ssh of this repository and identity
+/// shares (OpenSSH `ControlMaster`): one handshake per repository, not one
+/// per fetch or push. `None` if no private folder can hold it.
+///
+/// The name is a digest of everything that makes the connection: the URL
+/// (user, host, port, repository), the identity, its passphrase and the
+/// trusted host keys. A different identity or host list never reuses
+/// another's connection, and the folder is 0700, so no other user can.
+/// The master ssh detaches from git with its stdio on /dev/null, and leaves
+/// on its own after [`CONTROL_PERSIST`] without sessions.
+fn control_socket(url: &RemoteUrl, key: &crate::worker::credentials::SshKey) -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("gitops-reverser-ssh-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .ok()
+            .map(tempfile::TempDir::keep)
+    });
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let passphrase = key.passphrase.as_ref().map(|p| p.expose().as_bytes()).unwrap_or_default();
+    for part in
+        [url.for_git.as_bytes(), key.identity.expose().as_bytes(), passphrase, key.known_hosts.as_bytes()]
+    {
+        digest.update(&(part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    let name: String = digest.finish().as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let socket = dir.as_ref()?.join(name);
+    (socket.as_os_str().len() <= MAX_CONTROL_PATH).then_some(socket)
+}
+
+/// `name` as found on `search_path`, or `name` itself if it is not there.
+///
+/// std starts a child with `posix_spawn` only when a changed PATH comes with
+/// a program path; a bare name makes it `fork()` the whole operator.
+fn program_in(search_path: &OsString, name: &str) -> PathBuf {
+    std::env::split_paths(search_path)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The operator's PATH, or a conventional one if it has none.

@@ -283,16 +283,20 @@ async fn maintenance_packs_loose_objects_past_the_threshold() {
 }
 
 /// Issue 16: a hostile server's pack could fill the data volume every
-/// branch of the replica shares. A git child cannot write a file past the
-/// limit: the write stops there and the process dies of SIGXFSZ.
-#[tokio::test]
-async fn a_git_child_cannot_write_a_file_past_the_limit() {
+/// branch of the replica shares. A child cannot write a file past the
+/// limit: the write stops there and the process dies of SIGXFSZ. (The limit
+/// is set in the forked child before it runs the writer, as the operator
+/// sets it on itself before it runs git, so this test process keeps its own.)
+#[test]
+fn a_git_child_cannot_write_a_file_past_the_limit() {
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pack");
-    let mut command = tokio::process::Command::new("sh");
+    let mut command = std::process::Command::new("sh");
     command.arg("-c").arg(format!("head -c 100000 /dev/zero > {}", file.display()));
-    super::run::limit_file_size(&mut command, 4096);
-    let status = command.status().await.unwrap();
+    // SAFETY: getrlimit and setrlimit are async-signal-safe and allocate nothing.
+    unsafe { command.pre_exec(|| super::run::limit_file_size(4096)) };
+    let status = command.status().unwrap();
     assert!(!status.success(), "{status:?}");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 4096);
 }
