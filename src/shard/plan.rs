@@ -89,9 +89,11 @@ impl Handover {
     /// route their changes, so none falls between the two), or until `wait`
     /// passed (the new owner runs an older version, or cannot start). With
     /// no other live member (`standby_elsewhere` None) nobody will announce:
-    /// no wait. Once
-    /// stopped, a shard stays releasing; it is released once drained.
-    /// Returns the shards to release now.
+    /// no wait. A shard whose standby is gone again before the wait ended is
+    /// written again: the old owner's drain leaves the changes since its cut
+    /// to the standby, and a standby that stops takes them with it (seen in
+    /// `ha_scaling`: the new owner changed twice while 3 of 5 replicas
+    /// left). It is released once drained. Returns the shards to release now.
     pub fn pass(
         &mut self,
         held: &BTreeSet<u32>,
@@ -103,7 +105,7 @@ impl Handover {
     ) -> Vec<u32> {
         let undesired: BTreeSet<u32> = held.difference(desired).copied().collect();
         self.undesired_since.retain(|s, _| undesired.contains(s));
-        self.releasing.retain(|s| undesired.contains(s));
+        self.releasing.clear();
         for shard in &undesired {
             let since = *self.undesired_since.entry(*shard).or_insert(now);
             if standby_elsewhere.is_none_or(|s| s.contains(shard)) || since + wait <= now {
@@ -184,6 +186,25 @@ mod tests {
         let mut alone = Handover::default();
         alone.pass(&held, &BTreeSet::new(), &BTreeSet::new(), None, now, wait);
         assert_eq!(alone.releasing, held, "no other member: nobody to wait for");
+    }
+
+    #[test]
+    fn a_shard_whose_standby_went_away_is_written_again_until_the_next_one() {
+        let now = Instant::now();
+        let wait = Duration::from_secs(8);
+        let (held, desired) = (BTreeSet::from([1, 2]), BTreeSet::from([1]));
+        let mut handover = Handover::default();
+        let none = BTreeSet::new();
+        handover.pass(&held, &desired, &none, Some(&BTreeSet::from([2])), now, wait);
+        assert_eq!(handover.releasing, BTreeSet::from([2]));
+        let later = now + Duration::from_secs(3);
+        let release = handover.pass(&held, &desired, &BTreeSet::from([2]), Some(&none), later, wait);
+        assert!(handover.releasing.is_empty(), "the standby left: written again");
+        assert!(release.is_empty(), "and not released, though its worker drained");
+        handover.pass(&held, &desired, &none, Some(&BTreeSet::from([2])), later, wait);
+        assert_eq!(handover.releasing, BTreeSet::from([2]), "the next standby announced");
+        let release = handover.pass(&held, &desired, &BTreeSet::from([2]), Some(&none), now + wait, wait);
+        assert_eq!(release, vec![2], "past the wait, a missing standby holds nothing back");
     }
 
     #[test]
