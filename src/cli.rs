@@ -74,6 +74,13 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_AUDIT_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub audit_interval: Duration,
 
+    /// Whether the SSH fetches and pushes of one repository and identity
+    /// share one connection (OpenSSH ControlMaster, one handshake instead of
+    /// one per git command). Turn it off for a server or proxy that must see
+    /// every command as a connection of its own.
+    #[arg(long, env = "GITOPS_REVERSER_SSH_CONNECTION_SHARING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ssh_connection_sharing: bool,
+
     /// Most pushes this replica runs at once, across all its branches.
     /// Beyond it, branches wait their turn and push larger batches: a git
     /// server past its ceiling slows every push down until they all time

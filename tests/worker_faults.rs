@@ -128,7 +128,10 @@ async fn a_fetch_that_fails_right_after_a_stale_push_loses_nothing() {
     let via_url =
         repo.ssh_url.replace(&format!(":{}/", env.var("GITENV_SSH_PORT")), &format!(":{}/", proxy.port));
     let credentials = harness::ssh_credentials(env, &via_url, Some(proxy.port));
-    let options = Options { via: Some((via_url, credentials)), ..Options::default() };
+    // The proxy scripts what happens to each new connection, so every git
+    // command must make one.
+    let options =
+        Options { via: Some((via_url, credentials)), shared_ssh_connection: false, ..Options::default() };
     let mut branch = Branch::start(env, &repo.ssh_url, options);
     branch.set("a").await;
     branch.wait_equal("the first push", CONVERGE).await;

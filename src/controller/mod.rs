@@ -48,6 +48,8 @@ pub struct Settings {
     pub access_check_interval: Duration,
     /// How often a branch's remote is compared with the cluster.
     pub audit_interval: Duration,
+    /// One SSH connection per repository and identity.
+    pub ssh_connection_sharing: bool,
     /// Limit to one namespace; None: all.
     pub namespace: Option<String>,
     pub metrics: Arc<crate::telemetry::Metrics>,
@@ -558,6 +560,7 @@ impl Controller {
             metrics: self.settings.metrics.clone(),
             pushers: self.pushers.clone(),
             audit_interval: self.settings.audit_interval,
+            shared_ssh_connection: self.settings.ssh_connection_sharing,
             standby: self.ownership.is_incoming(shard),
         }
     }

@@ -64,6 +64,8 @@ pub struct WorkerSettings {
     pub pushers: Pushers,
     /// How often the remote is compared with the cluster (anti-entropy).
     pub audit_interval: Duration,
+    /// One SSH connection per repository and identity (`--ssh-connection-sharing`).
+    pub shared_ssh_connection: bool,
     /// Prepare only: the shard's current owner still writes the branch.
     pub standby: bool,
 }
@@ -249,7 +251,7 @@ struct Shell {
 impl Shell {
     fn new(settings: WorkerSettings) -> Self {
         let remote = Remote::new(&settings.url, settings.credentials.clone())
-            .map(Arc::new)
+            .map(|r| Arc::new(r.with_shared_ssh_connection(settings.shared_ssh_connection)))
             .map_err(|error| (error.reason(), error.to_string()));
         let repository =
             remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_else(|_| settings.key.url.clone());
@@ -260,7 +262,10 @@ impl Shell {
     fn reconfigure(&mut self, settings: WorkerSettings) {
         if settings.credentials != self.settings.credentials || settings.url != self.settings.url {
             match Remote::new(&settings.url, settings.credentials.clone()) {
-                Ok(remote) => self.remote = Ok(Arc::new(remote)),
+                Ok(remote) => {
+                    self.remote =
+                        Ok(Arc::new(remote.with_shared_ssh_connection(settings.shared_ssh_connection)))
+                }
                 Err(error) => {
                     warn!(branch = %settings.key, %error, "new credentials rejected; keeping the old ones");
                 }

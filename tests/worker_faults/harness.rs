@@ -80,6 +80,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Connect through this URL instead of the repository's own.
     pub via: Option<(String, Credentials)>,
+    /// One SSH connection for all git commands (the operator's default).
+    pub shared_ssh_connection: bool,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             audit_interval: Duration::from_secs(600),
             data_dir: None,
             via: None,
+            shared_ssh_connection: true,
         }
     }
 }
@@ -128,6 +131,7 @@ impl Branch {
             replica: "test".into(),
             pushers: Pushers::new(4),
             audit_interval: options.audit_interval,
+            shared_ssh_connection: options.shared_ssh_connection,
             standby: false,
         };
         let worker = WorkerHandle::spawn(settings);

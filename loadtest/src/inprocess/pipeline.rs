@@ -127,6 +127,7 @@ impl Pipeline {
                 replica: "in-process".into(),
                 pushers: pushers.clone(),
                 audit_interval: WorkerSettings::DEFAULT_AUDIT_INTERVAL,
+                shared_ssh_connection: true,
                 standby: false,
             };
             let worker = WorkerHandle::spawn(settings);

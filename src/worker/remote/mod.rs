@@ -109,6 +109,13 @@ impl Remote {
         self
     }
 
+    /// Whether the ssh processes of this repository and identity share one
+    /// connection (default), or each connects anew.
+    pub fn with_shared_ssh_connection(mut self, sharing: bool) -> Self {
+        self.sandbox.share_connection(sharing);
+        self
+    }
+
     /// The `PATH` in which `git` and `ssh` are looked up (default: the operator's).
     pub fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
         self.search_path = path.into();

@@ -82,6 +82,10 @@ pub(super) struct Sandbox {
     vars: Vec<(&'static str, OsString)>,
     /// `GIT_SSH_COMMAND` without `ConnectTimeout`, for ssh:// remotes.
     ssh_command: Option<String>,
+    /// The `ControlMaster` options that share one connection, if possible.
+    shared_connection: Option<String>,
+    /// Whether ssh uses `shared_connection`.
+    sharing: bool,
 }
 
 impl Sandbox {
@@ -121,6 +125,7 @@ impl Sandbox {
         );
         write_private(&file("askpass"), GIT_ASKPASS.as_bytes(), 0o700)?;
         let mut ssh_command = None;
+        let mut shared_connection = None;
         match credentials.auth() {
             Auth::Anonymous => {}
             Auth::Basic { username, password } => {
@@ -146,13 +151,13 @@ impl Sandbox {
                     shell_quote(&file("identity")),
                     shell_quote(&file("known_hosts")),
                 );
-                if let Some(socket) = control_socket(url, key) {
-                    command.push_str(&format!(
+                shared_connection = control_socket(url, key).map(|socket| {
+                    format!(
                         " -o ControlMaster=auto -o ControlPersist={} -o ControlPath={}",
                         CONTROL_PERSIST.as_secs(),
                         shell_quote(Path::new(&socket.to_string_lossy().replace('%', "%%"))),
-                    ));
-                }
+                    )
+                });
                 match &key.passphrase {
                     // BatchMode would skip an encrypted key without asking; instead no
                     // prompt but the passphrase one is possible, and askpass answers it.
@@ -191,7 +196,13 @@ impl Sandbox {
                 vars.push(("GIT_SSL_KEY", file("tls.key").into()));
             }
         }
-        Ok(Self { dir, vars, ssh_command })
+        Ok(Self { dir, vars, ssh_command, shared_connection, sharing: true })
+    }
+
+    /// Whether ssh shares one connection per repository and identity
+    /// (default) or connects anew for every git command.
+    pub fn share_connection(&mut self, sharing: bool) {
+        self.sharing = sharing;
     }
 
     pub fn path(&self) -> &Path {
@@ -204,7 +215,8 @@ impl Sandbox {
         command.env_clear().env("PATH", search_path).envs(self.vars.iter().map(|(k, v)| (k, v)));
         if let Some(ssh) = &self.ssh_command {
             let seconds = connect_timeout.as_secs().clamp(1, 30);
-            command.env("GIT_SSH_COMMAND", format!("{ssh} -o ConnectTimeout={seconds}"));
+            let shared = self.shared_connection.as_deref().filter(|_| self.sharing).unwrap_or_default();
+            command.env("GIT_SSH_COMMAND", format!("{ssh}{shared} -o ConnectTimeout={seconds}"));
         }
         command.current_dir(self.dir.path());
         command
