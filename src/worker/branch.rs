@@ -250,9 +250,7 @@ struct Shell {
 
 impl Shell {
     fn new(settings: WorkerSettings) -> Self {
-        let remote = Remote::new(&settings.url, settings.credentials.clone())
-            .map(|r| Arc::new(r.with_shared_ssh_connection(settings.shared_ssh_connection)))
-            .map_err(|error| (error.reason(), error.to_string()));
+        let remote = remote_of(&settings).map(Arc::new).map_err(|error| (error.reason(), error.to_string()));
         let repository =
             remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_else(|_| settings.key.url.clone());
         let metrics = Arc::new(settings.metrics.branch(&repository, &settings.key.branch));
@@ -261,11 +259,8 @@ impl Shell {
 
     fn reconfigure(&mut self, settings: WorkerSettings) {
         if settings.credentials != self.settings.credentials || settings.url != self.settings.url {
-            match Remote::new(&settings.url, settings.credentials.clone()) {
-                Ok(remote) => {
-                    self.remote =
-                        Ok(Arc::new(remote.with_shared_ssh_connection(settings.shared_ssh_connection)))
-                }
+            match remote_of(&settings) {
+                Ok(remote) => self.remote = Ok(Arc::new(remote)),
                 Err(error) => {
                     warn!(branch = %settings.key, %error, "new credentials rejected; keeping the old ones");
                 }
@@ -532,6 +527,12 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+/// The remote the settings describe.
+fn remote_of(settings: &WorkerSettings) -> Result<Remote, RemoteError> {
+    Ok(Remote::new(&settings.url, settings.credentials.clone())?
+        .with_shared_ssh_connection(settings.shared_ssh_connection))
 }
 
 /// Opens (or creates) the local repository once.

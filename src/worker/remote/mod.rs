@@ -352,7 +352,6 @@ impl Remote {
                 after: self.timeout,
             });
         }
-        let git_dir = first.git_dir.clone();
         let mut push: Vec<String> = vec!["push".into(), "--porcelain".into(), "--no-verify".into()];
         for (update, refname) in updates.iter().zip(&refnames) {
             push.push(format!("--force-with-lease={refname}:{}", update.expected.as_deref().unwrap_or("")));
@@ -361,7 +360,7 @@ impl Remote {
         for (update, refname) in updates.iter().zip(&refnames) {
             push.push(format!("{}:{refname}", update.local));
         }
-        let output = self.git(Op::Push, in_repo(&git_dir, push.iter().map(String::as_str))).await?;
+        let output = self.git(Op::Push, in_repo(&first.git_dir, push.iter().map(String::as_str))).await?;
         let mut outcomes = Vec::with_capacity(updates.len());
         for (update, refname) in updates.iter().zip(&refnames) {
             outcomes.push(self.ref_outcome(&output, update, refname).await);
