@@ -114,8 +114,8 @@ async fn a_newer_or_powerless_target_cannot_take_a_folder_in_use() {
     let _operator = s.operator();
     s.wait_condition("zz-victim", "Synced", |c| c.0 == "True").await;
 
-    // Both sort before the victim; creation times are whole seconds, and the
-    // victim synced seconds ago.
+    // Both sort before the victim, and may have been created in the same
+    // (whole) second as the victim: it holds the folder, so it keeps it.
     s.target("aa-squat", "readonly", "shared", "apps").await;
     s.target("ab-copy", "good", "shared", "apps").await;
     // Both first say "Validating" while their access is checked.

@@ -57,6 +57,8 @@ pub struct TargetState {
     /// Another target claimed this one's folder first (see
     /// `reject_shared_folders`); it is not written meanwhile.
     pub folder_conflict: Option<Problem>,
+    /// It won its folder in the last pass: a newcomer never takes it over.
+    pub holds_folder: bool,
 }
 
 impl TargetState {
@@ -87,18 +89,20 @@ impl TargetState {
     }
 }
 
-/// A claim on a folder of a branch: (created, target, (branch, folder)).
-type FolderClaim = (Option<k8s_openapi::jiff::Timestamp>, TargetKey, (BranchKey, String));
+/// A claim on a folder of a branch: (newcomer, created, target, (branch,
+/// folder)); a newcomer did not hold the folder in the last pass.
+type FolderClaim = (bool, Option<k8s_openapi::jiff::Timestamp>, TargetKey, (BranchKey, String));
 
-/// The claims that lose to an older claim on the same folder (pure): the
-/// earliest creation wins, then the smaller name.
+/// The claims that lose to an earlier claim on the same folder (pure): the
+/// target that holds it keeps it, then the earliest creation wins (whole
+/// seconds: a newcomer may tie), then the smaller name.
 fn later_claims(mut claims: Vec<FolderClaim>) -> Vec<(TargetKey, (BranchKey, String))> {
     claims.sort();
     let mut seen: HashSet<(BranchKey, String)> = HashSet::new();
     claims
         .into_iter()
-        .filter(|(_, _, slot)| !seen.insert(slot.clone()))
-        .map(|(_, key, slot)| (key, slot))
+        .filter(|(_, _, _, slot)| !seen.insert(slot.clone()))
+        .map(|(_, _, key, slot)| (key, slot))
         .collect()
 }
 
@@ -153,6 +157,7 @@ impl Controller {
                             synced_as: None,
                             withheld: HashSet::new(),
                             folder_conflict: None,
+                            holds_folder: false,
                         },
                     );
                 }
@@ -162,11 +167,12 @@ impl Controller {
 
     /// Two targets writing the same folder of the same branch would delete
     /// each other's files. Only a target whose own credentials proved it may
-    /// push claims a folder (one that cannot write blocks nobody), and the
+    /// push claims a folder (one that cannot write blocks nobody). The
+    /// target that held the folder in the last pass keeps it, else the
     /// oldest claim wins (creation time, then name), so a newcomer cannot
-    /// take a folder in use. The message names neither target: each would
-    /// learn of the other's namespace. Run after the access checks of the
-    /// pass, before routing.
+    /// take a folder in use, even one created in the same second. The
+    /// message names neither target: each would learn of the other's
+    /// namespace. Run after the access checks of the pass, before routing.
     pub(super) fn reject_shared_folders(&mut self) {
         let created: HashMap<TargetKey, _> = self
             .stores
@@ -177,9 +183,11 @@ impl Controller {
             .collect();
         let claims = self.targets.iter_mut().filter_map(|(key, state)| {
             state.folder_conflict = None;
+            let newcomer = !std::mem::take(&mut state.holds_folder);
             let resolved = state.resolved().filter(|_| state.may_write())?;
             let slot = (resolved.branch_key.clone(), resolved.folder.clone());
-            Some((created.get(key).cloned().flatten(), key.clone(), slot))
+            state.holds_folder = true;
+            Some((newcomer, created.get(key).cloned().flatten(), key.clone(), slot))
         });
         for (key, (branch, folder)) in later_claims(claims.collect()) {
             let problem = Problem::new(
@@ -189,7 +197,9 @@ impl Controller {
                     branch.branch, branch.url
                 ),
             );
-            self.targets.get_mut(&key).expect("key from the map").folder_conflict = Some(problem);
+            let state = self.targets.get_mut(&key).expect("key from the map");
+            state.folder_conflict = Some(problem);
+            state.holds_folder = false;
         }
     }
 
@@ -302,10 +312,25 @@ mod tests {
         let squatter = TargetKey::new("team-a", "aa-squat");
         let elsewhere = TargetKey::new("team-c", "other");
         let claims = vec![
-            (at(200), squatter.clone(), slot.clone()),
-            (at(100), victim.clone(), slot.clone()),
-            (at(300), elsewhere.clone(), (branch, "other".to_owned())),
+            (true, at(200), squatter.clone(), slot.clone()),
+            (true, at(100), victim.clone(), slot.clone()),
+            (true, at(300), elsewhere.clone(), (branch, "other".to_owned())),
         ];
         assert_eq!(later_claims(claims), vec![(squatter, slot)]);
+    }
+
+    /// Creation times are whole seconds: a newcomer created in the second
+    /// its victim was, with a name that sorts first, took the folder (seen
+    /// in CI). The target that holds a folder keeps it.
+    #[test]
+    fn the_target_that_holds_a_folder_keeps_it_against_a_newcomer_of_the_same_second() {
+        let slot = (BranchKey::new("ssh://git/repo", "main"), "apps".to_owned());
+        let at = Some(Timestamp::from_second(100).unwrap());
+        let victim = TargetKey::new("team-b", "zz-prod");
+        let copy = TargetKey::new("team-a", "ab-copy");
+        let claims = vec![(true, at, copy.clone(), slot.clone()), (false, at, victim.clone(), slot.clone())];
+        assert_eq!(later_claims(claims), vec![(copy.clone(), slot.clone())]);
+        let newcomers = vec![(true, at, copy, slot.clone()), (true, at, victim.clone(), slot.clone())];
+        assert_eq!(later_claims(newcomers), vec![(victim, slot)], "between newcomers, the name decides");
     }
 }
