@@ -229,3 +229,33 @@ async fn release_then_another_acquires() {
     assert_eq!(record.spec.unwrap().lease_transitions, Some(1));
     assert!(b.renew("shard-2", &b_claim).await.unwrap().is_held());
 }
+
+/// A tenure survives a lapse only if the acquisition replaced a version
+/// that still named this replica: what the replace returns as the former
+/// holder must be exactly that version's holder.
+#[tokio::test]
+async fn an_acquisition_names_the_holder_it_replaced() {
+    let admin = support::env().client().await;
+    let namespace = support::TestNamespace::create(&admin, "lease-previous").await;
+    let a = contender(&namespace.name, "a", Duration::from_secs(1)).await;
+    let b = contender(&namespace.name, "b", Duration::from_secs(1)).await;
+
+    let (claim, previous) = a.try_acquire_after("shard-3").await.unwrap();
+    assert!(claim.is_held() && previous.is_none(), "created: {claim:?} {previous:?}");
+    // a takes its own Lease back (as after a lapse): nobody wrote in between.
+    let (claim, previous) = a.try_acquire_after("shard-3").await.unwrap();
+    assert!(claim.is_held(), "{claim:?}");
+    assert_eq!(previous.as_deref(), Some("a"));
+    // b takes it over once expired, and learns it replaced a.
+    let (claim, previous) = support::wait_for("b to take over", Duration::from_secs(10), || async {
+        let (claim, previous) = b.try_acquire_after("shard-3").await.unwrap();
+        claim.is_held().then_some((claim, previous))
+    })
+    .await;
+    assert_eq!(previous.as_deref(), Some("a"));
+    b.release("shard-3", &claim).await.unwrap();
+    // After b's release the Lease names nobody: a's next tenure is new.
+    let (claim, previous) = a.try_acquire_after("shard-3").await.unwrap();
+    assert!(claim.is_held(), "{claim:?}");
+    assert_eq!(previous, None, "a released Lease names no former holder");
+}

@@ -310,7 +310,8 @@ impl Controller {
                 });
                 let finished = worker.handle.is_finished();
                 let handing_over = worker.handover_deadline.is_some();
-                (branch.clone(), workers::Running { finished, changed, handing_over })
+                let tenure = worker.settings.fence.tenure();
+                (branch.clone(), workers::Running { finished, changed, handing_over, tenure })
             })
             .collect();
         let draining: BTreeSet<BranchKey> = self.draining.keys().cloned().collect();
@@ -322,8 +323,10 @@ impl Controller {
         }
         let mut resync: Vec<TargetKey> = Vec::new();
         for branch in &plan.update {
-            let settings = self.worker_settings(branch, &branches[branch]);
+            let mut settings = self.worker_settings(branch, &branches[branch]);
             let running = self.workers.get_mut(branch).expect("planned from the running workers");
+            // Its fence stays bound to the tenure its commits were made in.
+            settings.fence = running.settings.fence.clone();
             running.handle.update(settings.clone()).await;
             running.settings = settings;
         }
@@ -343,7 +346,7 @@ impl Controller {
             let Some(worker) = self.workers.remove(branch) else { continue };
             // Lost: another replica may own it soon; the fence already
             // blocks pushes, and nothing more may be written.
-            warn!(%branch, "shard lost: stopping branch worker at once");
+            warn!(%branch, "shard lost to another replica: stopping branch worker at once");
             worker.handle.abort();
         }
         let budget = self.drain_budget();

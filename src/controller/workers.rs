@@ -20,6 +20,21 @@ pub struct Running {
     pub changed: bool,
     /// It is handing its shard over (pushing what it holds, then ending).
     pub handing_over: bool,
+    /// The shard tenure its pushes are bound to, once bound.
+    pub tenure: Option<u64>,
+}
+
+impl Running {
+    /// Its shard was held by another replica since its tenure: what it
+    /// holds may be stale, so it stops, and a fresh worker resyncs.
+    fn superseded(&self, ownership: &Ownership, shard: u32) -> bool {
+        self.tenure.is_some_and(|t| ownership.tenure(shard) != Some(t))
+    }
+
+    /// Its shard lapsed in its own tenure, which may go on.
+    fn suspended(&self, ownership: &Ownership, shard: u32) -> bool {
+        self.tenure.is_some() && ownership.suspended.get(&shard).copied() == self.tenure
+    }
 }
 
 /// What to do with the workers this pass.
@@ -31,7 +46,9 @@ pub struct WorkerPlan {
     pub update: Vec<BranchKey>,
     /// Not started yet: the previous worker is still pushing what it holds.
     pub wait: Vec<BranchKey>,
-    /// The shard was lost: stop at once, nothing more may be written.
+    /// The shard was lost to another replica, or since its worker's
+    /// tenure: stop at once, nothing more may be written. (A shard lost
+    /// only because its renewal failed keeps its worker, suspended.)
     pub abort: Vec<BranchKey>,
     /// The shard is being handed over: drain, then report it drained.
     pub hand_over: Vec<(u32, BranchKey)>,
@@ -59,6 +76,10 @@ pub fn plan(
             continue;
         }
         match running.get(branch) {
+            Some(worker) if worker.superseded(ownership, shard_of(branch)) => {
+                // Started again in the next pass, once this one is gone.
+                plan.abort.push(branch.clone());
+            }
             Some(worker) if !worker.finished => {
                 if worker.handing_over {
                     plan.resume.push(branch.clone());
@@ -75,7 +96,9 @@ pub fn plan(
         let shard = shard_of(branch);
         if worker.handing_over && worker.finished {
             plan.finished.push(branch.clone());
-        } else if !ownership.is_held(shard) {
+        } else if worker.suspended(ownership, shard) && !worker.finished {
+            // Keeps its unpushed commits until the Lease comes back.
+        } else if !ownership.is_held(shard) || worker.superseded(ownership, shard) {
             plan.abort.push(branch.clone());
         } else if worker.handing_over {
             // It ends by itself once it pushed what it holds.
@@ -141,8 +164,8 @@ mod tests {
         let expires = Instant::now() + Duration::from_secs(10);
         let held = active
             .iter()
-            .map(|s| (*s, HeldShard { expires, releasing: false }))
-            .chain(releasing.iter().map(|s| (*s, HeldShard { expires, releasing: true })))
+            .map(|s| (*s, HeldShard { expires, releasing: false, tenure: 1 }))
+            .chain(releasing.iter().map(|s| (*s, HeldShard { expires, releasing: true, tenure: 1 })))
             .collect();
         Ownership { held, ..Ownership::default() }
     }
@@ -155,7 +178,10 @@ mod tests {
         entries
             .iter()
             .map(|(b, finished, changed)| {
-                (key(b), Running { finished: *finished, changed: *changed, handing_over: false })
+                (
+                    key(b),
+                    Running { finished: *finished, changed: *changed, handing_over: false, tenure: None },
+                )
             })
             .collect()
     }
@@ -213,7 +239,7 @@ mod tests {
     /// instead of a new worker waiting for the old one and resyncing.
     #[test]
     fn a_handover_called_off_resumes_and_a_finished_one_is_forgotten() {
-        let handing = |finished| Running { finished, changed: false, handing_over: true };
+        let handing = |finished| Running { finished, changed: false, handing_over: true, tenure: None };
         let running = BTreeMap::from([
             (key("b1"), handing(false)),
             (key("b2"), handing(false)),
@@ -226,6 +252,31 @@ mod tests {
         let released = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &ownership(&[], &[]), shard_of);
         assert_eq!(released.finished, vec![key("b3")], "a finished handover is not a lost shard");
         assert_eq!(released.abort, vec![key("b1"), key("b2")], "a shard lost mid-handover stops at once");
+    }
+
+    /// The API server went away: the Lease of shard 1 lapsed, and nobody
+    /// else has held it since. Its worker keeps its unpushed commits; when
+    /// the Lease comes back in the same tenure it goes on, and if anyone
+    /// else held it meanwhile it stops and a fresh worker resyncs.
+    #[test]
+    fn a_worker_outlives_a_lapse_of_its_tenure_but_not_another_tenure() {
+        let bound = |tenure| Running { finished: false, changed: false, handing_over: false, tenure };
+        let running = BTreeMap::from([(key("b1"), bound(Some(1))), (key("b2"), bound(None))]);
+        let lapsed = Ownership { suspended: BTreeMap::from([(1, 1), (2, 1)]), ..Ownership::default() };
+        let during = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &lapsed, shard_of);
+        assert_eq!(during.abort, vec![key("b2")], "b2 never pushed: nothing to keep");
+        assert_eq!(during, WorkerPlan { abort: vec![key("b2")], ..WorkerPlan::default() });
+
+        let running = BTreeMap::from([(key("b1"), bound(Some(1)))]);
+        let back = plan(&set(&["b1"]), &running, &BTreeSet::new(), &ownership(&[1], &[]), shard_of);
+        assert_eq!(back, WorkerPlan::default(), "the same tenure: b1 goes on");
+
+        let mut taken = ownership(&[1], &[]);
+        taken.held.get_mut(&1).unwrap().tenure = 2;
+        let after = plan(&set(&["b1"]), &running, &BTreeSet::new(), &taken, shard_of);
+        assert_eq!(after, WorkerPlan { abort: vec![key("b1")], ..WorkerPlan::default() });
+        let gone = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &Ownership::default(), shard_of);
+        assert_eq!(gone.abort, vec![key("b1")], "the tenure ended: stop");
     }
 
     #[test]

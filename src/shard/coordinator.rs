@@ -93,6 +93,16 @@ pub struct Coordinator {
     standby_rx: watch::Receiver<BTreeSet<u32>>,
     /// The standby shards written on the member Lease.
     announced: BTreeSet<u32>,
+    /// The tenure of each held shard (see [`HeldShard::tenure`]).
+    tenures: BTreeMap<u32, u64>,
+    /// See [`Ownership::suspended`].
+    suspended: BTreeMap<u32, u64>,
+    next_tenure: u64,
+    /// The member Lease lapsed (the API server could not be reached).
+    membership_lapsed: bool,
+    /// After a lapse, until then, shards whose Lease names another replica
+    /// are left to it: it was cut off too, and is likely coming back.
+    rejoin_grace_until: Option<Instant>,
     view: watch::Sender<Arc<Ownership>>,
 }
 
@@ -146,6 +156,11 @@ impl Coordinator {
             drained_rx,
             standby_rx,
             announced: BTreeSet::new(),
+            tenures: BTreeMap::new(),
+            suspended: BTreeMap::new(),
+            next_tenure: 0,
+            membership_lapsed: false,
+            rejoin_grace_until: None,
             view,
         };
         (coordinator, handle)
@@ -271,6 +286,7 @@ impl Coordinator {
             BTreeSet::new()
         };
 
+        self.end_superseded_tenures(store);
         self.acquire(&desired, &records, store).await;
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
         self.incoming = plan::incoming(&desired, &held);
@@ -347,6 +363,14 @@ impl Coordinator {
             Ok(claim @ Claim::Held { .. }) => {
                 if !self.member.as_ref().is_some_and(Claim::is_held) {
                     info!(lease = %name, "joined as a member");
+                    if std::mem::take(&mut self.membership_lapsed) {
+                        let until = now + self.settings.lease_duration;
+                        info!(
+                            grace = ?self.settings.lease_duration,
+                            "rejoined after a lapse: shards last held by other replicas are left to them meanwhile"
+                        );
+                        self.rejoin_grace_until = Some(until);
+                    }
                 }
                 self.member = Some(claim);
             }
@@ -365,6 +389,7 @@ impl Coordinator {
                     .is_some_and(|at| at + self.settings.renew_deadline <= Instant::now())
                 {
                     self.member = None;
+                    self.membership_lapsed = true;
                 }
             }
         }
@@ -374,7 +399,7 @@ impl Coordinator {
     /// Lease may be taken by others once it expires, a little later.
     fn drop_overdue(&mut self) {
         for shard in self.held_plan(Instant::now()).lose {
-            self.lose(shard, "not renewed within the renew deadline");
+            self.lose(shard, "not renewed within the renew deadline", true);
         }
     }
 
@@ -385,11 +410,57 @@ impl Coordinator {
         plan::held_shards(&held, timing, now)
     }
 
-    fn lose(&mut self, shard: u32, why: &str) {
+    /// `resumable`: nobody else is known to hold it (only the renewal
+    /// failed), so its tenure is suspended rather than ended.
+    fn lose(&mut self, shard: u32, why: &str, resumable: bool) {
         self.held.remove(&shard);
         self.handover.forget(shard);
         self.metrics.handover("lost");
         warn!(shard, why, "lost shard");
+        if let Some(tenure) = self.tenures.remove(&shard).filter(|_| resumable) {
+            self.suspended.insert(shard, tenure);
+        }
+    }
+
+    /// A suspended tenure ends once the Lease is seen naming anyone else
+    /// (or nobody: released): another replica may have written the branch.
+    fn end_superseded_tenures(&mut self, store: &Store<Lease>) {
+        let me = self.settings.identity.clone();
+        let holders: BTreeMap<u32, Option<String>> = self
+            .suspended
+            .keys()
+            .map(|shard| {
+                let lease = store.get(&self.lease_ref(*shard));
+                (*shard, lease.and_then(|l| l.spec.as_ref()?.holder_identity.clone()))
+            })
+            .collect();
+        self.suspended.retain(|shard, tenure| {
+            let ours = holders.get(shard).is_some_and(|h| h.as_deref() == Some(me.as_str()));
+            if !ours {
+                info!(
+                    shard,
+                    tenure = *tenure,
+                    "a suspended shard was taken by another replica: its workers stop"
+                );
+            }
+            ours
+        });
+    }
+
+    /// The tenure of a shard just acquired: the suspended one if the
+    /// replaced Lease still named this replica, else a new one.
+    fn tenure_after(&mut self, shard: u32, previous: Option<&str>) -> u64 {
+        let suspended = self.suspended.remove(&shard);
+        match suspended.filter(|_| previous == Some(self.settings.identity.as_str())) {
+            Some(tenure) => {
+                info!(shard, tenure, "shard back after a lapse nobody else used: its workers go on");
+                tenure
+            }
+            None => {
+                self.next_tenure += 1;
+                self.next_tenure
+            }
+        }
     }
 
     async fn renew_due(&mut self) {
@@ -414,7 +485,7 @@ impl Coordinator {
                 Ok(claim @ Claim::Held { .. }) => {
                     self.held.insert(shard, claim);
                 }
-                Ok(_) => self.lose(shard, "another replica holds the Lease"),
+                Ok(_) => self.lose(shard, "another replica holds the Lease", false),
                 Err(error) => {
                     self.metrics.renew_failures.inc();
                     warn!(shard, %error, "cannot renew a shard Lease; retrying");
@@ -429,36 +500,41 @@ impl Coordinator {
         records: &BTreeMap<u32, Record>,
         store: &Store<Lease>,
     ) {
-        let me = &self.settings.identity;
+        let me = self.settings.identity.clone();
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
-        let wanted = plan::to_acquire(desired, &held, records, me);
+        let mut wanted = plan::to_acquire(desired, &held, records, &me);
+        if self.rejoin_grace_until.is_some_and(|until| Instant::now() < until) {
+            wanted.retain(|shard| {
+                let lease = store.get(&self.lease_ref(*shard));
+                let holder = lease.as_ref().and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+                holder.is_none_or(|h| h.is_empty() || h == me)
+            });
+        }
         if wanted.is_empty() {
             return;
         }
         let leases = &self.leases;
         let settings = &self.settings;
         let results: Vec<_> = futures::stream::iter(wanted)
-            .map(|shard| async move { (shard, leases.try_acquire(&settings.shard_lease(shard)).await) })
+            .map(|shard| async move { (shard, leases.try_acquire_after(&settings.shard_lease(shard)).await) })
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
         for (shard, result) in results {
             match result {
-                Ok(claim @ Claim::Held { .. }) => {
+                Ok((claim @ Claim::Held { .. }, replaced)) => {
+                    let tenure = self.tenure_after(shard, replaced.as_deref());
+                    self.tenures.insert(shard, tenure);
                     let before = store.get(&self.lease_ref(shard));
-                    let previous = before
-                        .as_ref()
-                        .and_then(|l| l.spec.as_ref())
-                        .and_then(|s| s.holder_identity.clone())
-                        .filter(|h| !h.is_empty() && h != me);
-                    info!(shard, previous = previous.as_deref().unwrap_or(""), "acquired shard");
+                    let previous = replaced.filter(|h| h != &me);
+                    info!(shard, previous = previous.as_deref().unwrap_or(""), tenure, "acquired shard");
                     self.metrics.handover("acquired");
                     self.held.insert(shard, claim);
                     if let (Some(previous), Some(lease)) = (previous, before) {
                         self.takeover_event(shard, &previous, &lease).await;
                     }
                 }
-                Ok(other) => debug!(shard, ?other, "shard not acquired"),
+                Ok((other, _)) => debug!(shard, ?other, "shard not acquired"),
                 Err(error) => warn!(shard, %error, "cannot acquire a shard Lease"),
             }
         }
@@ -498,6 +574,7 @@ impl Coordinator {
             match result {
                 Ok(()) => {
                     self.held.remove(&shard);
+                    self.tenures.remove(&shard);
                     self.handover.forget(shard);
                     self.drained.remove(&shard);
                     self.metrics.handover("released");
@@ -524,10 +601,12 @@ impl Coordinator {
                 .iter()
                 .filter_map(|(shard, claim)| {
                     let releasing = self.handover.releasing.contains(shard);
-                    Some((*shard, HeldShard { expires: expires(claim)?, releasing }))
+                    let tenure = self.tenures.get(shard).copied().unwrap_or_default();
+                    Some((*shard, HeldShard { expires: expires(claim)?, releasing, tenure }))
                 })
                 .collect(),
             incoming: self.incoming.clone(),
+            suspended: self.suspended.clone(),
         };
         // Expiry times change on every renewal, which fences read; only a
         // change of roles wakes the controller.

@@ -111,23 +111,33 @@ impl LeaseClient {
     /// A live Lease already recorded under this identity (e.g. after a
     /// restart) is taken back without counting a transition.
     pub async fn try_acquire(&self, name: &str) -> Result<Claim, LeaseError> {
+        Ok(self.try_acquire_after(name).await?.0)
+    }
+
+    /// [`Self::try_acquire`], and when it was acquired, the holder named by
+    /// the version it replaced (`None`: created, or released). The replace
+    /// carried that version as its precondition, so nobody else wrote the
+    /// Lease in between: if the holder is this identity, no other replica
+    /// has held it since this one's last write.
+    pub async fn try_acquire_after(&self, name: &str) -> Result<(Claim, Option<String>), LeaseError> {
         let Some(current) = self.api.get_opt(name).await.map_err(|e| self.error("read", name, e))? else {
-            return self.create(name).await;
+            return Ok((self.create(name).await?, None));
         };
         let started = Instant::now();
         let now = Timestamp::now();
         let old = current.spec.clone().unwrap_or_default();
         if let Some(claim) = self.held_by_other(&old, now) {
-            return Ok(claim);
+            return Ok((claim, None));
         }
+        let previous = old.holder_identity.clone().filter(|h| !h.is_empty());
         let mut lease = current;
         lease.spec = Some(acquired_spec(&old, &self.identity, self.duration, now));
         if !self.labels.is_empty() {
             lease.metadata.labels.get_or_insert_with(Default::default).extend(self.labels.clone());
         }
         match self.api.replace(name, &PostParams::default(), &lease).await {
-            Ok(written) => Ok(self.held(&written, started)),
-            Err(e) if is_conflict(&e) || is_not_found(&e) => self.observe(name).await,
+            Ok(written) => Ok((self.held(&written, started), previous)),
+            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok((self.observe(name).await?, None)),
             Err(e) => Err(self.error("take over", name, e)),
         }
     }

@@ -361,7 +361,8 @@ pub fn desired_owners(members: &[&str]) -> Vec<Option<String>> {
 
 impl Drop for Replicas {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        // GITOPS_REVERSER_KEEP_LOGS keeps them after a pass too, to study one.
+        if std::thread::panicking() || std::env::var_os("GITOPS_REVERSER_KEEP_LOGS").is_some() {
             // Keep every incarnation's full log for the post-mortem; the scratch dir goes.
             let kept = std::env::temp_dir().join(format!("{}-logs", self.prefix));
             if std::fs::create_dir_all(&kept).is_ok() {
