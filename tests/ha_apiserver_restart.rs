@@ -111,6 +111,19 @@ async fn replicas_recover_from_an_api_server_restart() {
     // No replica process stops: every value must be in some commit, unless coalesced.
     // Planned handovers lose nothing; their windows only locate a loss in the report.
     let handovers = handover_windows(&fleet, &replicas, SETTINGS);
+    // Shards whose Lease came back still naming their holder: its workers
+    // went on with what they had not pushed before the outage.
+    let same_tenure: usize = replicas
+        .all_logs()
+        .values()
+        .map(|logs| {
+            support::replicas::process::log_events(
+                logs,
+                "shard back after a lapse nobody else used: its workers go on",
+            )
+            .len()
+        })
+        .sum();
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     println!("{}", completeness.report("ha_apiserver_restart", &[], &handovers));
 
@@ -124,7 +137,7 @@ async fn replicas_recover_from_an_api_server_restart() {
     println!(
         "ha_apiserver_restart: stopping took {:.1}s; every replica had dropped its shards {:.1}s after that; \
          down {:.1}s; starting took {:.1}s; shards settled {:.1}s after it was back, {resumed} pushes since; \
-         per replica {:?}; {} changes ({} retried), {files} files equal; {:?} in all",
+         per replica {:?}, {same_tenure} shards taken back in the same tenure; {} changes ({} retried), {files} files equal; {:?} in all",
         between(stop_begun, stopped).as_secs_f64(),
         dropped.as_secs_f64(),
         between(stopped, restarted).as_secs_f64(),

@@ -343,6 +343,8 @@ impl Controller {
             resync.extend(members.iter().map(|(k, _)| k.clone()));
         }
         for branch in &plan.abort {
+            // A superseded worker of a wanted branch: a fresh one starts next pass.
+            branches.remove(branch);
             let Some(worker) = self.workers.remove(branch) else { continue };
             // Lost: another replica may own it soon; the fence already
             // blocks pushes, and nothing more may be written.

@@ -389,7 +389,11 @@ impl Shell {
                 .map_err(Failure::from)
             }
             .await;
-            Input::Fetched(result.map_err(Failure::into_reason))
+            let result = result.map_err(Failure::into_reason);
+            if let Err((reason, message)) = &result {
+                warn!(branch = %branch, ?reason, %message, "fetch failed; retrying with back-off");
+            }
+            Input::Fetched(result)
         }
     }
 
