@@ -9,12 +9,16 @@
 //! files and fails rather than waits, so those operations take
 //! [`exclusive`] first.
 //!
-//! A replica killed with its git processes (SIGKILL, the OOM killer) leaves
-//! their lock files behind, and every later fetch or ref update in the
-//! store fails on them ("File exists"). The data dir belongs to this
-//! replica alone, so the first time this process takes a store, before any
-//! git command of its own runs there (every worker starts with a fetch,
-//! under [`exclusive`]), it removes them.
+//! A git process killed mid-way leaves its lock files behind, and every
+//! later fetch or ref update in the store fails on them ("File exists"):
+//! a fetch killed by its worker's abort (its shard went to another
+//! replica) or by the timeout, or a whole replica killed with its git
+//! processes (SIGKILL, the OOM killer). The data dir belongs to this
+//! replica alone, so what [`exclusive`] guards is stale whenever it is
+//! taken: every take removes the lock files only fetches and maintenance
+//! make. The first take in a process, before any git command of its own
+//! ran there (every worker starts with a fetch, under [`exclusive`]),
+//! removes every lock file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,32 +40,42 @@ static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
 /// The stores this process has taken, so cleaned of stale lock files.
 static TAKEN: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Mutex::default);
 
-/// Waits until no other fetch or maintenance runs in the store at `dir`.
-/// The first time in this process, it removes lock files left there by a
-/// killed predecessor.
+/// Where only fetches and maintenance take locks: the `shallow` file,
+/// `packed-refs`, the config, the remote-tracking refs, and the object
+/// store's packs and indexes. Commits lock their own `refs/heads/` entry,
+/// concurrently and outside [`exclusive`], so those are left alone.
+const EXCLUSIVE_LOCKS: [&str; 6] =
+    ["shallow.lock", "packed-refs.lock", "config.lock", "refs/remotes", "objects/info", "objects/pack"];
+
+/// Waits until no other fetch or maintenance runs in the store at `dir`,
+/// then removes the lock files a killed one left behind (see above).
 pub async fn exclusive(dir: &Path) -> OwnedMutexGuard<()> {
     let guard = lock_of(dir).lock_owned().await;
     let first = TAKEN.lock().expect("the store set is never poisoned").insert(dir.to_owned());
-    if first {
-        let owned = dir.to_owned();
-        let removed =
-            tokio::task::spawn_blocking(move || remove_lock_files(&owned)).await.unwrap_or_default();
-        if !removed.is_empty() {
-            warn!(
-                store = %dir.display(),
-                files = ?removed,
-                "removed lock files left by a previous process of this replica"
-            );
+    let owned = dir.to_owned();
+    let removed = tokio::task::spawn_blocking(move || {
+        if first {
+            remove_lock_files(&owned, &owned)
+        } else {
+            EXCLUSIVE_LOCKS.iter().flat_map(|under| remove_lock_files(&owned, &owned.join(under))).collect()
         }
+    })
+    .await
+    .unwrap_or_default();
+    if !removed.is_empty() {
+        warn!(store = %dir.display(), files = ?removed, "removed lock files left by a killed git process");
     }
     guard
 }
 
-/// Removes every `*.lock` file below `dir` (recursively, not following
-/// links); returns their paths relative to `dir`.
-fn remove_lock_files(dir: &Path) -> Vec<String> {
+/// Removes every `*.lock` file at or below `path` (recursively, not
+/// following links); returns their paths relative to `dir`.
+fn remove_lock_files(dir: &Path, path: &Path) -> Vec<String> {
     let mut removed = Vec::new();
-    let mut pending = vec![dir.to_owned()];
+    if path.extension().is_some_and(|e| e == "lock") && std::fs::remove_file(path).is_ok() {
+        removed.push(path.strip_prefix(dir).unwrap_or(path).display().to_string());
+    }
+    let mut pending = vec![path.to_owned()];
     while let Some(folder) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&folder) else { continue };
         for entry in entries.flatten() {
@@ -125,8 +139,10 @@ mod tests {
 
     /// ha_crash: a replica killed with its git processes left a lock file in
     /// its store, and every fetch of its next incarnation failed on it.
+    /// ha_apiserver_restart: a worker aborted during its first fetch did the
+    /// same within one process, for every branch of the repository.
     #[tokio::test]
-    async fn the_first_take_of_a_store_removes_lock_files_left_behind() {
+    async fn every_take_of_a_store_removes_lock_files_left_behind() {
         let store = tempfile::tempdir().unwrap();
         let dir = store.path();
         for folder in ["refs/heads", "objects/info", "objects/ab"] {
@@ -145,9 +161,14 @@ mod tests {
         for file in ["shallow", "refs/heads/b1", "objects/ab/cdef"] {
             assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), "kept");
         }
-        // Later, a lock file is this process's own git at work: left alone.
-        std::fs::write(dir.join("shallow.lock"), "").unwrap();
+        // Later, only what fetches and maintenance lock is stale: a commit's
+        // ref lock may be this process's own commit at work.
+        std::fs::create_dir_all(dir.join("refs/remotes/origin")).unwrap();
+        for file in ["shallow.lock", "refs/remotes/origin/b1.lock", "refs/heads/b1.lock"] {
+            std::fs::write(dir.join(file), "").unwrap();
+        }
         drop(exclusive(dir).await);
-        assert!(dir.join("shallow.lock").exists());
+        assert!(!dir.join("shallow.lock").exists() && !dir.join("refs/remotes/origin/b1.lock").exists());
+        assert!(dir.join("refs/heads/b1.lock").exists(), "a commit may hold it");
     }
 }
