@@ -366,6 +366,7 @@ impl Sim {
     fn run(&mut self, replica: usize, commands: Vec<Command>) {
         let mut violations = Vec::new();
         let mut done = false;
+        let mut coalesced = 0;
         for command in commands {
             let delay = Duration::from_millis(1 + self.rng.below(300));
             let due = self.clock + delay;
@@ -393,8 +394,12 @@ impl Sim {
                     r.remote = Some((due, Pending::Fetch { known, since }));
                 }
                 Command::Done => done = true,
+                Command::Note(super::Note::Coalesced) => coalesced += 1,
                 Command::KeepTip(_) | Command::Maintain | Command::Note(_) => {}
             }
+        }
+        if coalesced > 0 {
+            self.note(&format!("replica {replica}: {coalesced} change merged into a queued one"));
         }
         self.violations.extend(violations);
         if done && replica == 0 && self.replicas.len() > 1 {
@@ -589,6 +594,20 @@ impl Sim {
                         message: "disk full".into(),
                     }));
                 }
+                let summary: Vec<String> = changes
+                    .iter()
+                    .map(|c| {
+                        let name = c.path.rsplit('/').next().unwrap_or(&c.path).trim_end_matches(".yaml");
+                        match &c.content {
+                            Content::Bytes(bytes) => format!("{name}@{}", seq_in(bytes).unwrap_or(0)),
+                            Content::Blob(id) => format!(
+                                "{name}@{} (restored)",
+                                self.blobs.get(id).and_then(|b| seq_in(b)).unwrap_or(0)
+                            ),
+                            Content::Gone => format!("{name} gone"),
+                        }
+                    })
+                    .collect();
                 let before = self.store.tree(parent);
                 let mut tree = before.clone();
                 for change in changes {
@@ -612,7 +631,12 @@ impl Sim {
                     return Input::Committed(Ok(None));
                 }
                 let id = self.store.add(parent.into_iter().collect(), tree);
-                self.note(&format!("local: commit {} on {:?}", short(id), parent.map(short)));
+                self.note(&format!(
+                    "local: commit {} on {:?}: {}",
+                    short(id),
+                    parent.map(short),
+                    summary.join(" ")
+                ));
                 Input::Committed(Ok(Some(id)))
             }
             Pending::Push { local, expected } => Input::Pushed(self.push(local, expected)),
