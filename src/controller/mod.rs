@@ -76,6 +76,8 @@ struct RunningWorker {
     handover_deadline: Option<Instant>,
     /// Its handover ran out of time: it was aborted, and said what it lost.
     given_up: bool,
+    /// Kept through a lapse of its shard (suspended); resumed when it is back.
+    lapsed: bool,
 }
 
 pub struct Controller {
@@ -310,8 +312,8 @@ impl Controller {
                 });
                 let finished = worker.handle.is_finished();
                 let handing_over = worker.handover_deadline.is_some();
-                let tenure = worker.settings.fence.tenure();
-                (branch.clone(), workers::Running { finished, changed, handing_over, tenure })
+                let (tenure, lapsed) = (worker.settings.fence.tenure(), worker.lapsed);
+                (branch.clone(), workers::Running { finished, changed, handing_over, tenure, lapsed })
             })
             .collect();
         let draining: BTreeSet<BranchKey> = self.draining.keys().cloned().collect();
@@ -338,7 +340,7 @@ impl Controller {
             forward_changes(&handle, self.changed.clone());
             self.workers.insert(
                 branch.clone(),
-                RunningWorker { handle, settings, handover_deadline: None, given_up: false },
+                RunningWorker { handle, settings, handover_deadline: None, given_up: false, lapsed: false },
             );
             resync.extend(members.iter().map(|(k, _)| k.clone()));
         }
@@ -359,11 +361,21 @@ impl Controller {
             worker.handle.hand_over().await;
             worker.handover_deadline = Some(Instant::now() + budget);
         }
+        for branch in &plan.suspend {
+            let Some(worker) = self.workers.get_mut(branch) else { continue };
+            info!(%branch, "shard lapsed: the branch's worker keeps what it has not pushed until the Lease is back");
+            worker.lapsed = true;
+        }
         for branch in &plan.resume {
             let Some(worker) = self.workers.get_mut(branch) else { continue };
-            info!(%branch, "handover called off: the branch's worker goes on");
+            if worker.lapsed {
+                info!(%branch, "shard back in the same tenure: the branch's worker goes on");
+            } else {
+                info!(%branch, "handover called off: the branch's worker goes on");
+            }
             worker.handle.resume().await;
             worker.handover_deadline = None;
+            worker.lapsed = false;
         }
         for branch in &plan.finished {
             self.workers.remove(branch);

@@ -22,6 +22,8 @@ pub struct Running {
     pub handing_over: bool,
     /// The shard tenure its pushes are bound to, once bound.
     pub tenure: Option<u64>,
+    /// It was kept through a lapse of its shard (see `WorkerPlan::suspend`).
+    pub lapsed: bool,
 }
 
 impl Running {
@@ -52,8 +54,12 @@ pub struct WorkerPlan {
     pub abort: Vec<BranchKey>,
     /// The shard is being handed over: drain, then report it drained.
     pub hand_over: Vec<(u32, BranchKey)>,
-    /// The shard came back while its worker was handing it over: go on.
+    /// The shard came back while its worker was handing it over, or in
+    /// the worker's tenure after a lapse: go on.
     pub resume: Vec<BranchKey>,
+    /// Its shard lapsed (the renewal failed) and nobody else took it: keep
+    /// the worker and what it has not pushed, pushing nothing meanwhile.
+    pub suspend: Vec<BranchKey>,
     /// Its handover is over (the worker ended): forget it.
     pub finished: Vec<BranchKey>,
     /// No target uses the branch any more: drain.
@@ -81,7 +87,7 @@ pub fn plan(
                 plan.abort.push(branch.clone());
             }
             Some(worker) if !worker.finished => {
-                if worker.handing_over {
+                if worker.handing_over || worker.lapsed {
                     plan.resume.push(branch.clone());
                 }
                 if worker.changed {
@@ -97,7 +103,9 @@ pub fn plan(
         if worker.handing_over && worker.finished {
             plan.finished.push(branch.clone());
         } else if worker.suspended(ownership, shard) && !worker.finished {
-            // Keeps its unpushed commits until the Lease comes back.
+            if !worker.lapsed {
+                plan.suspend.push(branch.clone());
+            }
         } else if !ownership.is_held(shard) || worker.superseded(ownership, shard) {
             plan.abort.push(branch.clone());
         } else if worker.handing_over {
@@ -180,7 +188,13 @@ mod tests {
             .map(|(b, finished, changed)| {
                 (
                     key(b),
-                    Running { finished: *finished, changed: *changed, handing_over: false, tenure: None },
+                    Running {
+                        finished: *finished,
+                        changed: *changed,
+                        handing_over: false,
+                        tenure: None,
+                        lapsed: false,
+                    },
                 )
             })
             .collect()
@@ -239,7 +253,8 @@ mod tests {
     /// instead of a new worker waiting for the old one and resyncing.
     #[test]
     fn a_handover_called_off_resumes_and_a_finished_one_is_forgotten() {
-        let handing = |finished| Running { finished, changed: false, handing_over: true, tenure: None };
+        let handing =
+            |finished| Running { finished, changed: false, handing_over: true, tenure: None, lapsed: false };
         let running = BTreeMap::from([
             (key("b1"), handing(false)),
             (key("b2"), handing(false)),
@@ -260,16 +275,26 @@ mod tests {
     /// else held it meanwhile it stops and a fresh worker resyncs.
     #[test]
     fn a_worker_outlives_a_lapse_of_its_tenure_but_not_another_tenure() {
-        let bound = |tenure| Running { finished: false, changed: false, handing_over: false, tenure };
-        let running = BTreeMap::from([(key("b1"), bound(Some(1))), (key("b2"), bound(None))]);
+        let bound =
+            |tenure, lapsed| Running { finished: false, changed: false, handing_over: false, tenure, lapsed };
+        let running = BTreeMap::from([(key("b1"), bound(Some(1), false)), (key("b2"), bound(None, false))]);
         let lapsed = Ownership { suspended: BTreeMap::from([(1, 1), (2, 1)]), ..Ownership::default() };
         let during = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &lapsed, shard_of);
-        assert_eq!(during.abort, vec![key("b2")], "b2 never pushed: nothing to keep");
-        assert_eq!(during, WorkerPlan { abort: vec![key("b2")], ..WorkerPlan::default() });
+        assert_eq!(
+            during,
+            WorkerPlan { abort: vec![key("b2")], suspend: vec![key("b1")], ..WorkerPlan::default() },
+            "b2 never pushed: nothing to keep"
+        );
+        let running = BTreeMap::from([(key("b1"), bound(Some(1), true))]);
+        let still = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &lapsed, shard_of);
+        assert_eq!(still, WorkerPlan::default(), "suspended once");
 
-        let running = BTreeMap::from([(key("b1"), bound(Some(1)))]);
         let back = plan(&set(&["b1"]), &running, &BTreeSet::new(), &ownership(&[1], &[]), shard_of);
-        assert_eq!(back, WorkerPlan::default(), "the same tenure: b1 goes on");
+        assert_eq!(
+            back,
+            WorkerPlan { resume: vec![key("b1")], ..WorkerPlan::default() },
+            "the same tenure: b1 goes on, and audits soon"
+        );
 
         let mut taken = ownership(&[1], &[]);
         taken.held.get_mut(&1).unwrap().tenure = 2;

@@ -270,6 +270,10 @@ impl BranchCore {
                 self.draining = false;
                 self.draining_since = None;
                 self.queue.set_merging(!self.settings.standby);
+                // Its shard was handed over or lapsed in between: compare
+                // the remote with its view soon, as a new owner does.
+                let soon = at.now + self.settings.first_audit;
+                self.audit_at = Some(self.audit_at.map_or(soon, |due| due.min(soon)));
             }
             Input::Committed(result) => self.on_committed(result, at, &mut out),
             Input::Pushed(reply) => self.on_pushed(reply, at, &mut out),
