@@ -65,6 +65,8 @@ pub struct Settings {
 
 /// How often discovery runs again, to pick up new CRDs.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// Discovery is tried again this soon after it failed.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(2);
 /// Status and housekeeping cadence.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -86,7 +88,12 @@ pub struct Controller {
     changed: Arc<Notify>,
     stores: Stores,
     catalog: ResourceCatalog,
-    catalog_at: Option<Instant>,
+    /// The newest discovery result, from a task of its own: a pass never
+    /// waits for discovery (an API server coming back answered it slowly,
+    /// and routing, hence every watch, waited seconds for it).
+    catalogs: watch::Receiver<Option<Arc<ResourceCatalog>>>,
+    /// A catalog arrived once: until then a pass would see no resources.
+    catalog_ready: bool,
     workers: HashMap<BranchKey, RunningWorker>,
     targets: HashMap<TargetKey, TargetState>,
     ids: HashMap<TargetKey, TargetId>,
@@ -118,6 +125,7 @@ impl Controller {
         let changed = Arc::new(Notify::new());
         let (snapshot, snapshots) = watch::channel(Arc::new(Snapshot::default()));
         let (notices_tx, notices) = mpsc::unbounded_channel();
+        let catalogs = spawn_discovery(client.clone(), changed.clone());
         Self {
             stores: Stores::start(&client, settings.namespace.as_deref(), changed.clone()),
             watches: WatchManager::new(
@@ -129,12 +137,13 @@ impl Controller {
             ),
             writer: StatusWriter::new(client.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
-            client,
             pushers: Pushers::new(settings.max_concurrent_pushes),
             settings,
             changed,
             catalog: ResourceCatalog::default(),
-            catalog_at: None,
+            catalogs,
+            catalog_ready: false,
+            client,
             workers: HashMap::new(),
             targets: HashMap::new(),
             ids: HashMap::new(),
@@ -212,24 +221,17 @@ impl Controller {
         }
     }
 
-    async fn refresh_catalog(&mut self) {
-        if self.catalog_at.is_some_and(|at| at.elapsed() < DISCOVERY_INTERVAL) {
+    /// Takes the newest discovery result, if a new one came.
+    fn refresh_catalog(&mut self) {
+        if !self.catalogs.has_changed().unwrap_or(false) {
             return;
         }
-        match crate::watch::discovery::discover(&self.client).await {
-            Ok(catalog) => {
-                if catalog.find(crate::api::FLUX_SOURCE_GROUP, "gitrepositories").is_some() {
-                    self.stores.start_flux(
-                        &self.client,
-                        self.settings.namespace.as_deref(),
-                        self.changed.clone(),
-                    );
-                }
-                self.catalog = catalog;
-                self.catalog_at = Some(Instant::now());
-            }
-            Err(error) => warn!(%error, "discovery failed; keeping the previous resource list"),
+        let Some(catalog) = self.catalogs.borrow_and_update().clone() else { return };
+        if catalog.find(crate::api::FLUX_SOURCE_GROUP, "gitrepositories").is_some() {
+            self.stores.start_flux(&self.client, self.settings.namespace.as_deref(), self.changed.clone());
         }
+        self.catalog = (*catalog).clone();
+        self.catalog_ready = true;
     }
 
     fn rule_table(&mut self) -> RouteTable {
@@ -264,7 +266,10 @@ impl Controller {
 
     /// One level-based pass.
     async fn reconcile(&mut self) {
-        self.refresh_catalog().await;
+        self.refresh_catalog();
+        if !self.catalog_ready {
+            return;
+        }
         let table = self.rule_table();
         self.resolve_targets().await;
         self.access.schedule(&mut self.targets, self.settings.access_check_interval);
@@ -612,6 +617,38 @@ impl Controller {
             }
         }
     }
+}
+
+/// Runs discovery every [`DISCOVERY_INTERVAL`] (every few seconds while it
+/// fails, keeping the previous result) and wakes the controller with each
+/// result.
+fn spawn_discovery(
+    client: kube::Client,
+    changed: Arc<Notify>,
+) -> watch::Receiver<Option<Arc<ResourceCatalog>>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let next = match crate::watch::discovery::discover(&client).await {
+                Ok(catalog) => {
+                    if tx.send(Some(Arc::new(catalog))).is_err() {
+                        return;
+                    }
+                    changed.notify_one();
+                    DISCOVERY_INTERVAL
+                }
+                Err(error) => {
+                    warn!(%error, "discovery failed; keeping the previous resource list");
+                    DISCOVERY_RETRY
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
 }
 
 /// When the stop signal came (now, if its sender is gone).
