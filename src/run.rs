@@ -56,6 +56,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
         });
     }
     let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
+    let calls = api_call_client().await?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -70,12 +71,14 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
 
     let checker =
         tokio::spawn(check_api_server(client.clone(), metrics.clone(), ready.clone(), stop_rx.clone()));
-    let (coordinator, shards) = Coordinator::new(client.clone(), shard_settings, metrics.shards.clone());
+    let (coordinator, shards) =
+        Coordinator::new(client.clone(), calls.clone(), shard_settings, metrics.shards.clone());
     // The coordinator must release the shards before the process is gone.
     let budget = args.shutdown_timeout.saturating_sub(Duration::from_millis(300));
     let coordinator = tokio::spawn(coordinator.run(stop_rx.clone(), budget));
     let controller = Controller::new(
         client,
+        calls,
         Settings {
             data_dir: args.data_dir.clone(),
             committer: Identity { name: args.committer_name.clone(), email: args.committer_email.clone() },
@@ -135,6 +138,21 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
 }
 
 /// Marks the process ready while the API server answers.
+/// How long a request other than a watch may wait for its answer. The
+/// default (295 s, which long-polling watches need) let one status write or
+/// Lease renewal sent to an API server that was restarting hold up a whole
+/// controller or coordinator pass.
+const API_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client for every request but watches, bounded by [`API_CALL_TIMEOUT`].
+async fn api_call_client() -> Result<kube::Client, RunError> {
+    let mut config =
+        kube::Config::infer().await.map_err(|e| RunError::KubeConfig(kube::Error::InferConfig(e)))?;
+    config.read_timeout = Some(API_CALL_TIMEOUT);
+    config.write_timeout = Some(API_CALL_TIMEOUT);
+    kube::Client::try_from(config).map_err(RunError::KubeConfig)
+}
+
 async fn check_api_server(
     client: kube::Client,
     metrics: Arc<Metrics>,

@@ -84,6 +84,8 @@ struct RunningWorker {
 
 pub struct Controller {
     client: kube::Client,
+    /// For requests other than watches: a hung one fails in seconds.
+    calls: kube::Client,
     settings: Settings,
     changed: Arc<Notify>,
     stores: Stores,
@@ -121,11 +123,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(client: kube::Client, settings: Settings) -> Self {
+    /// `client` serves watches; `calls`, with a short read timeout, every
+    /// other request (see `run::api_call_client`).
+    pub fn new(client: kube::Client, calls: kube::Client, settings: Settings) -> Self {
         let changed = Arc::new(Notify::new());
         let (snapshot, snapshots) = watch::channel(Arc::new(Snapshot::default()));
         let (notices_tx, notices) = mpsc::unbounded_channel();
-        let catalogs = spawn_discovery(client.clone(), changed.clone());
+        let catalogs = spawn_discovery(calls.clone(), changed.clone());
         Self {
             stores: Stores::start(&client, settings.namespace.as_deref(), changed.clone()),
             watches: WatchManager::new(
@@ -135,7 +139,7 @@ impl Controller {
                 settings.metrics.clone(),
                 settings.initial_list,
             ),
-            writer: StatusWriter::new(client.clone(), &settings.instance),
+            writer: StatusWriter::new(calls.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             pushers: Pushers::new(settings.max_concurrent_pushes),
             settings,
@@ -144,6 +148,7 @@ impl Controller {
             catalogs,
             catalog_ready: false,
             client,
+            calls,
             workers: HashMap::new(),
             targets: HashMap::new(),
             ids: HashMap::new(),

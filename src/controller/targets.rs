@@ -279,7 +279,7 @@ impl Controller {
             return Credentials::anonymous(&provider.url)
                 .map_err(|e| Problem::new(e.reason(), e.to_string()));
         };
-        let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+        let secret = Api::<Secret>::namespaced(self.calls.clone(), ns)
             .get_opt(name)
             .await
             .map_err(|e| invalid(format!("cannot read Secret {name:?} in namespace {ns:?}: {e}")))?

@@ -121,10 +121,17 @@ fn expires(claim: &Claim) -> Option<Instant> {
 }
 
 impl Coordinator {
-    pub fn new(client: kube::Client, settings: ShardSettings, metrics: ShardMetrics) -> (Self, ShardHandle) {
+    /// `client` serves the Lease watch; `calls`, with a short read timeout,
+    /// the Lease writes and Events: a hung renewal fails in seconds.
+    pub fn new(
+        client: kube::Client,
+        calls: kube::Client,
+        settings: ShardSettings,
+        metrics: ShardMetrics,
+    ) -> (Self, ShardHandle) {
         let labels = BTreeMap::from([(LEASE_SET_LABEL.to_owned(), settings.prefix.clone())]);
         let leases = LeaseClient::new(
-            client.clone(),
+            calls.clone(),
             &settings.namespace,
             settings.identity.clone(),
             settings.lease_duration,
@@ -144,7 +151,7 @@ impl Coordinator {
         };
         let coordinator = Self {
             api: Api::namespaced(client.clone(), &settings.namespace),
-            recorder: Recorder::new(client, reporter),
+            recorder: Recorder::new(calls, reporter),
             settings,
             leases,
             metrics,
