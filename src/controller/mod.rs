@@ -89,13 +89,11 @@ pub struct Controller {
     settings: Settings,
     changed: Arc<Notify>,
     stores: Stores,
-    catalog: ResourceCatalog,
+    catalog: Arc<ResourceCatalog>,
     /// The newest discovery result, from a task of its own: a pass never
     /// waits for discovery (an API server coming back answered it slowly,
     /// and routing, hence every watch, waited seconds for it).
     catalogs: watch::Receiver<Option<Arc<ResourceCatalog>>>,
-    /// A catalog arrived once: until then a pass would see no resources.
-    catalog_ready: bool,
     workers: HashMap<BranchKey, RunningWorker>,
     targets: HashMap<TargetKey, TargetState>,
     ids: HashMap<TargetKey, TargetId>,
@@ -144,9 +142,8 @@ impl Controller {
             pushers: Pushers::new(settings.max_concurrent_pushes),
             settings,
             changed,
-            catalog: ResourceCatalog::default(),
+            catalog: Arc::default(),
             catalogs,
-            catalog_ready: false,
             client,
             calls,
             workers: HashMap::new(),
@@ -226,17 +223,22 @@ impl Controller {
         }
     }
 
-    /// Takes the newest discovery result, if a new one came.
-    fn refresh_catalog(&mut self) {
-        if !self.catalogs.has_changed().unwrap_or(false) {
-            return;
+    /// Takes the newest discovery result, if a new one came; false until
+    /// the first one (a pass would see no resources).
+    fn refresh_catalog(&mut self) -> bool {
+        if self.catalogs.has_changed().unwrap_or(false)
+            && let Some(catalog) = self.catalogs.borrow_and_update().clone()
+        {
+            if catalog.find(crate::api::FLUX_SOURCE_GROUP, "gitrepositories").is_some() {
+                self.stores.start_flux(
+                    &self.client,
+                    self.settings.namespace.as_deref(),
+                    self.changed.clone(),
+                );
+            }
+            self.catalog = catalog;
         }
-        let Some(catalog) = self.catalogs.borrow_and_update().clone() else { return };
-        if catalog.find(crate::api::FLUX_SOURCE_GROUP, "gitrepositories").is_some() {
-            self.stores.start_flux(&self.client, self.settings.namespace.as_deref(), self.changed.clone());
-        }
-        self.catalog = (*catalog).clone();
-        self.catalog_ready = true;
+        self.catalogs.borrow().is_some()
     }
 
     fn rule_table(&mut self) -> RouteTable {
@@ -271,8 +273,7 @@ impl Controller {
 
     /// One level-based pass.
     async fn reconcile(&mut self) {
-        self.refresh_catalog();
-        if !self.catalog_ready {
+        if !self.refresh_catalog() {
             return;
         }
         let table = self.rule_table();

@@ -432,26 +432,24 @@ impl Coordinator {
     /// A suspended tenure ends once the Lease is seen naming anyone else
     /// (or nobody: released): another replica may have written the branch.
     fn end_superseded_tenures(&mut self, store: &Store<Lease>) {
-        let me = self.settings.identity.clone();
-        let holders: BTreeMap<u32, Option<String>> = self
+        let ended: Vec<u32> = self
             .suspended
             .keys()
-            .map(|shard| {
-                let lease = store.get(&self.lease_ref(*shard));
-                (*shard, lease.and_then(|l| l.spec.as_ref()?.holder_identity.clone()))
+            .copied()
+            .filter(|shard| {
+                self.stored_holder(store, *shard).as_deref() != Some(self.settings.identity.as_str())
             })
             .collect();
-        self.suspended.retain(|shard, tenure| {
-            let ours = holders.get(shard).is_some_and(|h| h.as_deref() == Some(me.as_str()));
-            if !ours {
-                info!(
-                    shard,
-                    tenure = *tenure,
-                    "a suspended shard was taken by another replica: its workers stop"
-                );
-            }
-            ours
-        });
+        for shard in ended {
+            let tenure = self.suspended.remove(&shard);
+            info!(shard, tenure, "a suspended shard was taken by another replica: its workers stop");
+        }
+    }
+
+    /// Who the watched record of a shard's Lease names, if anyone.
+    fn stored_holder(&self, store: &Store<Lease>, shard: u32) -> Option<String> {
+        let lease = store.get(&self.lease_ref(shard))?;
+        lease.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())
     }
 
     /// The tenure of a shard just acquired: the suspended one if the
@@ -511,11 +509,7 @@ impl Coordinator {
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
         let mut wanted = plan::to_acquire(desired, &held, records, &me);
         if self.rejoin_grace_until.is_some_and(|until| Instant::now() < until) {
-            wanted.retain(|shard| {
-                let lease = store.get(&self.lease_ref(*shard));
-                let holder = lease.as_ref().and_then(|l| l.spec.as_ref()?.holder_identity.clone());
-                holder.is_none_or(|h| h.is_empty() || h == me)
-            });
+            wanted.retain(|shard| self.stored_holder(store, *shard).is_none_or(|h| h == me));
         }
         if wanted.is_empty() {
             return;
