@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::replicas::completeness::{Completeness, handover_windows};
@@ -24,11 +23,7 @@ const NAMES: [&str; 3] = ["gitops-reverser-0", "gitops-reverser-1", "gitops-reve
 const SETTINGS: LeaseSettings = LeaseSettings::SHORT;
 
 fn apiserver(action: &str) {
-    let status = Command::new(support::repo_root().join("tests/env/component"))
-        .args([action, "apiserver"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "tests/env/component {action} apiserver failed");
+    support::component(action, "apiserver");
 }
 
 /// Starts the API server again even if the test fails half-way.

@@ -20,13 +20,20 @@ fn loadtest_binary() -> PathBuf {
             // shared dependencies the same, so nothing is compiled twice.
             let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
                 .args(["build", "--quiet", "--locked", "-p", "loadtest", "-p", "gitops-reverser", "--bins"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .current_dir(repo_root())
                 .status()
                 .expect("run cargo build -p loadtest");
             assert!(status.success(), "cargo build -p loadtest failed");
             operator.with_file_name("loadtest")
         })
         .clone()
+}
+
+/// The checkout under test: `cargo test` names it at run time, which stays right
+/// when a shared target directory holds a binary built in another checkout.
+fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// Fast Lease settings, so a failover fits in a few seconds.
@@ -38,13 +45,13 @@ const FAST_LEASES: [&str; 4] = [
 ];
 
 fn run(args: &[&str]) -> Value {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = repo_root();
     let out = Command::new(loadtest_binary())
         .arg("--operator")
         .arg(env!("CARGO_BIN_EXE_gitops-reverser"))
         .args(["--out", "target/loadtest-ci"])
         .args(args)
-        .current_dir(root)
+        .current_dir(&root)
         .output()
         .expect("run loadtest");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -52,7 +59,7 @@ fn run(args: &[&str]) -> Value {
     let report: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{stderr}"));
     // The run's folder holds the same report, and its Markdown summary.
-    let dir = Path::new(root).join("target/loadtest-ci").join(report["run"].as_str().expect("run name"));
+    let dir = root.join("target/loadtest-ci").join(report["run"].as_str().expect("run name"));
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(saved, report);

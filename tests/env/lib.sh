@@ -98,7 +98,11 @@ start_proc() {
   echo "--- start $(date -Is)" >>"$LOGS/$name.log"
   # setsid + no inherited stdio: survives the caller and never holds its pipes open.
   env "${envs[@]}" setsid "$BIN/$name" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
-  echo $! >"$RUN/$name.pid"
+  local pid=$! deadline=$((SECONDS + 10))
+  echo "$pid" >"$RUN/$name.pid"
+  # The pid is bash, then env, then setsid before it execs NAME, and alive() knows
+  # only NAME: a health check that looked now could take a slow exec for a death.
+  while kill -0 "$pid" 2>/dev/null && ! alive "$name" && ((SECONDS < deadline)); do sleep 0.05; done
 }
 
 # tree_stop PID: SIGSTOPs PID and every process below it, top down (so none forks

@@ -24,9 +24,15 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// The repository root.
+/// The repository root. `cargo test` names it at run time too; that one wins,
+/// because a shared target directory can hold a binary built in another checkout
+/// (cargo does not rebuild a package for moving), whose compiled-in path is gone.
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+    })
 }
 
 /// The running local environment, described by `target/env/env.sh`.
@@ -113,9 +119,17 @@ impl Env {
 
 /// Fault injection on the shared environment: `tests/env/component ACTION PART`
 /// (`stop`, `kill`, `start`; `git`, `apiserver`, `kube-apiserver`).
+/// Its output goes into the failure message: the test harness keeps that
+/// whole, and would lose a child's own stderr among everything else.
 pub fn component(action: &str, part: &str) {
-    let status = Command::new(repo_root().join("tests/env/component")).args([action, part]).status().unwrap();
-    assert!(status.success(), "tests/env/component {action} {part} failed");
+    let out = Command::new(repo_root().join("tests/env/component")).args([action, part]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "tests/env/component {action} {part} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Starts a component again when dropped, even if the test fails half-way.
