@@ -96,6 +96,13 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_INITIAL_LIST", value_enum, default_value_t = crate::watch::InitialList::Auto)]
     pub initial_list: crate::watch::InitialList,
 
+    /// How long the controller or the shard coordinator may go without
+    /// finishing a pass before `/healthz` fails and the pod is restarted
+    /// (a hung task leaves the process up otherwise). Both turn every few
+    /// seconds, an API server outage included. `0s` switches it off.
+    #[arg(long, env = "GITOPS_REVERSER_STALL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
     /// How long to wait for in-flight work after SIGTERM before exiting:
     /// workers push what they hold and shards are handed over in this time.
     /// Must exceed the push timeout by more than two seconds (the time left

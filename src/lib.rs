@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod health;
 pub mod memory;
 pub mod route;
 pub mod run;

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
+use crate::health::Liveness;
 use crate::controller::{Controller, Settings};
 use crate::server::{Probes, router};
 use crate::shard::Coordinator;
@@ -71,8 +72,10 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
 
     let checker =
         tokio::spawn(check_api_server(client.clone(), metrics.clone(), ready.clone(), stop_rx.clone()));
+    let mut liveness = Liveness::new(args.stall_timeout);
     let (coordinator, shards) =
         Coordinator::new(client.clone(), calls.clone(), shard_settings, metrics.shards.clone());
+    let coordinator = coordinator.with_heartbeat(liveness.register("shard coordinator"));
     // The coordinator must release the shards before the process is gone.
     let budget = args.shutdown_timeout.saturating_sub(Duration::from_millis(300));
     let coordinator = tokio::spawn(coordinator.run(stop_rx.clone(), budget));
@@ -92,11 +95,12 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             drain_timeout: args.drain_timeout(),
             initial_list: args.initial_list,
             max_concurrent_pushes: args.max_concurrent_pushes,
+            heartbeat: liveness.register("controller"),
         },
     );
     let controller = tokio::spawn(controller.run(stopped_at));
     let trimmer = tokio::spawn(crate::memory::trim_periodically());
-    let app = router(Probes { metrics, ready });
+    let app = router(Probes { metrics, ready, liveness: Arc::new(liveness) });
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

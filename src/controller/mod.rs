@@ -61,6 +61,8 @@ pub struct Settings {
     pub max_concurrent_pushes: usize,
     /// How watches list before they follow changes.
     pub initial_list: crate::watch::InitialList,
+    /// Beaten after every pass (`/healthz`).
+    pub heartbeat: Arc<crate::health::Heartbeat>,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -184,6 +186,7 @@ impl Controller {
                 self.note(notice).await;
             }
             self.reconcile().await;
+            self.settings.heartbeat.beat();
             if let Some(deadline) = self.stop_deadline {
                 let handed_over = self.ownership.held.is_empty() && self.draining.is_empty();
                 if handed_over || Instant::now() >= deadline {

@@ -29,6 +29,7 @@ use super::records::{
     Record, STANDBY_ANNOTATION, assignment_members, format_shards, record, standby_announced,
 };
 use super::settings::ShardSettings;
+use crate::health::Heartbeat;
 use crate::route::BranchKey;
 use crate::telemetry::ShardMetrics;
 
@@ -38,6 +39,8 @@ pub const LEASE_SET_LABEL: &str = "configbutler.ai/lease-set";
 const CONCURRENT_WRITES: usize = 16;
 /// Lets a burst of Lease events settle into one pass.
 const SETTLE: Duration = Duration::from_millis(20);
+/// How often the loop shows it is alive while it waits for the first list.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The shortest wait for a new owner's standby announcement.
 const MIN_HANDOVER_WAIT: Duration = Duration::from_secs(20);
 
@@ -104,6 +107,8 @@ pub struct Coordinator {
     /// are left to it: it was cut off too, and is likely coming back.
     rejoin_grace_until: Option<Instant>,
     view: watch::Sender<Arc<Ownership>>,
+    /// Beaten every time the loop turns (`/healthz`).
+    heartbeat: Option<Arc<Heartbeat>>,
 }
 
 fn renewed_at(claim: &Claim) -> Option<Instant> {
@@ -169,8 +174,21 @@ impl Coordinator {
             membership_lapsed: false,
             rejoin_grace_until: None,
             view,
+            heartbeat: None,
         };
         (coordinator, handle)
+    }
+
+    /// Beats `heartbeat` every time the loop turns, for `/healthz`.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.beat();
+        }
     }
 
     /// Runs until `stop`; then leaves the membership, waits (up to
@@ -204,12 +222,20 @@ impl Coordinator {
             "joining the shard membership"
         );
 
-        tokio::select! {
-            _ = store.wait_until_ready() => {}
-            _ = until_stopped(&mut stop) => {}
+        // The first list may wait out an API server outage: still alive.
+        let mut alive = tokio::time::interval(HEARTBEAT);
+        let ready = store.wait_until_ready();
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                _ = &mut ready => break,
+                _ = until_stopped(&mut stop) => break,
+                _ = alive.tick() => self.beat(),
+            }
         }
         let mut next = Instant::now();
         loop {
+            self.beat();
             let stopping = *stop.borrow();
             if stopping {
                 break;
