@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
-use crate::health::Liveness;
 use crate::controller::{Controller, Settings};
+use crate::health::Liveness;
 use crate::server::{Probes, router};
 use crate::shard::Coordinator;
 use crate::telemetry::Metrics;
