@@ -96,6 +96,13 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_INITIAL_LIST", value_enum, default_value_t = crate::watch::InitialList::Auto)]
     pub initial_list: crate::watch::InitialList,
 
+    /// Hosts the operator may send credentials and commits to, as globs
+    /// (`*.example.com,git.internal`; `*` matches any run of characters).
+    /// A GitTarget whose provider names another host is refused with a
+    /// condition. Empty: any host.
+    #[arg(long, env = "GITOPS_REVERSER_ALLOWED_GIT_HOSTS", value_delimiter = ',', num_args = 0..)]
+    pub allowed_git_hosts: Vec<String>,
+
     /// How long the controller or the shard coordinator may go without
     /// finishing a pass before `/healthz` fails and the pod is restarted
     /// (a hung task leaves the process up otherwise). Both turn every few

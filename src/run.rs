@@ -95,6 +95,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             drain_timeout: args.drain_timeout(),
             initial_list: args.initial_list,
             max_concurrent_pushes: args.max_concurrent_pushes,
+            allowed_git_hosts: args.allowed_git_hosts.clone(),
             heartbeat: liveness.register("controller"),
         },
     );

@@ -380,3 +380,27 @@ fn the_service_monitor_keeps_the_gittarget_labels() {
     assert_eq!(endpoint["honorLabels"], Value::Bool(true), "{text}");
     assert_eq!(endpoint["port"], "http", "{text}");
 }
+
+#[test]
+fn allowed_git_hosts_reach_the_operator_only_when_set() {
+    let tools = chart::tools();
+    let env_of = |extra: &[&str]| -> Vec<(String, String)> {
+        let args = [extra, &["--show-only", "templates/deployment.yaml"][..]].concat();
+        let text = chart::render(tools, None, &args);
+        let deployment: Value = serde_saphyr::from_str(&text).unwrap();
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((e["name"].as_str()?.to_owned(), e["value"].as_str().unwrap_or("").to_owned()))
+            })
+            .collect()
+    };
+    let hosts = |env: &[(String, String)]| {
+        env.iter().find(|(name, _)| name == "GITOPS_REVERSER_ALLOWED_GIT_HOSTS").map(|(_, v)| v.clone())
+    };
+    assert_eq!(hosts(&env_of(&[])), None, "empty means any host: no variable");
+    let set = env_of(&["--set", "operator.allowedGitHosts={git.example.com,*.internal}"]);
+    assert_eq!(hosts(&set).as_deref(), Some("git.example.com,*.internal"));
+}

@@ -61,7 +61,13 @@ async fn valid_samples_are_accepted_and_read_back_with_defaults() {
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, "schema-valid").await;
 
-    for file in ["gitprovider.yaml", "gittarget.yaml", "gittarget-flux.yaml", "watchrule.yaml"] {
+    for file in [
+        "gitprovider.yaml",
+        "gitprovider-http.yaml",
+        "gittarget.yaml",
+        "gittarget-flux.yaml",
+        "watchrule.yaml",
+    ] {
         let manifest = read_sample(file);
         apply(&client, &ns.name, &manifest).await.unwrap_or_else(|e| panic!("{file} rejected: {e}"));
     }
@@ -75,6 +81,9 @@ async fn valid_samples_are_accepted_and_read_back_with_defaults() {
     let provider =
         Api::<GitProvider>::namespaced(client.clone(), &ns.name).get("platform-audit").await.unwrap();
     assert_eq!(provider.spec.push.unwrap().max_commits, Some(20));
+    assert!(!provider.spec.insecure, "insecure defaults to false");
+    let lab = Api::<GitProvider>::namespaced(client.clone(), &ns.name).get("lab-http").await.unwrap();
+    assert!(lab.spec.insecure, "an http:// provider that opts in is accepted");
 
     let targets = Api::<GitTarget>::namespaced(client.clone(), &ns.name);
     let native = targets.get("dev-cluster").await.unwrap();

@@ -133,3 +133,60 @@ async fn a_newer_or_powerless_target_cannot_take_a_folder_in_use() {
     let victim = s.wait_condition("zz-victim", "Ready", |_| true).await;
     assert_eq!(victim.0, "True", "{victim:?}");
 }
+
+/// Issue 16: credentials go only where they belong. With
+/// `--allowed-git-hosts`, a provider on another host is refused; a Flux
+/// GitRepository on http:// with a password is refused (it has no switch
+/// to accept clear text); the allowed target keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_go_only_to_allowed_hosts_and_never_over_plain_http() {
+    let s = Scenario::new("st-hosts").await;
+    let ns = s.namespace().to_owned();
+    s.ssh_provider("good", json!({"interval": "1s"})).await;
+    s.target("ok", "good", "main", "ok").await;
+    let elsewhere = s.repo.ssh_url.replace("127.0.0.1", "git.elsewhere.example");
+    assert_ne!(elsewhere, s.repo.ssh_url, "the test repository is served on 127.0.0.1");
+    fixtures::provider(&s.client, &ns, "elsewhere", &elsewhere, "good", json!({})).await;
+    s.target("away", "elsewhere", "main", "away").await;
+    fixtures::apply(
+        &s.client,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "basic", "namespace": ns},
+               "stringData": {"username": "bot", "password": "pw-do-not-leak"}}),
+    )
+    .await;
+    fixtures::apply(
+        &s.client,
+        &ns,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "plain", "namespace": ns},
+            "spec": {"url": "http://127.0.0.1:9/repo.git", "interval": "1m", "secretRef": {"name": "basic"}},
+        }),
+    )
+    .await;
+    fixtures::target(
+        &s.client,
+        &ns,
+        "plain",
+        json!({"kind": "GitRepository", "name": "plain"}),
+        "main",
+        "plain",
+    )
+    .await;
+    s.rule("r", "ok", json!([{"resources": ["configmaps"]}])).await;
+    let _operator = s.operator_with(&["--allowed-git-hosts", "127.0.0.1,*.trusted.example"]);
+
+    // A Flux object may be reported as not found until the operator's cache of them fills.
+    let away = s.wait_condition("away", "Ready", |c| c.0 == "False" && c.2.contains("host")).await;
+    assert_eq!(away.1, "InvalidConfiguration");
+    assert!(
+        away.2.contains("\"git.elsewhere.example\"") && away.2.contains("--allowed-git-hosts"),
+        "{}",
+        away.2
+    );
+    let plain = s.wait_condition("plain", "Ready", |c| c.0 == "False" && !c.2.contains("not found")).await;
+    assert_eq!(plain.1, "InvalidConfiguration");
+    assert!(plain.2.contains("in clear over http://") && !plain.2.contains("pw-do-not-leak"), "{}", plain.2);
+    s.wait_condition("ok", "Synced", |c| c.0 == "True").await;
+}

@@ -34,6 +34,11 @@ use super::status::ResourceStatus;
     doc = "GitProvider defines a connection to a git host: URL, credentials and write policy."
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!self.url.startsWith('http://') || (has(self.insecure) && self.insecure)")
+        .message("an http:// url is unencrypted (credentials and commits cross the network in clear text): use https://, or set insecure: true to accept that")
+        .field_path(".url")
+)]
 pub struct GitProviderSpec {
     /// URL of the repository: ssh://, https:// or http://. Credentials never
     /// go in the URL; they come from secretRef.
@@ -60,6 +65,12 @@ pub struct GitProviderSpec {
     /// Push defines the strategy for pushing commits (batching).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushStrategy>,
+
+    /// Insecure allows an http:// URL, over which the credentials of
+    /// secretRef and the commits travel in clear text. Without it such a
+    /// URL is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// A reference to a Secret in the referrer's namespace.

@@ -61,6 +61,8 @@ pub struct Settings {
     pub max_concurrent_pushes: usize,
     /// How watches list before they follow changes.
     pub initial_list: crate::watch::InitialList,
+    /// Hosts (globs) GitTargets may write to; empty: any.
+    pub allowed_git_hosts: Vec<String>,
     /// Beaten after every pass (`/healthz`).
     pub heartbeat: Arc<crate::health::Heartbeat>,
 }

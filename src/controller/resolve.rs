@@ -16,6 +16,8 @@ pub struct ProviderConfig {
     pub secret: Option<String>,
     pub allowed_branches: Vec<String>,
     pub push: PushPolicy,
+    /// The provider accepts sending credentials over http://.
+    pub insecure: bool,
 }
 
 pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
@@ -25,6 +27,7 @@ pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
         secret: Some(provider.spec.secret_ref.name.clone()),
         allowed_branches: provider.spec.allowed_branches.clone(),
         push: PushPolicy::from_spec(provider.spec.push.as_ref()),
+        insecure: provider.spec.insecure,
     }
 }
 
@@ -59,7 +62,42 @@ pub fn from_flux_git_repository(repository: &DynamicObject) -> Result<ProviderCo
         secret,
         allowed_branches: Vec::new(),
         push: PushPolicy::default(),
+        // Flux's GitRepository has no such switch: credentials need https.
+        insecure: false,
     })
+}
+
+/// Where the credentials and commits may go: only to a host in
+/// `allowed_hosts` when the operator was given any. (Over http:// a
+/// password or token goes only with the provider's `insecure: true`; the
+/// credentials layer refuses it otherwise.)
+pub fn check_host(provider: &ProviderConfig, allowed_hosts: &[String]) -> Result<(), Problem> {
+    if allowed_hosts.is_empty() {
+        return Ok(());
+    }
+    let host = url_host(&provider.url).unwrap_or_default().to_ascii_lowercase();
+    if allowed_hosts.iter().any(|pattern| glob_matches(&pattern.to_ascii_lowercase(), &host)) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        Reason::InvalidConfiguration,
+        format!(
+            "the host {host:?} of {} is not one this operator may write to (its --allowed-git-hosts); \
+             use an allowed host, or ask the cluster's administrators to allow it",
+            provider.describe
+        ),
+    ))
+}
+
+/// The host of `scheme://[user@]host[:port]/path`, without brackets for IPv6.
+fn url_host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map(|(host, _)| host),
+        None => host_port.split(':').next(),
+    }
 }
 
 /// Checks the branch against `allowedBranches` globs, where `*` matches
@@ -150,7 +188,34 @@ mod tests {
             secret: None,
             allowed_branches: allowed.iter().map(|s| s.to_string()).collect(),
             push: PushPolicy::default(),
+            insecure: false,
         }
+    }
+
+    fn at(url: &str) -> ProviderConfig {
+        ProviderConfig { url: url.into(), ..provider(&[]) }
+    }
+
+    #[test]
+    fn allowed_git_hosts_take_effect_only_when_set() {
+        let hosts = ["*.example.com".to_owned(), "git.internal".to_owned()];
+        for url in ["ssh://git@GIT.example.com:2222/r", "https://a.b.example.com/r", "https://git.internal/r"]
+        {
+            assert!(check_host(&at(url), &hosts).is_ok(), "{url}");
+        }
+        for url in ["ssh://git@evil.com/r", "https://example.com.evil.com/r", "https://git.internal.evil/r"] {
+            let refused = check_host(&at(url), &hosts).unwrap_err();
+            assert!(refused.message.contains("--allowed-git-hosts"), "{url}: {refused:?}");
+        }
+        assert!(check_host(&at("ssh://git@anywhere.org/r"), &[]).is_ok());
+    }
+
+    #[test]
+    fn hosts_are_read_past_user_port_and_brackets() {
+        assert_eq!(url_host("ssh://git@h.example:22/r"), Some("h.example"));
+        assert_eq!(url_host("https://[::1]:8443/r"), Some("::1"));
+        assert_eq!(url_host("https://h"), Some("h"));
+        assert_eq!(url_host("h/r"), None);
     }
 
     #[test]

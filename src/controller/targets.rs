@@ -10,13 +10,13 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::Controller;
-use super::resolve::{ProviderConfig, check_branch, from_flux_git_repository, from_git_provider};
+use super::resolve::{ProviderConfig, check_branch, check_host, from_flux_git_repository, from_git_provider};
 use crate::api::{GitTarget, ProviderKind, Reason};
 use crate::route::{BranchKey, TargetKey};
 use crate::sanitize::normalize_base_folder;
 use crate::status::Problem;
 use crate::status::target::Access;
-use crate::worker::credentials::Credentials;
+use crate::worker::credentials::{Cleartext, Credentials};
 
 /// Re-read Secrets this often, so rotated credentials are picked up.
 const RESOLVED_TTL: Duration = Duration::from_secs(60);
@@ -263,6 +263,7 @@ impl Controller {
             }
         };
         check_branch(&target.spec.branch, &provider)?;
+        check_host(&provider, &self.settings.allowed_git_hosts)?;
         let credentials = self.credentials(&ns, &provider).await?;
         Ok(Resolved {
             branch_key: BranchKey::new(&provider.url, &target.spec.branch),
@@ -290,7 +291,8 @@ impl Controller {
                 ))
             })?;
         let data = secret.data.unwrap_or_default();
-        Credentials::from_secret_data(name, &data, &provider.url)
+        let cleartext = if provider.insecure { Cleartext::Allow } else { Cleartext::Refuse };
+        Credentials::from_secret(name, &data, &provider.url, cleartext)
             .map_err(|e| Problem::new(e.reason(), e.to_string()))
     }
 }

@@ -69,6 +69,11 @@ impl Scenario {
         Operator::start(self.env, self.namespace())
     }
 
+    /// The operator with `extra` flags.
+    pub fn operator_with(&self, extra: &[&str]) -> Operator {
+        Operator::start_with(self.env, self.namespace(), extra)
+    }
+
     /// Starts the operator and waits until its first list of the watched
     /// objects is complete, so later changes arrive as live events (one
     /// commit each) rather than in the initial SYNC commit.

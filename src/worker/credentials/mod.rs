@@ -27,6 +27,13 @@ use k8s_openapi::ByteString;
 use crate::api::Reason;
 pub use secret::Secret;
 
+/// Whether a password or token may cross the network unencrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleartext {
+    Refuse,
+    Allow,
+}
+
 /// The transport a repository URL selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -125,11 +132,23 @@ impl Credentials {
         }
     }
 
-    /// Reads the credentials for `url` from a Secret's `data`, the way Flux does.
+    /// Reads the credentials for `url` from a Secret's `data`, the way Flux
+    /// does; a password or token is never sent over http://.
     pub fn from_secret_data(
         secret_name: &str,
         data: &BTreeMap<String, ByteString>,
         url: &str,
+    ) -> Result<Self, CredentialsError> {
+        Self::from_secret(secret_name, data, url, Cleartext::Refuse)
+    }
+
+    /// [`Self::from_secret_data`], where `cleartext` says whether a password
+    /// or token may go over http:// (a GitProvider's `insecure: true`).
+    pub fn from_secret(
+        secret_name: &str,
+        data: &BTreeMap<String, ByteString>,
+        url: &str,
+        cleartext: Cleartext,
     ) -> Result<Self, CredentialsError> {
         let transport = Transport::of_url(url)?;
         let reader = parse::Reader { secret: secret_name, data };
@@ -138,8 +157,9 @@ impl Credentials {
             Transport::Https => (reader.http_auth()?, reader.tls()?),
             // Plain HTTP has no TLS to configure; Flux ignores these keys there too.
             Transport::Http => match reader.http_auth()? {
-                // Anyone on the path would read them (Flux allows it; we do not).
-                Auth::Basic { .. } | Auth::Bearer(_) => {
+                // Anyone on the path would read them (Flux allows it; we only
+                // when the provider says so).
+                Auth::Basic { .. } | Auth::Bearer(_) if cleartext == Cleartext::Refuse => {
                     return Err(CredentialsError::CleartextHttp { secret: secret_name.to_owned() });
                 }
                 auth => (auth, Tls::default()),
@@ -231,7 +251,8 @@ pub enum CredentialsError {
     SecretRequired,
     #[error(
         "Secret `{secret}` holds a username, password or bearerToken, which would cross the network \
-         in clear over http://; use an https:// URL (or a Secret without them for an anonymous server)"
+         in clear over http://; use an https:// URL, a Secret without them for an anonymous server, \
+         or (GitProvider only) spec.insecure: true to accept the risk"
     )]
     CleartextHttp { secret: String },
 }

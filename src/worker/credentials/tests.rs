@@ -187,6 +187,16 @@ fn plain_http_refuses_credentials_that_would_cross_in_clear() {
     }
 }
 
+/// Issue 16: a GitProvider that sets `insecure: true` accepts the risk.
+#[test]
+fn plain_http_sends_credentials_only_when_the_provider_accepts_it() {
+    let secret = data(&[("username", "u"), ("password", "pw")]);
+    let credentials = Credentials::from_secret("git-auth", &secret, HTTP_URL, Cleartext::Allow).unwrap();
+    assert!(matches!(credentials.auth(), Auth::Basic { .. }));
+    let refused = Credentials::from_secret("git-auth", &secret, HTTP_URL, Cleartext::Refuse).unwrap_err();
+    assert!(refused.to_string().contains("spec.insecure: true"), "{refused}");
+}
+
 #[test]
 fn https_errors_name_the_key() {
     assert_key_error(read(&[("password", "pw")], HTTPS_URL), "username", "is missing");
