@@ -612,3 +612,31 @@ async fn fetches_and_pushes_of_a_repository_share_one_ssh_connection() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.matches("Authenticated to").count(), 2, "another identity, another handshake:\n{text}");
 }
+
+/// A takeover deepens a shallow repository to the commits made since its
+/// standby began (`git fetch --shallow-since`), on both git servers.
+#[tokio::test]
+async fn a_shallow_repository_is_deepened_to_the_commits_since_a_time() {
+    let env = env();
+    let repo = env.new_repo("remote-deepen");
+    for url in [repo.ssh_url.as_str(), repo.sshd_url.as_str()] {
+        let remote = new_remote(url, ssh_credentials(env, "GITENV_SSH_KEY_RW", url));
+        let branch = if url == repo.ssh_url { "soft" } else { "sshd" };
+        let local = LocalRepo::new();
+        let first = local.commit_dated(None, "a.yaml", "a: 1\n", Some("2020-01-01T00:00:00Z"));
+        let second = local.commit_dated(Some(&first), "a.yaml", "a: 2\n", Some("2021-01-01T00:00:00Z"));
+        let third = local.commit_dated(Some(&second), "a.yaml", "a: 3\n", Some("2022-01-01T00:00:00Z"));
+        assert_eq!(remote.push(local.path(), &third, branch, None).await.unwrap(), PushOutcome::Pushed);
+
+        let worker = LocalRepo::new();
+        assert_eq!(remote.fetch(worker.path(), branch).await.unwrap().as_deref(), Some(third.as_str()));
+        assert_eq!(worker.rev(&format!("{second}^{{commit}}")), None, "depth 1 holds the tip only");
+        let since = std::time::UNIX_EPOCH + Duration::from_secs(1_590_969_600); // 2020-06-01
+        remote
+            .deepen_since(worker.path(), branch, since)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {}", checked(&e)));
+        assert_eq!(worker.rev(&format!("{second}^{{commit}}")).as_deref(), Some(second.as_str()), "{url}");
+        assert_eq!(worker.rev(&format!("{first}^{{commit}}")), None, "{url}: older commits stay out");
+    }
+}

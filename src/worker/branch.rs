@@ -40,6 +40,8 @@ pub const CHANNEL_CAPACITY: usize = 1024;
 const LOOSE_OBJECT_THRESHOLD: u32 = 6_700;
 /// Commits the ancestry walk after a fetch reads at most.
 const ANCESTRY_LIMIT: usize = 100_000;
+/// Most commits a takeover reads the changes of; past it, it judges by the tip alone.
+const HISTORY_LIMIT: usize = 10_000;
 
 /// Everything a worker needs; sent again to change it while running.
 #[derive(Clone, Debug)]
@@ -285,7 +287,9 @@ impl Shell {
     /// `behind` is what the worker holds that no push carried yet.
     fn run(&mut self, command: Command, behind: usize) -> Option<BoxFuture<'static, Option<Input>>> {
         match command {
-            Command::Fetch { known, since } => Some(self.fetch(known, since).map(Some).boxed()),
+            Command::Fetch { known, since, history_after } => {
+                Some(self.fetch(known, since, history_after).map(Some).boxed())
+            }
             Command::Commit { parent, changes, message, source } => {
                 Some(self.commit(parent, changes, message, source).map(Some).boxed())
             }
@@ -352,7 +356,12 @@ impl Shell {
         }
     }
 
-    fn fetch(&self, known: Vec<ObjectId>, since: Option<ObjectId>) -> impl Future<Output = Input> + 'static {
+    fn fetch(
+        &self,
+        known: Vec<ObjectId>,
+        since: Option<ObjectId>,
+        history_after: Option<SystemTime>,
+    ) -> impl Future<Output = Input> + 'static {
         let remote = self.remote.clone();
         let (repo, dir, branch) =
             (self.repo.clone(), self.settings.repo_dir.clone(), self.settings.key.branch.clone());
@@ -364,14 +373,13 @@ impl Shell {
                     .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
                 let store = store::exclusive(&dir).await;
                 ensure_open(&repo, &dir).await?;
-                // Shallow only when no local commit's fate must be known.
-                let tip = if known.is_empty() {
+                // Shallow only when no local commit's fate, nor history, must be known.
+                let tip = if known.is_empty() && history_after.is_none() {
                     remote.fetch(&dir, &branch).await
                 } else {
                     remote.fetch_full(&dir, &branch).await
                 }
                 .map_err(Failure::from)?;
-                drop(store);
                 let tip = tip
                     .map(|t| {
                         ObjectId::from_hex(t.as_bytes()).map_err(|_| {
@@ -380,10 +388,15 @@ impl Shell {
                     })
                     .transpose()?;
                 let Some(tip) = tip else { return Ok(Fetched::default()) };
+                let history = match history_after {
+                    Some(after) => takeover_history(&repo, &remote, &dir, &branch, tip, after).await?,
+                    None => None,
+                };
+                drop(store);
                 with_repo(repo, move |r| {
                     let files = r.list_files(tip, "")?;
                     let contains = r.newest_contained(tip, &known, since, ANCESTRY_LIMIT)?;
-                    Ok(Fetched { tip: Some(tip), files, contains })
+                    Ok(Fetched { tip: Some(tip), files, contains, history })
                 })
                 .await
                 .map_err(Failure::from)
@@ -540,6 +553,32 @@ fn remote_of(settings: &WorkerSettings) -> Result<Remote, RemoteError> {
 }
 
 /// Opens (or creates) the local repository once.
+/// What the previous owner wrote since `after` (see `Fetched::history`),
+/// for a takeover. A shallow repository may not reach that far back: it is
+/// deepened once (a server that cannot is only logged), and what it then
+/// reaches is used.
+async fn takeover_history(
+    repo: &Arc<Mutex<Option<LocalRepo>>>,
+    remote: &Remote,
+    dir: &std::path::Path,
+    branch: &str,
+    tip: ObjectId,
+    after: SystemTime,
+) -> Result<Option<Vec<(String, Option<ObjectId>)>>, Failure> {
+    let walk = |repo: Arc<Mutex<Option<LocalRepo>>>| {
+        with_repo(repo, move |r| r.changes_after(tip, after, HISTORY_LIMIT))
+    };
+    let history = walk(repo.clone()).await.map_err(Failure::from)?;
+    if history.as_ref().is_some_and(|h| h.complete) {
+        return Ok(history.map(|h| h.changes));
+    }
+    if let Err(error) = remote.deepen_since(dir, branch, after).await {
+        debug!(branch, %error, "cannot deepen the history for a takeover; using what is here");
+        return Ok(history.map(|h| h.changes));
+    }
+    Ok(walk(repo.clone()).await.map_err(Failure::from)?.map(|h| h.changes))
+}
+
 async fn ensure_open(repo: &Arc<Mutex<Option<LocalRepo>>>, dir: &std::path::Path) -> Result<(), Failure> {
     let (repo, dir) = (repo.clone(), dir.to_owned());
     tokio::task::spawn_blocking(move || {

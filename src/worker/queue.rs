@@ -126,18 +126,17 @@ impl CoalescingQueue {
         self.open.clear();
     }
 
-    /// Drops the sweeps and retains that some of the first `changes`
-    /// writes and deletes (in the order of [`Self::changes`]) follow.
-    pub fn drop_barriers_before(&mut self, changes: usize) -> usize {
-        let (mut seen, mut dropped) = (0, 0);
+    /// Drops, and returns, the sweeps and retains that some of the first
+    /// `changes` writes and deletes (in the order of [`Self::changes`]) follow.
+    pub fn drop_barriers_before(&mut self, changes: usize) -> Vec<WorkItem> {
+        let (mut seen, mut dropped) = (0, Vec::new());
         for slot in &mut self.entries {
             match slot {
                 Some(item) if item.path().is_some() => seen += 1,
                 Some(_) if seen < changes => {
-                    *slot = None;
+                    dropped.extend(slot.take());
                     self.len -= 1;
                     self.barriers -= 1;
-                    dropped += 1;
                 }
                 _ => {}
             }
@@ -420,7 +419,7 @@ mod tests {
         queue.push(sweep());
         queue.push(write("b", "1", Operation::Update));
         assert_eq!(queue.changes().count(), 3);
-        assert_eq!(queue.drop_barriers_before(3), 2, "both sweeps come before b");
+        assert_eq!(queue.drop_barriers_before(3).len(), 2, "both sweeps come before b");
         assert_eq!(queue.len(), 3);
         queue.set_merging(true);
         assert!(!queue.push(write("b", "2", Operation::Update)), "no entry was left open");

@@ -150,6 +150,11 @@ impl LocalRepo {
 
     /// Runs git on this repository, feeding `stdin`; returns trimmed stdout.
     pub fn git(&self, args: &[&str], stdin: Option<&str>) -> String {
+        self.git_with(args, stdin, &[])
+    }
+
+    /// [`Self::git`] with more environment variables.
+    fn git_with(&self, args: &[&str], stdin: Option<&str>, vars: &[(&str, &str)]) -> String {
         let mut child = Command::new("git")
             .arg(format!("--git-dir={}", self.path().display()))
             .args(args)
@@ -159,6 +164,7 @@ impl LocalRepo {
             .env("GIT_AUTHOR_EMAIL", "test@example.com")
             .env("GIT_COMMITTER_NAME", "test")
             .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .envs(vars.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -172,13 +178,26 @@ impl LocalRepo {
 
     /// A commit holding one file, on top of `parent`.
     pub fn commit(&self, parent: Option<&str>, file: &str, content: &str) -> String {
+        self.commit_dated(parent, file, content, None)
+    }
+
+    /// [`Self::commit`] made at `date` (as git reads `GIT_COMMITTER_DATE`), or now.
+    pub fn commit_dated(
+        &self,
+        parent: Option<&str>,
+        file: &str,
+        content: &str,
+        date: Option<&str>,
+    ) -> String {
         let blob = self.git(&["hash-object", "-w", "--stdin"], Some(content));
         let tree = self.git(&["mktree"], Some(&format!("100644 blob {blob}\t{file}\n")));
         let mut args = vec!["commit-tree", &tree, "-m", file];
         if let Some(parent) = parent {
             args.extend(["-p", parent]);
         }
-        self.git(&args, None)
+        let vars: Vec<(&str, &str)> =
+            date.map(|d| vec![("GIT_COMMITTER_DATE", d), ("GIT_AUTHOR_DATE", d)]).unwrap_or_default();
+        self.git_with(&args, None, &vars)
     }
 
     pub fn rev(&self, name: &str) -> Option<String> {

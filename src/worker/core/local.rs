@@ -41,7 +41,13 @@ impl BranchCore {
                 None if self.resync_hold(now).is_some() => None,
                 None => match self.queue.pop() {
                     Some(item) => self.draft_from(item, now),
-                    None => return,
+                    None => {
+                        // Nothing left to write (the failed draft turned out
+                        // to change nothing): its retry delay goes with it,
+                        // or the wake-up it asks for would find nothing to do.
+                        self.commit_retry_at = None;
+                        return;
+                    }
                 },
             };
             let Some(draft) = draft else { return };

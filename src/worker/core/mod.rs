@@ -26,7 +26,7 @@ mod types;
 pub use types::*;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use gix::ObjectId;
 
@@ -133,6 +133,9 @@ pub struct BranchCore {
     takeover: Takeover,
     /// The files the standby fetched (empty unless on standby).
     standby_base: HashMap<String, ObjectId>,
+    /// When this worker became a standby, before any change it keeps: the
+    /// takeover asks what the previous owner wrote since.
+    standby_since: Option<SystemTime>,
     replays: u32,
     push_limit: usize,
     push_now: bool,
@@ -162,6 +165,7 @@ impl BranchCore {
         let first_audit = at.now + settings.first_audit;
         let mut queue = CoalescingQueue::default();
         queue.set_merging(!settings.standby);
+        let standby_since = settings.standby.then_some(at.wall);
         Self {
             files: BranchFiles::new([], settings.folders.clone()),
             settings,
@@ -179,6 +183,7 @@ impl BranchCore {
             rebase_needed: false,
             takeover: Takeover::No,
             standby_base: HashMap::new(),
+            standby_since,
             replays: 0,
             push_limit: MAX_COMMITS_PER_PUSH,
             push_now: false,
@@ -337,6 +342,9 @@ impl BranchCore {
     fn reconfigure(&mut self, settings: CoreSettings, at: At) {
         // A standby keeps every change apart: the takeover needs each value.
         self.queue.set_merging(!settings.standby);
+        if !self.settings.standby && settings.standby {
+            self.standby_since = Some(at.wall);
+        }
         if self.settings.standby && !settings.standby {
             // The previous owner pushed until it released: fetch its tip
             // before pushing, and audit soon in case a late push of it lands.

@@ -13,6 +13,7 @@ use crate::worker::files::BranchFiles;
 use crate::worker::message;
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, next_push_limit};
+use crate::worker::queue::WorkItem;
 use crate::worker::repo::LocalRepo;
 use std::time::{Duration, Instant};
 
@@ -22,12 +23,18 @@ pub(super) const DRAIN_GATHER: Duration = Duration::from_secs(1);
 impl BranchCore {
     pub(super) fn fetch(&mut self, purpose: FetchPurpose, out: &mut Vec<Command>) {
         self.remote_op = RemoteOp::Fetching(purpose);
+        let mut history_after = None;
         if self.takeover == Takeover::Due {
             self.takeover = Takeover::Fetching;
+            // What the previous owner wrote while this worker stood by. No
+            // margin for clock skew: a deletion from before the standby's
+            // list (which then names no such file) must not be taken for a
+            // later one; skew only makes the takeover write a value again.
+            history_after = self.standby_since;
         }
         // A push whose answer was lost may have carried any of them.
         let known = self.chain.iter().map(|c| c.id).collect();
-        out.push(Command::Fetch { known, since: self.remote_tip });
+        out.push(Command::Fetch { known, since: self.remote_tip, history_after });
     }
 
     /// When the next push is due, if anything waits for one.
@@ -216,7 +223,7 @@ impl BranchCore {
             #[cfg(not(test))]
             let sabotaged = false;
             if !sabotaged {
-                self.drop_written_by_previous_owner(&fetched.files);
+                self.drop_written_by_previous_owner(&fetched.files, fetched.history.as_deref());
             }
         }
         // No repair at a takeover: the standby's view lags behind its own
@@ -271,7 +278,11 @@ impl BranchCore {
     /// what the previous owner wrote (see `replay::takeover_drops`), and
     /// the queued sweeps before it (they would delete what it wrote after
     /// the list they end).
-    fn drop_written_by_previous_owner(&mut self, tip: &[(String, gix::ObjectId)]) {
+    fn drop_written_by_previous_owner(
+        &mut self,
+        tip: &[(String, gix::ObjectId)],
+        history: Option<&[(String, Option<gix::ObjectId>)]>,
+    ) {
         let committed =
             self.chain.iter().map(|c| &c.changes).chain(self.drafts.iter().map(|d| &d.changes)).flatten();
         let mut pending: Vec<(&str, Option<gix::ObjectId>)> =
@@ -279,7 +290,11 @@ impl BranchCore {
         let in_commits = pending.len();
         pending.extend(self.queue.changes().map(|(path, content)| (path, content.map(LocalRepo::blob_id))));
         let base = std::mem::take(&mut self.standby_base);
-        let (drops, cut) = replay::takeover_drops(&pending, tip, &base);
+        self.standby_since = None;
+        let (drops, cut) = match history {
+            Some(history) => replay::takeover_drops_by_history(&pending, tip, history),
+            None => replay::takeover_drops(&pending, tip, &base),
+        };
         let mut drops = drops.into_iter();
         let changes = self
             .chain
@@ -289,8 +304,14 @@ impl BranchCore {
         for changes in changes {
             changes.retain(|_| !drops.next().unwrap_or(false));
         }
+        // Barriers first: they are placed by the changes before them.
+        for barrier in self.queue.drop_barriers_before(cut.saturating_sub(in_commits)) {
+            // Its resync ended on the previous owner: pushes wait for it no more.
+            if let WorkItem::Sweep { scope, .. } = barrier {
+                self.resyncing.remove(&(scope.target, scope.group, scope.plural));
+            }
+        }
         self.queue.drop_changes(|| drops.next().unwrap_or(false));
-        self.queue.drop_barriers_before(cut.saturating_sub(in_commits));
         self.drafts.retain(|d| !d.changes.is_empty());
         if self.drafts.is_empty() {
             // The retry delay belonged to a failed draft that is gone.

@@ -79,6 +79,86 @@ pub(super) fn takeover_drops(
     (drops, cut)
 }
 
+/// After a takeover, knowing what the previous owner wrote: `history` is
+/// the files of the standby's first fetch, then what each commit since
+/// changed (see [`Fetched::history`](super::Fetched)), so no cut is
+/// guessed from the tip alone (which cannot tell an object made and
+/// deleted after the stop from one the previous owner made and deleted).
+///
+/// Per file, the previous owner received a prefix of the standby's changes
+/// of it and wrote the last value of that prefix (it merges queued values
+/// of a file into the newest). The prefix ends at the file's newest written
+/// value, found by matching the history's values in order among the pending
+/// ones, each at its first match after the one before (a value the standby
+/// never had, from before its list or a hand edit, matches nothing), and
+/// past repeats of that same value. Deletions tell nothing by themselves (a
+/// file has many); but when the history's last word on a file is a
+/// deletion, the prefix runs to the first pending deletion after it.
+///
+/// Every change in a prefix is dropped, except the newest change of a file
+/// when it still differs from the tip: the branch must end equal to the
+/// cluster. The returned cut (just after the latest dropped change) says
+/// which queued sweeps the previous owner ran. Where it is unsure (a value
+/// that recurs, a deletion it merged with a creation), it writes again
+/// rather than drop: a value written twice is noise, a lost one is a bug.
+pub(super) fn takeover_drops_by_history(
+    pending: &[(&str, Option<ObjectId>)],
+    fetched: &[(String, ObjectId)],
+    history: &[(String, Option<ObjectId>)],
+) -> (Vec<bool>, usize) {
+    let tip: HashMap<&str, ObjectId> = fetched.iter().map(|(path, id)| (path.as_str(), *id)).collect();
+    let mut written: HashMap<&str, Vec<Option<ObjectId>>> = HashMap::new();
+    for (path, value) in history {
+        written.entry(path.as_str()).or_default().push(*value);
+    }
+    let mut changes: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (index, (path, _)) in pending.iter().enumerate() {
+        changes.entry(path).or_default().push(index);
+    }
+    let mut drops = vec![false; pending.len()];
+    let mut cut = 0;
+    for (path, indices) in &changes {
+        let values: Vec<Option<ObjectId>> = indices.iter().map(|&i| pending[i].1).collect();
+        let received = received_prefix(&values, written.get(path).map_or(&[][..], Vec::as_slice));
+        let newest = *indices.last().expect("one at least");
+        let still_needed = pending[newest].1 != tip.get(path).copied();
+        for &index in &indices[..received] {
+            drops[index] = !(index == newest && still_needed);
+        }
+        if received > 0 {
+            cut = cut.max(indices[received - 1] + 1);
+        }
+    }
+    (drops, cut)
+}
+
+/// How many of one file's pending `values` the previous owner had received,
+/// given the values it `wrote` (oldest first); see [`takeover_drops_by_history`].
+fn received_prefix(values: &[Option<ObjectId>], wrote: &[Option<ObjectId>]) -> usize {
+    let mut next = 0;
+    let mut anchor: Option<usize> = None;
+    for value in wrote.iter().filter(|v| v.is_some()) {
+        let Some(offset) = values[next..].iter().position(|v| v == value) else { continue };
+        let mut at = next + offset;
+        while values.get(at + 1) == Some(value) {
+            at += 1;
+        }
+        anchor = Some(at);
+        next = at + 1;
+    }
+    let after = anchor.map_or(0, |at| at + 1);
+    if wrote.last().is_some_and(Option::is_none)
+        && let Some(offset) = values[after..].iter().position(Option::is_none)
+    {
+        let mut at = after + offset;
+        while values.get(at + 1) == Some(&None) {
+            at += 1;
+        }
+        return at + 1;
+    }
+    after
+}
+
 /// `known` is the worker's view before the fetch (the remote as last seen
 /// plus every pending commit): the cluster's state as far as it knows. At
 /// start there is no view yet, and the resync reconciles instead.
@@ -240,6 +320,88 @@ mod tests {
     fn changes_the_previous_owner_never_saw_are_all_kept() {
         let pending = [(A, Some(id("1"))), (A, Some(id("2"))), (B, None)];
         assert_eq!(drops(&pending, &[(A, "1"), (B, "0")]), [true, false, false]);
+    }
+
+    fn by_history(
+        pending: &[(&str, Option<ObjectId>)],
+        tip_files: &[(&str, &str)],
+        wrote: &[(&str, Option<&str>)],
+    ) -> (Vec<bool>, usize) {
+        let history: Vec<(String, Option<ObjectId>)> =
+            wrote.iter().map(|(path, text)| (path.to_string(), text.map(id))).collect();
+        takeover_drops_by_history(pending, &tip(tip_files), &history)
+    }
+
+    #[test]
+    fn an_object_made_and_deleted_after_the_stop_is_written_again() {
+        // Seed 2877's shape: the previous owner wrote A=1 and stopped; then
+        // B was made and deleted, and A=2 came. The tip (A=1, no B) also fits
+        // a cut after B's deletion: only the history tells them apart.
+        let pending = [(A, Some(id("1"))), (B, Some(id("1"))), (B, None), (A, Some(id("2")))];
+        let (drops, cut) = by_history(&pending, &[(A, "1")], &[(A, Some("0")), (A, Some("1"))]);
+        assert_eq!((drops, cut), (vec![true, false, false, false], 1));
+    }
+
+    #[test]
+    fn an_object_the_previous_owner_made_and_deleted_is_not_written_again() {
+        // Seed 2376's shape: here the previous owner did write B's life.
+        let pending = [(A, Some(id("1"))), (B, Some(id("1"))), (B, None), (A, Some(id("2")))];
+        let wrote = [(A, Some("1")), (B, Some("1")), (B, None), (A, Some("2"))];
+        assert_eq!(by_history(&pending, &[(A, "2")], &wrote), (vec![true; 4], 4));
+    }
+
+    #[test]
+    fn values_the_previous_owner_merged_count_as_received() {
+        // It merged A=1 into A=2, and C's value into C's deletion.
+        let pending =
+            [(A, Some(id("1"))), (A, Some(id("2"))), (C, Some(id("1"))), (C, None), (A, Some(id("3")))];
+        let wrote = [(C, Some("0")), (A, Some("2")), (C, None)];
+        let (drops, cut) = by_history(&pending, &[(A, "2")], &wrote);
+        assert_eq!((drops, cut), (vec![true, true, true, true, false], 4));
+    }
+
+    #[test]
+    fn a_deletion_before_the_standby_listed_matches_its_list_not_a_later_one() {
+        // Seed 1872's shape: B was deleted before the standby listed it as
+        // absent; then B=2 was made and deleted again after the stop.
+        let pending = [(B, None), (A, Some(id("1"))), (B, Some(id("2"))), (B, None)];
+        let wrote = [(B, Some("0")), (B, None), (A, Some("1"))];
+        let (drops, cut) = by_history(&pending, &[(A, "1")], &wrote);
+        assert_eq!((drops, cut), (vec![true, true, false, false], 2));
+    }
+
+    #[test]
+    fn a_value_that_recurs_counts_once_and_restatements_with_it() {
+        // A: 1 → 1 (a relist restates it) → 2 → 1; only the first 1 was written.
+        let pending = [(A, Some(id("1"))), (A, Some(id("1"))), (A, Some(id("2"))), (A, Some(id("1")))];
+        let (drops, cut) = by_history(&pending, &[(A, "1")], &[(A, Some("1"))]);
+        assert_eq!((drops, cut), (vec![true, true, false, false], 2));
+    }
+
+    #[test]
+    fn a_hand_edit_matches_nothing_and_the_cluster_value_is_written_again() {
+        let pending = [(B, Some(id("1"))), (A, Some(id("1")))];
+        let wrote = [(B, Some("1")), (A, Some("1")), (B, Some("hand edit"))];
+        let (drops, cut) = by_history(&pending, &[(A, "1"), (B, "hand edit")], &wrote);
+        assert_eq!((drops, cut), (vec![false, true], 2));
+    }
+
+    #[test]
+    fn a_standby_behind_the_previous_owner_writes_its_newest_values_again() {
+        // The previous owner also wrote A=3 and deleted B, which the standby
+        // has not received yet. Its newest A and B differ from the tip, as
+        // after a hand edit, so they are written; A=3 and B's deletion follow
+        // when they arrive. A blip in the history, nothing lost.
+        let pending = [(A, Some(id("1"))), (A, Some(id("2"))), (B, Some(id("1")))];
+        let wrote = [(A, Some("1")), (A, Some("2")), (B, Some("1")), (A, Some("3")), (B, None)];
+        let (drops, cut) = by_history(&pending, &[(A, "3")], &wrote);
+        assert_eq!((drops, cut), (vec![true, false, false], 3));
+    }
+
+    #[test]
+    fn nothing_is_dropped_for_a_file_the_previous_owner_never_wrote() {
+        let pending = [(A, Some(id("1"))), (B, None)];
+        assert_eq!(by_history(&pending, &[], &[]), (vec![false, false], 0));
     }
 
     #[test]

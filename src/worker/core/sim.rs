@@ -146,6 +146,8 @@ const HAND: &str = "hand-edited\n";
 struct SimCommit {
     parents: Vec<ObjectId>,
     tree: BTreeMap<String, ObjectId>,
+    /// The simulated wall clock when it was made.
+    time: SystemTime,
 }
 
 /// Commits of both sides (content-addressed, so one store serves both).
@@ -156,13 +158,18 @@ struct Store {
 }
 
 impl Store {
-    fn add(&mut self, parents: Vec<ObjectId>, tree: BTreeMap<String, ObjectId>) -> ObjectId {
+    fn add(
+        &mut self,
+        parents: Vec<ObjectId>,
+        tree: BTreeMap<String, ObjectId>,
+        time: SystemTime,
+    ) -> ObjectId {
         self.next += 1;
         let mut bytes = [0u8; 20];
         bytes[0] = 0xc0;
         bytes[12..].copy_from_slice(&self.next.to_be_bytes());
         let id = ObjectId::from_bytes_or_panic(&bytes);
-        self.commits.insert(id, SimCommit { parents, tree });
+        self.commits.insert(id, SimCommit { parents, tree, time });
         id
     }
 
@@ -186,6 +193,33 @@ impl Store {
         false
     }
 
+    /// The files of the newest first-parent commit made before `after`
+    /// (none if there is none), then what each later commit up to `tip`
+    /// changed, oldest first.
+    fn changes_after(&self, tip: Option<ObjectId>, after: SystemTime) -> Vec<(String, Option<ObjectId>)> {
+        let history = self.first_parent_history(tip);
+        let start = history.iter().rposition(|id| self.commits[id].time < after);
+        let mut out: Vec<_> = start
+            .map(|i| {
+                self.commits[&history[i]].tree.iter().map(|(path, id)| (path.clone(), Some(*id))).collect()
+            })
+            .unwrap_or_default();
+        let mut before = start.map(|i| self.commits[&history[i]].tree.clone()).unwrap_or_default();
+        for id in &history[start.map_or(0, |i| i + 1)..] {
+            let after = &self.commits[id].tree;
+            for (path, blob) in after {
+                if before.get(path) != Some(blob) {
+                    out.push((path.clone(), Some(*blob)));
+                }
+            }
+            out.extend(
+                before.keys().filter(|path| !after.contains_key(*path)).map(|path| (path.clone(), None)),
+            );
+            before = after.clone();
+        }
+        out
+    }
+
     /// Oldest first, along first parents.
     fn first_parent_history(&self, tip: Option<ObjectId>) -> Vec<ObjectId> {
         let mut out = Vec::new();
@@ -202,7 +236,7 @@ impl Store {
 enum Pending {
     Commit { parent: Option<ObjectId>, changes: Vec<Change> },
     Push { local: ObjectId, expected: Option<ObjectId> },
-    Fetch { known: Vec<ObjectId>, since: Option<ObjectId> },
+    Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history_after: Option<SystemTime> },
 }
 
 /// One replica's worker of the branch, and its outstanding operations.
@@ -312,7 +346,11 @@ impl Sim {
         };
         // The branch exists with a README, like a repository someone made.
         let readme = sim.blob(b"# the repository\n".to_vec());
-        sim.remote_tip = Some(sim.store.add(Vec::new(), BTreeMap::from([("README.md".to_owned(), readme)])));
+        sim.remote_tip = Some(sim.store.add(
+            Vec::new(),
+            BTreeMap::from([("README.md".to_owned(), readme)]),
+            SystemTime::UNIX_EPOCH,
+        ));
         sim.feed(0, Input::Tick);
         sim
     }
@@ -387,11 +425,11 @@ impl Sim {
                     }
                     r.remote = Some((due, Pending::Push { local, expected }));
                 }
-                Command::Fetch { known, since } => {
+                Command::Fetch { known, since, history_after } => {
                     if r.remote.is_some() {
                         violations.push("two remote operations outstanding".to_owned());
                     }
-                    r.remote = Some((due, Pending::Fetch { known, since }));
+                    r.remote = Some((due, Pending::Fetch { known, since, history_after }));
                 }
                 Command::Done => done = true,
                 Command::Note(super::Note::Coalesced) => coalesced += 1,
@@ -553,7 +591,7 @@ impl Sim {
             tree.insert(format!("other/file-{}.txt", self.foreign % 3), blob);
         }
         let parents = self.remote_tip.into_iter().collect();
-        self.remote_tip = Some(self.store.add(parents, tree));
+        self.remote_tip = Some(self.store.add(parents, tree, self.at().wall));
     }
 
     fn complete_due(&mut self) {
@@ -630,7 +668,7 @@ impl Sim {
                 if tree == before {
                     return Input::Committed(Ok(None));
                 }
-                let id = self.store.add(parent.into_iter().collect(), tree);
+                let id = self.store.add(parent.into_iter().collect(), tree, self.at().wall);
                 self.note(&format!(
                     "local: commit {} on {:?}: {}",
                     short(id),
@@ -640,7 +678,7 @@ impl Sim {
                 Input::Committed(Ok(Some(id)))
             }
             Pending::Push { local, expected } => Input::Pushed(self.push(local, expected)),
-            Pending::Fetch { known, since } => {
+            Pending::Fetch { known, since, history_after } => {
                 if self.rng.chance(self.faults.fetch_fails) {
                     self.note("remote: fetch fails");
                     return Input::Fetched(Err((Reason::NetworkError, "connection reset".into())));
@@ -656,7 +694,8 @@ impl Sim {
                     tip.map(short),
                     contains.map(short)
                 ));
-                Input::Fetched(Ok(Fetched { tip, files, contains }))
+                let history = history_after.map(|after| self.store.changes_after(tip, after));
+                Input::Fetched(Ok(Fetched { tip, files, contains, history }))
             }
         }
     }
@@ -833,6 +872,9 @@ fn sim_seeds_keep_every_invariant() {
         Some(seed) => vec![seed],
         None => (0..env("SIM_SEEDS").unwrap_or(200)).collect(),
     };
+    // A long run may go on past a failing seed, to count them all.
+    let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
+    let mut failed = Vec::new();
     let started = Instant::now();
     let (mut total_steps, mut quiet) = (0, 0);
     let mut stats: BTreeMap<String, u64> = BTreeMap::new();
@@ -845,11 +887,16 @@ fn sim_seeds_keep_every_invariant() {
                     *stats.entry(kind).or_default() += n;
                 }
             }
+            Err(report) if keep_going => {
+                eprintln!("{report}");
+                failed.push(seed);
+            }
             Err(report) => panic!("{report}"),
         }
     }
     eprintln!("simulated {total_steps} steps, {quiet} quiet periods checked, in {:?}", started.elapsed());
     eprintln!("events: {stats:?}");
+    assert!(failed.is_empty(), "{} seeds failed: {failed:?}", failed.len());
     for kind in KINDS.iter().chain(&["quarantined", "capped"]) {
         assert!(stats.get(*kind).is_some_and(|n| *n > 0), "no {kind:?} happened");
     }

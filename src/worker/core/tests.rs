@@ -61,7 +61,7 @@ impl Harness {
         h.input(Input::Tick);
         assert!(matches!(h.out.as_slice(), [Command::Fetch { .. }]), "{:?}", h.out);
         let files = files.iter().map(|(p, c)| (p.to_string(), blob(c))).collect();
-        h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files, contains: None })));
+        h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files, ..Fetched::default() })));
         assert_eq!(h.core.phase(), Phase::Running);
         h
     }
@@ -220,7 +220,7 @@ fn a_stale_push_fetches_and_replays_on_the_new_tip() {
     h.input(Input::Pushed(PushReply::Stale));
     assert_eq!(h.fetch(), Some(vec![c1]), "asks whether the tip holds our commit");
     let other = vec![("other/x".to_owned(), blob("x"))];
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: other, contains: None })));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: other, ..Fetched::default() })));
     let (parent, changes) = h.commit().expect("replays");
     assert_eq!((parent, bytes(&changes[0]).as_deref()), (Some(oid(2)), Some("1")));
     let c2 = h.committed();
@@ -265,7 +265,7 @@ fn our_own_commit_at_the_remote_tip_counts_as_pushed() {
     h.input(Input::Pushed(PushReply::Stale));
     assert_eq!(h.fetch(), Some(vec![c1, c2, c3]));
     let files = vec![(A.to_owned(), blob("4"))];
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(c2), files, contains: Some(c2) })));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(c2), files, contains: Some(c2), ..Fetched::default() })));
     assert!(h.notes().iter().any(|n| matches!(n, Note::Acked { sources } if sources.len() == 2)));
     let (parent, changes) = h.commit().expect("only the newer change is written again");
     assert_eq!((parent, bytes(&changes[0]).as_deref()), (Some(c2), Some("5")));
@@ -467,7 +467,7 @@ fn an_audit_repairs_a_hand_edit_with_the_known_blob() {
     h.advance(Duration::from_secs(601));
     assert_eq!(h.fetch(), Some(vec![]));
     let files = vec![(A.to_owned(), blob("edited")), ("README.md".to_owned(), blob("changed"))];
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(3)), files, contains: None })));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(3)), files, ..Fetched::default() })));
     assert!(h.notes().iter().any(|n| matches!(n, Note::Drift { paths: 1 })));
     let (parent, changes) = h.commit().expect("one repair commit");
     assert_eq!(parent, Some(oid(3)));
@@ -484,7 +484,7 @@ fn an_audit_of_an_unchanged_remote_writes_nothing() {
     h.input(Input::Fetched(Ok(Fetched {
         tip: Some(oid(1)),
         files: vec![(A.into(), blob("1"))],
-        contains: None,
+        ..Fetched::default()
     })));
     assert!(h.commit().is_none() && h.notes().is_empty());
     assert!(h.core.is_settled());
@@ -619,7 +619,7 @@ impl Harness {
         let mut h = Self::new();
         h.set_standby(true);
         h.input(Input::Tick);
-        h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+        h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], ..Fetched::default() })));
         h
     }
 
@@ -655,7 +655,7 @@ fn a_takeover_fetches_the_old_owners_tip_and_writes_only_what_it_lacks() {
     let known = h.fetch().expect("the takeover fetches first");
     assert_eq!(known.len(), 4);
     let old_owner = vec![(A.to_string(), blob("2"))];
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: old_owner, contains: None })));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: old_owner, ..Fetched::default() })));
     let mut written = Vec::new();
     while let Some((parent, changes)) = h.commit() {
         if written.is_empty() {
@@ -680,7 +680,7 @@ fn a_takeover_during_the_first_fetch_fetches_again() {
     assert!(h.fetch().is_some(), "a standby starts by fetching");
     h.set_standby(false);
     assert!(h.fetch().is_none(), "one fetch at a time");
-    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], contains: None })));
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), files: vec![], ..Fetched::default() })));
     assert!(h.fetch().is_some(), "that fetch began before the old owner's last push: {:?}", h.out);
 }
 

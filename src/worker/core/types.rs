@@ -95,6 +95,13 @@ pub struct Fetched {
     /// The newest of the commits the fetch was asked about that the tip
     /// contains (the tip itself or an ancestor), when known.
     pub contains: Option<ObjectId>,
+    /// When asked for (`history_after`): every file of the newest
+    /// first-parent commit made before that time (none if there is no such
+    /// commit), then what each commit after it changed, oldest first, as
+    /// (path, new blob or `None` for deleted). `None` when not asked, or
+    /// when that history is out of reach (a shallow boundary after the time,
+    /// more commits than a limit).
+    pub history: Option<Vec<(String, Option<ObjectId>)>>,
 }
 
 /// Everything the core reacts to.
@@ -126,7 +133,8 @@ pub enum Input {
 pub enum Command {
     /// Fetch the branch; answer with `Input::Fetched`, saying which of
     /// `known` (newest last) the tip contains. `known` descend from `since`.
-    Fetch { known: Vec<ObjectId>, since: Option<ObjectId> },
+    /// With `history_after`, also what the commits since that time wrote.
+    Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history_after: Option<SystemTime> },
     /// Write one commit on `parent`; answer with `Input::Committed`.
     Commit { parent: Option<ObjectId>, changes: Vec<Change>, message: String, source: Source },
     /// Compare-and-swap push of `local` over `expected`; answer with `Input::Pushed`.

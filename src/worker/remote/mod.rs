@@ -158,6 +158,38 @@ impl Remote {
         self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, true)).await
     }
 
+    /// Deepens a shallow `git_dir` to every commit of the branch made after
+    /// `after` (`git fetch --shallow-since`); best effort: a server without
+    /// the capability fails it, and the caller makes do with less history.
+    pub async fn deepen_since(
+        &self,
+        git_dir: &Path,
+        branch: &str,
+        after: std::time::SystemTime,
+    ) -> Result<(), RemoteError> {
+        let seconds = after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let since = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(i64::MAX))
+            .map_err(|e| RemoteError::InvalidConfiguration(format!("a history start out of range: {e}")))?;
+        let refname = branch_ref(branch)?;
+        let target = format!("+{refname}:refs/remotes/origin/{branch}");
+        let args = [
+            "fetch".to_owned(),
+            format!("--shallow-since={since}"),
+            "--no-tags".to_owned(),
+            "--no-write-fetch-head".to_owned(),
+            "--no-recurse-submodules".to_owned(),
+            "--quiet".to_owned(),
+            "--".to_owned(),
+            self.url.for_git.clone(),
+            target,
+        ];
+        self.bounded(Op::Fetch, async {
+            let output = self.git(Op::Fetch, in_repo(git_dir, args.iter().map(String::as_str))).await?;
+            if output.success { Ok(()) } else { Err(self.failure(Op::Fetch, &output.stderr)) }
+        })
+        .await
+    }
+
     /// [`Self::fetch`] of every commit since what `git_dir` already has, so
     /// that whether the tip contains a local commit can be told exactly.
     pub async fn fetch_full(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {

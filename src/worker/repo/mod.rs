@@ -6,12 +6,14 @@
 //! files or of a folder listing (ids only, never all blobs) at a commit.
 //!
 //! The git CLI fetches into and pushes from the same directory, so it stays a
-//! plain bare repository that both tools read and write. gix never walks
-//! history here: a commit needs only its parent commit and the trees on the
-//! changed paths, which is exactly what a shallow `--depth 1` fetch provides.
+//! plain bare repository that both tools read and write. A commit needs only
+//! its parent commit and the trees on the changed paths, which is exactly
+//! what a shallow `--depth 1` fetch provides; history is walked only to tell
+//! which local commits a tip holds, and what a previous owner wrote.
 
 mod commit;
 mod error;
+mod history;
 mod path;
 mod read;
 #[cfg(test)]

@@ -343,3 +343,62 @@ fn builds_on_plain_git_commits_in_a_shallow_fetch_and_pushes() {
         "ns/core/configmaps/cm0.yaml\nns/core/configmaps/cm1.yaml\nns/core/configmaps/cm2.yaml"
     );
 }
+
+fn commit_at(repo: &LocalRepo, parent: Option<ObjectId>, changes: &[FileChange], seconds: i64) -> ObjectId {
+    let (a, c) = (who("Alice"), who("Bot"));
+    let spec = CommitSpec { time: Some(CommitTime { seconds, offset_seconds: 0 }), ..spec("update", &a, &c) };
+    repo.commit(parent, changes, &spec).unwrap().expect("a change")
+}
+
+fn at(seconds: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+}
+
+/// A takeover reads what the previous owner wrote since the standby began:
+/// the files at that time, then each later commit's changes, in order.
+#[test]
+fn changes_after_a_time_are_the_files_then_each_commit() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("r.git")).unwrap();
+    let first = commit_at(&repo, None, &[write("f/a.yaml", b"1"), write("f/sub/b.yaml", b"1")], 1_000);
+    let second = commit_at(&repo, Some(first), &[write("f/a.yaml", b"2"), delete("f/sub/b.yaml")], 2_000);
+    let third = commit_at(&repo, Some(second), &[write("f/sub/b.yaml", b"3")], 3_000);
+    let blob = |text: &str| Some(LocalRepo::blob_id(text.as_bytes()));
+    let history = repo.changes_after(third, at(1_500), 100).unwrap().expect("within the limit");
+    assert!(history.complete);
+    assert_eq!(
+        history.changes,
+        vec![
+            ("f/a.yaml".to_owned(), blob("1")),
+            ("f/sub/b.yaml".to_owned(), blob("1")),
+            ("f/a.yaml".to_owned(), blob("2")),
+            ("f/sub/b.yaml".to_owned(), None),
+            ("f/sub/b.yaml".to_owned(), blob("3")),
+        ]
+    );
+    let all = repo.changes_after(third, at(0), 100).unwrap().unwrap();
+    assert_eq!(all.changes.len(), 5, "from the root: every commit's changes, no starting files");
+    assert!(repo.changes_after(third, at(0), 2).unwrap().is_none(), "past the limit");
+}
+
+/// A shallow clone ends at its boundary: the walk starts there, and says so.
+#[test]
+fn changes_after_stop_at_a_shallow_boundary() {
+    let sandbox = Sandbox::new();
+    let origin = LocalRepo::open_or_init(&sandbox.path("origin.git")).unwrap();
+    let first = commit_at(&origin, None, &[write("a.yaml", b"1")], 1_000);
+    let second = commit_at(&origin, Some(first), &[write("a.yaml", b"2")], 2_000);
+    let third = commit_at(&origin, Some(second), &[write("b.yaml", b"3")], 3_000);
+    origin.set_ref("refs/heads/main", third).unwrap();
+    let url = format!("file://{}", origin.git_dir().display());
+    sandbox.git(sandbox.dir.path(), &["clone", "--bare", "--depth=2", &url, "shallow.git"]);
+    let shallow = LocalRepo::open_or_init(&sandbox.path("shallow.git")).unwrap();
+    let history = shallow.changes_after(third, at(0), 100).unwrap().unwrap();
+    assert!(!history.complete);
+    let blob = |text: &str| Some(LocalRepo::blob_id(text.as_bytes()));
+    assert_eq!(
+        history.changes,
+        vec![("a.yaml".to_owned(), blob("2")), ("b.yaml".to_owned(), blob("3"))],
+        "the boundary's files, then the commit after it"
+    );
+}
