@@ -1,7 +1,7 @@
 //! The remote side of the core: when to push, what a push's answer means,
 //! and how a fetched tip is reconciled with the pending commits.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use super::replay;
 use super::{
@@ -216,6 +216,8 @@ impl BranchCore {
             self.acknowledge(index + 1, out);
         }
         let takeover = self.takeover == Takeover::Fetching;
+        // Read before the takeover drops what the previous owner wrote.
+        let lagging = if takeover { self.lagging_view() } else { None };
         if takeover {
             self.takeover = Takeover::No;
             #[cfg(test)]
@@ -226,12 +228,17 @@ impl BranchCore {
                 self.drop_written_by_previous_owner(&fetched.files, fetched.history.as_deref());
             }
         }
-        // No repair at a takeover: the standby's view lags behind its own
-        // queue, and the tip is the previous owner's; the audit soon after
-        // compares again.
-        let start = purpose == FetchPurpose::Start || takeover;
-        let plan =
+        // At a takeover the standby's view is the cluster as it received it,
+        // and what the tip holds beyond it (a hand edit made just before,
+        // which the view would otherwise adopt for good) is repaired; but not
+        // while the view is unsettled, nor where it lags (see `lagging_view`).
+        let start = purpose == FetchPurpose::Start || (takeover && lagging.is_none());
+        let mut plan =
             replay::plan(&self.files, self.chain.iter().map(|c| c.changes.as_slice()), &fetched.files, start);
+        if let Some(lagging) = &lagging {
+            plan.repair.retain(|c| !lagging.contains(&c.path));
+            plan.drift = plan.repair.len();
+        }
         if plan.drift > 0 {
             out.push(Command::Note(Note::Drift { paths: plan.drift }));
         }
@@ -272,6 +279,20 @@ impl BranchCore {
         if !self.drafts.is_empty() && purpose == FetchPurpose::Rebase {
             self.push_now = true;
         }
+    }
+
+    /// The files where the view lags the cluster: those with changes not
+    /// committed yet (queued, drafted, in flight; the takeover may drop
+    /// them as written, yet the view lacks them). `None` while the view is
+    /// unsettled: its list is not through (a sweep still queued), so it may
+    /// hold files the cluster no longer has.
+    fn lagging_view(&self) -> Option<HashSet<String>> {
+        let settled = self.listing.is_empty() && self.resyncing.is_empty() && !self.queue.has_barrier();
+        settled.then(|| {
+            let queued = self.queue.changes().map(|(path, _)| path.to_owned());
+            let drafted = self.drafts.iter().chain(&self.commit_in_flight).flat_map(|d| &d.changes);
+            queued.chain(drafted.map(|c| c.path.clone())).collect()
+        })
     }
 
     /// After a takeover from standby: drops from the commits and the queue

@@ -673,6 +673,22 @@ fn a_takeover_fetches_the_old_owners_tip_and_writes_only_what_it_lacks() {
     assert_eq!((expected, commits), (Some(oid(2)), 2));
 }
 
+/// Simulation seed 6652: a file the cluster does not have was added by hand
+/// to the tip just before a takeover. The takeover adopted the tip as its
+/// view, so no audit ever found the file.
+#[test]
+fn a_takeover_repairs_a_hand_edit_the_standby_never_saw() {
+    let mut h = Harness::on_standby();
+    h.write_committed(&[(A, "1")]);
+    h.set_standby(false);
+    h.fetch().expect("the takeover fetches first");
+    let tip = vec![(A.to_string(), blob("1")), (B.to_string(), blob("by hand"))];
+    h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(2)), files: tip, ..Fetched::default() })));
+    let (parent, changes) = h.commit().expect("a repair");
+    assert_eq!(parent, Some(oid(2)));
+    assert_eq!(changes.iter().map(|c| (c.path.as_str(), bytes(c))).collect::<Vec<_>>(), vec![(B, None)]);
+}
+
 #[test]
 fn a_takeover_during_the_first_fetch_fetches_again() {
     let mut h = Harness::new();
