@@ -155,7 +155,7 @@ impl Remote {
     /// `refs/remotes/origin/<branch>`; returns its tip, or `None` (and removes the
     /// stale tracking ref) if the branch does not exist.
     pub async fn fetch(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
-        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, true)).await
+        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, Some("--depth=1"))).await
     }
 
     /// Deepens a shallow `git_dir` to every commit of the branch made after
@@ -170,30 +170,14 @@ impl Remote {
         let seconds = after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let since = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(i64::MAX))
             .map_err(|e| RemoteError::InvalidConfiguration(format!("a history start out of range: {e}")))?;
-        let refname = branch_ref(branch)?;
-        let target = format!("+{refname}:refs/remotes/origin/{branch}");
-        let args = [
-            "fetch".to_owned(),
-            format!("--shallow-since={since}"),
-            "--no-tags".to_owned(),
-            "--no-write-fetch-head".to_owned(),
-            "--no-recurse-submodules".to_owned(),
-            "--quiet".to_owned(),
-            "--".to_owned(),
-            self.url.for_git.clone(),
-            target,
-        ];
-        self.bounded(Op::Fetch, async {
-            let output = self.git(Op::Fetch, in_repo(git_dir, args.iter().map(String::as_str))).await?;
-            if output.success { Ok(()) } else { Err(self.failure(Op::Fetch, &output.stderr)) }
-        })
-        .await
+        let depth = format!("--shallow-since={since}");
+        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, Some(&depth))).await.map(drop)
     }
 
     /// [`Self::fetch`] of every commit since what `git_dir` already has, so
     /// that whether the tip contains a local commit can be told exactly.
     pub async fn fetch_full(&self, git_dir: &Path, branch: &str) -> Result<Option<String>, RemoteError> {
-        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, false)).await
+        self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, None)).await
     }
 
     /// Compare-and-swap push of commit `local` (in `git_dir`) to `refs/heads/<branch>`,
@@ -307,19 +291,19 @@ impl Remote {
         })
     }
 
+    /// `depth`: how far back (`--depth=1`, `--shallow-since=…`); `None`:
+    /// every commit since what `git_dir` has.
     async fn fetch_branch(
         &self,
         git_dir: &Path,
         branch: &str,
-        shallow: bool,
+        depth: Option<&str>,
     ) -> Result<Option<String>, RemoteError> {
         let refname = branch_ref(branch)?;
         let tracking = format!("refs/remotes/origin/{branch}");
         let target = format!("+{refname}:{tracking}");
         let mut fetch = vec!["fetch"];
-        if shallow {
-            fetch.push("--depth=1");
-        }
+        fetch.extend(depth);
         fetch.extend([
             "--no-tags",
             "--no-write-fetch-head",

@@ -136,8 +136,6 @@ impl LocalRepo {
         dir: &str,
     ) -> Result<BTreeMap<String, (EntryMode, ObjectId)>, RepoError> {
         let Some(id) = tree else { return Ok(BTreeMap::new()) };
-        let tree = self.find_tree(id)?;
-        let decoded = tree.decode().context(|| format!("decode tree {id} at {dir:?}"))?;
-        Ok(decoded.entries.iter().map(|e| (e.filename.to_string(), (e.mode, e.oid.to_owned()))).collect())
+        Ok(self.tree_entries(id, dir)?.into_iter().map(|(name, mode, id)| (name, (mode, id))).collect())
     }
 }

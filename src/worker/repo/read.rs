@@ -92,7 +92,11 @@ impl LocalRepo {
     }
 
     /// The entries of one tree, owned, for the listing walk.
-    fn tree_entries(&self, id: ObjectId, dir: &str) -> Result<Vec<(String, EntryMode, ObjectId)>, RepoError> {
+    pub(super) fn tree_entries(
+        &self,
+        id: ObjectId,
+        dir: &str,
+    ) -> Result<Vec<(String, EntryMode, ObjectId)>, RepoError> {
         let tree = self.find_tree(id)?;
         let decoded = tree.decode().context(|| format!("decode tree {id} at {dir:?}"))?;
         Ok(decoded.entries.iter().map(|e| (e.filename.to_string(), e.mode, e.oid.to_owned())).collect())
