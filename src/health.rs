@@ -79,6 +79,18 @@ impl Liveness {
         let Some(limit) = self.stall_after else { return Ok(()) };
         verdict(self.beats.iter().map(|b| (b.name, b.since_last(now))), limit)
     }
+
+    /// Every loop quiet past the limit, with how long it has been quiet.
+    pub fn stalled(&self, now: Instant) -> Vec<(&'static str, Duration)> {
+        let Some(limit) = self.stall_after else { return Vec::new() };
+        self.beats.iter().map(|b| (b.name, b.since_last(now))).filter(|(_, quiet)| *quiet > limit).collect()
+    }
+
+    /// What [`Liveness::check`] says of these stalled loops.
+    pub fn describe(&self, stalled: &[(&'static str, Duration)]) -> String {
+        let limit = self.stall_after.unwrap_or_default();
+        verdict(stalled.iter().copied(), limit).err().unwrap_or_default()
+    }
 }
 
 /// The pure judgement: every (loop, time since it last turned) within `limit`.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod fault;
 pub mod health;
 pub mod memory;
 pub mod route;
@@ -16,6 +17,7 @@ pub mod sanitize;
 pub mod server;
 pub mod shard;
 pub mod status;
+pub mod supervise;
 pub mod telemetry;
 pub mod watch;
 pub mod worker;

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::controller::{Controller, Settings};
 use crate::health::Liveness;
 use crate::server::{Probes, router};
 use crate::shard::Coordinator;
+use crate::supervise::{Supervision, panic_message, watch_heartbeats};
 use crate::telemetry::Metrics;
 use crate::telemetry::trace::Exporter;
 use crate::worker::repo::Identity;
@@ -40,6 +41,15 @@ pub enum RunError {
     /// restarts instead of idling with green probes.
     #[error("the {task} stopped unexpectedly ({cause}); exiting so that the replica restarts")]
     TaskEnded { task: &'static str, cause: String },
+    /// A vital task failed or stalled: the shards were handed over first.
+    #[error("{cause}; the shards were handed over, exiting so that the replica restarts")]
+    TaskFailed { cause: String },
+}
+
+/// Why the replica stops.
+enum Stop {
+    Signal(&'static str),
+    Failure(String),
 }
 
 /// How often the API server connection is checked for readiness.
@@ -73,6 +83,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
     let checker =
         tokio::spawn(check_api_server(client.clone(), metrics.clone(), ready.clone(), stop_rx.clone()));
     let mut liveness = Liveness::new(args.stall_timeout);
+    let (supervision, mut failures) = Supervision::new();
     let (coordinator, shards) =
         Coordinator::new(client.clone(), calls.clone(), shard_settings, metrics.shards.clone());
     let coordinator = coordinator.with_heartbeat(liveness.register("shard coordinator"));
@@ -96,28 +107,43 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             initial_list: args.initial_list,
             max_concurrent_pushes: args.max_concurrent_pushes,
             allowed_git_hosts: args.allowed_git_hosts.clone(),
-            heartbeat: liveness.register("controller"),
+            heartbeat: liveness.register(CONTROLLER),
+            supervision: supervision.clone(),
         },
     );
     let controller = tokio::spawn(controller.run(stopped_at));
     let trimmer = tokio::spawn(crate::memory::trim_periodically());
-    let app = router(Probes { metrics, ready, liveness: Arc::new(liveness) });
+    let liveness = Arc::new(liveness);
+    let heartbeats = tokio::spawn(watch_heartbeats(liveness.clone(), supervision.clone(), CONTROLLER));
+    let app = router(Probes { metrics, ready, liveness });
     let mut server_stop = stop_rx.clone();
+    let server_supervision = supervision.clone();
+    let stopping = stop_rx.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = server_stop.wait_for(|stop| *stop).await;
             })
-            .await
+            .await;
+        if !*stopping.borrow() {
+            // Nothing probes or scrapes the replica any more.
+            let cause = served.as_ref().err().map_or_else(|| "returned".to_owned(), ToString::to_string);
+            server_supervision.report(format!("the HTTP server stopped ({cause})"));
+        }
+        served
     });
 
     let (mut controller, mut coordinator) = (controller, coordinator);
-    let signal = tokio::select! {
-        signal = wait_for_signal() => signal.map_err(RunError::Signals)?,
+    let stop = tokio::select! {
+        signal = wait_for_signal() => Stop::Signal(signal.map_err(RunError::Signals)?),
+        Some(cause) = failures.recv() => Stop::Failure(cause),
         ended = &mut controller => return Err(task_ended("controller", ended)),
         ended = &mut coordinator => return Err(task_ended("shard coordinator", ended)),
     };
-    info!(signal, "shutting down");
+    match &stop {
+        Stop::Signal(signal) => info!(signal, "shutting down"),
+        Stop::Failure(cause) => error!(%cause, "a vital task failed: handing the shards over, then exiting"),
+    }
     let _ = stopped_at_tx.send(Some(Instant::now()));
     let _ = stop_tx.send(true);
     trimmer.abort();
@@ -134,13 +160,22 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
         Ok(Err(join)) => warn!(error = %join, "the HTTP server task ended abnormally"),
         Err(_) => warn!(timeout = ?args.shutdown_timeout, "shutdown timed out; exiting anyway"),
     }
+    heartbeats.abort();
     if let Some(traces) = traces {
         // Exports the spans still buffered (the last pushes) before exit.
         let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
-    info!("stopped");
-    Ok(())
+    match stop {
+        Stop::Signal(_) => {
+            info!("stopped");
+            Ok(())
+        }
+        Stop::Failure(cause) => Err(RunError::TaskFailed { cause }),
+    }
 }
+
+/// The controller's name among the heartbeats.
+const CONTROLLER: &str = "controller";
 
 /// Marks the process ready while the API server answers.
 /// How long a request other than a watch may wait for its answer. The
@@ -191,15 +226,7 @@ async fn check_api_server(
 fn task_ended(task: &'static str, ended: Result<(), tokio::task::JoinError>) -> RunError {
     let cause = match ended {
         Ok(()) => "it returned".to_owned(),
-        Err(error) if error.is_panic() => {
-            let panic = error.into_panic();
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
-            format!("panicked: {message}")
-        }
+        Err(error) if error.is_panic() => format!("panicked: {}", panic_message(error.into_panic().as_ref())),
         Err(error) => error.to_string(),
     };
     RunError::TaskEnded { task, cause }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::route::{BranchKey, ResourceCatalog, RouteTable, RuleSource, TargetKey};
 use crate::shard::{Ownership, ShardHandle};
@@ -65,6 +65,8 @@ pub struct Settings {
     pub allowed_git_hosts: Vec<String>,
     /// Beaten after every pass (`/healthz`).
     pub heartbeat: Arc<crate::health::Heartbeat>,
+    /// Where a failed pass is reported, and how a stalled one is called off.
+    pub supervision: crate::supervise::Supervision,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -122,6 +124,8 @@ pub struct Controller {
     stop_deadline: Option<Instant>,
     /// The incoming shards last reported as on standby.
     standby_reported: BTreeSet<u32>,
+    /// A pass has failed: the replica is on its way out.
+    failed: bool,
 }
 
 impl Controller {
@@ -162,6 +166,7 @@ impl Controller {
             ownership: Arc::new(Ownership::default()),
             stop_deadline: None,
             standby_reported: BTreeSet::new(),
+            failed: false,
         }
     }
 
@@ -184,10 +189,16 @@ impl Controller {
                 }
                 _ = tokio::time::sleep_until(self.next_deadline().into()) => {}
             }
-            while let Ok(notice) = self.notices.try_recv() {
-                self.note(notice).await;
+            if let Err(cause) = self.guarded_pass().await {
+                let again = std::mem::replace(&mut self.failed, true);
+                error!(%cause, again, "a controller pass failed; the replica hands its shards over and exits");
+                self.settings.supervision.report(format!("the controller {cause}"));
+                if again {
+                    // Passes cannot be trusted to hand over: push what is held.
+                    self.settings.heartbeat.beat();
+                    break;
+                }
             }
-            self.reconcile().await;
             self.settings.heartbeat.beat();
             if let Some(deadline) = self.stop_deadline {
                 let handed_over = self.ownership.held.is_empty() && self.draining.is_empty();
@@ -225,6 +236,30 @@ impl Controller {
             .collect();
         while let Some(shard) = futures::StreamExt::next(&mut pending).await {
             self.settings.shards.report_drained(shard);
+        }
+    }
+
+    /// One pass, with the notices before it. A panic in it, or its being
+    /// called off because it made no progress, is an `Err` with the cause:
+    /// the controller lives on to hand its shards over.
+    async fn guarded_pass(&mut self) -> Result<(), String> {
+        let abandon = self.settings.supervision.abandon.clone();
+        // Unwind safety: after a failed pass the state is only used to
+        // hand over and drain, and every pass recomputes it from the caches.
+        let pass = std::panic::AssertUnwindSafe(async {
+            while let Ok(notice) = self.notices.try_recv() {
+                self.note(notice).await;
+            }
+            if crate::fault::fires(crate::fault::Fault::PanicController) {
+                panic!("fault injection: the controller panics");
+            }
+            self.reconcile().await;
+        });
+        tokio::select! {
+            outcome = futures::FutureExt::catch_unwind(pass) => {
+                outcome.map_err(|panic| format!("panicked: {}", crate::supervise::panic_message(panic.as_ref())))
+            }
+            () = abandon.notified() => Err("made no progress within the stall timeout (pass called off)".to_owned()),
         }
     }
 
@@ -462,6 +497,10 @@ impl Controller {
         }
         self.snapshot
             .send_replace(Arc::new(Snapshot { routing: Routing::new(active_table.clone(), infos), queues }));
+        if crate::fault::fires(crate::fault::Fault::WedgeWatchManager) {
+            warn!("fault injection: the watch manager hangs");
+            std::future::pending::<()>().await;
+        }
         let started = self.watches.reconcile(&plan);
         self.report_standby(&branches);
 
@@ -623,8 +662,30 @@ impl Controller {
                     state.synced_as = None;
                 }
             }
-            Notice::Unserializable { resource, name, error } => {
-                warn!(%resource, %name, %error, "object skipped");
+            Notice::Unsanitizable { targets, object, error } => {
+                for target in targets {
+                    let Some(state) = self.targets.get_mut(&target) else { continue };
+                    let first =
+                        state.unsanitizable.insert(object.clone(), error.clone()).as_ref() != Some(&error);
+                    if first
+                        && let Some(gt) = self.stores.targets.find(|t| {
+                            TargetKey::new(
+                                t.metadata.namespace.clone().unwrap_or_default(),
+                                t.metadata.name.clone().unwrap_or_default(),
+                            ) == target
+                        })
+                    {
+                        let note = format!(
+                            "{object} cannot be written ({error}); its file keeps the last version written"
+                        );
+                        self.writer.warn(gt.as_ref(), "SanitizeFailed", note).await;
+                    }
+                }
+            }
+            Notice::Sanitizable { object } => {
+                for state in self.targets.values_mut() {
+                    state.unsanitizable.remove(&object);
+                }
             }
         }
     }

@@ -57,6 +57,7 @@ impl Controller {
                 access: &state.access,
                 worker: worker.as_ref(),
                 withheld_secrets: state.withheld.len(),
+                unsanitizable: &state.unsanitizable,
                 url: &url,
                 branch: &branch,
                 owner: Some((&self.settings.instance, shard)),

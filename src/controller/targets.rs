@@ -2,7 +2,7 @@
 //! credentials and a branch key. A target that cannot be resolved carries a
 //! Problem that its status reports.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -50,10 +50,14 @@ pub struct TargetState {
     pub check_seq: u64,
     pub checking: bool,
     pub next_check: Option<Instant>,
+    /// Checks in a row that panicked: each waits twice as long before the next.
+    pub check_panics: u32,
     /// What the target was last resynced as: branch, folder, owned resources.
     pub synced_as: Option<SyncedAs>,
     /// Secrets selected but withheld, as "namespace/name".
     pub withheld: HashSet<String>,
+    /// Selected objects that do not sanitize, as "Kind namespace/name", with why.
+    pub unsanitizable: BTreeMap<String, String>,
     /// Another target claimed this one's folder first (see
     /// `reject_shared_folders`); it is not written meanwhile.
     pub folder_conflict: Option<Problem>,
@@ -154,8 +158,10 @@ impl Controller {
                             check_seq: 0,
                             checking: false,
                             next_check: None,
+                            check_panics: 0,
                             synced_as: None,
                             withheld: HashSet::new(),
+                            unsanitizable: BTreeMap::new(),
                             folder_conflict: None,
                             holds_folder: false,
                         },

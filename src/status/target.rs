@@ -2,6 +2,7 @@
 //! the branch worker observed. Ready aggregates as the API spec says: True
 //! only when Available is True and Active is True or Unknown.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -38,6 +39,8 @@ pub struct Observation<'a> {
     pub worker: Option<&'a WorkerState>,
     /// Secrets selected but not written.
     pub withheld_secrets: usize,
+    /// Selected objects that do not sanitize ("Kind namespace/name"), with why.
+    pub unsanitizable: &'a BTreeMap<String, String>,
     pub url: &'a str,
     pub branch: &'a str,
     /// (replica, shard) running the worker.
@@ -142,6 +145,9 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
             let why = w.error.as_ref().map_or("the last push failed".to_owned(), |(_, m)| m.clone());
             (Status::False, Reason::SyncFailed, format!("{} commits wait for a push: {why}", w.unpushed))
         }
+        Some(_) if !obs.unsanitizable.is_empty() => {
+            (Status::False, Reason::SyncFailed, unsanitizable_message(obs.unsanitizable))
+        }
         Some(w) if w.queued + w.unpushed > 0 => (
             Status::False,
             Reason::EventsQueued,
@@ -233,3 +239,19 @@ fn short(sha: &str) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+/// Names the first few objects that cannot be written, and why.
+fn unsanitizable_message(objects: &BTreeMap<String, String>) -> String {
+    const SHOWN: usize = 3;
+    let mut message = format!(
+        "{} selected objects cannot be written; their files keep the last version written: ",
+        objects.len()
+    );
+    let shown: Vec<String> =
+        objects.iter().take(SHOWN).map(|(object, why)| format!("{object}: {why}")).collect();
+    message.push_str(&shown.join("; "));
+    if objects.len() > SHOWN {
+        message.push_str(&format!("; and {} more", objects.len() - SHOWN));
+    }
+    message
+}

@@ -67,6 +67,16 @@ pub struct EventMetrics {
     pub dropped: Counter,
     pub resync_duration: LatencyFamily<ResourceLabels>,
     pub resync_objects: Family<ResourceLabels, Counter>,
+    /// Objects that could not be sanitized, so their selecting targets keep
+    /// the last version written.
+    pub sanitize_failures: Family<SanitizeLabels, Counter>,
+}
+
+/// One resource, and why its object did not sanitize (`SanitizeError::category`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct SanitizeLabels {
+    pub resource: String,
+    pub category: &'static str,
 }
 
 fn resync_buckets() -> Latency {
@@ -81,6 +91,7 @@ impl EventMetrics {
             dropped: Counter::default(),
             resync_duration: Family::new_with_constructor(resync_buckets),
             resync_objects: Family::default(),
+            sanitize_failures: Family::default(),
         }
     }
 
@@ -107,6 +118,11 @@ impl EventMetrics {
             self.resync_duration.clone(),
         );
         registry.register("resync_objects", "Objects listed by resyncs", self.resync_objects.clone());
+        registry.register(
+            "sanitize_failures",
+            "Objects that could not be sanitized: their selecting GitTargets keep the last version written",
+            self.sanitize_failures.clone(),
+        );
     }
 
     /// `group/plural` of a resource, `core` for the core group.

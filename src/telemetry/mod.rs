@@ -9,5 +9,6 @@ pub mod trace;
 pub use exposition::{Format, negotiate, to_text};
 pub use logging::init;
 pub use metrics::{
-    BranchMetrics, EventMetrics, Metrics, ResourceLabels, ShardMetrics, TargetLabels, TraceLabel,
+    BranchMetrics, EventMetrics, Metrics, ResourceLabels, SanitizeLabels, ShardMetrics, TargetLabels,
+    TraceLabel,
 };

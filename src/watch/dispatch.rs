@@ -56,6 +56,15 @@ pub struct Dispatched {
     pub unchanged: bool,
 }
 
+/// An object that selecting targets cannot be given: it does not sanitize.
+/// Their files keep the last version written until it does.
+#[derive(Debug)]
+pub struct Unsanitizable {
+    /// The targets that select it (and have a running worker).
+    pub targets: Vec<TargetKey>,
+    pub error: SanitizeError,
+}
+
 /// The parts of an object's metadata that routing needs.
 struct Meta<'a> {
     namespace: Option<&'a str>,
@@ -118,7 +127,7 @@ pub fn on_apply(
     index: &mut ObjectIndex,
     at: Instant,
     listing: bool,
-) -> Result<Dispatched, SanitizeError> {
+) -> Result<Dispatched, Unsanitizable> {
     let rref = resource_ref(resource);
     let Some(meta) = meta_of(object) else { return Ok(Dispatched::default()) };
     if sanitize::is_secret(&rref) {
@@ -132,10 +141,6 @@ pub fn on_apply(
             .collect();
         return Ok(Dispatched { withheld_secrets, ..Dispatched::default() });
     }
-    let sanitized =
-        tracing::info_span!(target: TARGET, "sanitize").in_scope(|| sanitize::sanitize(object, &rref))?;
-    let key = ObjectIndex::key(meta.namespace, meta.name);
-    let previous = index.get(&key).cloned();
     let selected: Vec<(TargetKey, _)> = tracing::info_span!(target: TARGET, "route").in_scope(|| {
         routing
             .table
@@ -144,6 +149,14 @@ pub fn on_apply(
             .filter(|(target, _)| routing.targets.contains_key(target))
             .collect()
     });
+    let sanitized = tracing::info_span!(target: TARGET, "sanitize")
+        .in_scope(|| sanitize::sanitize(object, &rref))
+        .map_err(|error| Unsanitizable {
+            targets: selected.iter().map(|(target, _)| target.clone()).collect(),
+            error,
+        })?;
+    let key = ObjectIndex::key(meta.namespace, meta.name);
+    let previous = index.get(&key).cloned();
 
     let mut out = Dispatched::default();
     let content: Arc<[u8]> = sanitized.yaml.into();

@@ -35,6 +35,8 @@ pub enum Notice {
     /// The target's changes overflowed and were dropped; its worker has
     /// caught up, so resync it from the cluster.
     Resync { target: TargetKey },
-    /// An object could not be sanitized.
-    Unserializable { resource: String, name: String, error: String },
+    /// An object could not be sanitized: these targets keep its last version.
+    Unsanitizable { targets: Vec<TargetKey>, object: String, error: String },
+    /// An object that could not be sanitized now could (or is gone).
+    Sanitizable { object: String },
 }

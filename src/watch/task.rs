@@ -13,14 +13,14 @@ use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::dispatch;
+use super::dispatch::{self, Unsanitizable};
 use super::index::ObjectIndex;
 use super::list::{self, InitialList};
 use super::overflow::{Offered, Overflow};
 use super::{Notice, Snapshot};
 use crate::route::{Scope, TargetKey, WatchSpec};
 use crate::telemetry::trace::{self, TARGET};
-use crate::telemetry::{EventMetrics, Metrics, TargetLabels, TraceLabel};
+use crate::telemetry::{EventMetrics, Metrics, SanitizeLabels, TargetLabels, TraceLabel};
 use crate::worker::queue::WorkItem;
 
 pub(super) struct WatchTask {
@@ -60,6 +60,9 @@ impl WatchTask {
     pub async fn run(mut self) {
         let api = self.api();
         let mut streaming = list::streams(self.initial_list, list::server_version(&self.client).await);
+        // Objects that did not sanitize, as `describe` names them: kept
+        // across restarts, so that their recovery is always reported.
+        let mut failing = HashSet::new();
         loop {
             // A restart is a resync: a fresh index makes every object go to
             // every target again (workers skip what the branch already has),
@@ -87,7 +90,7 @@ impl WatchTask {
                         self.resync(caught_up);
                     }
                     event = stream.next() => match event {
-                        Some(Ok(event)) => self.handle(event, &mut index, &mut listed, &mut overflow),
+                        Some(Ok(event)) => self.handle(event, &mut index, &mut listed, &mut overflow, &mut failing),
                         Some(Err(error)) if streaming && refuses_streaming(&error) => {
                             warn!(resource = %self.spec.resource.plural, %error, "the API server refuses streaming lists; listing in pages");
                             streaming = false;
@@ -108,6 +111,7 @@ impl WatchTask {
         index: &mut ObjectIndex,
         listed: &mut Option<Listing>,
         overflow: &mut Overflow,
+        failing: &mut HashSet<String>,
     ) {
         let snapshot = self.snapshots.borrow().clone();
         self.resync(overflow.flush(&snapshot.queues));
@@ -153,18 +157,27 @@ impl WatchTask {
                         }
                         self.send_all(&snapshot, dispatched.items, overflow);
                     }
-                    Err(error) => {
-                        let name = object.metadata.name.unwrap_or_default();
-                        warn!(resource = %self.spec.resource.plural, %name, %error, "cannot sanitize object; skipped");
-                        let _ = self.notices.send(Notice::Unserializable {
-                            resource: self.spec.resource.plural.clone(),
-                            name,
+                    Err(Unsanitizable { targets, error }) => {
+                        let described = self.describe(&object);
+                        warn!(object = %described, %error, "cannot sanitize object; its files keep the last version written");
+                        let labels = SanitizeLabels {
+                            resource: resource.resource.clone(),
+                            category: error.category(),
+                        };
+                        self.metrics.events.sanitize_failures.get_or_create(&labels).inc();
+                        failing.insert(described.clone());
+                        let _ = self.notices.send(Notice::Unsanitizable {
+                            targets,
+                            object: described,
                             error: error.to_string(),
                         });
+                        return;
                     }
                 }
+                self.recovered(&object, failing);
             }
             Event::Delete(object) => {
+                self.recovered(&object, failing);
                 let span = self.event_span("delete", &resource, &object);
                 let value = serde_json::to_value(&object).unwrap_or_default();
                 let dispatched = span.in_scope(|| {
@@ -192,6 +205,25 @@ impl WatchTask {
                 );
                 self.metrics.events.resync_objects.get_or_create(&resource).inc_by(names.len() as u64);
                 info!(resource = %self.spec.resource.plural, scope = ?self.spec.scope, objects = names.len(), "initial list complete");
+            }
+        }
+    }
+
+    /// How an object is named in status: kind, namespace and name.
+    fn describe(&self, object: &DynamicObject) -> String {
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        match object.metadata.namespace.as_deref() {
+            Some(namespace) => format!("{} {namespace}/{name}", self.spec.resource.kind),
+            None => format!("{} {name}", self.spec.resource.kind),
+        }
+    }
+
+    /// An object that failed to sanitize before has sanitized (or is gone).
+    fn recovered(&self, object: &DynamicObject, failing: &mut HashSet<String>) {
+        if !failing.is_empty() {
+            let described = self.describe(object);
+            if failing.remove(&described) {
+                let _ = self.notices.send(Notice::Sanitizable { object: described });
             }
         }
     }

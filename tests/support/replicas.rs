@@ -126,8 +126,21 @@ impl Replicas {
         }
     }
 
+    /// Passes `args` to every replica started from now on.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Arms `fault` (a word of `src/fault.rs`) in the running replica `name`.
+    pub fn inject(&self, name: &str, fault: &str) {
+        std::fs::write(process::fault_file(self.scratch.path(), name), fault).expect("write the fault file");
+    }
+
     /// Starts (or starts again) replica `name`.
     pub fn start(&mut self, name: &str) {
+        // A fault is for the incarnation it was injected into.
+        let _ = std::fs::remove_file(process::fault_file(self.scratch.path(), name));
         let incarnation = self.incarnations.entry(name.to_owned()).or_insert(0);
         *incarnation += 1;
         let launch = Launch {

@@ -171,7 +171,7 @@ impl Pipeline {
             Instant::now(),
             listing,
         )
-        .map_err(|e| format!("dispatch: {e}"))?;
+        .map_err(|e| format!("dispatch: {}", e.error))?;
         self.send_all(dispatched.items).await
     }
 

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::*;
@@ -13,6 +14,8 @@ fn worker(active: bool) -> WorkerState {
     }
 }
 
+static NONE: BTreeMap<String, String> = BTreeMap::new();
+
 fn observe<'a>(
     problem: Option<&'a Problem>,
     access: &'a Access,
@@ -24,6 +27,7 @@ fn observe<'a>(
         access,
         worker,
         withheld_secrets: 0,
+        unsanitizable: &NONE,
         url: "ssh://git/x",
         branch: "main",
         owner: Some(("replica-0", 5)),
@@ -119,6 +123,30 @@ fn withheld_secrets_are_mentioned_in_ready() {
     let status = desired(None, &obs, at(60));
     let ready = find(&status.conditions, ConditionType::Ready).unwrap();
     assert!(ready.message.contains("2 Secrets were not written"), "{}", ready.message);
+}
+
+#[test]
+fn objects_that_do_not_sanitize_make_synced_false_and_are_named() {
+    let w = worker(true);
+    let access = Access::Verified { at: at(50) };
+    let failing: BTreeMap<String, String> = (0..5)
+        .map(|i| {
+            (
+                format!("Widget ns/w{i}"),
+                "object \"w\" says kind: \"Gadget\", but was watched as \"Widget\"".to_owned(),
+            )
+        })
+        .collect();
+    let mut obs = observe(None, &access, Some(&w));
+    obs.unsanitizable = &failing;
+    let status = desired(None, &obs, at(60));
+    assert_eq!(condition(&status, ConditionType::Synced), ("False".into(), "SyncFailed".into()));
+    let synced = find(&status.conditions, ConditionType::Synced).unwrap();
+    assert!(synced.message.starts_with("5 selected objects cannot be written"), "{}", synced.message);
+    assert!(synced.message.contains("Widget ns/w0: object \"w\" says kind"), "{}", synced.message);
+    assert!(synced.message.ends_with("; and 2 more"), "{}", synced.message);
+    // Ready stays true: the target works, some objects are skipped.
+    assert_eq!(condition(&status, ConditionType::Ready), ("True".into(), "Ready".into()));
 }
 
 #[test]

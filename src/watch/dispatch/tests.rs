@@ -240,3 +240,17 @@ fn a_completed_list_deletes_vanished_objects_and_sweeps_each_target() {
         other => panic!("unexpected items: {other:?}"),
     }
 }
+
+#[test]
+fn an_object_that_does_not_sanitize_names_the_targets_that_select_it() {
+    let routing = routing(serde_json::json!([{"resources": ["configmaps"]}]), &[("a", "one"), ("b", "two")]);
+    let mut index = ObjectIndex::default();
+    let mut wrong = configmap("cm", "1", serde_json::json!({}));
+    wrong["kind"] = "Widget".into();
+    let failed = on_apply(&routing, &configmaps(), &wrong, &mut index, Instant::now(), false).unwrap_err();
+    let mut targets: Vec<String> = failed.targets.iter().map(|t| t.name.clone()).collect();
+    targets.sort();
+    assert_eq!(targets, ["a", "b"]);
+    assert_eq!(failed.error.category(), "type_mismatch", "{}", failed.error);
+    assert!(index.is_empty(), "the index keeps what was last written, and nothing was");
+}

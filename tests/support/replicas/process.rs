@@ -29,6 +29,11 @@ pub struct Replica {
     pub incarnation: u32,
 }
 
+/// Where replica `name` looks for an injected fault (`src/fault.rs`).
+pub fn fault_file(scratch: &Path, name: &str) -> PathBuf {
+    scratch.join(format!("{name}.fault"))
+}
+
 impl Replica {
     /// Spawns incarnation `incarnation` of replica `name`; the data dir
     /// below `scratch` survives restarts, like a pod's emptyDir.
@@ -48,6 +53,8 @@ impl Replica {
             .arg(scratch.join(format!("{name}.data")))
             .args(launch.extra)
             .env("KUBECONFIG", launch.env.var("KUBECONFIG"))
+            // Test-only: the operator acts out the fault a test writes here.
+            .env("GITOPS_REVERSER_FAULT_FILE", fault_file(scratch, name))
             .env("GITOPS_REVERSER_LOG_LEVEL", "info,gitops_reverser=debug")
             .stdout(Stdio::null())
             .stderr(log)
