@@ -3,17 +3,27 @@
 //! the RBAC the chart renders, and the write path works; then, one test per
 //! rule (of the ClusterRole and of the Lease Role), the same with that single
 //! rule removed, and what breaks.
+//!
+//! Each test asserts its outcome on the real parts (the branch, the push
+//! log, status, Events, Leases), and asserts absence only once the operator
+//! demonstrably got past the point where it would have acted. The baseline
+//! shows each of those outcomes present. `CHART_RBAC_WIDEN=1` keeps the rule
+//! each test would remove: every test but the baseline must then fail
+//! (issue 20, acceptance 3).
 
 mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use gitops_reverser::api::{GitProvider, GitTarget, WatchRule};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use support::chart::{self, run_ok};
 use support::operator::Operator;
 use support::scenario::{Scenario, WAIT};
-use support::{ClusterObjectGuard, wait_for};
+use support::{ClusterObjectGuard, fixtures, wait_for};
 
 /// A scenario whose operator acts as the chart's ServiceAccount.
 struct AsChart {
@@ -26,8 +36,8 @@ struct AsChart {
 /// Renders the chart's ServiceAccount and RBAC with the scenario's namespace
 /// as the release namespace, drops the ClusterRole rule whose resources
 /// include `without` (if any), applies them, and starts the operator with a
-/// token of that ServiceAccount. The configuration objects are created
-/// before the operator starts.
+/// token of that ServiceAccount. The configuration objects, and a ConfigMap
+/// `seed` that a working operator mirrors, are created before it starts.
 async fn start(prefix: &str, without: Option<&str>) -> AsChart {
     let tools = chart::tools();
     let scenario = Scenario::new(prefix).await;
@@ -35,6 +45,9 @@ async fn start(prefix: &str, without: Option<&str>) -> AsChart {
     scenario.ssh_provider("git", json!({"interval": "1s"})).await;
     scenario.target("audit", "git", "main", "clusters/test").await;
     scenario.rule("cms", "audit", json!([{"resources": ["configmaps"]}])).await;
+    scenario.configmap("seed", json!({"seeded": "yes"})).await;
+    // Acceptance 3 of issue 20: with the rule kept, the test must fail.
+    let without = without.filter(|_| std::env::var_os("CHART_RBAC_WIDEN").is_none());
 
     // The namespace names the release, so cluster-scoped names are unique per test.
     let manifests = chart::render_release(
@@ -104,27 +117,38 @@ fn as_json(kubectl: &PathBuf, manifests: &str) -> Vec<Value> {
 }
 
 impl AsChart {
-    /// Waits for a log line that has every one of `needles`.
-    async fn wait_log_line(&self, needles: &[&str]) -> String {
-        wait_for(&format!("a log line with {needles:?}"), WAIT, || async {
-            self.operator
-                .logs()
-                .lines()
-                .find(|line| needles.iter().all(|n| line.contains(n)))
-                .map(str::to_owned)
-        })
-        .await
+    /// How many log lines have every one of `needles`.
+    fn log_lines(&self, needles: &[&str]) -> usize {
+        self.operator.logs().lines().filter(|line| needles.iter().all(|n| line.contains(n))).count()
     }
 
-    /// A ConfigMap change reaches the branch.
+    /// The seed ConfigMap and a live change reach the branch.
     async fn write_path_works(&self) {
         let s = &self.scenario;
+        let seed = s.core_path("clusters/test", "configmaps", "seed");
+        s.wait_branch("the seed ConfigMap's file", "main", |view| view.files.contains_key(&seed)).await;
         s.configmap("app", json!({"greeting": "hello"})).await;
         let path = s.core_path("clusters/test", "configmaps", "app");
         s.wait_branch("the ConfigMap's file", "main", |view| {
             view.files.get(&path).is_some_and(|f| f.contains("greeting: hello"))
         })
         .await;
+    }
+
+    /// A second GitTarget, `via-flux`, on branch `flux` of the same
+    /// repository through a Flux GitRepository (same Secret), with a rule.
+    async fn flux_target(&self) {
+        let s = &self.scenario;
+        let ns = s.namespace();
+        let repository = json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "flux-repo", "namespace": ns},
+            "spec": {"url": s.repo.ssh_url, "secretRef": {"name": "git"}, "interval": "10m"},
+        });
+        fixtures::apply(&s.client, ns, repository).await;
+        let reference = json!({"kind": "GitRepository", "name": "flux-repo"});
+        fixtures::target(&s.client, ns, "via-flux", reference, "flux", "clusters/test").await;
+        s.rule("cms-flux", "via-flux", json!([{"resources": ["configmaps"]}])).await;
     }
 
     fn events(&self) -> Vec<Value> {
@@ -143,6 +167,58 @@ impl AsChart {
         let list: Value = serde_json::from_slice(&out.stdout).unwrap();
         list["items"].as_array().cloned().unwrap_or_default()
     }
+
+    /// Events the operator published, as "reason: note".
+    fn our_events(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter(|e| e["reportingController"] == "gitops-reverser")
+            .map(|e| format!("{}: {}", e["reason"], e["note"]))
+            .collect()
+    }
+
+    /// Our objects in the namespace that carry any status, as "Kind name: status".
+    async fn statuses(&self) -> Vec<String> {
+        let (client, ns) = (&self.scenario.client, self.scenario.namespace());
+        let all = ListParams::default();
+        let mut found = Vec::new();
+        for t in Api::<GitTarget>::namespaced(client.clone(), ns).list(&all).await.unwrap() {
+            found.extend(t.status.map(|s| format!("GitTarget {:?}: {s:?}", t.metadata.name)));
+        }
+        for p in Api::<GitProvider>::namespaced(client.clone(), ns).list(&all).await.unwrap() {
+            found.extend(p.status.map(|s| format!("GitProvider {:?}: {s:?}", p.metadata.name)));
+        }
+        for r in Api::<WatchRule>::namespaced(client.clone(), ns).list(&all).await.unwrap() {
+            found.extend(r.status.map(|s| format!("WatchRule {:?}: {s:?}", r.metadata.name)));
+        }
+        found
+    }
+
+    /// Leases of the release namespace that someone holds, as "name by holder".
+    async fn held_leases(&self) -> Vec<String> {
+        let api = Api::<Lease>::namespaced(self.scenario.client.clone(), self.scenario.namespace());
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|lease| {
+                let holder = lease.spec?.holder_identity.filter(|h| !h.is_empty())?;
+                Some(format!("{} by {holder}", lease.metadata.name.unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// An unlabelled sample of the operator's /metrics.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = support::http::get(self.operator.addr, "/metrics")?;
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The branch's files, or nothing if it does not exist.
+    fn files(&self, branch: &str) -> Vec<String> {
+        self.scenario.branch(branch).map(|view| view.files.into_keys().collect()).unwrap_or_default()
+    }
 }
 
 /// Forbidden, as the API server words it in the operator's log.
@@ -150,19 +226,33 @@ fn forbidden(verb: &str, resource: &str) -> [String; 2] {
     [format!("cannot {verb} resource"), format!(r#"\"{resource}\""#)]
 }
 
+/// The positive baseline: every outcome the other tests assert absent is
+/// here, with exactly the chart's RBAC.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_exactly_the_chart_rbac_the_write_path_works() {
     let run = start("rbac-all", None).await;
-    run.operator.wait_log("initial list complete").await;
+    run.flux_target().await;
     run.write_path_works().await;
     let (status, _, message) = run.scenario.wait_condition("audit", "Ready", |c| c.0 == "True").await;
     assert_eq!(status, "True", "{message}");
+    let (status, _, message) = run.scenario.wait_condition("via-flux", "Ready", |c| c.0 == "True").await;
+    assert_eq!(status, "True", "{message}");
+    let seed = run.scenario.core_path("clusters/test", "configmaps", "seed");
+    run.scenario
+        .wait_branch("the seed on the Flux target's branch", "flux", |v| v.files.contains_key(&seed))
+        .await;
     wait_for("an Event from the operator about the GitTarget", WAIT, || async {
         run.events()
             .into_iter()
             .find(|e| e["reportingController"] == "gitops-reverser" && e["regarding"]["name"] == "audit")
     })
     .await;
+    let statuses = run.statuses().await;
+    for object in ["GitTarget", "GitProvider", "WatchRule"] {
+        assert!(statuses.iter().any(|s| s.starts_with(object)), "no {object} has a status: {statuses:?}");
+    }
+    assert!(!run.held_leases().await.is_empty(), "the operator holds no Lease");
+    assert!(run.metric("gitops_reverser_shards_owned").is_some_and(|n| n > 0.0), "it owns no shard");
     let logs = run.operator.logs();
     assert!(!logs.contains("forbidden"), "the operator was refused something:\n{logs}");
 }
@@ -171,50 +261,125 @@ async fn with_exactly_the_chart_rbac_the_write_path_works() {
 async fn without_reading_our_kinds_nothing_is_configured() {
     let run = start("rbac-kinds", Some("gitproviders")).await;
     let needles = forbidden("list", "gitproviders");
-    run.wait_log_line(&[&needles[0], &needles[1]]).await;
+    let refused = [needles[0].as_str(), &needles[1]];
+    // Alive otherwise: it holds its shards, so only the configuration is missing.
+    wait_for("the operator to hold its shard Leases", WAIT, || async {
+        (!run.held_leases().await.is_empty()).then_some(())
+    })
+    .await;
+    // A retried list refused again, or anything done with the configuration.
+    wait_for("the configuration lists refused twice, or the operator acting", WAIT, || async {
+        let acted = !run.statuses().await.is_empty() || run.scenario.branch("main").is_some();
+        (acted || run.log_lines(&refused) >= 2).then_some(())
+    })
+    .await;
+    let statuses = run.statuses().await;
+    assert!(statuses.is_empty(), "status written without reading the configuration: {statuses:?}");
+    assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
+    assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
+    assert!(run.log_lines(&refused) >= 2, "nothing was configured, yet the lists were not refused twice");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_status_patches_no_status_is_written() {
     let run = start("rbac-status", Some("gittargets/status")).await;
+    // The write path needs no status; by the time it has pushed, every
+    // pass since the first tried to write the status of all three objects.
+    run.write_path_works().await;
+    let statuses = run.statuses().await;
+    assert!(statuses.is_empty(), "status was written: {statuses:?}");
     let needles = forbidden("patch", "gittargets/status");
-    run.wait_log_line(&["cannot write GitTarget status", &needles[0], &needles[1]]).await;
+    assert!(run.log_lines(&["cannot write GitTarget status", &needles[0], &needles[1]]) > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_events_no_event_is_published() {
     let run = start("rbac-events", Some("events")).await;
+    run.write_path_works().await;
+    // Status is written: Ready went from False to True, and each earlier
+    // transition's Event was tried before the pass that wrote True.
+    run.scenario.wait_condition("audit", "Ready", |c| c.0 == "True").await;
+    let events = run.our_events();
+    assert!(events.is_empty(), "Events were published: {events:?}");
     let needles = forbidden("create", "events");
-    run.wait_log_line(&["cannot publish an event", &needles[0], &needles[1]]).await;
+    assert!(run.log_lines(&["cannot publish an event", &needles[0], &needles[1]]) > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_secrets_no_credentials_are_read() {
     let run = start("rbac-secrets", Some("secrets")).await;
     let (status, _, message) =
-        run.scenario.wait_condition("audit", "Ready", |c| c.2.contains("cannot read Secret")).await;
+        run.scenario.wait_condition("audit", "Ready", |c| c.0 == "True" || c.2.contains("Secret")).await;
     assert_eq!(status, "False", "{message}");
-    assert!(message.contains("forbidden"), "{message}");
+    assert!(message.contains("cannot read Secret") && message.contains("forbidden"), "{message}");
+    // Without credentials no branch worker starts, so nothing can reach the server.
+    assert_eq!(run.log_lines(&["branch worker started"]), 0, "a branch worker started");
+    assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
+    assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_flux_repositories_flux_references_cannot_resolve() {
     let run = start("rbac-flux", Some("gitrepositories")).await;
+    run.flux_target().await;
+    // The GitProvider target works: the operator ran its passes and pushed.
+    run.write_path_works().await;
+    let (status, _, message) = run
+        .scenario
+        .wait_condition("via-flux", "Ready", |c| c.0 == "True" || c.2.contains("GitRepository"))
+        .await;
+    assert_eq!(status, "False", "{message}");
+    assert!(message.contains("\"flux-repo\""), "the condition does not name the GitRepository: {message}");
+    assert_eq!(run.files("flux"), Vec::<String>::new(), "the Flux target's branch was written");
     let needles = forbidden("list", "gitrepositories");
-    run.wait_log_line(&[&needles[0], &needles[1]]).await;
+    assert!(run.log_lines(&[&needles[0], &needles[1]]) > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_watched_kinds_nothing_is_mirrored() {
     let run = start("rbac-watched", Some("configmaps")).await;
+    let s = &run.scenario;
+    // A kind of another rule of the chart (ConfigMaps share theirs with
+    // the other core kinds), on the same target.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "seed-role", "namespace": s.namespace()}, "rules": []});
+    fixtures::apply(&s.client, s.namespace(), role).await;
+    s.rule("roles", "audit", json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"]}]))
+        .await;
+    let seed = s.core_path("clusters/test", "configmaps", "seed");
     // On this 1.35 server the initial list streams, so a watch is refused.
     let needles = forbidden("watch", "configmaps");
-    run.wait_log_line(&["watch error", &needles[0], &needles[1]]).await;
+    let refused = ["watch error", needles[0].as_str(), &needles[1]];
+    s.wait_branch("the Role's file", "main", |view| {
+        view.files.keys().any(|f| f.ends_with("/roles/seed-role.yaml"))
+    })
+    .await;
+    wait_for("the ConfigMap watch refused twice, or the seed mirrored", WAIT, || async {
+        let mirrored = s.branch("main").is_some_and(|view| view.files.contains_key(&seed));
+        (mirrored || run.log_lines(&refused) >= 2).then_some(())
+    })
+    .await;
+    let configmaps: Vec<String> =
+        run.files("main").into_iter().filter(|f| f.contains("/configmaps/")).collect();
+    assert_eq!(configmaps, Vec::<String>::new(), "ConfigMaps were mirrored");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_leases_no_shard_is_owned() {
     let run = start("rbac-leases", Some("leases")).await;
     let needles = forbidden("list", "leases");
-    run.wait_log_line(&["watching the shard Leases failed", &needles[0], &needles[1]]).await;
+    let refused = ["watching the shard Leases failed", needles[0].as_str(), &needles[1]];
+    wait_for("the Lease watch refused twice, or the operator holding a shard", WAIT, || async {
+        let acted = !run.held_leases().await.is_empty() || run.scenario.branch("main").is_some();
+        (acted || run.log_lines(&refused) >= 2).then_some(())
+    })
+    .await;
+    let leases = run.held_leases().await;
+    assert!(leases.is_empty(), "Leases are held: {leases:?}");
+    assert_eq!(run.metric("gitops_reverser_shards_owned"), Some(0.0), "it counts shards as owned");
+    // Status and pushes belong to the owner of a shard: there is none.
+    let statuses = run.statuses().await;
+    assert!(statuses.is_empty(), "status written without a shard: {statuses:?}");
+    assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
+    assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
 }
