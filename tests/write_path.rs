@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use gitops_reverser::sanitize::sanitize_value;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
@@ -49,6 +50,10 @@ async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) 
     })
     .await;
     let yaml = &created.files[&path];
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let live = serde_json::to_value(cms.get("app").await.unwrap()).unwrap();
+    // What kubectl or Flux would read from the file is the object, sanitized.
+    support::assert_go_yaml_readers_agree(env, &[(&path, yaml, &sanitize_value(live))]);
     for banned in ["status:", "managedFields", "resourceVersion", "uid:", "creationTimestamp"] {
         assert!(!yaml.contains(banned), "{banned} in {yaml}");
     }
@@ -65,11 +70,12 @@ async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) 
     })
     .await;
     assert_eq!(updated.subjects[0], format!("UPDATE ConfigMap {}/app", ns.name));
+    let live = serde_json::to_value(cms.get("app").await.unwrap()).unwrap();
+    support::assert_go_yaml_readers_agree(env, &[(&path, &updated.files[&path], &sanitize_value(live))]);
     let commits_before = updated.subjects.len();
 
     // Only ignored metadata changes: no commit. A later sentinel change on
     // the same watch proves the no-op was processed before we count.
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let mut cm = cms.get("app").await.unwrap();
     cm.metadata
         .annotations

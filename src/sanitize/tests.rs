@@ -91,8 +91,7 @@ fn storage_class_keeps_provisioner() {
 
 #[test]
 fn config_map_with_multi_line_data_is_a_literal_block() {
-    let nginx = "server {\n    listen 8080;\n    location / {\n        proxy_pass http://web;  \n    }\n}\n";
-    let object = config_map("nginx", json!({ "nginx.conf": nginx, "on": "yes", "empty": "" }));
+    let object = nginx_config_map();
     let out = sanitize(&object, &configmaps()).unwrap();
     assert_eq!(
         text(&out),
@@ -114,15 +113,11 @@ fn one_mib_config_map() {
 
 #[test]
 fn unusual_valid_names() {
-    let cluster_roles =
-        fixtures::resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false);
-    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                       "metadata": { "name": "system:controller:foo" }, "rules": [] });
-    let out = sanitize(&role, &cluster_roles).unwrap();
+    let out = sanitize(&cluster_role(), &cluster_roles()).unwrap();
     assert_eq!(out.path, "_cluster/rbac.authorization.k8s.io/clusterroles/system%3Acontroller%3Afoo.yaml");
     assert!(text(&out).contains("  name: system:controller:foo\n"));
 
-    for name in ["a", "0", "a.b.c", "x-1.example.com", "on", "yes", "1e3", "0123", "..a"] {
+    for name in UNUSUAL_NAMES {
         let out = sanitize(&config_map(name, json!({})), &configmaps()).unwrap();
         let decoded = decode_object_path(&out.path).unwrap();
         assert_eq!(decoded.name, name);

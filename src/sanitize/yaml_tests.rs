@@ -1,5 +1,7 @@
 //! Tests for `yaml.rs`: round trips of tricky strings in every nesting
-//! position, YAML 1.1 quoting, and key-order determinism.
+//! position, YAML 1.1 quoting, key-order determinism, and what other YAML
+//! readers (PyYAML; sigs.k8s.io/yaml and go-yaml v3 through `yamlcheck`)
+//! make of everything the sanitizer's tests write.
 
 use super::*;
 use crate::sanitize::fixtures;
@@ -204,14 +206,17 @@ fn yaml_1_1_keywords_and_numbers_are_quoted() {
     }
 }
 
-#[test]
-fn non_strings_round_trip() {
-    let doc = json!({
+fn non_strings() -> Value {
+    json!({
         "t": true, "f": false, "z": null, "i": -42, "u": u64::MAX, "min": i64::MIN,
         "fl": 1.5, "whole": 2.0, "tiny": 1e-300, "huge": 1.7e308, "neg0": -0.0,
         "emptyMap": {}, "emptyList": [], "nestedEmpty": [{}, []],
-    });
-    assert_eq!(round_trip(&doc).unwrap(), doc);
+    })
+}
+
+#[test]
+fn non_strings_round_trip() {
+    assert_eq!(round_trip(&non_strings()).unwrap(), non_strings());
 }
 
 #[test]
@@ -236,14 +241,43 @@ fn leading_keys_only_lead_at_the_top() {
     assert_eq!(text, "spec:\n  a: 3\n  apiVersion: 2\n  kind: 1\n");
 }
 
-/// Writes the catalogue as `N.yaml` + `N.json` pairs into `$SANITIZE_YAML_DUMP`,
-/// so other YAML readers (PyYAML, go-yaml, sigs.k8s.io/yaml) can be checked
-/// against the same bytes: `SANITIZE_YAML_DUMP=/tmp/d cargo test --lib
-/// sanitize::yaml -- --ignored`.
-/// Reads every catalogue document back with PyYAML, a YAML 1.1 reader of
-/// the kind Go tooling uses, and compares it with the JSON it came from:
-/// `on`, `yes`, `0123` and friends must stay strings there too. Set
-/// `SANITIZE_YAML_DUMP=dir` to keep the files for other readers.
+/// A document for other YAML readers: a name for reports, the bytes we
+/// write, and the value they must read back.
+struct Doc {
+    id: String,
+    yaml: Vec<u8>,
+    want: Value,
+}
+
+/// Everything the tests here write: the catalogue in every position, the
+/// non-strings, and through [`crate::sanitize::sanitize`] every sanitizer
+/// fixture and the objects of the write-path tests
+/// ([`fixtures::written_objects`]).
+fn documents_for_other_readers() -> Vec<Doc> {
+    let mut docs = Vec::new();
+    for (i, s) in tricky_strings().iter().enumerate() {
+        let short: String = s.chars().take(30).collect();
+        for (p, want) in positions(s).into_iter().enumerate() {
+            docs.push(Doc {
+                id: format!("catalogue {i} {short:?} position {p}"),
+                yaml: to_yaml(&want),
+                want,
+            });
+        }
+    }
+    docs.push(Doc { id: "non-strings".into(), yaml: to_yaml(&non_strings()), want: non_strings() });
+    for (id, resource, object) in fixtures::written_objects() {
+        assert!(object.get("apiVersion").is_some() && object.get("kind").is_some(), "{id}: give it its type");
+        let out = crate::sanitize::sanitize(&object, &resource).unwrap_or_else(|e| panic!("{id}: {e}"));
+        docs.push(Doc { id, yaml: out.yaml, want: crate::sanitize::sanitize_value(object) });
+    }
+    docs
+}
+
+/// Reads every document back with PyYAML, a YAML 1.1 reader (both its C and
+/// pure loader), and compares it with the value it came from: `on`, `yes`,
+/// `0123` and friends must stay strings there too. Set
+/// `SANITIZE_YAML_DUMP=dir` to keep the `N.yaml` + `N.json` pairs.
 #[test]
 fn a_yaml_1_1_reader_reads_back_what_we_wrote() {
     let scratch = tempfile::tempdir().unwrap();
@@ -251,23 +285,24 @@ fn a_yaml_1_1_reader_reads_back_what_we_wrote() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| scratch.path().to_owned());
     std::fs::create_dir_all(&dir).unwrap();
-    let mut docs: Vec<Value> = tricky_strings().iter().flat_map(|s| positions(s)).collect();
-    docs.push(json!({ "t": true, "z": null, "i": -42, "fl": 1.5, "m": {}, "l": [] }));
-    docs.push(crate::sanitize::sanitize_value(fixtures::deployment()));
-    docs.push(crate::sanitize::sanitize_value(fixtures::big_config_map()));
+    let docs = documents_for_other_readers();
     for (i, doc) in docs.iter().enumerate() {
-        std::fs::write(dir.join(format!("{i}.yaml")), to_yaml(doc)).unwrap();
-        std::fs::write(dir.join(format!("{i}.json")), serde_json::to_vec(doc).unwrap()).unwrap();
+        std::fs::write(dir.join(format!("{i}.yaml")), &doc.yaml).unwrap();
+        std::fs::write(dir.join(format!("{i}.json")), serde_json::to_vec(&doc.want).unwrap()).unwrap();
     }
     let check = r#"
 import json, pathlib, sys, yaml
-loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+loaders = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])
 bad = []
 for y in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
     want = json.loads(y.with_suffix(".json").read_text())
-    got = yaml.load(y.read_text(), Loader=loader)
-    if got != want:
-        bad.append(y.name)
+    for loader in loaders:
+        try:
+            same = yaml.load(y.read_text(), Loader=loader) == want
+        except yaml.YAMLError:
+            same = False
+        if not same:
+            bad.append(y.name + " (" + loader.__name__ + ")")
 print(len(bad), " ".join(bad[:10]))
 sys.exit(1 if bad else 0)
 "#;
@@ -278,9 +313,43 @@ sys.exit(1 if bad else 0)
         .expect("python3 with PyYAML");
     assert!(
         output.status.success(),
-        "PyYAML read {} back differently: {}{}",
+        "PyYAML read {} documents, some back differently: {}{}",
         docs.len(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Reads every document back as kubectl and Flux do: `yamlcheck`
+/// (`tests/env/tools/yamlcheck`, built by `tests/env/install`) runs
+/// sigs.k8s.io/yaml's `YAMLToJSON` (go-yaml v2, YAML 1.1) and go-yaml v3
+/// (kustomize) on each and compares the result with the value we wrote.
+#[test]
+fn go_yaml_readers_read_back_what_we_wrote() {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    let yamlcheck = root.join("target/env/bin/yamlcheck");
+    assert!(yamlcheck.exists(), "{} is missing; run tests/env/install", yamlcheck.display());
+    let docs = documents_for_other_readers();
+    let mut input = tempfile::tempfile().unwrap();
+    for doc in &docs {
+        let yaml = std::str::from_utf8(&doc.yaml).unwrap();
+        let line = json!({ "id": doc.id, "yaml": yaml, "json": doc.want });
+        serde_json::to_writer(&mut input, &line).unwrap();
+        std::io::Write::write_all(&mut input, b"\n").unwrap();
+    }
+    std::io::Seek::rewind(&mut input).unwrap();
+    let output = std::process::Command::new(&yamlcheck)
+        .stdin(input)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", yamlcheck.display()));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "Go YAML readers read documents back differently:\n{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A reader that saw fewer documents than we wrote checked less than it says.
+    let summary = format!("yamlcheck: {} documents, 0 mismatches\n", docs.len());
+    assert!(report.ends_with(&summary), "expected {summary:?}, got {report}");
 }

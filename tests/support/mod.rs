@@ -117,6 +117,29 @@ impl Env {
     }
 }
 
+/// Reads each `(id, yaml, object)` as kubectl and kustomize do (`yamlcheck`:
+/// sigs.k8s.io/yaml and go-yaml v3, tests/env/README.md) and panics with its
+/// report unless every document means its object.
+pub fn assert_go_yaml_readers_agree(env: &Env, docs: &[(&str, &str, &serde_json::Value)]) {
+    let yamlcheck = Path::new(env.var("GITENV_BIN")).join("yamlcheck");
+    assert!(yamlcheck.exists(), "{} is missing; run tests/env/install", yamlcheck.display());
+    let mut input = tempfile::tempfile().unwrap();
+    for (id, yaml, object) in docs {
+        let line = serde_json::json!({ "id": id, "yaml": yaml, "json": object });
+        serde_json::to_writer(&mut input, &line).unwrap();
+        std::io::Write::write_all(&mut input, b"\n").unwrap();
+    }
+    std::io::Seek::rewind(&mut input).unwrap();
+    let output = Command::new(&yamlcheck).stdin(input).output().expect("run yamlcheck");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let summary = format!("yamlcheck: {} documents, 0 mismatches\n", docs.len());
+    assert!(
+        output.status.success() && report.ends_with(&summary),
+        "Go YAML readers read the files differently:\n{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Fault injection on the shared environment: `tests/env/component ACTION PART`
 /// (`stop`, `kill`, `start`; `git`, `apiserver`, `kube-apiserver`).
 /// Its output goes into the failure message: the test harness keeps that
