@@ -104,9 +104,10 @@ pub struct RunArgs {
     pub allowed_git_hosts: Vec<String>,
 
     /// How long the controller or the shard coordinator may go without
-    /// finishing a pass before `/healthz` fails and the pod is restarted
-    /// (a hung task leaves the process up otherwise). Both turn every few
-    /// seconds, an API server outage included. `0s` switches it off.
+    /// finishing a pass before `/healthz` fails and the replica hands its
+    /// shards over and exits non-zero (a hung task leaves the process up
+    /// otherwise). Both turn every few seconds, an API server outage
+    /// included. `0s` switches it off.
     #[arg(long, env = "GITOPS_REVERSER_STALL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
