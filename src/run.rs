@@ -66,6 +66,12 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             margin: crate::cli::RELEASE_MARGIN,
         });
     }
+    // Before any remote exists: what a killed predecessor left holds credentials.
+    match crate::worker::remote::remove_stale_sandboxes() {
+        Ok(0) => {}
+        Ok(removed) => info!(removed, "removed credential directories a previous process left behind"),
+        Err(error) => warn!(%error, "could not remove stale credential directories"),
+    }
     let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
     let calls = api_call_client().await?;
     let metrics = Arc::new(Metrics::new());

@@ -423,6 +423,51 @@ async fn https_without_the_ca_is_a_certificate_error() {
     assert!(message.contains("certificate") && message.contains("ca.crt"), "{message}");
 }
 
+/// A `PATH` whose `git` sends every request for `https://127.0.0.1:PORT` to
+/// `https://localhost:PORT` instead: the same soft-serve (its certificate
+/// names both), so the same credentials would be accepted there, but another
+/// origin, as a redirect or a confused URL would make it.
+fn git_sent_to_localhost(dir: &Path) -> String {
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do\n  case \"$a\" in https://127.0.0.1:*) a=\"https://localhost:${{a#https://127.0.0.1:}}\" ;; esac\n  \
+         set -- \"$@\" \"$a\"; shift\ndone\nexec '{}' \"$@\"\n",
+        which("git").display()
+    );
+    write_executable(&dir.join("git"), &script);
+    format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display())
+}
+
+/// Issue 20: the askpass script answered any prompt and the bearer header
+/// went to every URL. Now git that talks to another origin gets neither,
+/// while the provider's own origin works with the very same sandbox setup.
+#[tokio::test]
+async fn credentials_go_to_the_provider_origin_only() {
+    let env = env();
+    let repo = env.new_repo("remote-origin");
+    let token = mint_jwt(env, repo_name(&repo.https_url));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let search_path = git_sent_to_localhost(elsewhere.path());
+    let port = env.var("GITENV_HTTPS_PORT");
+    let cases = [
+        ("basic", basic_credentials(env, "RW", &repo.https_url)),
+        ("bearer", bearer_credentials(env, &token, &repo.https_url)),
+    ];
+    for (auth, credentials) in cases {
+        let own = new_remote(&repo.https_url, credentials.clone());
+        own.verify_write_access("main")
+            .await
+            .unwrap_or_else(|e| panic!("{auth}, own origin: {}", checked(&e)));
+
+        let other = new_remote(&repo.https_url, credentials).with_search_path(&search_path);
+        let (error, message) = expect_err(other.branch_tip("main").await);
+        assert_eq!(error.reason(), Reason::AuthenticationFailed, "{auth}: {message}");
+        // git asked for a user name at the other origin, and askpass gave none
+        // (no header was sent either: else soft-serve had not asked).
+        let refused = format!("could not read Username for 'https://localhost:{port}'");
+        assert!(message.contains(&refused), "{auth}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn an_encrypted_identity_is_unlocked_without_argv() {
     let env = env();

@@ -125,3 +125,32 @@ fn a_shutdown_timeout_without_room_to_drain_is_refused() {
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(logs.contains("--shutdown-timeout 3s leaves no time to drain"), "{logs}");
 }
+
+/// Issue 20: a process killed by SIGKILL never removes its credential
+/// directories, and the chart's `/tmp` is an emptyDir that outlives
+/// container restarts. The next start removes them, and nothing else.
+#[tokio::test]
+async fn credential_directories_left_by_a_killed_process_are_removed_at_start_up() {
+    let env = support::env();
+    let tmp = tempfile::tempdir().unwrap();
+    let planted = tmp.path().join("gitops-reverser-remote-xyz");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::write(planted.join("password"), "left-behind").unwrap();
+    let unrelated = tmp.path().join("gitops-reverser-other");
+    std::fs::create_dir(&unrelated).unwrap();
+    std::fs::write(unrelated.join("keep"), "not ours to remove").unwrap();
+
+    let lease_prefix = support::unique_name("run-stale");
+    let operator = support::operator::Operator::start_with_env(
+        env,
+        &support::unique_name("run-stale"),
+        &["--lease-prefix", &lease_prefix],
+        &[("TMPDIR", tmp.path().to_str().unwrap())],
+    );
+    support::wait_for("the planted credential directory to be removed", Duration::from_secs(30), || async {
+        (!planted.exists()).then_some(())
+    })
+    .await;
+    operator.wait_log("removed credential directories a previous process left behind").await;
+    assert!(unrelated.join("keep").exists(), "a directory without our prefix was removed");
+}

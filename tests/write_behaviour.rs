@@ -228,13 +228,106 @@ async fn secrets_never_reach_git_and_credentials_never_reach_logs() {
     }
     let ready = s.wait_condition("t", "Ready", |c| c.2.contains("Secrets were not written")).await;
     assert_eq!(ready.0, "True");
-    let logs = operator.logs();
+    // The mirrored Secret's value must not reach the log either, nor the
+    // SSH key this run pushed with.
     let identity = std::fs::read_to_string(s.env.var("GITENV_SSH_KEY_RW")).unwrap();
-    let key_body: Vec<&str> = identity.lines().filter(|l| !l.starts_with("-----")).collect();
-    for needle in
-        key_body.iter().copied().chain([value.as_str(), encoded.as_str(), s.env.var("GITENV_HTTPS_PASS_RW")])
-    {
-        assert!(!logs.contains(needle), "a credential appears in the operator log");
+    let mut needles = credential_needles(&identity);
+    needles.extend([value.clone(), encoded]);
+    assert_credentials_stay_inside(&s, &operator, &needles).await;
+}
+
+/// Issue 20: the scan above looked for an HTTPS password in a run that
+/// only ever had the SSH key, so it could not fail. Now each transport
+/// runs on its own (SSH is the run above), and each scan looks for exactly
+/// the credential its run used.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_password_never_leaves_its_run() {
+    let s = Scenario::new("wb-cred-basic").await;
+    let access = fixtures::Access::HttpsBasic { read_only: false };
+    s.provider("git", &s.repo.https_url.clone(), &access, json!({"interval": "1s"})).await;
+    let operator = run_with_credentials(&s).await;
+    let needles = credential_needles(s.env.var("GITENV_HTTPS_PASS_RW"));
+    assert_credentials_stay_inside(&s, &operator, &needles).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bearer_token_never_leaves_its_run() {
+    let s = Scenario::new("wb-cred-bearer").await;
+    let token = s.mint_jwt();
+    let access = fixtures::Access::HttpsBearer { token: token.clone() };
+    s.provider("git", &s.repo.https_url.clone(), &access, json!({"interval": "1s"})).await;
+    let operator = run_with_credentials(&s).await;
+    let mut needles = credential_needles(&token);
+    // The signature is the part no one else has.
+    needles.extend(token.rsplit('.').next().map(str::to_owned));
+    assert_credentials_stay_inside(&s, &operator, &needles).await;
+}
+
+/// Mirrors a ConfigMap through provider `git`: its credentials proved write
+/// access and pushed.
+async fn run_with_credentials(s: &Scenario) -> Operator {
+    s.target("t", "git", "main", "").await;
+    s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
+    let operator = s.operator();
+    s.configmap("probe", json!({"k": "v"})).await;
+    s.wait_branch("the probe file", "main", |v| {
+        v.files.contains_key(&s.core_path("", "configmaps", "probe"))
+    })
+    .await;
+    s.wait_condition("t", "Available", |c| c.0 == "True").await;
+    operator
+}
+
+/// What a leak of `credential` would look like: the value, its base64, and
+/// for a key each body line of it (a log may wrap or quote it line by line).
+fn credential_needles(credential: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let mut needles = vec![
+        credential.trim().to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(credential),
+        base64::engine::general_purpose::STANDARD.encode(credential.trim()),
+    ];
+    needles.extend(
+        credential
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+            .map(str::to_owned),
+    );
+    assert!(needles.iter().all(|n| n.len() >= 8), "a needle this short would match by chance: {needles:?}");
+    needles
+}
+
+/// Everything the run wrote where others read it: the operator's log, the
+/// status of the GitTarget and GitProvider, the namespace's Events, and
+/// every file, commit message and author line on the branch.
+async fn assert_credentials_stay_inside(s: &Scenario, operator: &Operator, needles: &[String]) {
+    use kube::Api;
+    let target: Api<gitops_reverser::api::GitTarget> = Api::namespaced(s.client.clone(), s.namespace());
+    let provider: Api<gitops_reverser::api::GitProvider> = Api::namespaced(s.client.clone(), s.namespace());
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(s.client.clone(), s.namespace());
+    // Condition changes are reported as Events shortly after the status.
+    let events = wait_for("the run's Events", WAIT, || async {
+        events.list(&Default::default()).await.ok().filter(|list| !list.items.is_empty())
+    })
+    .await;
+    let scratch = s.git.workdir("scan");
+    let dir = scratch.join("clone");
+    let _ = std::fs::remove_dir_all(&dir);
+    s.git.ok(&scratch, &["clone", "--quiet", &s.repo.ssh_url, dir.to_str().unwrap()]);
+    let history = s.git.ok(&dir, &["log", "--all", "-p", "--format=%H %an <%ae> %cn <%ce>%n%B"]);
+    let places = [
+        ("the operator log", operator.logs()),
+        ("the GitTarget", serde_json::to_string(&target.get("t").await.unwrap()).unwrap()),
+        ("the GitProvider", serde_json::to_string(&provider.get("git").await.unwrap()).unwrap()),
+        ("the Events", serde_json::to_string(&events.items).unwrap()),
+        ("the branch's history", history),
+    ];
+    assert!(places[0].1.contains("pushed"), "the log covers the pushes: {}", places[0].1);
+    for (place, text) in &places {
+        for needle in needles {
+            assert!(!text.contains(needle.as_str()), "a credential appears in {place}");
+        }
     }
 }
 

@@ -42,26 +42,7 @@ async fn over_https_with_basic_auth() {
 async fn over_https_with_a_bearer_token() {
     let s = Scenario::new("tr-bearer").await;
     // soft-serve accepts a JWT it signed as a bearer token; mint one for the rw user.
-    let output = std::process::Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .arg("-i")
-        .arg(s.env.var("GITENV_SSH_KEY_RW"))
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", s.env.var("GITENV_KNOWN_HOSTS")))
-        .args(["-p", s.env.var("GITENV_SSH_PORT"), "127.0.0.1", "jwt", &s.repo_name()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let token = s.mint_jwt();
     s.provider("git", &s.repo.https_url.clone(), &Access::HttpsBearer { token }, json!({"interval": "1s"}))
         .await;
     s.target("t", "git", "main", "mirror").await;

@@ -47,7 +47,11 @@ pub struct GitProviderSpec {
         validation = Rule::new("self.matches('^(ssh|https|http)://[^/]+')")
             .message("url must start with ssh://, https:// or http:// followed by a host (scp-like 'git@host:path' is not supported; write ssh://git@host/path)"),
         validation = Rule::new("!self.matches('^https?://[^/]*@')")
-            .message("url must not carry credentials (user:password@); put them in the Secret named by secretRef")
+            .message("url must not carry credentials (user:password@); put them in the Secret named by secretRef"),
+        validation = Rule::new("!self.matches('^[a-z]+://[^/]*:[^/]*@')")
+            .message("url must not carry a password (user:password@), whatever the scheme; put it in the Secret named by secretRef"),
+        validation = Rule::new("!self.matches('^[a-z]+://([^/]*@)?-')")
+            .message("url must not have a user name or host that starts with '-'")
     )]
     pub url: String,
 

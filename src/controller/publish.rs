@@ -16,6 +16,7 @@ use crate::shard::hash::shard_of_bytes;
 use crate::status::conditions::{self, Desired, Status};
 use crate::status::target::{Observation, desired};
 use crate::telemetry::TargetLabels;
+use crate::worker::remote::strip_userinfo;
 
 /// Counters such as queuedEvents change constantly; write them this often.
 const COUNTER_WRITE_INTERVAL: Duration = Duration::from_secs(2);
@@ -48,9 +49,9 @@ impl Controller {
                 .resolved()
                 .and_then(|r| self.workers.get(&r.branch_key))
                 .map(|w| w.handle.state.borrow().clone());
-            let (url, branch) = state
-                .resolved()
-                .map_or((String::new(), String::new()), |r| (r.provider.url.clone(), r.branch.clone()));
+            let (url, branch) = state.resolved().map_or((String::new(), String::new()), |r| {
+                (strip_userinfo(&r.provider.url), r.branch.clone())
+            });
             let observation = Observation {
                 generation: target.metadata.generation,
                 problem: state.problem(),

@@ -43,14 +43,6 @@ pub fn from_flux_git_repository(repository: &DynamicObject) -> Result<ProviderCo
             format!("Flux GitRepository {name:?} has no spec.url"),
         ));
     };
-    if !(url.starts_with("ssh://") || url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(Problem::new(
-            Reason::InvalidConfiguration,
-            format!(
-                "Flux GitRepository {name:?} has URL scheme this operator cannot push to; use ssh://, https:// or http://"
-            ),
-        ));
-    }
     let secret = spec
         .and_then(|s| s.get("secretRef"))
         .and_then(|r| r.get("name"))
@@ -64,6 +56,20 @@ pub fn from_flux_git_repository(repository: &DynamicObject) -> Result<ProviderCo
         push: PushPolicy::default(),
         // Flux's GitRepository has no such switch: credentials need https.
         insecure: false,
+    })
+}
+
+/// The URL rules every provider kind obeys (no credentials in it, no user
+/// or host that reads as an option, a scheme we can push to), so a Flux
+/// GitRepository is held to what the GitProvider schema enforces. The
+/// message names the provider but never quotes its URL, which may hold a
+/// password.
+pub fn check_url(provider: &ProviderConfig) -> Result<(), Problem> {
+    crate::worker::remote::check_url(&provider.url).map_err(|reason| {
+        Problem::new(
+            Reason::InvalidConfiguration,
+            format!("{} has a URL this operator refuses: {reason}", provider.describe),
+        )
     })
 }
 
@@ -208,6 +214,49 @@ mod tests {
             assert!(refused.message.contains("--allowed-git-hosts"), "{url}: {refused:?}");
         }
         assert!(check_host(&at("ssh://git@anywhere.org/r"), &[]).is_ok());
+    }
+
+    /// One table for both kinds: a Flux GitRepository's URL obeys the
+    /// rules the GitProvider schema and the remote layer hold.
+    #[test]
+    fn provider_urls_follow_one_set_of_rules_whatever_their_kind() {
+        let flux = |url: &str| {
+            let repo: DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": "flux-system", "namespace": "ns"},
+                "spec": {"url": url, "secretRef": {"name": "flux-key"}}
+            }))
+            .unwrap();
+            from_flux_git_repository(&repo).unwrap()
+        };
+        let cases = [
+            ("ssh://git@h/r.git", None),
+            ("https://h/r.git", None),
+            ("http://h/r.git", None),
+            ("ssh://git:s3cret@h/r.git", Some("password")),
+            ("https://u:s3cret@h/r.git", Some("password")),
+            ("http://u:s3cret@h/r.git", Some("password")),
+            ("https://s3cret@h/r.git", Some("user information")),
+            ("ssh://-oProxyCommand=s3cret@h/r", Some("starting with `-`")),
+            ("ssh://-oProxyCommand=s3cret/r", Some("no valid host")),
+            ("https://-s3cret/r", Some("no valid host")),
+            ("git@h:s3cret.git", Some("unsupported")),
+            ("file:///s3cret", Some("unsupported")),
+        ];
+        for (url, refused) in cases {
+            for provider in [at(url), flux(url)] {
+                match (check_url(&provider), refused) {
+                    (Ok(()), None) => {}
+                    (Err(problem), Some(why)) => {
+                        assert_eq!(problem.reason, Reason::InvalidConfiguration);
+                        assert!(problem.message.contains(why), "{url}: {}", problem.message);
+                        assert!(problem.message.contains(&provider.describe), "{}", problem.message);
+                        assert!(!problem.message.contains("s3cret"), "URL echoed: {}", problem.message);
+                    }
+                    (result, _) => panic!("{url} ({}): {result:?}", provider.describe),
+                }
+            }
+        }
     }
 
     #[test]

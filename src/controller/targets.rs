@@ -8,15 +8,19 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
+use zeroize::Zeroize;
 
 use super::Controller;
-use super::resolve::{ProviderConfig, check_branch, check_host, from_flux_git_repository, from_git_provider};
+use super::resolve::{
+    ProviderConfig, check_branch, check_host, check_url, from_flux_git_repository, from_git_provider,
+};
 use crate::api::{GitTarget, ProviderKind, Reason};
 use crate::route::{BranchKey, TargetKey};
 use crate::sanitize::normalize_base_folder;
 use crate::status::Problem;
 use crate::status::target::Access;
 use crate::worker::credentials::{Cleartext, Credentials};
+use crate::worker::remote::strip_userinfo;
 
 /// Re-read Secrets this often, so rotated credentials are picked up.
 const RESOLVED_TTL: Duration = Duration::from_secs(60);
@@ -200,7 +204,8 @@ impl Controller {
                 Reason::InvalidConfiguration,
                 format!(
                     "another GitTarget already writes folder {folder:?} of branch {:?} in {}; give each GitTarget its own baseFolder",
-                    branch.branch, branch.url
+                    branch.branch,
+                    strip_userinfo(&branch.url)
                 ),
             );
             let state = self.targets.get_mut(&key).expect("key from the map");
@@ -268,6 +273,7 @@ impl Controller {
                 from_flux_git_repository(&found)?
             }
         };
+        check_url(&provider)?;
         check_branch(&target.spec.branch, &provider)?;
         check_host(&provider, &self.settings.allowed_git_hosts)?;
         let credentials = self.credentials(&ns, &provider).await?;
@@ -296,10 +302,13 @@ impl Controller {
                     provider.describe
                 ))
             })?;
-        let data = secret.data.unwrap_or_default();
+        let mut data = secret.data.unwrap_or_default();
         let cleartext = if provider.insecure { Cleartext::Allow } else { Cleartext::Refuse };
-        Credentials::from_secret(name, &data, &provider.url, cleartext)
-            .map_err(|e| Problem::new(e.reason(), e.to_string()))
+        let credentials = Credentials::from_secret(name, &data, &provider.url, cleartext)
+            .map_err(|e| Problem::new(e.reason(), e.to_string()));
+        // The values live on in `Credentials` (wiped on drop); wipe this copy now.
+        data.values_mut().for_each(|value| value.0.zeroize());
+        credentials
     }
 }
 

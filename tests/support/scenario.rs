@@ -122,6 +122,20 @@ impl Scenario {
         self.repo.ssh_url.rsplit('/').next().unwrap().trim_end_matches(".git").to_owned()
     }
 
+    /// A JWT for this repository, signed by soft-serve for the rw user: it
+    /// accepts it as a bearer token.
+    pub fn mint_jwt(&self) -> String {
+        let output = std::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes"])
+            .args(["-o", "BatchMode=yes", "-i", self.env.var("GITENV_SSH_KEY_RW"), "-o"])
+            .arg(format!("UserKnownHostsFile={}", self.env.var("GITENV_KNOWN_HOSTS")))
+            .args(["-p", self.env.var("GITENV_SSH_PORT"), "127.0.0.1", "jwt", &self.repo_name()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
     /// Pushes the server logged for this repository: (user, ref, old, new).
     pub fn pushes(&self) -> Vec<(String, String, String, String)> {
         let log = std::fs::read_to_string(self.env.var("GITENV_PUSHLOG")).unwrap_or_default();

@@ -1,14 +1,34 @@
-//! The `Secret` newtype: a credential value that cannot be printed.
+//! The `Secret` newtype: a credential value that cannot be printed and is
+//! wiped when dropped.
 //!
 //! In: a string read from a Kubernetes Secret. Out: the same string, reachable
 //! only through [`Secret::expose`]; `Debug` and `Display` print `[redacted]`.
 //! Redaction is by type, so a `{:?}` of any struct holding one is safe to log.
+//! Each copy overwrites its bytes with zeros on drop (`zeroize`), so a value
+//! does not linger in freed memory once its credentials are replaced.
 
 use std::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A credential value (password, token, private key, passphrase).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Secret {
+    /// Overwrites the value with zeros, keeping its buffer (what drop does).
+    fn wipe(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl ZeroizeOnDrop for Secret {}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -55,6 +75,20 @@ mod tests {
         assert_eq!(format!("{secret}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted])");
         assert_eq!(secret.expose(), "hunter2-token");
+    }
+
+    #[test]
+    fn every_credential_is_wiped_on_drop() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+        let mut secret = Secret::new("hunter2-token");
+        let (bytes, len) = (secret.0.as_ptr(), secret.0.len());
+        secret.wipe();
+        assert_eq!(secret.expose(), "");
+        // SAFETY: `wipe` keeps the allocation (zeroize clears the string and
+        // then writes zeros over its whole capacity); `secret` still owns it.
+        let after = unsafe { std::slice::from_raw_parts(bytes, len) };
+        assert!(after.iter().all(|b| *b == 0), "{after:?}");
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! says whether the branch moved, and git reports a ref already at our
 //! commit (a lost reply) as up to date.
 
+mod askpass;
 mod error;
+mod leftovers;
 mod output;
 mod run;
 mod sandbox;
@@ -32,10 +34,12 @@ use tracing::Instrument;
 
 use self::error::{Class, classify, clean};
 pub use self::error::{Op, RemoteError};
+pub use self::leftovers::remove_stale_sandboxes;
 use self::output::PushStatus;
 use self::run::{Output, RunError};
 use self::sandbox::Sandbox;
 use self::url::{RemoteUrl, check_branch, check_oid};
+pub use self::url::{check_url, strip_userinfo};
 use crate::worker::credentials::Credentials;
 #[cfg(test)]
 use crate::{api::Reason, worker::credentials::CredentialsError};

@@ -6,8 +6,10 @@
 //!
 //! How each credential reaches git, never through argv, a URL or the environment:
 //! - basic auth: `GIT_ASKPASS` names a script that prints `username`/`password`
-//!   from files beside it (shell builtins only, so not even a `cat` argv);
-//! - bearer token: `http.extraHeader` in the 0600 `GIT_CONFIG_GLOBAL` file;
+//!   from files beside it (shell builtins only, so not even a `cat` argv), and
+//!   only to a prompt for the provider's own origin (`askpass`);
+//! - bearer token: `http.<url>.extraHeader` in the 0600 `GIT_CONFIG_GLOBAL`
+//!   file, scoped to the provider's URL;
 //! - SSH: `-i <file>` and `UserKnownHostsFile=<file>` in `GIT_SSH_COMMAND`; a
 //!   passphrase is answered by an `SSH_ASKPASS` script (`SSH_ASKPASS_REQUIRE=force`);
 //! - TLS: `GIT_SSL_CAINFO`, `GIT_SSL_CERT`, `GIT_SSL_KEY` name files.
@@ -19,22 +21,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use zeroize::{Zeroize, Zeroizing};
+
 use super::url::RemoteUrl;
 use crate::worker::credentials::{Auth, Credentials, Transport};
-
-const GIT_ASKPASS: &str = r#"#!/bin/sh
-# git asks "Username for '...': " and "Password for '...': ". Answer from the 0600
-# files beside this script; refuse any other prompt, so git fails instead of hanging.
-dir=${0%/*}
-case "$1" in
-Username*) file="$dir/username" ;;
-Password*) file="$dir/password" ;;
-*) exit 1 ;;
-esac
-[ -f "$file" ] || exit 1
-IFS= read -r value < "$file" # status 1 at EOF without a newline: the value is still read
-printf '%s\n' "$value"
-"#;
 
 const SSH_ASKPASS: &str = r#"#!/bin/sh
 # ssh asks "Enter passphrase for key '...': " (SSH_ASKPASS_REQUIRE=force). Nothing else
@@ -91,7 +81,7 @@ pub(super) struct Sandbox {
 impl Sandbox {
     pub fn new(url: &RemoteUrl, credentials: &Credentials) -> io::Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("gitops-reverser-remote-")
+            .prefix(&super::leftovers::own_prefix())
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
         let path = dir.path().to_owned();
@@ -123,7 +113,12 @@ impl Sandbox {
              [transfer]\n\tcredentialsInUrl = die\n\
              [http]\n\tfollowRedirects = false\n",
         );
-        write_private(&file("askpass"), GIT_ASKPASS.as_bytes(), 0o700)?;
+        let username = match credentials.auth() {
+            Auth::Basic { username, .. } => Some(username.expose()),
+            _ => None,
+        };
+        let askpass = Zeroizing::new(super::askpass::script(&url.origin, username));
+        write_private(&file("askpass"), askpass.as_bytes(), 0o700)?;
         let mut ssh_command = None;
         let mut shared_connection = None;
         match credentials.auth() {
@@ -133,11 +128,15 @@ impl Sandbox {
                 write_private(&file("password"), password.expose().as_bytes(), 0o600)?;
             }
             Auth::Bearer(token) => {
-                // The token is printable ASCII (checked); quote it for git's config syntax.
+                // Scoped to the provider's URL: git sends it to no other
+                // (urlmatch: same scheme, host, port and path prefix).
                 config.push_str(&format!(
-                    "[http]\n\textraHeader = \"Authorization: Bearer {}\"\n",
-                    token.expose().replace('\\', "\\\\").replace('"', "\\\"")
+                    "[http {}]\n\textraHeader = \"Authorization: Bearer ",
+                    config_quote(url.for_git.trim_end_matches('/'))
                 ));
+                // Printable ASCII (checked); escaped for git's config syntax.
+                config.push_str(&Zeroizing::new(config_escape(token.expose())));
+                config.push_str("\"\n");
             }
             Auth::SshKey(key) => {
                 write_private(&file("identity"), key.identity.expose().as_bytes(), 0o600)?;
@@ -175,6 +174,7 @@ impl Sandbox {
             }
         }
         write_private(&file("gitconfig"), config.as_bytes(), 0o600)?;
+        config.zeroize(); // it may hold the token
 
         if credentials.transport() == Transport::Https {
             let tls = credentials.tls();
@@ -295,6 +295,17 @@ fn system_ca_bundle() -> Option<PathBuf> {
 fn write_private(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
     file.write_all(contents)
+}
+
+/// `text` as a double-quoted git config subsection name or value (`[http "..."]`).
+fn config_quote(text: &str) -> String {
+    format!("\"{}\"", config_escape(text))
+}
+
+/// Escapes the two characters git's config syntax gives meaning inside quotes;
+/// the callers' text has no line breaks (checked).
+fn config_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Single-quotes a path for the shell that runs `GIT_SSH_COMMAND`.

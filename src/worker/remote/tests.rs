@@ -181,7 +181,8 @@ fn sandbox_holds_credentials_in_private_files_only() {
         let value = value.to_string_lossy();
         assert!(!value.contains("s3cr3t-token") && !value.contains("alice"), "{name}={value}");
     }
-    // The askpass script answers git's two prompts from the files, and nothing else.
+    // The askpass script answers git's two prompts for this origin from the
+    // files, and nothing else (every rule: `askpass.rs`).
     let ask = |prompt: &str| {
         let output = std::process::Command::new(dir.join("askpass")).arg(prompt).output().unwrap();
         (output.status.success(), String::from_utf8(output.stdout).unwrap())
@@ -189,6 +190,8 @@ fn sandbox_holds_credentials_in_private_files_only() {
     assert_eq!(ask("Username for 'https://h': "), (true, "alice\n".to_owned()));
     assert_eq!(ask("Password for 'https://alice@h': "), (true, "s3cr3t-token\n".to_owned()));
     assert!(!ask("Are you sure you want to continue connecting (yes/no)? ").0);
+    assert!(!ask("Username for 'https://elsewhere': ").0);
+    assert!(!ask("Password for 'https://alice@elsewhere': ").0);
     let kept = dir.to_owned();
     drop(sandbox);
     assert!(!kept.exists(), "the sandbox is removed with the remote");
@@ -201,8 +204,27 @@ fn bearer_token_goes_to_the_private_config_file() {
     let credentials = Credentials::from_secret_data("auth", &data, "https://h/r.git").unwrap();
     let sandbox = Sandbox::new(&url::parse("https://h/r.git").unwrap(), &credentials).unwrap();
     let config = std::fs::read_to_string(sandbox.path().join("gitconfig")).unwrap();
-    assert!(config.contains("extraHeader = \"Authorization: Bearer eyJ.tok\\\"en\""), "{config}");
+    assert!(
+        config
+            .contains("[http \"https://h/r.git\"]\n\textraHeader = \"Authorization: Bearer eyJ.tok\\\"en\""),
+        "{config}"
+    );
     assert!(!sandbox.path().join("password").exists());
+    // git itself reads the header for the provider's URL only.
+    let header_for = |url: &str| {
+        let output = std::process::Command::new("git")
+            .args(["config", "--file"])
+            .arg(sandbox.path().join("gitconfig"))
+            .args(["--get-urlmatch", "http.extraHeader", url])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(header_for("https://h/r.git"), "Authorization: Bearer eyJ.tok\"en\n");
+    assert_eq!(header_for("https://h/r.git/info/refs"), "Authorization: Bearer eyJ.tok\"en\n");
+    for elsewhere in ["https://other/r.git", "https://h/other.git", "http://h/r.git", "https://h:444/r.git"] {
+        assert_eq!(header_for(elsewhere), "", "{elsewhere}");
+    }
 }
 
 #[test]

@@ -15,6 +15,15 @@ pub(super) struct RemoteUrl {
     pub for_git: String,
     /// Shown in messages and logs: no userinfo at all.
     pub display: String,
+    /// `scheme://host[:port]` as written: the only origin git may be given
+    /// credentials for (the askpass script and the bearer header check it).
+    pub origin: String,
+}
+
+/// Checks a repository URL by the rules every provider kind shares
+/// (GitProvider and Flux GitRepository alike); the reason never quotes the URL.
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse(url).map(drop)
 }
 
 pub(super) fn parse(url: &str) -> Result<RemoteUrl, String> {
@@ -28,14 +37,23 @@ pub(super) fn parse(url: &str) -> Result<RemoteUrl, String> {
         Some((userinfo, host_port)) => (Some(userinfo), host_port),
         None => (None, authority),
     };
+    // A leading `-` would read as an option to ssh or git if it ever reached argv.
     if host_port.is_empty() || host_port.starts_with('-') {
-        return Err("the repository URL has no valid host".into());
+        return Err("the repository URL has no valid host (empty, or starting with `-`)".into());
+    }
+    // git decodes `%XX` in the host before it names it in a credential prompt;
+    // a host name never needs it (IDN hosts are written in punycode).
+    if host_port.contains('%') {
+        return Err("the repository URL's host must not be percent-encoded".into());
     }
     match (transport, userinfo) {
-        (Transport::Ssh, Some(userinfo)) if userinfo.contains(':') => {
+        (_, Some(userinfo)) if userinfo.contains(':') => {
             return Err("the repository URL contains a password; put credentials in the Secret, \
                         not the URL"
                 .into());
+        }
+        (_, Some(userinfo)) if userinfo.starts_with('-') => {
+            return Err("the repository URL has a user name starting with `-`".into());
         }
         (Transport::Https | Transport::Http, Some(_)) => {
             return Err("the repository URL contains user information; put the user name and \
@@ -44,16 +62,17 @@ pub(super) fn parse(url: &str) -> Result<RemoteUrl, String> {
         }
         _ => {}
     }
-    let display = format!("{scheme}://{host_port}{path}");
+    let origin = format!("{scheme}://{host_port}");
+    let display = format!("{origin}{path}");
     let for_git = match (transport, userinfo) {
         (Transport::Ssh, None) => format!("{scheme}://git@{host_port}{path}"),
         _ => url.to_owned(),
     };
-    Ok(RemoteUrl { transport, for_git, display })
+    Ok(RemoteUrl { transport, for_git, display, origin })
 }
 
 /// `text` with the userinfo of every `scheme://user:pass@host` removed.
-pub(super) fn strip_userinfo(text: &str) -> String {
+pub fn strip_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -113,19 +132,63 @@ mod tests {
         assert_eq!(url.display, "ssh://example.com/repo.git");
     }
 
+    /// Every URL rule, for every scheme; a refusal never echoes the URL
+    /// (`tok3n` stands for a credential someone put in it).
     #[test]
-    fn credentials_in_urls_are_refused_without_echoing_them() {
-        for url in
-            ["https://user:tok3n@example.com/r.git", "https://tok3n@example.com/r.git", "ssh://u:tok3n@h/r"]
-        {
-            let error = parse(url).unwrap_err();
-            assert!(!error.contains("tok3n"), "{error}");
+    fn url_rules_hold_for_every_scheme() {
+        let refused = [
+            // A password in userinfo, whatever the scheme.
+            ("ssh://u:tok3n@h/r", "password"),
+            ("ssh://:tok3n@h/r", "password"),
+            ("https://user:tok3n@example.com/r.git", "password"),
+            ("http://user:tok3n@example.com/r.git", "password"),
+            // Any userinfo over http(s): the user name belongs in the Secret too.
+            ("https://tok3n@example.com/r.git", "user information"),
+            ("http://tok3n@example.com/r.git", "user information"),
+            // A user name or host that git or ssh could read as an option.
+            ("ssh://-oProxyCommand=tok3n@h/r", "starting with `-`"),
+            ("ssh://-oProxyCommand=tok3n/r", "no valid host"),
+            ("ssh://git@-oProxyCommand=tok3n/r", "no valid host"),
+            ("https://-tok3n/r.git", "no valid host"),
+            ("http://-tok3n/r.git", "no valid host"),
+            // No host at all, or one git would decode before naming it.
+            ("https:///r.git", "no valid host"),
+            ("ssh://git@/r", "no valid host"),
+            ("https://ex%61mple.com/tok3n", "percent-encoded"),
+            // Whitespace, control characters, other schemes, scp-like syntax.
+            ("https://exa mple.com/tok3n", "whitespace"),
+            ("https://example.com/tok3n\n", "whitespace"),
+            ("ftp://example.com/tok3n", "unsupported"),
+            ("file:///tok3n", "unsupported"),
+            ("git@github.com:org/tok3n.git", "unsupported"),
+        ];
+        for (url, why) in refused {
+            let error = check_url(url).unwrap_err();
+            assert!(error.contains(why), "{url}: {error}");
+            assert!(!error.contains("tok3n"), "{url}: the reason echoes the URL: {error}");
         }
-        assert!(parse("https://example.com/r.git").is_ok());
-        assert!(parse("ftp://example.com/r.git").is_err());
-        assert!(parse("https:///r.git").is_err());
-        assert!(parse("https://exa mple.com/r.git").is_err());
-        assert!(parse("git@github.com:org/repo.git").is_err());
+        let accepted = [
+            "ssh://h/r",
+            "ssh://git@h:2222/r.git",
+            "ssh://deploy-key@h/r",
+            "https://example.com/r.git",
+            "https://127.0.0.1:8443/r.git",
+            "https://[::1]:8443/r.git",
+            "http://example.com/r",
+        ];
+        for url in accepted {
+            assert!(check_url(url).is_ok(), "{url}: {:?}", check_url(url));
+        }
+    }
+
+    #[test]
+    fn the_origin_is_scheme_host_and_port_as_written() {
+        assert_eq!(
+            parse("https://Git.Example.com:8443/o/r.git").unwrap().origin,
+            "https://Git.Example.com:8443"
+        );
+        assert_eq!(parse("ssh://git@h/r").unwrap().origin, "ssh://h");
+        assert_eq!(parse("http://h").unwrap().origin, "http://h");
     }
 
     #[test]
