@@ -103,6 +103,14 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_ALLOWED_GIT_HOSTS", value_delimiter = ',', num_args = 0..)]
     pub allowed_git_hosts: Vec<String>,
 
+    /// The ServiceAccount that bounds every WatchRule and ClusterWatchRule
+    /// that names none (Flux's `--default-service-account` lockdown): a rule
+    /// mirrors only what this account, in the rule's namespace (a
+    /// ClusterWatchRule: its GitTarget's), may list and watch. Unset: such
+    /// rules mirror what the operator itself may read.
+    #[arg(long, env = "GITOPS_REVERSER_DEFAULT_SERVICE_ACCOUNT", value_parser = parse_service_account)]
+    pub default_service_account: Option<String>,
+
     /// How long the controller or the shard coordinator may go without
     /// finishing a pass before `/healthz` fails and the replica hands its
     /// shards over and exits non-zero (a hung task leaves the process up
@@ -223,6 +231,23 @@ pub enum LogFormat {
 
 /// Parses a Go-style duration made of `ms`, `s`, `m` and `h` parts, the same
 /// form the CRDs accept for `push.interval`.
+/// A ServiceAccount name: a DNS-1123 subdomain.
+fn parse_service_account(text: &str) -> Result<String, String> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if text.len() <= 253 && text.split('.').all(label_ok) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid ServiceAccount name {text:?}: expected a DNS-1123 subdomain, like tenant-mirror"
+        ))
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid =
         || format!("invalid duration {text:?}: expected a number with a unit, like 500ms, 5s, 1m30s or 2h");
@@ -286,6 +311,15 @@ mod tests {
         for long in ["8784h1s", "9999999999h", "99999999999999999999s", "8000h8000h"] {
             let error = parse_duration(long).expect_err(long);
             assert!(error.contains("too long"), "{long}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_default_service_account_must_be_a_valid_name() {
+        assert_eq!(parse_service_account("tenant-mirror").as_deref(), Ok("tenant-mirror"));
+        assert!(parse_service_account("a.b-c").is_ok());
+        for bad in ["", "Mirror", "-x", "x-", "a..b", "a_b", &"a".repeat(254)] {
+            assert!(parse_service_account(bad).unwrap_err().contains("DNS-1123"), "{bad:?}");
         }
     }
 

@@ -115,6 +115,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             allowed_git_hosts: args.allowed_git_hosts.clone(),
             heartbeat: liveness.register(CONTROLLER),
             supervision: supervision.clone(),
+            default_service_account: args.default_service_account.clone(),
         },
     );
     let controller = tokio::spawn(controller.run(stopped_at));

@@ -43,6 +43,8 @@ pub enum Reason {
     Validating,
     BranchNotAllowed,
     InvalidConfiguration,
+    /// A rule's ServiceAccount may not read some of what it selects.
+    AccessDenied,
     // Available
     Available,
     AuthenticationFailed,
@@ -66,11 +68,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
         Self::InvalidConfiguration,
+        Self::AccessDenied,
         Self::Available,
         Self::AuthenticationFailed,
         Self::RepositoryNotFound,
@@ -94,6 +97,7 @@ impl Reason {
             Self::Validating => "Validating",
             Self::BranchNotAllowed => "BranchNotAllowed",
             Self::InvalidConfiguration => "InvalidConfiguration",
+            Self::AccessDenied => "AccessDenied",
             Self::Available => "Available",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::RepositoryNotFound => "RepositoryNotFound",
@@ -115,9 +119,11 @@ impl Reason {
     /// The condition type this reason is defined for.
     pub fn condition(self) -> ConditionType {
         match self {
-            Self::Ready | Self::Validating | Self::BranchNotAllowed | Self::InvalidConfiguration => {
-                ConditionType::Ready
-            }
+            Self::Ready
+            | Self::Validating
+            | Self::BranchNotAllowed
+            | Self::InvalidConfiguration
+            | Self::AccessDenied => ConditionType::Ready,
             Self::Available
             | Self::AuthenticationFailed
             | Self::RepositoryNotFound

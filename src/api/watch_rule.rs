@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::GROUP;
 
-use super::schema::{DNS_LABEL_PATTERN, declare_forbidden_namespace};
+use super::schema::{DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, declare_forbidden_namespace};
 use super::status::ResourceStatus;
 
 /// WatchRule records objects of its own namespace into a GitTarget of the
@@ -43,6 +43,13 @@ pub struct WatchRuleSpec {
     /// Rules select what is recorded.
     #[schemars(length(min = 1, max = 64))]
     pub rules: Vec<crate::api::Rule>,
+    /// A ServiceAccount of this namespace whose RBAC bounds what the rule
+    /// mirrors: only the resources it may list and watch here, checked with
+    /// SubjectAccessReviews (Flux's model). Unset: the operator's
+    /// `--default-service-account`, if set; else the operator's own RBAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub service_account_name: Option<String>,
 }
 
 /// ClusterWatchRule records objects cluster-wide (cluster-scoped kinds and
@@ -79,6 +86,14 @@ pub struct ClusterWatchRuleSpec {
     /// Rules select what is recorded.
     #[schemars(length(min = 1, max = 64))]
     pub rules: Vec<crate::api::Rule>,
+    /// A ServiceAccount in the GitTarget's namespace (`sinkRef.namespace`)
+    /// whose RBAC bounds what the rule mirrors: only the resources it may
+    /// list and watch cluster-wide, checked with SubjectAccessReviews.
+    /// Unset: the operator's `--default-service-account`, if set; else the
+    /// operator's own RBAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub service_account_name: Option<String>,
 }
 
 /// A reference to a GitTarget in the referrer's own namespace.

@@ -9,11 +9,12 @@
 mod access;
 mod publish;
 pub mod resolve;
+mod rule_access;
 mod stores;
 mod targets;
 mod workers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use crate::worker::queue::WorkItem;
 use crate::worker::repo::Identity;
 use crate::worker::store;
 use access::AccessChecks;
+use rule_access::{Question, RuleAccess, Verdict};
 use stores::Stores;
 use targets::{Resolved, TargetState};
 
@@ -67,6 +69,10 @@ pub struct Settings {
     pub heartbeat: Arc<crate::health::Heartbeat>,
     /// Where a failed pass is reported, and how a stalled one is called off.
     pub supervision: crate::supervise::Supervision,
+    /// The ServiceAccount (in the rule's namespace, or a ClusterWatchRule's
+    /// sink namespace) that bounds rules that name none; None: such rules
+    /// mirror what the operator may read.
+    pub default_service_account: Option<String>,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -109,6 +115,9 @@ pub struct Controller {
     access: AccessChecks,
     writer: StatusWriter,
     rule_problems: BTreeMap<RuleSource, Vec<String>>,
+    /// Per rule, what its ServiceAccount may not read (or is not known to).
+    rule_denials: BTreeMap<RuleSource, Vec<String>>,
+    rule_access: RuleAccess,
     written: publish::Written,
     /// Stopped workers still pushing what they hold, by branch. A branch
     /// gets a new worker only once its old one is gone: both would use the
@@ -147,6 +156,7 @@ impl Controller {
             ),
             writer: StatusWriter::new(calls.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
+            rule_access: RuleAccess::new(calls.clone(), changed.clone()),
             pushers: Pushers::new(settings.max_concurrent_pushes),
             settings,
             changed,
@@ -160,6 +170,7 @@ impl Controller {
             snapshot,
             notices,
             rule_problems: BTreeMap::new(),
+            rule_denials: BTreeMap::new(),
             written: publish::Written::default(),
             draining: HashMap::new(),
             handing_over: HashMap::new(),
@@ -303,7 +314,67 @@ impl Controller {
                 self.rule_problems.insert(RuleSource::ClusterWatchRule { name }, vec![error.to_string()]);
             }
         }
+        self.restrict_to_service_accounts(&mut table);
         table
+    }
+
+    /// Bounds every rule that names a ServiceAccount (or falls under
+    /// `--default-service-account`) to what that account may list and watch.
+    fn restrict_to_service_accounts(&mut self, table: &mut RouteTable) {
+        let default = self.settings.default_service_account.as_deref();
+        let mut accounts: Vec<(RuleSource, String, String)> = Vec::new();
+        for rule in self.stores.watch_rules.state() {
+            let namespace = rule.metadata.namespace.clone().unwrap_or_default();
+            let name = rule.metadata.name.clone().unwrap_or_default();
+            if let Some(account) = rule.spec.service_account_name.as_deref().or(default) {
+                accounts.push((
+                    RuleSource::WatchRule { namespace: namespace.clone(), name },
+                    namespace,
+                    account.into(),
+                ));
+            }
+        }
+        for rule in self.stores.cluster_watch_rules.state() {
+            let name = rule.metadata.name.clone().unwrap_or_default();
+            if let Some(account) = rule.spec.service_account_name.as_deref().or(default) {
+                let namespace = rule.spec.sink_ref.namespace.clone();
+                accounts.push((RuleSource::ClusterWatchRule { name }, namespace, account.into()));
+            }
+        }
+        let now = Instant::now();
+        let mut asked = HashSet::new();
+        self.rule_denials.clear();
+        for (source, account_namespace, account) in accounts {
+            let mut denied = BTreeSet::new();
+            let mut reasons = Vec::new();
+            for ((group, plural), namespace) in table.selected_resources(&source, &self.catalog) {
+                let question = Question {
+                    account_namespace: account_namespace.clone(),
+                    account: account.clone(),
+                    group: group.clone(),
+                    plural: plural.clone(),
+                    namespace,
+                };
+                let refused = match self.rule_access.verdict(&question, now) {
+                    Verdict::Allowed => None,
+                    Verdict::Denied(why) => Some(why),
+                    Verdict::Unknown => Some(format!(
+                        "checking whether ServiceAccount {account_namespace}/{account} may list and watch {}",
+                        question.describe()
+                    )),
+                };
+                if let Some(why) = refused {
+                    reasons.push(why);
+                    denied.insert((group, plural));
+                }
+                asked.insert(question);
+            }
+            if !denied.is_empty() {
+                table.deny(&source, &denied);
+                self.rule_denials.insert(source, reasons);
+            }
+        }
+        self.rule_access.retain(&asked);
     }
 
     fn target_id(&mut self, key: &TargetKey) -> TargetId {

@@ -151,6 +151,14 @@ impl Controller {
             Some(_) if problems.iter().any(|p| p.starts_with("rules[")) => {
                 (Status::False, Reason::InvalidConfiguration, problems.join("; "))
             }
+            Some(_) if self.rule_denials.contains_key(source) => (
+                Status::False,
+                Reason::AccessDenied,
+                format!(
+                    "{}: none of it is mirrored (the rest is); grant the ServiceAccount list and watch, or narrow the rule",
+                    self.rule_denials[source].join("; ")
+                ),
+            ),
             Some(ok) => {
                 let mut message = format!("writing to GitTarget {sink}");
                 if !ok {

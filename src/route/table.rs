@@ -27,6 +27,8 @@ pub struct CompiledRule {
     api_versions: Vec<String>,
     resources: Vec<String>,
     selector: Option<Selector>,
+    /// (group, plural) its ServiceAccount may not read: never selected.
+    denied: BTreeSet<(String, String)>,
 }
 
 /// Why a rule could not be compiled.
@@ -149,12 +151,39 @@ impl RouteTable {
                     api_versions: rule.api_versions.clone(),
                     resources: rule.resources.clone(),
                     selector,
+                    denied: BTreeSet::new(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.remove(&source);
         self.rules.extend(compiled);
         Ok(())
+    }
+
+    /// The resources of `catalog` that `source`'s rules select and may
+    /// watch, each with where: its namespace for a WatchRule's namespaced
+    /// resource, None (everywhere) otherwise. One entry per (group, plural).
+    pub fn selected_resources(
+        &self,
+        source: &RuleSource,
+        catalog: &ResourceCatalog,
+    ) -> BTreeMap<(String, String), Option<String>> {
+        let mut selected = BTreeMap::new();
+        for rule in self.rules.iter().filter(|rule| &rule.source == source) {
+            for resource in catalog.iter().filter(|r| rule.selects_any(r) && rule.can_watch(r)) {
+                let scope = rule.namespace.clone().filter(|_| resource.namespaced);
+                selected.insert((resource.group.clone(), resource.plural.clone()), scope);
+            }
+        }
+        selected
+    }
+
+    /// Stops `source`'s rules from selecting these (group, plural) pairs:
+    /// its ServiceAccount may not read them.
+    pub fn deny(&mut self, source: &RuleSource, denied: &BTreeSet<(String, String)>) {
+        for rule in self.rules.iter_mut().filter(|rule| &rule.source == source) {
+            rule.denied.extend(denied.iter().cloned());
+        }
     }
 
     /// Every target some rule writes to.
@@ -189,6 +218,7 @@ impl RouteTable {
             &rule.target == target
                 && rule.group_matches(group)
                 && rule.resources.iter().any(|r| r == plural || r == "*")
+                && !rule.is_denied(group, plural)
                 && rule.operations.iter().any(|op| op.covers(operation))
         })
     }
@@ -283,8 +313,18 @@ impl CompiledRule {
         self.api_groups.iter().any(|g| g == "*" || g == group)
     }
 
-    /// Group and resource match, whatever the version.
+    /// Group and resource match, whatever the version, and its
+    /// ServiceAccount (if any) may read it.
     fn selects(&self, resource: &ServedResource) -> bool {
+        self.selects_any(resource) && !self.is_denied(&resource.group, &resource.plural)
+    }
+
+    fn is_denied(&self, group: &str, plural: &str) -> bool {
+        !self.denied.is_empty() && self.denied.iter().any(|(g, p)| g == group && p == plural)
+    }
+
+    /// Group and resource match, whatever the version.
+    fn selects_any(&self, resource: &ServedResource) -> bool {
         self.group_matches(&resource.group)
             && resource.watchable
             && self.resources.iter().any(|r| {

@@ -34,6 +34,7 @@ fn watch_rule(target: &str, rules: Vec<Rule>) -> WatchRuleSpec {
         sink_ref: serde_json::from_value::<LocalTargetReference>(serde_json::json!({"name": target}))
             .unwrap(),
         rules,
+        service_account_name: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn cluster_rule(namespace: &str, target: &str, rules: Vec<Rule>) -> ClusterWatch
         )
         .unwrap(),
         rules,
+        service_account_name: None,
     }
 }
 
@@ -257,4 +259,36 @@ fn selection_is_independent_of_the_recorded_operations() {
     );
     assert!(!table.records(&TargetKey::new("a", "t"), "", "configmaps", Operation::Delete));
     assert!(table.records(&TargetKey::new("a", "t"), "", "configmaps", Operation::Create));
+}
+
+#[test]
+fn a_denied_resource_is_neither_watched_nor_routed_for_that_rule_only() {
+    let mut table = RouteTable::default();
+    let all = || {
+        vec![rule(serde_json::json!({"apiGroups": ["", "apps"], "resources": ["configmaps", "deployments"]}))]
+    };
+    table.set_watch_rule("team-a", "r", &watch_rule("t", all())).unwrap();
+    table.set_watch_rule("team-b", "r", &watch_rule("t", all())).unwrap();
+    let source = RuleSource::WatchRule { namespace: "team-a".into(), name: "r".into() };
+    let selected = table.selected_resources(&source, &catalog());
+    assert_eq!(
+        selected.into_iter().collect::<Vec<_>>(),
+        vec![
+            ((String::new(), "configmaps".into()), Some("team-a".into())),
+            (("apps".into(), "deployments".into()), Some("team-a".into())),
+        ]
+    );
+
+    table.deny(&source, &BTreeSet::from([(String::new(), "configmaps".to_owned())]));
+    let configmaps = served("", "v1", "configmaps", true, true);
+    assert!(table.selecting(&configmaps, Some("team-a"), &labels(&[])).is_empty());
+    assert!(!table.records(&TargetKey::new("team-a", "t"), "", "configmaps", Operation::Delete));
+    // The other namespace's rule is not touched.
+    assert_eq!(table.selecting(&configmaps, Some("team-b"), &labels(&[])).len(), 1);
+    let plan = table.plan(&catalog());
+    let scopes: Vec<&Scope> =
+        plan.watches.iter().filter(|w| w.resource.plural == "configmaps").map(|w| &w.scope).collect();
+    assert_eq!(scopes, vec![&Scope::Namespace("team-b".into())]);
+    // Still selected, so its ServiceAccount's access is asked again.
+    assert_eq!(table.selected_resources(&source, &catalog()).len(), 2);
 }

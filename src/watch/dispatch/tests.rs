@@ -24,6 +24,7 @@ fn routing(rules: serde_json::Value, folders: &[(&str, &str)]) -> Routing {
             sink_ref: serde_json::from_value::<LocalTargetReference>(serde_json::json!({"name": target}))
                 .unwrap(),
             rules: serde_json::from_value(rules.clone()).unwrap(),
+            service_account_name: None,
         };
         table.set_watch_rule("ns", &format!("rule-{target}"), &spec).unwrap();
     }
