@@ -16,11 +16,12 @@ use serde_json::Value;
 use support::chart::{self, Tools};
 use support::{TestNamespace, repo_root};
 
-/// The kinds every rendering has, whatever the values.
-const ALWAYS: [&str; 8] = [
+/// The kinds every rendering has with the defaults and every ci file.
+const ALWAYS: [&str; 9] = [
     "ClusterRole",
     "ClusterRoleBinding",
     "Deployment",
+    "NetworkPolicy",
     "PodDisruptionBudget",
     "Role",
     "RoleBinding",
@@ -209,6 +210,13 @@ fn check_hardening(deployment: &Value) {
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
     assert!(mounts.contains("/tmp") && mounts.contains("/var/lib/gitops-reverser"), "{mounts:?}");
+    // Both writable places are sized emptyDirs: a hostile git server fills
+    // the volume and gets the pod evicted, not the node's disk.
+    for volume in pod["volumes"].as_array().unwrap() {
+        let limit = &volume["emptyDir"]["sizeLimit"];
+        assert!(limit.is_string(), "volume {} is not a sized emptyDir: {volume}", volume["name"]);
+    }
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
     let env: Vec<&str> =
         container["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
     for name in ["POD_NAME", "POD_NAMESPACE", "GITOPS_REVERSER_DATA_DIR", "GITOPS_REVERSER_LEASE_PREFIX"] {
@@ -264,6 +272,12 @@ fn bad_values_are_refused_with_a_reason() {
             "rbac.watchedResources[0].apiGroups[0]=,rbac.watchedResources[0].resources[0]=secrets",
             "/rbac/watchedResources/0/resources/0",
         ),
+        ("rbac.secretNamespaces={Team_A}", "/rbac/secretNamespaces/0"),
+        ("rbac.secretNamespaces={a,a}", "/rbac/secretNamespaces"),
+        ("rbac.readSecrets=false,rbac.secretNamespaces={a}", "rbac.readSecrets is false"),
+        ("networkPolicy.git.ports={0}", "/networkPolicy/git/ports/0"),
+        ("networkPolicy.apiServer.cidrs={10.0.0.1}", "/networkPolicy/apiServer/cidrs/0"),
+        ("networkPolicy.egress=[]", "additional properties 'egress' not allowed"),
     ] {
         let mut cmd = Command::new(&tools.helm);
         cmd.args(["template", "t"]).arg(chart::dir()).args(["--set", set]);
@@ -403,4 +417,183 @@ fn allowed_git_hosts_reach_the_operator_only_when_set() {
     assert_eq!(hosts(&env_of(&[])), None, "empty means any host: no variable");
     let set = env_of(&["--set", "operator.allowedGitHosts={git.example.com,*.internal}"]);
     assert_eq!(hosts(&set).as_deref(), Some("git.example.com,*.internal"));
+}
+
+/// The objects of a rendering.
+fn objects(text: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple(text).unwrap();
+    docs.into_iter().filter(|d| d.is_object()).collect()
+}
+
+/// The NetworkPolicy rendered with `values` and `extra`, if any.
+fn network_policy(values: Option<&Path>, extra: &[&str]) -> Option<Value> {
+    let text = chart::render(chart::tools(), values, extra);
+    objects(&text).into_iter().find(|o| o["kind"] == "NetworkPolicy")
+}
+
+/// A rule's ports as "port/protocol" (TCP when unset, as the API defaults it), sorted.
+fn ports(rule: &Value) -> Vec<String> {
+    let mut ports: Vec<String> = rule["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// The egress rule whose ports are exactly `want`; panics unless there is one.
+fn egress<'a>(policy: &'a Value, want: &[&str]) -> &'a Value {
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    let mut found = rules.iter().filter(|r| ports(r) == want);
+    let rule = found.next().unwrap_or_else(|| panic!("no egress rule on exactly {want:?}: {policy}"));
+    assert!(found.next().is_none(), "two egress rules on {want:?}");
+    rule
+}
+
+#[test]
+fn the_network_policy_allows_what_the_values_say() {
+    // On by default, for the operator's pods.
+    let policy = network_policy(None, &[]).expect("no NetworkPolicy with the default values");
+    let deployment = objects(&chart::render(chart::tools(), None, &[]))
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selector = policy["spec"]["podSelector"]["matchLabels"].as_object().unwrap();
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(&pod_labels[key], value, "the policy does not select the operator's pods");
+    }
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+
+    // Ingress: the HTTP port only (/metrics), from anyone.
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(ports(&ingress[0]), ["8080/TCP"]);
+    assert!(ingress[0].get("from").is_none(), "{ingress:?}");
+
+    // Egress: DNS to kube-dns, the API server and git by port, nothing else.
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3, "DNS, API server, git: {rules:?}");
+    let dns = egress(&policy, &["53/TCP", "53/UDP"]);
+    assert_eq!(
+        dns["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "kube-system"
+    );
+    assert_eq!(dns["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
+    assert!(egress(&policy, &["443/TCP", "6443/TCP"]).get("to").is_none(), "API server: any address");
+    assert!(egress(&policy, &["22/TCP", "443/TCP"]).get("to").is_none(), "git: any address");
+
+    // The ci file narrows each rule, and tracing adds the OTLP port.
+    let hardened = chart::values_files().pop().unwrap();
+    let policy = network_policy(hardened.as_deref(), &[]).unwrap();
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ports(&ingress[0]), ["8080/TCP"]);
+    assert_eq!(
+        ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let dns = egress(&policy, &["53/TCP", "53/UDP"]);
+    assert_eq!(dns["to"][1]["ipBlock"]["cidr"], "169.254.20.10/32");
+    let api = egress(&policy, &["6443/TCP"]);
+    assert_eq!(api["to"], serde_json::json!([{"ipBlock": {"cidr": "192.168.10.0/28"}}]));
+    let git = egress(&policy, &["22/TCP", "443/TCP", "7999/TCP"]);
+    let cidrs =
+        serde_json::json!([{"ipBlock": {"cidr": "140.82.112.0/20"}}, {"ipBlock": {"cidr": "2001:db8::/32"}}]);
+    assert_eq!(git["to"], cidrs);
+    let otlp = egress(&policy, &["4317/TCP"]);
+    assert_eq!(
+        otlp["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "observability"
+    );
+    assert_eq!(
+        egress(&policy, &["3000/TCP"])["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "git-mirror"
+    );
+    assert_eq!(policy["spec"]["egress"].as_array().unwrap().len(), 5, "{policy}");
+
+    // The ports follow the operator's settings.
+    let policy = network_policy(None, &["--set", "operator.httpPort=9090"]).unwrap();
+    assert_eq!(ports(&policy["spec"]["ingress"][0]), ["9090/TCP"]);
+    for (endpoint, port) in [
+        ("http://collector.observability:4318", "4318/TCP"),
+        ("https://otlp.example.com", "443/TCP"),
+        ("http://otlp.example.com", "80/TCP"),
+        ("http://[fd00::1]:4317", "4317/TCP"),
+    ] {
+        let policy = network_policy(None, &["--set", &format!("opentelemetry.endpoint={endpoint}")]).unwrap();
+        assert!(egress(&policy, &[port]).get("to").is_none(), "{endpoint}");
+    }
+
+    // Extra rules are added; off is off.
+    let policy = network_policy(
+        None,
+        &[
+            "--set",
+            "networkPolicy.extraIngress[0].ports[0].port=9443",
+            "--set",
+            "networkPolicy.git.ports={2222}",
+        ],
+    )
+    .unwrap();
+    assert_eq!(ports(&policy["spec"]["ingress"][1]), ["9443/TCP"]);
+    egress(&policy, &["2222/TCP"]);
+    assert!(network_policy(None, &["--set", "networkPolicy.enabled=false"]).is_none());
+}
+
+/// The rules on Secrets in a rendering, as "Kind namespace/name: verbs".
+fn secret_rules(extra: &[&str]) -> Vec<String> {
+    let text =
+        chart::render(chart::tools(), None, &[extra, &["--show-only", "templates/rbac.yaml"]].concat());
+    let mut found = Vec::new();
+    for object in objects(&text) {
+        for rule in object["rules"].as_array().into_iter().flatten() {
+            let resources = rule["resources"].as_array().unwrap();
+            assert!(!resources.iter().any(|r| r == "*"), "a wildcard rule: {rule}");
+            if resources.iter().any(|r| r == "secrets") {
+                found.push(format!(
+                    "{} {}/{}: {}",
+                    object["kind"].as_str().unwrap(),
+                    object["metadata"]["namespace"].as_str().unwrap_or(""),
+                    object["metadata"]["name"].as_str().unwrap(),
+                    rule["verbs"]
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn secret_namespaces_replace_the_cluster_wide_secret_rule() {
+    assert_eq!(secret_rules(&[]), [r#"ClusterRole /gitops-reverser: ["get"]"#]);
+    assert_eq!(secret_rules(&["--set", "rbac.readSecrets=false"]), Vec::<String>::new());
+    let listed = ["--set", "rbac.secretNamespaces={team-a,team-b}"];
+    assert_eq!(
+        secret_rules(&listed),
+        [
+            r#"Role team-a/gitops-reverser-secrets: ["get"]"#,
+            r#"Role team-b/gitops-reverser-secrets: ["get"]"#
+        ]
+    );
+    // Each Role is bound to the operator's ServiceAccount, in its namespace.
+    let text =
+        chart::render(chart::tools(), None, &[&listed[..], &["--show-only", "templates/rbac.yaml"]].concat());
+    let bindings: Vec<Value> = objects(&text)
+        .into_iter()
+        .filter(|o| o["kind"] == "RoleBinding" && o["roleRef"]["name"] == "gitops-reverser-secrets")
+        .collect();
+    let namespaces: Vec<&str> =
+        bindings.iter().map(|b| b["metadata"]["namespace"].as_str().unwrap()).collect();
+    assert_eq!(namespaces, ["team-a", "team-b"]);
+    for binding in &bindings {
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "gitops-reverser", "namespace": "gitops-reverser"}])
+        );
+    }
 }

@@ -8,8 +8,10 @@
 //! log, status, Events, Leases), and asserts absence only once the operator
 //! demonstrably got past the point where it would have acted. The baseline
 //! shows each of those outcomes present. `CHART_RBAC_WIDEN=1` keeps the rule
-//! each test would remove: every test but the baseline must then fail
-//! (issue 20, acceptance 3).
+//! each test would remove: every test but the baselines (the one above and
+//! the one with `rbac.secretNamespaces` listing the target's namespace) must
+//! then fail (issue 20, acceptance 3). Two more tests render with
+//! `rbac.secretNamespaces` (issue 16): Secrets are read where it says only.
 
 mod support;
 
@@ -23,12 +25,13 @@ use serde_json::{Value, json};
 use support::chart::{self, run_ok};
 use support::operator::Operator;
 use support::scenario::{Scenario, WAIT};
-use support::{ClusterObjectGuard, fixtures, wait_for};
+use support::{ClusterObjectGuard, TestNamespace, fixtures, wait_for};
 
 /// A scenario whose operator acts as the chart's ServiceAccount.
 struct AsChart {
     scenario: Scenario,
     operator: Operator,
+    service_account: String,
     _kubeconfig: tempfile::TempDir,
     _guards: Vec<ClusterObjectGuard>,
 }
@@ -39,6 +42,16 @@ struct AsChart {
 /// token of that ServiceAccount. The configuration objects, and a ConfigMap
 /// `seed` that a working operator mirrors, are created before it starts.
 async fn start(prefix: &str, without: Option<&str>) -> AsChart {
+    start_with(prefix, without, |_| Vec::new()).await
+}
+
+/// `start`, rendering the chart with the `helm` arguments that `values`
+/// returns for the scenario's namespace.
+async fn start_with(
+    prefix: &str,
+    without: Option<&str>,
+    values: impl FnOnce(&str) -> Vec<String>,
+) -> AsChart {
     let tools = chart::tools();
     let scenario = Scenario::new(prefix).await;
     let ns = scenario.namespace().to_owned();
@@ -50,13 +63,13 @@ async fn start(prefix: &str, without: Option<&str>) -> AsChart {
     let without = without.filter(|_| std::env::var_os("CHART_RBAC_WIDEN").is_none());
 
     // The namespace names the release, so cluster-scoped names are unique per test.
-    let manifests = chart::render_release(
-        tools,
-        &ns,
-        &ns,
-        None,
-        &["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
+    let mut args = values(&ns);
+    args.extend(
+        ["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]
+            .map(String::from),
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let manifests = chart::render_release(tools, &ns, &ns, None, &args);
     let mut objects = as_json(&tools.kubectl, &manifests);
     let mut guards = Vec::new();
     let mut service_account = String::new();
@@ -103,7 +116,7 @@ async fn start(prefix: &str, without: Option<&str>) -> AsChart {
     // As the chart configures it: Leases in the release namespace, named after the release.
     let prefix = format!("{ns}-gitops-reverser");
     let operator = Operator::start_as(&ns, &path, &["--lease-namespace", &ns, "--lease-prefix", &prefix]);
-    AsChart { scenario, operator, _kubeconfig: kubeconfig, _guards: guards }
+    AsChart { scenario, operator, service_account, _kubeconfig: kubeconfig, _guards: guards }
 }
 
 /// The manifests as JSON objects, through the real kubectl.
@@ -117,6 +130,25 @@ fn as_json(kubectl: &PathBuf, manifests: &str) -> Vec<Value> {
 }
 
 impl AsChart {
+    /// Whether the API server lets the chart's ServiceAccount `verb`
+    /// `secrets` in `namespace` (None: in every namespace at once).
+    fn may(&self, verb: &str, namespace: Option<&str>) -> bool {
+        let user = format!("system:serviceaccount:{}:{}", self.scenario.namespace(), self.service_account);
+        let mut cmd = Command::new(&chart::tools().kubectl);
+        cmd.args(["auth", "can-i", verb, "secrets", "--as", &user]);
+        match namespace {
+            Some(ns) => cmd.args(["-n", ns]),
+            None => cmd.arg("--all-namespaces"),
+        };
+        let out = chart::run(&mut cmd, None);
+        // can-i prints yes or no, exiting 0 or 1; anything else is an error.
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "yes" => true,
+            "no" => false,
+            other => panic!("kubectl auth can-i: {other:?} {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
     /// How many log lines have every one of `needles`.
     fn log_lines(&self, needles: &[&str]) -> usize {
         self.operator.logs().lines().filter(|line| needles.iter().all(|n| line.contains(n))).count()
@@ -380,6 +412,51 @@ async fn without_leases_no_shard_is_owned() {
     // Status and pushes belong to the owner of a shard: there is none.
     let statuses = run.statuses().await;
     assert!(statuses.is_empty(), "status written without a shard: {statuses:?}");
+    assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
+    assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
+}
+
+/// rbac.secretNamespaces: a Role per listed namespace instead of the
+/// cluster-wide rule. Listing the target's namespace is all the operator
+/// needs, and its ServiceAccount may get Secrets there and nowhere else.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_secret_namespaces_secrets_are_read_only_there() {
+    let client = support::env().client().await;
+    let other = TestNamespace::create(&client, "rbac-unlisted").await;
+    let run = start_with("rbac-secret-ns", None, |ns| {
+        vec!["--set".into(), format!("rbac.secretNamespaces={{{ns}}}")]
+    })
+    .await;
+    let ns = run.scenario.namespace();
+    run.write_path_works().await;
+    let (status, _, message) = run.scenario.wait_condition("audit", "Ready", |c| c.0 == "True").await;
+    assert_eq!(status, "True", "{message}");
+    assert!(run.may("get", Some(ns)), "no get on Secrets in the listed namespace");
+    assert!(!run.may("get", Some(&other.name)), "get on Secrets in a namespace that is not listed");
+    assert!(!run.may("get", None), "get on Secrets in every namespace");
+    assert!(!run.may("list", Some(ns)), "list on Secrets in the listed namespace");
+    let logs = run.operator.logs();
+    assert!(!logs.contains("forbidden"), "the operator was refused something:\n{logs}");
+}
+
+/// A target in a namespace that rbac.secretNamespaces does not list cannot
+/// read its Secret (the cluster-wide rule is gone), and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_secret_namespaces_a_target_elsewhere_cannot_read_its_secret() {
+    let client = support::env().client().await;
+    let listed = TestNamespace::create(&client, "rbac-listed").await;
+    // CHART_RBAC_WIDEN=1 keeps the cluster-wide rule: the test must then fail.
+    let widen = std::env::var_os("CHART_RBAC_WIDEN").is_some();
+    let set = format!("rbac.secretNamespaces={{{}}}", listed.name);
+    let values = |_: &str| if widen { vec![] } else { vec!["--set".into(), set] };
+    let run = start_with("rbac-secret-elsewhere", None, values).await;
+    assert!(run.may("get", Some(&listed.name)), "no get on Secrets in the listed namespace");
+    assert!(!run.may("get", Some(run.scenario.namespace())), "get on Secrets in the target's namespace");
+    let (status, _, message) =
+        run.scenario.wait_condition("audit", "Ready", |c| c.0 == "True" || c.2.contains("Secret")).await;
+    assert_eq!(status, "False", "{message}");
+    assert!(message.contains("cannot read Secret") && message.contains("forbidden"), "{message}");
+    assert_eq!(run.log_lines(&["branch worker started"]), 0, "a branch worker started");
     assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
     assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
 }

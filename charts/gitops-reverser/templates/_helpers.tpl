@@ -78,6 +78,9 @@ operator parses it. Fails on anything else.
 {{- if le (mul .Values.terminationGracePeriodSeconds 1000 | int) $shutdown }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than operator.shutdownTimeout (%s)" .Values.terminationGracePeriodSeconds .Values.operator.shutdownTimeout) }}
 {{- end }}
+{{- if and .Values.rbac.secretNamespaces (not .Values.rbac.readSecrets) }}
+{{- fail "rbac.secretNamespaces lists namespaces whose Secrets may be read, but rbac.readSecrets is false: set one or the other" }}
+{{- end }}
 {{- /* The operator's own checks at start (src/shard/settings.rs). */}}
 {{- $lease := include "gitops-reverser.durationMillis" .Values.ha.leaseDuration | int }}
 {{- $renew := include "gitops-reverser.durationMillis" .Values.ha.renewDeadline | int }}
@@ -103,4 +106,13 @@ operator parses it. Fails on anything else.
 {{- $attributes = append $attributes (printf "%s=%v" $key $value) }}
 {{- end }}
 {{- join "," $attributes }}
+{{- end }}
+
+{{/* The TCP port of opentelemetry.endpoint (from the URL, else the scheme's); empty without an endpoint. */}}
+{{- define "gitops-reverser.otlpPort" -}}
+{{- with .Values.opentelemetry.endpoint }}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- default (ternary "443" "80" (eq $url.scheme "https")) $port }}
+{{- end }}
 {{- end }}
