@@ -460,3 +460,64 @@ async fn with_secret_namespaces_a_target_elsewhere_cannot_read_its_secret() {
     assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
     assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
 }
+
+/// Without `create` on SubjectAccessReviews a rule that names a
+/// ServiceAccount mirrors nothing (no answer counts as a denial), and says
+/// why; rules that name none go on working.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_access_reviews_a_rule_bound_to_a_service_account_mirrors_nothing() {
+    let run = start("rbac-sar", Some("subjectaccessreviews")).await;
+    let s = &run.scenario;
+    let ns = s.namespace().to_owned();
+    // The account may read ConfigMaps: only the missing review holds them back.
+    let rbac = "rbac.authorization.k8s.io/v1";
+    fixtures::apply(
+        &s.client,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "mirror", "namespace": ns}}),
+    )
+    .await;
+    fixtures::apply(
+        &s.client,
+        &ns,
+        json!({"apiVersion": rbac, "kind": "Role",
+        "metadata": {"name": "mirror", "namespace": ns},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}]}),
+    )
+    .await;
+    fixtures::apply(
+        &s.client,
+        &ns,
+        json!({"apiVersion": rbac, "kind": "RoleBinding",
+        "metadata": {"name": "mirror", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mirror"},
+        "subjects": [{"kind": "ServiceAccount", "name": "mirror", "namespace": ns}]}),
+    )
+    .await;
+    s.target("tenant", "git", "tenant", "tenant").await;
+    fixtures::apply(
+        &s.client,
+        &ns,
+        json!({"apiVersion": "configbutler.ai/v1alpha1", "kind": "WatchRule",
+        "metadata": {"name": "tenant", "namespace": ns},
+        "spec": {"sinkRef": {"name": "tenant"}, "serviceAccountName": "mirror",
+                 "rules": [{"resources": ["configmaps"]}]}}),
+    )
+    .await;
+    run.write_path_works().await;
+    let api: Api<WatchRule> = Api::namespaced(s.client.clone(), &ns);
+    let (status, reason, message) = wait_for("the tenant rule's Ready", WAIT, || async {
+        let rule = api.get("tenant").await.ok()?;
+        let c = rule.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        Some((c.status, c.reason, c.message)).filter(|c| c.0 == "True" || c.2.contains("review failed"))
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "AccessDenied"), "{message}");
+    assert!(message.contains("forbidden"), "{message}");
+    // The tenant target synced its (empty) branch after the denial was known.
+    s.wait_condition("tenant", "Synced", |c| c.0 == "True").await;
+    let mirrored: Vec<String> =
+        run.files("tenant").into_iter().filter(|f| f.contains("/configmaps/")).collect();
+    assert_eq!(mirrored, Vec::<String>::new(), "mirrored without an access review");
+}
