@@ -470,31 +470,7 @@ async fn without_access_reviews_a_rule_bound_to_a_service_account_mirrors_nothin
     let s = &run.scenario;
     let ns = s.namespace().to_owned();
     // The account may read ConfigMaps: only the missing review holds them back.
-    let rbac = "rbac.authorization.k8s.io/v1";
-    fixtures::apply(
-        &s.client,
-        &ns,
-        json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "mirror", "namespace": ns}}),
-    )
-    .await;
-    fixtures::apply(
-        &s.client,
-        &ns,
-        json!({"apiVersion": rbac, "kind": "Role",
-        "metadata": {"name": "mirror", "namespace": ns},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}]}),
-    )
-    .await;
-    fixtures::apply(
-        &s.client,
-        &ns,
-        json!({"apiVersion": rbac, "kind": "RoleBinding",
-        "metadata": {"name": "mirror", "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mirror"},
-        "subjects": [{"kind": "ServiceAccount", "name": "mirror", "namespace": ns}]}),
-    )
-    .await;
+    fixtures::grant_list_watch(&s.client, &ns, "mirror", "mirror", "", &["configmaps"]).await;
     s.target("tenant", "git", "tenant", "tenant").await;
     fixtures::apply(
         &s.client,

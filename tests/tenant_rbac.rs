@@ -16,29 +16,10 @@ use support::fixtures;
 use support::scenario::{Scenario, WAIT};
 use support::wait_for;
 
-const RBAC: &str = "rbac.authorization.k8s.io/v1";
-
-/// A Role granting list and watch on `resources` of `group`, bound to the
-/// ServiceAccount `mirror`.
+/// A Role `name` granting list and watch on `resources` of `group`, bound
+/// to the ServiceAccount `mirror`.
 async fn grant(s: &Scenario, name: &str, group: &str, resources: &[&str]) {
-    let ns = s.namespace();
-    let rules = json!([{"apiGroups": [group], "resources": resources, "verbs": ["list", "watch"]}]);
-    fixtures::apply(
-        &s.client,
-        ns,
-        json!({"apiVersion": RBAC, "kind": "Role",
-        "metadata": {"name": name, "namespace": ns}, "rules": rules}),
-    )
-    .await;
-    fixtures::apply(
-        &s.client,
-        ns,
-        json!({"apiVersion": RBAC, "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": "mirror", "namespace": ns}]}),
-    )
-    .await;
+    fixtures::grant_list_watch(&s.client, s.namespace(), "mirror", name, group, resources).await;
 }
 
 /// The Ready condition of WatchRule `name`: (status, reason, message).

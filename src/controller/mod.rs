@@ -708,23 +708,29 @@ impl Controller {
         }
     }
 
+    /// A warning Event on GitTarget `key`, if it still exists.
+    async fn warn_target(&self, key: &TargetKey, reason: &str, note: String) {
+        let found = self.stores.targets.find(|t| {
+            TargetKey::new(
+                t.metadata.namespace.clone().unwrap_or_default(),
+                t.metadata.name.clone().unwrap_or_default(),
+            ) == *key
+        });
+        if let Some(target) = found {
+            self.writer.warn(target.as_ref(), reason, note).await;
+        }
+    }
+
     async fn note(&mut self, notice: Notice) {
         match notice {
             Notice::SecretWithheld { target, namespace, name } => {
                 let Some(state) = self.targets.get_mut(&target) else { return };
                 let object = format!("{}/{name}", namespace.unwrap_or_default());
-                if state.withheld.insert(object.clone())
-                    && let Some(gt) = self.stores.targets.find(|t| {
-                        TargetKey::new(
-                            t.metadata.namespace.clone().unwrap_or_default(),
-                            t.metadata.name.clone().unwrap_or_default(),
-                        ) == target
-                    })
-                {
+                if state.withheld.insert(object.clone()) {
                     let note = format!(
                         "Secret {object} was not written: Secrets are never written in plain text and no encryption is configured"
                     );
-                    self.writer.warn(gt.as_ref(), "SecretWithheld", note).await;
+                    self.warn_target(&target, "SecretWithheld", note).await;
                 }
             }
             Notice::Resync { target } => {
@@ -738,18 +744,11 @@ impl Controller {
                     let Some(state) = self.targets.get_mut(&target) else { continue };
                     let first =
                         state.unsanitizable.insert(object.clone(), error.clone()).as_ref() != Some(&error);
-                    if first
-                        && let Some(gt) = self.stores.targets.find(|t| {
-                            TargetKey::new(
-                                t.metadata.namespace.clone().unwrap_or_default(),
-                                t.metadata.name.clone().unwrap_or_default(),
-                            ) == target
-                        })
-                    {
+                    if first {
                         let note = format!(
                             "{object} cannot be written ({error}); its file keeps the last version written"
                         );
-                        self.writer.warn(gt.as_ref(), "SanitizeFailed", note).await;
+                        self.warn_target(&target, "SanitizeFailed", note).await;
                     }
                 }
             }

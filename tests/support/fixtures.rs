@@ -168,3 +168,40 @@ pub async fn condition(
     let c = target.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
     Some((c.status, c.reason, c.message))
 }
+
+/// ServiceAccount `account`, and a Role and RoleBinding `role` that let it
+/// list and watch `resources` of `group` in `namespace`.
+pub async fn grant_list_watch(
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    role: &str,
+    group: &str,
+    resources: &[&str],
+) {
+    let rbac = "rbac.authorization.k8s.io/v1";
+    apply(
+        client,
+        namespace,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": account, "namespace": namespace}}),
+    )
+    .await;
+    apply(
+        client,
+        namespace,
+        json!({"apiVersion": rbac, "kind": "Role",
+        "metadata": {"name": role, "namespace": namespace},
+        "rules": [{"apiGroups": [group], "resources": resources, "verbs": ["list", "watch"]}]}),
+    )
+    .await;
+    apply(
+        client,
+        namespace,
+        json!({"apiVersion": rbac, "kind": "RoleBinding",
+        "metadata": {"name": role, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]}),
+    )
+    .await;
+}
