@@ -62,13 +62,15 @@ pub enum Reason {
     SyncInProgress,
     SyncFailed,
     EventsQueued,
+    /// More changes waited than the watch keeps: dropped, then resynced.
+    Backlogged,
     /// Not in the spec's list: the server refuses every push (a hook, a
     /// protected branch), so the branch is quarantined until it accepts.
     PushRejected,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
@@ -88,6 +90,7 @@ impl Reason {
         Self::SyncInProgress,
         Self::SyncFailed,
         Self::EventsQueued,
+        Self::Backlogged,
         Self::PushRejected,
     ];
 
@@ -112,6 +115,7 @@ impl Reason {
             Self::SyncInProgress => "SyncInProgress",
             Self::SyncFailed => "SyncFailed",
             Self::EventsQueued => "EventsQueued",
+            Self::Backlogged => "Backlogged",
             Self::PushRejected => "PushRejected",
         }
     }
@@ -135,6 +139,7 @@ impl Reason {
             | Self::SyncInProgress
             | Self::SyncFailed
             | Self::EventsQueued
+            | Self::Backlogged
             | Self::PushRejected => ConditionType::Synced,
         }
     }

@@ -413,6 +413,10 @@ impl Controller {
         for members in branches.values_mut() {
             members.sort_by(|a, b| a.0.cmp(&b.0));
         }
+        let mut overridden = overridden_push_settings(&branches);
+        for (key, state) in self.targets.iter_mut() {
+            state.settings_overridden = overridden.remove(key);
+        }
         self.draining.retain(|_, handle| !handle.is_finished());
         let now = Instant::now();
         let late = self.workers.values_mut().filter(|w| w.handover_deadline.is_some_and(|d| d <= now));
@@ -733,10 +737,16 @@ impl Controller {
                     self.warn_target(&target, "SecretWithheld", note).await;
                 }
             }
+            Notice::Backlogged { target } => {
+                if let Some(state) = self.targets.get_mut(&target) {
+                    state.backlogged = true;
+                }
+            }
             Notice::Resync { target } => {
                 // The next pass sees it unsynced and resyncs it.
                 if let Some(state) = self.targets.get_mut(&target) {
                     state.synced_as = None;
+                    state.backlogged = false;
                 }
             }
             Notice::Unsanitizable { targets, object, error } => {
@@ -759,6 +769,33 @@ impl Controller {
             }
         }
     }
+}
+
+/// The targets on a shared branch whose provider's push settings differ
+/// from the first member's, which apply, each with a note that says so;
+/// the first member is named only to targets of its own namespace.
+fn overridden_push_settings(
+    branches: &BTreeMap<BranchKey, Vec<(TargetKey, Resolved)>>,
+) -> HashMap<TargetKey, String> {
+    let mut overridden = HashMap::new();
+    for members in branches.values() {
+        let Some(((first_key, first), rest)) = members.split_first() else { continue };
+        for (key, _) in rest.iter().filter(|(_, r)| r.provider.push != first.provider.push) {
+            let whose = if key.namespace == first_key.namespace {
+                format!("GitTarget {}", first_key.name)
+            } else {
+                "a GitTarget of another namespace".to_owned()
+            };
+            overridden.insert(
+                key.clone(),
+                format!(
+                    "its provider's push settings do not apply: the branch is shared, and {whose} (the first by \
+                     namespace and name) sets them"
+                ),
+            );
+        }
+    }
+    overridden
 }
 
 /// Runs discovery every [`DISCOVERY_INTERVAL`] (every few seconds while it
@@ -818,4 +855,51 @@ fn forward_changes(handle: &WorkerHandle, changed: Arc<Notify>) {
             changed.notify_one();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::controller::resolve::ProviderConfig;
+    use crate::worker::credentials::Credentials;
+    use crate::worker::policy::PushPolicy;
+
+    fn member(namespace: &str, name: &str, interval_s: u64) -> (TargetKey, Resolved) {
+        let url = "https://git.example.com/shared.git";
+        let provider = ProviderConfig {
+            describe: format!("GitProvider {name}"),
+            url: url.into(),
+            secret: None,
+            allowed_branches: Vec::new(),
+            push: PushPolicy { interval: Duration::from_secs(interval_s), ..PushPolicy::default() },
+            insecure: false,
+        };
+        let resolved = Resolved {
+            provider,
+            credentials: Credentials::anonymous(url).unwrap(),
+            branch_key: BranchKey::new(url, "main"),
+            branch: "main".into(),
+            folder: name.into(),
+        };
+        (TargetKey::new(namespace, name), resolved)
+    }
+
+    #[test]
+    fn targets_whose_push_settings_lose_on_a_shared_branch_are_told_without_naming_other_tenants() {
+        let key = BranchKey::new("https://git.example.com/shared.git", "main");
+        let members = vec![
+            member("team-a", "first", 5),
+            member("team-a", "same", 5),
+            member("team-a", "slow", 60),
+            member("team-b", "other", 1),
+        ];
+        let overridden = overridden_push_settings(&BTreeMap::from([(key, members)]));
+        assert_eq!(overridden.len(), 2, "{overridden:?}");
+        let slow = &overridden[&TargetKey::new("team-a", "slow")];
+        assert!(slow.contains("GitTarget first (the first by namespace and name) sets them"), "{slow}");
+        let other = &overridden[&TargetKey::new("team-b", "other")];
+        assert!(other.contains("a GitTarget of another namespace") && !other.contains("team-a"), "{other}");
+    }
 }

@@ -59,6 +59,8 @@ impl Controller {
                 worker: worker.as_ref(),
                 withheld_secrets: state.withheld.len(),
                 unsanitizable: &state.unsanitizable,
+                backlogged: state.backlogged,
+                settings_overridden: state.settings_overridden.as_deref(),
                 url: &url,
                 branch: &branch,
                 owner: Some((&self.settings.instance, shard)),

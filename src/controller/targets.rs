@@ -62,6 +62,11 @@ pub struct TargetState {
     pub withheld: HashSet<String>,
     /// Selected objects that do not sanitize, as "Kind namespace/name", with why.
     pub unsanitizable: BTreeMap<String, String>,
+    /// Its changes overflowed the watch's limit and are dropped until its
+    /// worker caught up and it is resynced.
+    pub backlogged: bool,
+    /// Why its provider's push settings are not the ones its branch uses.
+    pub settings_overridden: Option<String>,
     /// Another target claimed this one's folder first (see
     /// `reject_shared_folders`); it is not written meanwhile.
     pub folder_conflict: Option<Problem>,
@@ -166,6 +171,8 @@ impl Controller {
                             synced_as: None,
                             withheld: HashSet::new(),
                             unsanitizable: BTreeMap::new(),
+                            backlogged: false,
+                            settings_overridden: None,
                             folder_conflict: None,
                             holds_folder: false,
                         },

@@ -41,6 +41,10 @@ pub struct Observation<'a> {
     pub withheld_secrets: usize,
     /// Selected objects that do not sanitize ("Kind namespace/name"), with why.
     pub unsanitizable: &'a BTreeMap<String, String>,
+    /// Its changes overflowed and are dropped until it is resynced.
+    pub backlogged: bool,
+    /// Why its provider's push settings do not apply to its shared branch.
+    pub settings_overridden: Option<&'a str>,
     pub url: &'a str,
     pub branch: &'a str,
     /// (replica, shard) running the worker.
@@ -116,6 +120,15 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
         .filter(|w| w.active && obs.problem.is_none())
     {
         None => (Status::Unknown, Reason::SyncInProgress, "not synchronising yet".to_owned()),
+        Some(_) if obs.backlogged => (
+            Status::False,
+            Reason::Backlogged,
+            format!(
+                "more than {} changes waited for this branch's worker: they are dropped, and the target is resynced \
+                 from the cluster once the worker has caught up",
+                crate::watch::PARK_LIMIT
+            ),
+        ),
         Some(w) if w.local_error.is_some() => (
             Status::False,
             Reason::SyncFailed,
@@ -166,6 +179,9 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
         Some(problem) => (Status::False, problem.reason, problem.message.clone()),
         None if available == Status::True && active != Status::False => {
             let mut message = "GitTarget is operational".to_owned();
+            if let Some(why) = obs.settings_overridden {
+                message.push_str(&format!("; {why}"));
+            }
             if obs.withheld_secrets > 0 {
                 message.push_str(&format!(
                     "; {} Secrets were not written because no encryption is configured",

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 pub use list::InitialList;
 pub use manager::WatchManager;
+pub use overflow::PARK_LIMIT;
 
 use crate::route::TargetKey;
 use crate::worker::queue::WorkItem;
@@ -32,6 +33,9 @@ pub struct Snapshot {
 pub enum Notice {
     /// A Secret was selected but not written: no encryption is configured.
     SecretWithheld { target: TargetKey, namespace: Option<String>, name: String },
+    /// The target's changes overflowed and are dropped until its worker
+    /// has caught up; then `Resync` follows.
+    Backlogged { target: TargetKey },
     /// The target's changes overflowed and were dropped; its worker has
     /// caught up, so resync it from the cluster.
     Resync { target: TargetKey },

@@ -33,12 +33,15 @@ pub(super) enum Offered {
     Parked,
     /// The worker is gone (its restart resyncs).
     Closed,
-    /// Dropped: the target overflowed and will be resynced.
+    /// Dropped, and the target overflowed just now: it is resynced once its
+    /// worker caught up.
+    Overflowed,
+    /// Dropped: the target overflowed before and will be resynced.
     Resyncing,
 }
 
 /// Files one target may have parked before it is resynced instead.
-pub(super) const PARK_LIMIT: usize = 10_000;
+pub const PARK_LIMIT: usize = 10_000;
 
 #[derive(Debug)]
 pub(super) struct Overflow {
@@ -67,7 +70,7 @@ impl Overflow {
                     "too many changes wait for this target's branch worker; they are dropped, and the target is resynced from the cluster once the worker caught up");
                 self.parked.remove(target);
                 self.lost.insert(target.clone());
-                return Offered::Resyncing;
+                return Offered::Overflowed;
             }
             return Offered::Parked;
         }
@@ -213,7 +216,7 @@ mod tests {
         }
         assert_eq!(
             overflow.offer(&a, &queue, write("f5", "v")),
-            Offered::Resyncing,
+            Offered::Overflowed,
             "a fourth file overflows"
         );
         assert_eq!(overflow.len(), 0, "nothing is held for it any more");

@@ -252,16 +252,19 @@ impl WatchTask {
 
     /// Sends in order per target; a target whose queue is full gets its
     /// changes parked (coalesced) instead of making the whole watch wait,
-    /// so one slow tenant never stalls the others. It never drops a change.
+    /// so one slow tenant never stalls the others. Past the overflow limit
+    /// its changes are dropped and it is resynced (it says `Backlogged`).
     fn send_all(&self, snapshot: &Snapshot, items: Vec<(TargetKey, WorkItem)>, overflow: &mut Overflow) {
         for (target, item) in items {
             // Sweeps and retains are bookkeeping, not changes.
             let change = matches!(item, WorkItem::Write { .. } | WorkItem::Delete { .. });
-            let sent = match snapshot.queues.get(&target) {
-                Some(queue) => {
-                    !matches!(overflow.offer(&target, queue, item), Offered::Closed | Offered::Resyncing)
+            let sent = match snapshot.queues.get(&target).map(|queue| overflow.offer(&target, queue, item)) {
+                Some(Offered::Sent | Offered::Parked) => true,
+                Some(Offered::Overflowed) => {
+                    let _ = self.notices.send(Notice::Backlogged { target: target.clone() });
+                    false
                 }
-                None => false,
+                Some(Offered::Closed | Offered::Resyncing) | None => false,
             };
             match (change, sent) {
                 (false, _) => {}

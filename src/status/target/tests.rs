@@ -28,6 +28,8 @@ fn observe<'a>(
         worker,
         withheld_secrets: 0,
         unsanitizable: &NONE,
+        backlogged: false,
+        settings_overridden: None,
         url: "ssh://git/x",
         branch: "main",
         owner: Some(("replica-0", 5)),
@@ -147,6 +149,31 @@ fn objects_that_do_not_sanitize_make_synced_false_and_are_named() {
     assert!(synced.message.ends_with("; and 2 more"), "{}", synced.message);
     // Ready stays true: the target works, some objects are skipped.
     assert_eq!(condition(&status, ConditionType::Ready), ("True".into(), "Ready".into()));
+}
+
+#[test]
+fn a_backlogged_target_is_not_synced_until_its_resync() {
+    let mut w = worker(true);
+    w.queued = 3;
+    let access = Access::Verified { at: at(50) };
+    let mut obs = observe(None, &access, Some(&w));
+    obs.backlogged = true;
+    let status = desired(None, &obs, at(60));
+    assert_eq!(condition(&status, ConditionType::Synced), ("False".into(), "Backlogged".into()));
+    let synced = find(&status.conditions, ConditionType::Synced).unwrap();
+    assert!(synced.message.contains("resynced from the cluster"), "{}", synced.message);
+}
+
+#[test]
+fn overridden_push_settings_are_mentioned_in_ready() {
+    let w = worker(true);
+    let access = Access::Verified { at: at(50) };
+    let mut obs = observe(None, &access, Some(&w));
+    obs.settings_overridden = Some("its provider's push settings do not apply");
+    let status = desired(None, &obs, at(60));
+    let ready = find(&status.conditions, ConditionType::Ready).unwrap();
+    assert_eq!(ready.status, "True");
+    assert!(ready.message.ends_with("; its provider's push settings do not apply"), "{}", ready.message);
 }
 
 #[test]
