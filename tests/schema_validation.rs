@@ -100,6 +100,10 @@ async fn valid_samples_are_accepted_and_read_back_with_defaults() {
     assert_eq!(first.operations, vec![Operation::All], "operations default to *");
     assert_eq!(first.api_groups, vec!["*"]);
     assert_eq!(first.api_versions, vec!["*"]);
+    assert!(first.ignore_fields.is_empty() && first.ignore_managers.is_empty(), "ignores default to none");
+    // Pointer escapes (~1 for '/', ~0 for '~') pass the CRD's pattern.
+    assert_eq!(rule.spec.rules[1].ignore_fields.len(), 3);
+    assert_eq!(rule.spec.rules[1].ignore_managers, vec!["kube-controller-manager"]);
 
     let cluster = Api::<ClusterWatchRule>::all(client.clone()).get(&cluster_rule_name).await.unwrap();
     assert_eq!(cluster.spec.sink_ref.namespace, "platform");

@@ -35,7 +35,36 @@ pub struct Rule {
     /// Only objects whose labels match are recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
+
+    /// Fields left out of the files of the objects this entry selects, as
+    /// JSON pointers (RFC 6901) such as `/spec/replicas`, or
+    /// `/metadata/annotations/example.com~1checksum` for an annotation
+    /// (`~1` stands for `/`, `~0` for `~`). A change to them alone makes no
+    /// commit, and git never shows them. Defaults to none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 2, max = 512), regex(pattern = POINTER_PATTERN)))]
+    #[x_kube(
+        validation = kube::core::Rule::new(
+            "self.all(p, !(p in ['/apiVersion', '/kind', '/metadata', '/metadata/name', '/metadata/namespace']))"
+        )
+        .message("ignoreFields must not name /apiVersion, /kind, /metadata, /metadata/name or /metadata/namespace: every file needs them")
+    )]
+    pub ignore_fields: Vec<String>,
+
+    /// Field managers (as `metadata.managedFields` names them, such as
+    /// `horizontal-pod-autoscaler` or `kube-controller-manager`) whose
+    /// changes alone make no commit: a change whose every field only these
+    /// managers own is not written. The fields stay in the file, which
+    /// shows their latest value whenever another change is written.
+    /// Defaults to none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 128)))]
+    pub ignore_managers: Vec<String>,
 }
+
+/// A JSON pointer with at least one non-empty segment, and `~` only in the
+/// escapes `~0` and `~1`.
+pub const POINTER_PATTERN: &str = r"^(/([^~/]|~[01])+)+$";
 
 /// An operation on an object.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,6 +105,7 @@ mod tests {
         assert_eq!(rule.api_groups, vec!["*"]);
         assert_eq!(rule.api_versions, vec!["*"]);
         assert!(rule.label_selector.is_none());
+        assert!(rule.ignore_fields.is_empty() && rule.ignore_managers.is_empty());
     }
 
     #[test]

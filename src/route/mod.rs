@@ -12,4 +12,7 @@ mod table;
 
 pub use catalog::{ResourceCatalog, ServedResource, WILDCARD_EXCLUDED};
 pub use keys::{BranchKey, TargetKey};
-pub use table::{CompiledRule, OpMask, RouteTable, RuleError, RuleSource, Scope, WatchPlan, WatchSpec};
+pub use table::{
+    CompiledRule, OpMask, RouteTable, RuleError, RuleProblem, RuleSource, Scope, Selected, WatchPlan,
+    WatchSpec,
+};

@@ -2,11 +2,13 @@
 //! they need, and the targets each event goes to.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::catalog::{ResourceCatalog, ServedResource, WILDCARD_EXCLUDED};
 use super::keys::TargetKey;
 use super::selector::{Selector, SelectorError};
 use crate::api::{ClusterWatchRuleSpec, Operation, Rule, WatchRuleSpec};
+use crate::quiet::{Ignore, PointerError};
 
 /// Where a compiled rule came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +31,8 @@ pub struct CompiledRule {
     selector: Option<Selector>,
     /// (group, plural) its ServiceAccount may not read: never selected.
     denied: BTreeSet<(String, String)>,
+    /// Its ignore rules; None (the common case) costs nothing per event.
+    ignore: Option<Arc<Ignore>>,
 }
 
 /// Why a rule could not be compiled.
@@ -37,7 +41,16 @@ pub struct CompiledRule {
 pub struct RuleError {
     pub index: usize,
     #[source]
-    pub source: SelectorError,
+    pub source: RuleProblem,
+}
+
+/// What is wrong with one entry of a rule.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleProblem {
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    #[error("ignoreFields: {0}")]
+    IgnoreField(#[from] PointerError),
 }
 
 /// Where a watch looks.
@@ -84,6 +97,15 @@ impl OpMask {
     pub fn covers(self, op: Operation) -> bool {
         self.0 & Self::bit(op) == Self::bit(op)
     }
+}
+
+/// What a target makes of an object it selects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selected {
+    /// The operations it records.
+    pub mask: OpMask,
+    /// The ignore rules of every selecting entry, merged; None if none has any.
+    pub ignore: Option<Arc<Ignore>>,
 }
 
 /// All compiled rules.
@@ -141,7 +163,10 @@ impl RouteTable {
                     .as_ref()
                     .map(Selector::compile)
                     .transpose()
-                    .map_err(|source| RuleError { index, source })?;
+                    .map_err(|source| RuleError { index, source: source.into() })?;
+                let ignore = Ignore::compile(&rule.ignore_fields, &rule.ignore_managers)
+                    .map_err(|source| RuleError { index, source: source.into() })?
+                    .map(Arc::new);
                 Ok(CompiledRule {
                     source: source.clone(),
                     target: target.clone(),
@@ -152,6 +177,7 @@ impl RouteTable {
                     resources: rule.resources.clone(),
                     selector,
                     denied: BTreeSet::new(),
+                    ignore,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -192,20 +218,27 @@ impl RouteTable {
     }
 
     /// The targets whose rules select this object, each with the operations
-    /// it records. Selection alone decides where a file belongs; the mask
-    /// decides which changes are written.
+    /// it records and its ignore rules. Selection alone decides where a file
+    /// belongs; the mask decides which changes are written.
     pub fn selecting(
         &self,
         resource: &ServedResource,
         namespace: Option<&str>,
         labels: &BTreeMap<String, String>,
-    ) -> BTreeMap<TargetKey, OpMask> {
-        let mut selected: BTreeMap<TargetKey, OpMask> = BTreeMap::new();
+    ) -> BTreeMap<TargetKey, Selected> {
+        let mut selected: BTreeMap<TargetKey, Selected> = BTreeMap::new();
         for rule in self.rules.iter().filter(|rule| rule.selects(resource) && rule.reaches(namespace)) {
             if rule.selector.as_ref().is_none_or(|s| s.matches(labels)) {
-                let mask = selected.entry(rule.target.clone()).or_default();
+                let entry = selected.entry(rule.target.clone()).or_default();
                 for op in &rule.operations {
-                    mask.add(*op);
+                    entry.mask.add(*op);
+                }
+                if let Some(ignore) = &rule.ignore {
+                    entry.ignore = Some(match entry.ignore.take() {
+                        None => ignore.clone(),
+                        Some(merged) if merged == *ignore => merged,
+                        Some(merged) => Arc::new(merged.union(ignore)),
+                    });
                 }
             }
         }

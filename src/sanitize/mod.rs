@@ -93,6 +93,37 @@ pub fn api_version(resource: &ResourceRef) -> String {
 
 /// Deny-list sanitizing plus deterministic YAML; see the module docs.
 pub fn sanitize(object: &Value, resource: &ResourceRef) -> Result<Sanitized, SanitizeError> {
+    let clean = clean(object, resource)?;
+    let (yaml, hash) = clean.render(&clean.value)?;
+    Ok(Sanitized { path: clean.path, yaml, hash })
+}
+
+/// An object after the deny-list, before YAML: where ignore rules apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clean {
+    /// Path relative to the target's base folder, from [`object_path`].
+    pub path: String,
+    /// The object without what the deny-list drops.
+    pub value: Value,
+    name: String,
+}
+
+impl Clean {
+    /// The file's bytes for `value` (this object, or a copy with ignored
+    /// fields removed) and their xxh3 hash.
+    pub fn render(&self, value: &Value) -> Result<(Vec<u8>, u64), SanitizeError> {
+        let yaml = try_to_yaml(value).map_err(|source| SanitizeError::Yaml {
+            kind: value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            name: self.name.clone(),
+            source,
+        })?;
+        let hash = xxhash_rust::xxh3::xxh3_64(&yaml);
+        Ok((yaml, hash))
+    }
+}
+
+/// The first stage of [`sanitize`]: checks, then the deny-list.
+pub fn clean(object: &Value, resource: &ResourceRef) -> Result<Clean, SanitizeError> {
     let map = object.as_object().ok_or(SanitizeError::NotAnObject { found: json_type(object) })?;
     let key = object_key(map, resource)?;
     let looks_like_secret = map.get("apiVersion").and_then(Value::as_str) == Some("v1")
@@ -106,13 +137,8 @@ pub fn sanitize(object: &Value, resource: &ResourceRef) -> Result<Sanitized, San
     let mut copy = copy_without_bulk(map);
     // Before the deny-list: its kind-specific rules read apiVersion/kind.
     fill_type(&mut copy, resource, &key.name)?;
-    let clean = sanitize_value(Value::Object(copy));
-    let yaml = try_to_yaml(&clean).map_err(|source| SanitizeError::Yaml {
-        kind: resource.kind.clone(),
-        name: key.name.clone(),
-        source,
-    })?;
-    Ok(Sanitized { path: object_path(resource, &key), hash: xxhash_rust::xxh3::xxh3_64(&yaml), yaml })
+    let value = sanitize_value(Value::Object(copy));
+    Ok(Clean { path: object_path(resource, &key), value, name: key.name })
 }
 
 /// Reads and checks name and namespace against the resource's scope.

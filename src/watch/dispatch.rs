@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::index::{ObjectIndex, TargetId};
+use super::index::{ObjectIndex, Quiet, TargetId};
 use crate::api::Operation;
-use crate::route::{RouteTable, Scope, ServedResource, TargetKey, WatchSpec};
-use crate::sanitize::{self, ObjectKey, ResourceRef, SanitizeError};
+use crate::quiet::Ignore;
+use crate::route::{RouteTable, Scope, Selected, ServedResource, TargetKey, WatchSpec};
+use crate::sanitize::{self, Clean, ObjectKey, ResourceRef, SanitizeError};
 use crate::telemetry::trace::{EventTrace, TARGET};
 use crate::worker::queue::{ChangeMeta, SweepScope, WorkItem};
 
@@ -141,7 +142,7 @@ pub fn on_apply(
             .collect();
         return Ok(Dispatched { withheld_secrets, ..Dispatched::default() });
     }
-    let selected: Vec<(TargetKey, _)> = tracing::info_span!(target: TARGET, "route").in_scope(|| {
+    let selected: Vec<(TargetKey, Selected)> = tracing::info_span!(target: TARGET, "route").in_scope(|| {
         routing
             .table
             .selecting(resource, meta.namespace, &meta.labels)
@@ -149,46 +150,121 @@ pub fn on_apply(
             .filter(|(target, _)| routing.targets.contains_key(target))
             .collect()
     });
-    let sanitized = tracing::info_span!(target: TARGET, "sanitize")
-        .in_scope(|| sanitize::sanitize(object, &rref))
+    let (clean, yaml, hash) = tracing::info_span!(target: TARGET, "sanitize")
+        .in_scope(|| {
+            let clean = sanitize::clean(object, &rref)?;
+            let (yaml, hash) = clean.render(&clean.value)?;
+            Ok((clean, yaml, hash))
+        })
         .map_err(|error| Unsanitizable {
             targets: selected.iter().map(|(target, _)| target.clone()).collect(),
             error,
         })?;
     let key = ObjectIndex::key(meta.namespace, meta.name);
     let previous = index.get(&key).cloned();
+    // Ignore rules cost nothing unless a selecting target has some, or had.
+    let quiet_before = index.take_quiet(&key);
+    let mut quiet = Quiet::default();
+    let mut variants = Variants::default();
 
     let mut out = Dispatched::default();
-    let content: Arc<[u8]> = sanitized.yaml.into();
-    let same_bytes = previous.as_ref().is_some_and(|p| p.hash == sanitized.hash);
+    let content: Arc<[u8]> = yaml.into();
+    let same_bytes = previous.as_ref().is_some_and(|p| p.hash == hash);
     let mut ids_now = Vec::with_capacity(selected.len());
-    for (target, mask) in &selected {
+    for (target, selection) in &selected {
         let info = &routing.targets[target];
         ids_now.push(info.id);
+        let ignore = selection.ignore.as_deref();
+        let written_before = quiet_before.as_ref().and_then(|q| q.hash_of(info.id));
         let was_selected = previous.as_ref().is_some_and(|p| p.targets.contains(&info.id));
         if was_selected && same_bytes {
+            keep_hash(&mut quiet, ignore, info.id, written_before);
             continue;
         }
         let operation = if was_selected { Operation::Update } else { Operation::Create };
-        if !mask.covers(operation) {
+        if !selection.mask.covers(operation) {
+            keep_hash(&mut quiet, ignore, info.id, written_before);
             continue;
         }
-        let path = sanitize::join_base(&info.base_folder, &sanitized.path);
+        let (content, hash) = match ignore.filter(|i| !i.fields().is_empty()) {
+            None => (content.clone(), hash),
+            Some(ignore) => {
+                let (content, hash) = variants
+                    .get(ignore, &clean)
+                    .map_err(|error| Unsanitizable { targets: vec![target.clone()], error })?;
+                quiet.set_hash(info.id, hash);
+                (content, hash)
+            }
+        };
+        if was_selected && let Some(ignore) = ignore {
+            // Only ignored fields changed: the file would be the same.
+            if written_before == Some(hash) {
+                continue;
+            }
+            let before = quiet_before.as_ref().and_then(|q| q.clean.as_deref());
+            if !ignore.managers().is_empty()
+                && before.is_some_and(|before| ignore.only_ignored_changes(before, &clean.value, object))
+            {
+                // Not written: the file keeps what it last wrote.
+                keep_hash(&mut quiet, Some(ignore), info.id, written_before);
+                continue;
+            }
+        }
+        let path = sanitize::join_base(&info.base_folder, &clean.path);
         let meta = change_meta(target, operation, resource, &meta, at, listing);
-        out.items.push((target.clone(), WorkItem::Write { path, content: content.clone(), meta }));
+        out.items.push((target.clone(), WorkItem::Write { path, content, meta }));
     }
     // Targets that selected the object before but no longer do (labels changed).
     for id in previous.iter().flat_map(|p| p.targets.iter()).filter(|id| !ids_now.contains(id)) {
         let Some(target) = routing.key_of(*id) else { continue };
         if routing.table.records(target, &resource.group, &resource.plural, Operation::Delete) {
-            let path = sanitize::join_base(&routing.targets[target].base_folder, &sanitized.path);
+            let path = sanitize::join_base(&routing.targets[target].base_folder, &clean.path);
             let meta = change_meta(target, Operation::Delete, resource, &meta, at, listing);
             out.items.push((target.clone(), WorkItem::Delete { path, meta }));
         }
     }
     out.unchanged = out.items.is_empty() && out.withheld_secrets.is_empty();
-    index.insert(&key, sanitized.hash, ids_now);
+    index.insert(&key, hash, ids_now);
+    if selected.iter().any(|(_, s)| s.ignore.as_ref().is_some_and(|i| !i.managers().is_empty())) {
+        quiet.clean = Some(match quiet_before.and_then(|q| q.clean).filter(|_| same_bytes) {
+            Some(unchanged) => unchanged,
+            None => Arc::new(clean.value),
+        });
+    }
+    index.put_quiet(&key, quiet);
     Ok(out)
+}
+
+/// Carries a target's last-written hash over to the object's next
+/// [`Quiet`] entry, when it has field ignores.
+fn keep_hash(quiet: &mut Quiet, ignore: Option<&Ignore>, id: TargetId, written: Option<u64>) {
+    if let (Some(ignore), Some(hash)) = (ignore, written)
+        && !ignore.fields().is_empty()
+    {
+        quiet.set_hash(id, hash);
+    }
+}
+
+/// The file of one object for each distinct set of ignore rules among its
+/// targets, rendered once each and only when some target needs it.
+#[derive(Default)]
+struct Variants {
+    rendered: Vec<(Ignore, Arc<[u8]>, u64)>,
+}
+
+impl Variants {
+    fn get(&mut self, ignore: &Ignore, clean: &Clean) -> Result<(Arc<[u8]>, u64), SanitizeError> {
+        if let Some((_, content, hash)) = self.rendered.iter().find(|(i, _, _)| i.fields() == ignore.fields())
+        {
+            return Ok((content.clone(), *hash));
+        }
+        let mut value = clean.value.clone();
+        ignore.strip(&mut value);
+        let (yaml, hash) = clean.render(&value)?;
+        let content: Arc<[u8]> = yaml.into();
+        self.rendered.push((ignore.clone(), content.clone(), hash));
+        Ok((content, hash))
+    }
 }
 
 /// An object was deleted (`listing`: found missing by a relist).
@@ -295,5 +371,7 @@ fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
+#[cfg(test)]
+mod quiet_tests;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,14 @@
 //! The index of watched objects (pure). Per object it keeps only a content
 //! hash and the targets it was last written to, never the object itself, so
-//! memory per watched object stays small and bounded.
+//! memory per watched object stays small and bounded. Objects that a target
+//! with ignore rules selects have a second, [`Quiet`] entry: per target the
+//! hash of what it last wrote, and, under `ignoreManagers`, the last clean
+//! object, which attributing the next change needs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
 
 /// A small interned id for a GitTarget, so index entries stay compact.
 pub type TargetId = u32;
@@ -16,10 +22,39 @@ pub struct Entry {
     pub targets: Box<[TargetId]>,
 }
 
+/// What the index remembers for targets with ignore rules.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quiet {
+    /// Per target with `ignoreFields`: xxh3 of the bytes it last wrote
+    /// (the file without the ignored fields).
+    pub hashes: Vec<(TargetId, u64)>,
+    /// The object as last seen, deny-list applied, for `ignoreManagers`.
+    pub clean: Option<Arc<Value>>,
+}
+
+impl Quiet {
+    pub fn hash_of(&self, target: TargetId) -> Option<u64> {
+        self.hashes.iter().find(|(id, _)| *id == target).map(|(_, hash)| *hash)
+    }
+
+    pub fn set_hash(&mut self, target: TargetId, hash: u64) {
+        match self.hashes.iter_mut().find(|(id, _)| *id == target) {
+            Some(entry) => entry.1 = hash,
+            None => self.hashes.push((target, hash)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty() && self.clean.is_none()
+    }
+}
+
 /// Objects of one watch, keyed by `namespace/name` (or `name`).
 #[derive(Debug, Default)]
 pub struct ObjectIndex {
     entries: HashMap<Box<str>, Entry>,
+    /// Only for objects some target with ignore rules selects.
+    quiet: HashMap<Box<str>, Quiet>,
 }
 
 impl ObjectIndex {
@@ -42,7 +77,23 @@ impl ObjectIndex {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        if !self.quiet.is_empty() {
+            self.quiet.remove(key);
+        }
         self.entries.remove(key)
+    }
+
+    /// Takes the object's [`Quiet`] entry out; costs no lookup while no
+    /// object has one.
+    pub fn take_quiet(&mut self, key: &str) -> Option<Quiet> {
+        if self.quiet.is_empty() { None } else { self.quiet.remove(key) }
+    }
+
+    /// Stores the object's [`Quiet`] entry (an empty one is not kept).
+    pub fn put_quiet(&mut self, key: &str, quiet: Quiet) {
+        if !quiet.is_empty() {
+            self.quiet.insert(key.into(), quiet);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -62,6 +113,7 @@ impl ObjectIndex {
     /// a relist shows which objects vanished while the watch was down.
     pub fn retain_live(&mut self, live: &std::collections::HashSet<String>) -> Vec<(String, Entry)> {
         let gone: Vec<Box<str>> = self.entries.keys().filter(|k| !live.contains(&***k)).cloned().collect();
+        self.quiet.retain(|k, _| live.contains(&**k));
         gone.into_iter().filter_map(|k| self.entries.remove(&k).map(|e| (k.into_string(), e))).collect()
     }
 }
@@ -91,5 +143,24 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, "b");
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn quiet_entries_go_with_their_object() {
+        let mut index = ObjectIndex::default();
+        assert!(index.take_quiet("a").is_none());
+        index.put_quiet("a", Quiet::default());
+        assert!(index.take_quiet("a").is_none(), "an empty entry is not kept");
+        for key in ["a", "b"] {
+            index.insert(key, 1, vec![0]);
+            index.put_quiet(key, Quiet { hashes: vec![(0, 7)], clean: None });
+        }
+        index.remove("a");
+        index.retain_live(&["a".to_owned()].into());
+        assert!(index.take_quiet("a").is_none() && index.take_quiet("b").is_none());
+        let mut quiet = Quiet::default();
+        quiet.set_hash(3, 1);
+        quiet.set_hash(3, 2);
+        assert_eq!((quiet.hash_of(3), quiet.hash_of(4)), (Some(2), None));
     }
 }

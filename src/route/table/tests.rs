@@ -253,7 +253,7 @@ fn selection_is_independent_of_the_recorded_operations() {
         .unwrap();
     let cm = served("", "v1", "configmaps", true, true);
     let selected = table.selecting(&cm, Some("a"), &labels(&[]));
-    let mask = selected[&TargetKey::new("a", "t")];
+    let mask = selected[&TargetKey::new("a", "t")].mask;
     assert!(
         mask.covers(Operation::Create) && !mask.covers(Operation::Update) && !mask.covers(Operation::Delete)
     );
@@ -291,4 +291,44 @@ fn a_denied_resource_is_neither_watched_nor_routed_for_that_rule_only() {
     assert_eq!(scopes, vec![&Scope::Namespace("team-b".into())]);
     // Still selected, so its ServiceAccount's access is asked again.
     assert_eq!(table.selected_resources(&source, &catalog()).len(), 2);
+}
+
+#[test]
+fn selection_carries_each_targets_merged_ignore_rules() {
+    let mut table = RouteTable::default();
+    let rules = vec![
+        rule(serde_json::json!({"resources": ["configmaps"], "ignoreFields": ["/data/a"]})),
+        rule(serde_json::json!({"resources": ["configmaps"], "ignoreManagers": ["hpa"]})),
+        rule(serde_json::json!({"resources": ["secrets"], "ignoreFields": ["/data/b"]})),
+    ];
+    table.set_watch_rule("a", "r", &watch_rule("t", rules)).unwrap();
+    table
+        .set_watch_rule(
+            "a",
+            "plain",
+            &watch_rule("u", vec![rule(serde_json::json!({"resources": ["configmaps"]}))]),
+        )
+        .unwrap();
+    let cm = served("", "v1", "configmaps", true, true);
+    let selected = table.selecting(&cm, Some("a"), &labels(&[]));
+    let ignore = selected[&TargetKey::new("a", "t")].ignore.as_deref().unwrap();
+    let fields: Vec<String> = ignore.fields().iter().map(ToString::to_string).collect();
+    assert_eq!(fields, vec!["/data/a"], "the secrets entry does not select a ConfigMap");
+    assert_eq!(ignore.managers(), ["hpa"]);
+    assert!(selected[&TargetKey::new("a", "u")].ignore.is_none());
+}
+
+#[test]
+fn an_invalid_ignore_pointer_names_the_entry() {
+    let mut table = RouteTable::default();
+    let rules = vec![
+        rule(serde_json::json!({"resources": ["configmaps"]})),
+        rule(serde_json::json!({"resources": ["configmaps"], "ignoreFields": ["/data/a~2"]})),
+    ];
+    let error = table.set_watch_rule("a", "r", &watch_rule("t", rules)).unwrap_err();
+    assert_eq!(error.index, 1);
+    assert_eq!(
+        error.to_string(),
+        "rules[1]: ignoreFields: \"/data/a~2\" has a '~' that is not ~0 (for '~') or ~1 (for '/')"
+    );
 }
