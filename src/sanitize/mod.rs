@@ -8,6 +8,9 @@
 //! The steps, each in its own file:
 //! - `denylist`: drop what the server and controllers wrote ([`sanitize_value`]);
 //! - `yaml`: emit sorted, YAML-1.1-safe YAML ([`to_yaml`]);
+//! - [`clean`] then [`Clean::render`]: the two halves of [`sanitize`], for
+//!   dispatch, which renders the clean object again without a target's
+//!   ignored fields (`crate::quiet`);
 //! - `layout`: name the file, and read names back ([`object_path`],
 //!   [`decode_object_path`], base folder helpers).
 //!
