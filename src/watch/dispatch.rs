@@ -235,13 +235,14 @@ pub fn on_apply(
     Ok(out)
 }
 
-/// Carries a target's last-written hash over to the object's next
-/// [`Quiet`] entry, when it has field ignores.
+/// Carries a target's last-written hash (or its absence) over to the
+/// object's next [`Quiet`] entry, when it has field ignores.
 fn keep_hash(quiet: &mut Quiet, ignore: Option<&Ignore>, id: TargetId, written: Option<u64>) {
-    if let (Some(ignore), Some(hash)) = (ignore, written)
-        && !ignore.fields().is_empty()
-    {
-        quiet.set_hash(id, hash);
+    if ignore.is_some_and(|ignore| !ignore.fields().is_empty()) {
+        match written {
+            Some(hash) => quiet.set_hash(id, hash),
+            None => quiet.hashes.retain(|(target, _)| *target != id),
+        }
     }
 }
 
