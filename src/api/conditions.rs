@@ -45,6 +45,8 @@ pub enum Reason {
     InvalidConfiguration,
     /// A rule's ServiceAccount may not read some of what it selects.
     AccessDenied,
+    /// `spec.suspend` is true.
+    Suspended,
     // Available
     Available,
     AuthenticationFailed,
@@ -70,12 +72,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
         Self::InvalidConfiguration,
         Self::AccessDenied,
+        Self::Suspended,
         Self::Available,
         Self::AuthenticationFailed,
         Self::RepositoryNotFound,
@@ -101,6 +104,7 @@ impl Reason {
             Self::BranchNotAllowed => "BranchNotAllowed",
             Self::InvalidConfiguration => "InvalidConfiguration",
             Self::AccessDenied => "AccessDenied",
+            Self::Suspended => "Suspended",
             Self::Available => "Available",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::RepositoryNotFound => "RepositoryNotFound",
@@ -127,7 +131,8 @@ impl Reason {
             | Self::Validating
             | Self::BranchNotAllowed
             | Self::InvalidConfiguration
-            | Self::AccessDenied => ConditionType::Ready,
+            | Self::AccessDenied
+            | Self::Suspended => ConditionType::Ready,
             Self::Available
             | Self::AuthenticationFailed
             | Self::RepositoryNotFound

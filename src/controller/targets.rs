@@ -67,6 +67,8 @@ pub struct TargetState {
     pub backlogged: bool,
     /// Why its provider's push settings are not the ones its branch uses.
     pub settings_overridden: Option<String>,
+    /// `spec.suspend`: nothing is committed or pushed for it.
+    pub suspended: bool,
     /// Another target claimed this one's folder first (see
     /// `reject_shared_folders`); it is not written meanwhile.
     pub folder_conflict: Option<Problem>,
@@ -132,7 +134,8 @@ impl Controller {
         for target in &targets {
             let key = key_of(target);
             let inputs = self.inputs_of(target);
-            if let Some(state) = self.targets.get(&key) {
+            if let Some(state) = self.targets.get_mut(&key) {
+                state.suspended = target.spec.suspend;
                 let ttl = if state.outcome.is_ok() { RESOLVED_TTL } else { PROBLEM_TTL };
                 if state.inputs == inputs && state.resolved_at.elapsed() < ttl {
                     continue;
@@ -173,6 +176,7 @@ impl Controller {
                             unsanitizable: BTreeMap::new(),
                             backlogged: false,
                             settings_overridden: None,
+                            suspended: target.spec.suspend,
                             folder_conflict: None,
                             holds_folder: false,
                         },

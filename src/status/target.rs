@@ -45,6 +45,8 @@ pub struct Observation<'a> {
     pub backlogged: bool,
     /// Why its provider's push settings do not apply to its shared branch.
     pub settings_overridden: Option<&'a str>,
+    /// `spec.suspend`: nothing is committed or pushed.
+    pub suspended: bool,
     pub url: &'a str,
     pub branch: &'a str,
     /// (replica, shard) running the worker.
@@ -94,6 +96,10 @@ fn availability(obs: &Observation) -> (Status, Reason, String) {
     }
 }
 
+/// What a suspended target's conditions say.
+const SUSPENDED: &str =
+    "suspended (spec.suspend): nothing is committed or pushed; when resumed, one sync commit catches up";
+
 /// The status a GitTarget should have.
 pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: SystemTime) -> GitTargetStatus {
     let now_time = to_time(now);
@@ -104,6 +110,7 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
     };
     let (active, active_reason, active_message) = match (obs.problem, obs.worker) {
         (Some(_), _) => (Status::False, Reason::WorkerNotStarted, "the configuration is invalid".to_owned()),
+        (None, _) if obs.suspended => (Status::False, Reason::WorkerStopped, SUSPENDED.to_owned()),
         (None, None) => {
             (Status::False, Reason::WorkerNotStarted, "the branch worker has not started".to_owned())
         }
@@ -119,6 +126,7 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
         .worker
         .filter(|w| w.active && obs.problem.is_none())
     {
+        None if obs.suspended => (Status::Unknown, Reason::SyncInProgress, SUSPENDED.to_owned()),
         None => (Status::Unknown, Reason::SyncInProgress, "not synchronising yet".to_owned()),
         Some(_) if obs.backlogged => (
             Status::False,
@@ -177,6 +185,7 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
     };
     let (ready, ready_reason, ready_message) = match obs.problem {
         Some(problem) => (Status::False, problem.reason, problem.message.clone()),
+        None if obs.suspended => (Status::False, Reason::Suspended, SUSPENDED.to_owned()),
         None if available == Status::True && active != Status::False => {
             let mut message = "GitTarget is operational".to_owned();
             if let Some(why) = obs.settings_overridden {

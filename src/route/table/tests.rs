@@ -35,6 +35,7 @@ fn watch_rule(target: &str, rules: Vec<Rule>) -> WatchRuleSpec {
             .unwrap(),
         rules,
         service_account_name: None,
+        suspend: false,
     }
 }
 
@@ -46,6 +47,7 @@ fn cluster_rule(namespace: &str, target: &str, rules: Vec<Rule>) -> ClusterWatch
         .unwrap(),
         rules,
         service_account_name: None,
+        suspend: false,
     }
 }
 
@@ -291,4 +293,26 @@ fn a_denied_resource_is_neither_watched_nor_routed_for_that_rule_only() {
     assert_eq!(scopes, vec![&Scope::Namespace("team-b".into())]);
     // Still selected, so its ServiceAccount's access is asked again.
     assert_eq!(table.selected_resources(&source, &catalog()).len(), 2);
+}
+
+#[test]
+fn a_suspended_rule_selects_nothing_but_keeps_what_it_owns() {
+    let mut table = RouteTable::default();
+    let mut spec = watch_rule("t", vec![rule(serde_json::json!({"resources": ["configmaps"]}))]);
+    spec.suspend = true;
+    table.set_watch_rule("ns", "r", &spec).unwrap();
+    let configmaps = served("", "v1", "configmaps", true, true);
+    let target = TargetKey::new("ns", "t");
+    assert!(table.selecting(&configmaps, Some("ns"), &labels(&[])).is_empty());
+    assert!(table.route(&configmaps, Some("ns"), &labels(&[]), Operation::Update).is_empty());
+    assert!(!table.records(&target, "", "configmaps", Operation::Delete));
+    assert!(table.plan(&catalog()).watches.is_empty(), "no watch for a suspended rule");
+    assert_eq!(
+        table.owned_resources(&target, &catalog()),
+        BTreeSet::from([(String::new(), "configmaps".to_owned())]),
+        "what it wrote is not swept"
+    );
+    let source = RuleSource::WatchRule { namespace: "ns".into(), name: "r".into() };
+    assert_eq!(table.suspended(), BTreeSet::from([source.clone()]));
+    assert_eq!(table.targets_of(&source), BTreeSet::from([target]));
 }

@@ -30,6 +30,7 @@ fn observe<'a>(
         unsanitizable: &NONE,
         backlogged: false,
         settings_overridden: None,
+        suspended: false,
         url: "ssh://git/x",
         branch: "main",
         owner: Some(("replica-0", 5)),
@@ -174,6 +175,21 @@ fn overridden_push_settings_are_mentioned_in_ready() {
     let ready = find(&status.conditions, ConditionType::Ready).unwrap();
     assert_eq!(ready.status, "True");
     assert!(ready.message.ends_with("; its provider's push settings do not apply"), "{}", ready.message);
+}
+
+#[test]
+fn a_suspended_target_says_so_in_every_condition_but_available() {
+    let access = Access::Verified { at: at(50) };
+    let mut obs = observe(None, &access, None);
+    obs.suspended = true;
+    let status = desired(None, &obs, at(60));
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "Suspended".into()));
+    assert_eq!(condition(&status, ConditionType::Active), ("False".into(), "WorkerStopped".into()));
+    for type_ in [ConditionType::Ready, ConditionType::Active, ConditionType::Synced] {
+        let message = &find(&status.conditions, type_).unwrap().message;
+        assert!(message.starts_with("suspended"), "{type_}: {message}");
+    }
+    assert_eq!(condition(&status, ConditionType::Available), ("True".into(), "Available".into()));
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl BranchCore {
         let resync =
             matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
         if resync {
-            return self.resync_draft(item);
+            return self.resync_draft(item, now);
         }
         let (changes, message, source) = match item {
             WorkItem::Write { path, content, mut meta } => {
@@ -110,15 +110,22 @@ impl BranchCore {
         Some(self.draft(changes, message, source))
     }
 
-    /// `first` and the resync items queued right behind it, as one commit:
-    /// listing objects is reconciliation, not a change anyone made.
-    pub(super) fn resync_draft(&mut self, first: WorkItem) -> Option<Draft> {
+    /// `first` and the resync items queued right behind it, with the sweeps
+    /// that end their lists, as one commit: listing objects is
+    /// reconciliation, not a change anyone made, so a resync (a start, a
+    /// resume, a relist) shows as one SYNC commit, deletions included.
+    pub(super) fn resync_draft(&mut self, first: WorkItem, now: Instant) -> Option<Draft> {
         let is_resync = |item: &WorkItem| matches!(item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
+        let is_sweep = |item: &WorkItem| matches!(item, WorkItem::Sweep { .. });
         let mut items = vec![first];
+        let mut sweeps = Vec::new();
         while items.len() < MAX_RESYNC_BATCH {
-            match self.queue.pop_if(is_resync) {
-                Some(item) => items.push(item),
-                None => break,
+            if let Some(item) = self.queue.pop_if(is_resync) {
+                items.push(item);
+            } else if let Some(WorkItem::Sweep { scope, live }) = self.queue.pop_if(is_sweep) {
+                sweeps.push((scope, live));
+            } else {
+                break;
             }
         }
         let mut changes = Vec::with_capacity(items.len());
@@ -135,14 +142,30 @@ impl BranchCore {
                 metas.push(meta);
             }
         }
+        let mut swept = Vec::new();
+        for (scope, live) in &sweeps {
+            self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
+            for (path, object) in self.files.sweep(scope, live) {
+                changes.push(Change { path, content: Content::Gone });
+                swept.push((object, scope.target.clone()));
+            }
+        }
+        if !sweeps.is_empty() && self.first_resync && self.resyncing.is_empty() {
+            // A new owner publishes its reconciled branch at once.
+            self.first_resync = false;
+            self.push_now = !self.chain.is_empty() || !changes.is_empty();
+        }
         if changes.is_empty() {
             return None;
         }
-        let source = Source::of_all(&metas);
-        let message = if let [single] = metas.as_slice() {
-            message::for_change(single)
-        } else {
-            message::for_resync(&metas)
+        let (message, source) = match (metas.as_slice(), swept.as_slice()) {
+            ([single], []) => (message::for_change(single), Source::of_all(&metas)),
+            ([], [(_, target), ..]) if swept.iter().all(|(_, t)| t == target) => {
+                let objects: Vec<_> = swept.iter().map(|(o, _)| o.clone()).collect();
+                (message::for_sweep(&objects, target), Source::internal_at(now))
+            }
+            ([], _) => (message::for_resync(&[], &swept), Source::internal_at(now)),
+            _ => (message::for_resync(&metas, &swept), Source::of_all(&metas)),
         };
         Some(self.draft(changes, message, source))
     }
