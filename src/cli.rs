@@ -24,6 +24,9 @@ pub enum Command {
     },
     /// Run the operator.
     Run(Box<RunArgs>),
+    /// Apply a mirrored folder back to a cluster (server-side apply;
+    /// Namespaces and CRDs first).
+    Restore(crate::restore::RestoreArgs),
 }
 
 /// Settings of the `run` command.

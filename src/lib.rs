@@ -11,6 +11,7 @@ pub mod controller;
 pub mod fault;
 pub mod health;
 pub mod memory;
+pub mod restore;
 pub mod route;
 pub mod run;
 pub mod sanitize;

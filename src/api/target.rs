@@ -87,6 +87,30 @@ pub struct GitTargetSpec {
     /// folder up with the cluster (never a replay of every missed event).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// How the folder is laid out. `plain` (the default): one file per
+    /// object. `kustomize`: the same, plus a `kustomization.yaml` in the
+    /// base folder that lists every object file, so Flux or `kubectl apply
+    /// -k` can apply the folder as it is.
+    #[serde(default, skip_serializing_if = "Layout::is_plain")]
+    pub layout: Layout,
+}
+
+/// The layout of a GitTarget's folder.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One file per object.
+    #[default]
+    Plain,
+    /// One file per object and a `kustomization.yaml` listing them.
+    Kustomize,
+}
+
+impl Layout {
+    fn is_plain(&self) -> bool {
+        *self == Layout::Plain
+    }
 }
 
 fn default_branch() -> String {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::api::{ClusterWatchRuleSpec, WatchRuleSpec};
+use crate::api::{ClusterWatchRuleSpec, Layout, WatchRuleSpec};
 use crate::route::{BranchKey, ResourceCatalog, RouteTable, RuleSource, TargetKey};
 use crate::shard::{Ownership, ShardHandle};
 use crate::status::writer::StatusWriter;
@@ -454,6 +454,7 @@ impl Controller {
                 let changed = branches.get(branch).is_some_and(|members| {
                     let settings = self.worker_settings(branch, members);
                     worker.settings.folders != settings.folders
+                        || worker.settings.kustomize != settings.kustomize
                         || worker.settings.credentials != settings.credentials
                         || worker.settings.push != settings.push
                         || worker.settings.standby != settings.standby
@@ -548,11 +549,13 @@ impl Controller {
             queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
             let rules = self.rules_hash(key);
             let state = self.targets.get_mut(key).expect("active targets are known");
+            // A new layout resyncs too: the resync writes its kustomization.yaml.
             let fingerprint = (
                 resolved.branch_key.clone(),
                 resolved.folder.clone(),
                 table.owned_resources(key, &self.catalog),
                 rules,
+                state.layout,
             );
             if state.synced_as.as_ref() != Some(&fingerprint) {
                 state.synced_as = Some(fingerprint);
@@ -732,6 +735,11 @@ impl Controller {
             committer: self.settings.committer.clone(),
             repo_dir: store::dir_of(&self.settings.data_dir.join("repos"), &branch.url),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
+            kustomize: members
+                .iter()
+                .filter(|(k, _)| self.targets.get(k).is_some_and(|state| state.layout == Layout::Kustomize))
+                .map(|(k, _)| k.clone())
+                .collect(),
             metrics: self.settings.metrics.clone(),
             pushers: self.pushers.clone(),
             audit_interval: self.settings.audit_interval,

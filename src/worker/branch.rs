@@ -57,6 +57,8 @@ pub struct WorkerSettings {
     pub repo_dir: PathBuf,
     /// (target, normalised base folder) of every target on this branch.
     pub folders: Vec<(TargetKey, String)>,
+    /// The targets with `layout: kustomize`.
+    pub kustomize: std::collections::BTreeSet<TargetKey>,
     pub metrics: Arc<Metrics>,
     /// Checked before every push: the branch's shard Lease must be held.
     pub fence: Fence,
@@ -80,6 +82,7 @@ impl WorkerSettings {
         CoreSettings {
             push: self.push,
             folders: self.folders.clone(),
+            kustomize: self.kustomize.clone(),
             replica: self.replica.clone(),
             salt,
             audit_interval: self.audit_interval,

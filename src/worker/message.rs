@@ -65,6 +65,12 @@ pub fn for_resync(metas: &[&ChangeMeta], swept: &[(DecodedPath, crate::route::Ta
     )
 }
 
+/// Only a folder's kustomization.yaml was out of date (a new layout).
+pub fn for_layout() -> String {
+    "SYNC kustomization.yaml\n\nThe folder's kustomization.yaml lists its object files again (layout: kustomize).\n"
+        .to_owned()
+}
+
 /// Deletes found by a resync: the objects no longer exist.
 pub fn for_sweep(objects: &[DecodedPath], target: &crate::route::TargetKey) -> String {
     deletes(objects, target, "These objects no longer exist; found while resyncing.")

@@ -126,6 +126,7 @@ impl Branch {
             committer: Identity { name: "gitops-reverser".into(), email: "gitops-reverser@test".into() },
             repo_dir: data_dir.join("repo"),
             folders: vec![(TargetKey::new("ns", "t"), FOLDER.into())],
+            kustomize: Default::default(),
             metrics: metrics.clone(),
             fence: Fence::unfenced(Duration::from_secs(30)),
             replica: "test".into(),

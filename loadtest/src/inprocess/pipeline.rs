@@ -121,6 +121,7 @@ impl Pipeline {
                     email: "gitops-reverser@configbutler.ai".into(),
                 },
                 folders: vec![(target(i), normalize_base_folder(&format!("t{i}")))],
+                kustomize: Default::default(),
                 metrics: metrics.clone(),
                 // No Leases here: this process holds every shard for good.
                 fence: Fence::unfenced(PUSH_TIMEOUT),

@@ -1,16 +1,18 @@
 //! The local side of the core: queued items become drafts, drafts become
 //! commits, and a failed commit keeps its place in line.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{
     At, BranchCore, Change, Command, CommitFailure, Content, Draft, LocalCommit, MAX_RESYNC_BATCH, Note,
     RESYNC_HOLD,
 };
-use crate::worker::message;
+use crate::route::TargetKey;
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, resync_batch_hold};
 use crate::worker::queue::WorkItem;
+use crate::worker::{kustomization, message};
 use gix::ObjectId;
 
 impl BranchCore {
@@ -50,7 +52,8 @@ impl BranchCore {
                     }
                 },
             };
-            let Some(draft) = draft else { return };
+            let Some(mut draft) = draft else { return };
+            self.refresh_kustomizations(&mut draft.changes, &BTreeSet::new());
             let changes = self.effective(&draft.changes);
             if changes.is_empty() {
                 continue;
@@ -64,6 +67,34 @@ impl BranchCore {
             self.commit_in_flight = Some(draft);
             return;
         }
+    }
+
+    /// Puts in `changes` the kustomization.yaml of every `layout: kustomize`
+    /// target whose set of files they alter, or that is in `check` or had
+    /// one in them, computed against the tip it is about to be committed on
+    /// (a replayed draft's copy may be stale).
+    pub(super) fn refresh_kustomizations(&self, changes: &mut Vec<Change>, check: &BTreeSet<TargetKey>) {
+        if self.settings.kustomize.is_empty() {
+            return;
+        }
+        let mut check = check.clone();
+        for (target, folder) in &self.settings.folders {
+            let path = kustomization::path(folder);
+            if changes.iter().any(|c| c.path == path) {
+                check.insert(target.clone());
+            }
+        }
+        let paths: BTreeSet<String> =
+            self.settings.folders.iter().map(|(_, f)| kustomization::path(f)).collect();
+        changes.retain(|c| !paths.contains(&c.path));
+        let transitions: Vec<(&str, bool)> =
+            changes.iter().map(|c| (c.path.as_str(), !matches!(c.content, Content::Gone))).collect();
+        let updates = self.files.kustomizations(&transitions, &check);
+        changes.extend(
+            updates
+                .into_iter()
+                .map(|(path, content)| Change { path, content: Content::Bytes(content.into()) }),
+        );
     }
 
     /// The changes that alter the local tip.
@@ -150,6 +181,12 @@ impl BranchCore {
                 swept.push((object, scope.target.clone()));
             }
         }
+        // A resync ends with the folder's kustomization.yaml right (a new
+        // layout, a hand edit), even when no object file changed.
+        let swept_targets: BTreeSet<TargetKey> =
+            sweeps.iter().map(|(scope, _)| scope.target.clone()).collect();
+        self.refresh_kustomizations(&mut changes, &swept_targets);
+        changes = self.effective(&changes);
         if !sweeps.is_empty() && self.first_resync && self.resyncing.is_empty() {
             // A new owner publishes its reconciled branch at once.
             self.first_resync = false;
@@ -159,6 +196,7 @@ impl BranchCore {
             return None;
         }
         let (message, source) = match (metas.as_slice(), swept.as_slice()) {
+            ([], []) => (message::for_layout(), Source::internal_at(now)),
             ([single], []) => (message::for_change(single), Source::of_all(&metas)),
             ([], [(_, target), ..]) if swept.iter().all(|(_, t)| t == target) => {
                 let objects: Vec<_> = swept.iter().map(|(o, _)| o.clone()).collect();

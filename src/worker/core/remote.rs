@@ -268,7 +268,11 @@ impl BranchCore {
             // What the standby fetched: the takeover tells hand edits by it.
             self.standby_base = fetched.files.iter().cloned().collect();
         }
-        self.files = BranchFiles::new(fetched.files, self.settings.folders.clone());
+        self.files = BranchFiles::with_kustomize(
+            fetched.files,
+            self.settings.folders.clone(),
+            self.settings.kustomize.clone(),
+        );
         self.local_tip = fetched.tip;
         self.remote_tip = fetched.tip;
         // A fetch that started before a takeover cannot show the old owner's last push.

@@ -44,6 +44,7 @@ impl Harness {
         let settings = CoreSettings {
             push: PushPolicy { interval: Duration::from_secs(5), max_commits: 3 },
             folders: vec![(TargetKey::new("ns", "t"), "f".into())],
+            kustomize: Default::default(),
             replica: "r1".into(),
             // The first audit comes 599 s in: only the audit tests reach it.
             salt: 599_000,
@@ -520,6 +521,7 @@ fn settings_change_folders_and_clear_the_back_off() {
     let settings = CoreSettings {
         push: PushPolicy::default(),
         folders: vec![(TargetKey::new("ns", "t"), "f".into())],
+        kustomize: Default::default(),
         replica: "r1".into(),
         salt: 599_000,
         audit_interval: Duration::from_secs(600),
