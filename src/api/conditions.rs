@@ -51,6 +51,9 @@ pub enum Reason {
     RepositoryNotFound,
     NetworkError,
     GitOperationFailed,
+    /// Not in the spec's list: the remote branch is past one of the
+    /// operator's size limits (`--max-fetch-size` and friends).
+    RemoteTooLarge,
     Checking,
     // Active
     Active,
@@ -68,7 +71,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
@@ -79,6 +82,7 @@ impl Reason {
         Self::RepositoryNotFound,
         Self::NetworkError,
         Self::GitOperationFailed,
+        Self::RemoteTooLarge,
         Self::Checking,
         Self::Active,
         Self::Idle,
@@ -103,6 +107,7 @@ impl Reason {
             Self::RepositoryNotFound => "RepositoryNotFound",
             Self::NetworkError => "NetworkError",
             Self::GitOperationFailed => "GitOperationFailed",
+            Self::RemoteTooLarge => "RemoteTooLarge",
             Self::Checking => "Checking",
             Self::Active => "Active",
             Self::Idle => "Idle",
@@ -129,6 +134,7 @@ impl Reason {
             | Self::RepositoryNotFound
             | Self::NetworkError
             | Self::GitOperationFailed
+            | Self::RemoteTooLarge
             | Self::Checking => ConditionType::Available,
             Self::Active | Self::Idle | Self::WorkerNotStarted | Self::WorkerStopped => ConditionType::Active,
             Self::Synced

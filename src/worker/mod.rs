@@ -5,6 +5,7 @@ pub mod branch;
 pub mod core;
 pub mod credentials;
 pub mod files;
+pub mod limits;
 pub mod message;
 pub mod observe;
 pub mod policy;
