@@ -44,7 +44,7 @@ impl Limit {
         match self {
             Self::FetchSize => "received by one fetch",
             Self::PackObjects => "objects in one fetched pack",
-            Self::TreeEntries => "files and folders in the branch",
+            Self::TreeEntries => "files and folders",
             Self::PathLength => "bytes in one path",
             Self::FileSize => "in one file",
         }
