@@ -53,6 +53,9 @@ pub enum Reason {
     RepositoryNotFound,
     NetworkError,
     GitOperationFailed,
+    /// Not in the spec's list: the remote branch is past one of the
+    /// operator's size limits (`--max-fetch-size` and friends).
+    RemoteTooLarge,
     Checking,
     // Active
     Active,
@@ -72,7 +75,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
@@ -84,6 +87,7 @@ impl Reason {
         Self::RepositoryNotFound,
         Self::NetworkError,
         Self::GitOperationFailed,
+        Self::RemoteTooLarge,
         Self::Checking,
         Self::Active,
         Self::Idle,
@@ -110,6 +114,7 @@ impl Reason {
             Self::RepositoryNotFound => "RepositoryNotFound",
             Self::NetworkError => "NetworkError",
             Self::GitOperationFailed => "GitOperationFailed",
+            Self::RemoteTooLarge => "RemoteTooLarge",
             Self::Checking => "Checking",
             Self::Active => "Active",
             Self::Idle => "Idle",
@@ -138,6 +143,7 @@ impl Reason {
             | Self::RepositoryNotFound
             | Self::NetworkError
             | Self::GitOperationFailed
+            | Self::RemoteTooLarge
             | Self::Checking => ConditionType::Available,
             Self::Active | Self::Idle | Self::WorkerNotStarted | Self::WorkerStopped => ConditionType::Active,
             Self::Synced

@@ -53,6 +53,8 @@ pub struct Settings {
     pub audit_interval: Duration,
     /// One SSH connection per repository and identity.
     pub ssh_connection_sharing: bool,
+    /// Bounds on what each remote may make its workers receive and read.
+    pub limits: crate::worker::limits::Limits,
     /// Limit to one namespace; None: all.
     pub namespace: Option<String>,
     pub metrics: Arc<crate::telemetry::Metrics>,
@@ -744,6 +746,7 @@ impl Controller {
             pushers: self.pushers.clone(),
             audit_interval: self.settings.audit_interval,
             shared_ssh_connection: self.settings.ssh_connection_sharing,
+            limits: self.settings.limits,
             standby: self.ownership.is_incoming(shard),
         }
     }

@@ -60,7 +60,7 @@ pub fn to_time(at: SystemTime) -> Time {
 
 /// The newest word on write access: the checker's or the worker's.
 fn availability(obs: &Observation) -> (Status, Reason, String) {
-    let worker_error = obs.worker.and_then(|w| {
+    let worker_error: Option<(SystemTime, Reason, String)> = obs.worker.and_then(|w| {
         let (reason, message) = w.error.as_ref()?;
         Some((w.last_checked?, *reason, message.clone()))
     });
@@ -79,7 +79,7 @@ fn availability(obs: &Observation) -> (Status, Reason, String) {
         }
         Access::Failed { at, reason, message } => Some((*at, Status::False, *reason, message.clone())),
     };
-    if let Some((at, reason, message)) = worker_error {
+    if let Some((at, reason, message)) = worker_error.clone() {
         consider(&mut newest, (at, Status::False, reason, message));
     }
     if let Some(at) = worker_ok
@@ -89,6 +89,13 @@ fn availability(obs: &Observation) -> (Status, Reason, String) {
             &mut newest,
             (at, Status::True, Reason::Available, format!("{} is reachable and accepts pushes", obs.url)),
         );
+    }
+    // Proven write access does not clear it: the branch's content is the
+    // problem, and it stays until the worker fetches the branch again.
+    if let Some((_, Reason::RemoteTooLarge, message)) = &worker_error
+        && newest.as_ref().is_none_or(|n| n.1 == Status::True)
+    {
+        return (Status::False, Reason::RemoteTooLarge, message.clone());
     }
     match newest {
         Some((_, status, reason, message)) => (status, reason, message),

@@ -6,6 +6,7 @@ pub mod core;
 pub mod credentials;
 pub mod files;
 pub mod kustomization;
+pub mod limits;
 pub mod message;
 pub mod observe;
 pub mod policy;

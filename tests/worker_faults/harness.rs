@@ -133,6 +133,7 @@ impl Branch {
             pushers: Pushers::new(4),
             audit_interval: options.audit_interval,
             shared_ssh_connection: options.shared_ssh_connection,
+            limits: Default::default(),
             standby: false,
         };
         let worker = WorkerHandle::spawn(settings);

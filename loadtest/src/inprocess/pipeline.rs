@@ -129,6 +129,7 @@ impl Pipeline {
                 pushers: pushers.clone(),
                 audit_interval: WorkerSettings::DEFAULT_AUDIT_INTERVAL,
                 shared_ssh_connection: true,
+                limits: Default::default(),
                 standby: false,
             };
             let worker = WorkerHandle::spawn(settings);

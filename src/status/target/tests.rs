@@ -109,6 +109,26 @@ fn the_newest_observation_of_the_remote_wins() {
     assert_eq!(condition(&up, ConditionType::Ready), ("True".into(), "Ready".into()));
 }
 
+/// Issue 16: a branch past a limit stays `RemoteTooLarge` though write
+/// access is proven again later; it clears when the worker fetches it.
+#[test]
+fn a_branch_past_a_limit_is_not_cleared_by_proven_write_access() {
+    let mut w = worker(false);
+    w.error = Some((Reason::RemoteTooLarge, "more than 1 MiB received by one fetch".into()));
+    w.last_checked = Some(at(300));
+    let verified_later = Access::Verified { at: at(400) };
+    let status = desired(None, &observe(None, &verified_later, Some(&w)), at(401));
+    let available = status.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+    assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "RemoteTooLarge"));
+    assert!(available.message.contains("1 MiB"), "{}", available.message);
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "RemoteTooLarge".into()));
+
+    let mut fixed = worker(true);
+    fixed.last_checked = Some(at(500));
+    let status = desired(Some(&status), &observe(None, &verified_later, Some(&fixed)), at(501));
+    assert_eq!(condition(&status, ConditionType::Available), ("True".into(), "Available".into()));
+}
+
 #[test]
 fn unchecked_access_is_validating() {
     let w = worker(true);

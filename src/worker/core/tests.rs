@@ -170,6 +170,22 @@ fn start_fetches_and_retries_with_backoff_while_items_wait() {
     assert_eq!(h.commit().map(|c| c.0), Some(Some(oid(1))), "the waiting item is committed on the tip");
 }
 
+/// Issue 16: a branch past a limit is fetched again only after minutes,
+/// since each try may receive the whole limit again.
+#[test]
+fn a_branch_past_a_limit_is_fetched_again_only_after_minutes() {
+    let mut h = Harness::new();
+    h.input(Input::Tick);
+    assert!(h.fetch().is_some());
+    h.input(Input::Fetched(Err((Reason::RemoteTooLarge, "too large".into()))));
+    assert_eq!(h.core.state().error.as_ref().map(|e| e.0), Some(Reason::RemoteTooLarge));
+    let wake = h.core.wake_at(h.base + h.clock).expect("a retry is scheduled");
+    assert!(wake - (h.base + h.clock) >= super::remote::TOO_LARGE_RETRY, "{:?}", wake - (h.base + h.clock));
+    h.clock = wake - h.base;
+    h.input(Input::Tick);
+    assert!(h.fetch().is_some(), "retries then: the tenant may have fixed the branch");
+}
+
 #[test]
 fn a_change_is_committed_on_the_tip_and_pushed_after_the_interval() {
     let mut h = Harness::started(&[]);
