@@ -64,7 +64,13 @@ enum Expect {
     Refused(&'static str),
     /// Condition `type_` of A's `kind` `name` is False with one of
     /// `reasons`, and its message holds one of `texts`.
-    Condition { kind: &'static str, name: String, type_: &'static str, reasons: &'static [&'static str], texts: Vec<String> },
+    Condition {
+        kind: &'static str,
+        name: String,
+        type_: &'static str,
+        reasons: &'static [&'static str],
+        texts: Vec<String>,
+    },
     /// An Event in A's namespace with `reason` whose message holds `text`.
     Event { reason: &'static str, text: String },
 }
@@ -142,7 +148,12 @@ impl Objects<'_> {
             self.target_manifest(&self.provider(), branch, folder),
         ]
     }
-    fn target_condition(&self, type_: &'static str, reasons: &'static [&'static str], texts: &[&str]) -> Expect {
+    fn target_condition(
+        &self,
+        type_: &'static str,
+        reasons: &'static [&'static str],
+        texts: &[&str],
+    ) -> Expect {
         Expect::Condition {
             kind: "GitTarget",
             name: self.target(),
@@ -199,7 +210,9 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
     let https_port = env.var("GITENV_HTTPS_PORT");
     let b_repo_file = b_ssh.rsplit('/').next().unwrap().to_owned();
     let mut list: Vec<Attack> = Vec::new();
-    let mut add = |name: &str, defence: &'static str, build: &dyn Fn(&Objects<'_>) -> (Vec<Value>, Expect)| {
+    let mut add = |name: &str,
+                   defence: &'static str,
+                   build: &dyn Fn(&Objects<'_>) -> (Vec<Value>, Expect)| {
         let o = Objects { ns, i: list.len() };
         let (manifests, expect) = build(&o);
         list.push(Attack { name: name.to_owned(), defence, manifests, expect, flood: false, after: None });
@@ -230,11 +243,17 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
         )
     });
     add("allowedBranches entry of 256 characters", "schema: entries ≤ 255", &|o| {
-        (vec![o.provider_manifest(a_url, json!({"allowedBranches": ["*".repeat(256)]}))], Expect::Refused("allowedBranches"))
+        (
+            vec![o.provider_manifest(a_url, json!({"allowedBranches": ["*".repeat(256)]}))],
+            Expect::Refused("allowedBranches"),
+        )
     });
     add("65 allowedBranches entries", "schema: ≤ 64 entries", &|o| {
         let patterns: Vec<String> = (0..65).map(|k| format!("**a**{k}")).collect();
-        (vec![o.provider_manifest(a_url, json!({"allowedBranches": patterns}))], Expect::Refused("allowedBranches"))
+        (
+            vec![o.provider_manifest(a_url, json!({"allowedBranches": patterns}))],
+            Expect::Refused("allowedBranches"),
+        )
     });
     add("branch of 256 characters", "schema: branch ≤ 255", &|o| {
         (vec![o.target_manifest("p", &"a".repeat(256), "x")], Expect::Refused("spec.branch"))
@@ -256,60 +275,100 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
         ("-1s", "negative"),
         ("1e9h", "exponent"),
         ("99999999999999999999999999999s", "overflows any integer"),
-        ("0.0000000001ms", "below a nanosecond"),
+        ("24h24h24h", "parts within 24 h, sum past it"),
     ] {
         add(&format!("push.interval {interval} ({why})"), "schema: duration pattern and CEL ≤ 24h", &|o| {
-            (vec![o.provider_manifest(a_url, json!({"push": {"interval": interval}}))], Expect::Refused("interval"))
+            (
+                vec![o.provider_manifest(a_url, json!({"push": {"interval": interval}}))],
+                Expect::Refused("interval"),
+            )
         });
     }
     for max_commits in [0i64, -1, 2_147_483_647, 10_001] {
         add(&format!("push.maxCommits {max_commits}"), "schema: 1 ≤ maxCommits ≤ 10000", &|o| {
-            (vec![o.provider_manifest(a_url, json!({"push": {"maxCommits": max_commits}}))], Expect::Refused("maxCommits"))
+            (
+                vec![o.provider_manifest(a_url, json!({"push": {"maxCommits": max_commits}}))],
+                Expect::Refused("maxCommits"),
+            )
         });
     }
 
     // ---- Squatting on B's folder of B's branch.
     add("squat B's folder, no credentials (anonymous https)", "claims need proven write access", &|o| {
-        (o.chain(ca_only.clone(), b_https, json!({}), b_branch, b_folder), o.target_condition("Available", AUTH_FAILED, &[""]))
+        (
+            o.chain(ca_only.clone(), b_https, json!({}), b_branch, b_folder),
+            o.target_condition("Available", AUTH_FAILED, &[""]),
+        )
     });
     add("squat B's folder with a read-only SSH key", "claims need proven write access", &|o| {
-        (o.chain(ssh_ro.clone(), b_ssh, json!({}), b_branch, b_folder), o.target_condition("Available", AUTH_FAILED, &["write access"]))
+        (
+            o.chain(ssh_ro.clone(), b_ssh, json!({}), b_branch, b_folder),
+            o.target_condition("Available", AUTH_FAILED, &["write access"]),
+        )
     });
     add("squat B's folder with a read-only HTTPS token", "claims need proven write access", &|o| {
-        (o.chain(https_ro.clone(), b_https, json!({}), b_branch, b_folder), o.target_condition("Available", AUTH_FAILED, &[""]))
+        (
+            o.chain(https_ro.clone(), b_https, json!({}), b_branch, b_folder),
+            o.target_condition("Available", AUTH_FAILED, &[""]),
+        )
     });
     add("squat B's folder, B's URL without '.git', read-only", "claims need proven write access", &|o| {
         let url = b_ssh.trim_end_matches(".git").to_owned();
-        (o.chain(ssh_ro.clone(), &url, json!({}), b_branch, b_folder), o.target_condition("Available", AUTH_FAILED, &[""]))
+        (
+            o.chain(ssh_ro.clone(), &url, json!({}), b_branch, b_folder),
+            o.target_condition("Available", AUTH_FAILED, &[""]),
+        )
     });
-    add("squat B's folder, B's URL with 'git@' and '/', read-only", "claims need proven write access", &|o| {
-        let url = format!("ssh://git@{ssh_host}/{b_repo_file}/");
-        (o.chain(ssh_ro.clone(), &url, json!({}), b_branch, b_folder), o.target_condition("Available", AUTH_FAILED, &[""]))
-    });
+    add(
+        "squat B's folder, B's URL with 'git@' and '/', read-only",
+        "claims need proven write access",
+        &|o| {
+            let url = format!("ssh://git@{ssh_host}/{b_repo_file}/");
+            (
+                o.chain(ssh_ro.clone(), &url, json!({}), b_branch, b_folder),
+                o.target_condition("Available", AUTH_FAILED, &[""]),
+            )
+        },
+    );
     for (folder, what) in [("tenants", "parent"), ("tenants/b/sub", "child"), ("", "root")] {
         add(&format!("squat the {what} of B's folder, read-only"), "claims need proven write access", &|o| {
-            (o.chain(ssh_ro.clone(), b_ssh, json!({}), b_branch, folder), o.target_condition("Available", AUTH_FAILED, &[""]))
+            (
+                o.chain(ssh_ro.clone(), b_ssh, json!({}), b_branch, folder),
+                o.target_condition("Available", AUTH_FAILED, &[""]),
+            )
         });
     }
-    add("squat B's folder with write access: oldest claim wins", "oldest proven claim keeps a folder", &|o| {
-        (
-            o.chain(ssh_rw.clone(), b_ssh, json!({}), b_branch, b_folder),
-            o.target_condition("Ready", INVALID, &["another GitTarget already writes folder"]),
-        )
-    });
-    add("squat B's folder with write access, URL spelled without '.git'", "URL spellings share a branch key", &|o| {
-        let url = b_ssh.trim_end_matches(".git").to_owned();
-        (
-            o.chain(ssh_rw.clone(), &url, json!({}), b_branch, b_folder),
-            o.target_condition("Ready", INVALID, &["another GitTarget already writes folder"]),
-        )
-    });
-    add("squat B's folder with write access, folder spelled './tenants//b/'", "folders are normalised before claims", &|o| {
-        (
-            o.chain(ssh_rw.clone(), b_ssh, json!({}), b_branch, "./tenants//b/"),
-            o.target_condition("Ready", INVALID, &["another GitTarget already writes folder"]),
-        )
-    });
+    add(
+        "squat B's folder with write access: oldest claim wins",
+        "oldest proven claim keeps a folder",
+        &|o| {
+            (
+                o.chain(ssh_rw.clone(), b_ssh, json!({}), b_branch, b_folder),
+                o.target_condition("Ready", INVALID, &["another GitTarget already writes folder"]),
+            )
+        },
+    );
+    add(
+        "squat B's folder with write access, URL spelled without '.git'",
+        "URL spellings share a branch key",
+        &|o| {
+            let url = b_ssh.trim_end_matches(".git").to_owned();
+            (
+                o.chain(ssh_rw.clone(), &url, json!({}), b_branch, b_folder),
+                o.target_condition("Ready", INVALID, &["another GitTarget already writes folder"]),
+            )
+        },
+    );
+    add(
+        "squat B's folder with write access, folder spelled './tenants//b/'",
+        "folders are normalised before claims",
+        &|o| {
+            (
+                o.chain(ssh_rw.clone(), b_ssh, json!({}), b_branch, "./tenants//b/"),
+                o.target_condition("Ready", INVALID, &["another GitTarget already writes folder"]),
+            )
+        },
+    );
 
     // ---- Credentials A cannot have.
     add("GitProvider naming a Secret that does not exist", "Secrets of the own namespace only", &|o| {
@@ -321,21 +380,37 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
     add("GitProvider naming B's Secret", "Secrets of the own namespace only", &|o| {
         let mut provider = o.provider_manifest(a_url, json!({}));
         provider["spec"]["secretRef"]["name"] = json!(w.b.name("keys"));
-        (vec![provider, o.target_manifest(&o.provider(), "main", "x")], o.target_condition("Ready", INVALID, &["not found in namespace"]))
+        (
+            vec![provider, o.target_manifest(&o.provider(), "main", "x")],
+            o.target_condition("Ready", INVALID, &["not found in namespace"]),
+        )
     });
     add("GitTarget naming B's GitProvider", "providers of the own namespace only", &|o| {
-        (vec![o.target_manifest(&w.b.name("forge"), "main", "x")], o.target_condition("Ready", INVALID, &["not found in namespace"]))
+        (
+            vec![o.target_manifest(&w.b.name("forge"), "main", "x")],
+            o.target_condition("Ready", INVALID, &["not found in namespace"]),
+        )
     });
-    add("WatchRule whose sinkRef names B's GitTarget", "rules write to targets of their namespace only", &|o| {
-        (vec![o.rule_manifest(&w.b.name("ledger"), json!([{"resources": ["configmaps"]}]), None)], o.rule_condition(INVALID, &["not found in namespace"]))
-    });
+    add(
+        "WatchRule whose sinkRef names B's GitTarget",
+        "rules write to targets of their namespace only",
+        &|o| {
+            (
+                vec![o.rule_manifest(&w.b.name("ledger"), json!([{"resources": ["configmaps"]}]), None)],
+                o.rule_condition(INVALID, &["not found in namespace"]),
+            )
+        },
+    );
     add("WatchRule sinkRef with B's namespace", "schema: sinkRef has no namespace", &|o| {
         let mut rule = o.rule_manifest(&w.b.name("ledger"), json!([{"resources": ["configmaps"]}]), None);
         rule["spec"]["sinkRef"]["namespace"] = json!(w.b.namespace());
         (vec![rule], Expect::Refused("namespace"))
     });
     add("Secret of the wrong shape (username only, ssh URL)", "Secrets are parsed, never guessed", &|o| {
-        (o.chain(json!({"username": "x"}), a_url, json!({}), "main", "x"), o.target_condition("Ready", INVALID, &["identity"]))
+        (
+            o.chain(json!({"username": "x"}), a_url, json!({}), "main", "x"),
+            o.target_condition("Ready", INVALID, &["identity"]),
+        )
     });
     add("Secret with a garbage SSH key", "Secrets are parsed, never guessed", &|o| {
         let data = json!({"identity": "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n", "known_hosts": ssh_rw["known_hosts"]});
@@ -343,7 +418,10 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
     });
     add("known_hosts of another host", "SSH host keys always checked", &|o| {
         let data = json!({"identity": ssh_rw["identity"], "known_hosts": "[example.invalid]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"});
-        (o.chain(data, a_url, json!({}), "main", "x"), o.target_condition("Available", NETWORK, &["known_hosts"]))
+        (
+            o.chain(data, a_url, json!({}), "main", "x"),
+            o.target_condition("Available", NETWORK, &["known_hosts"]),
+        )
     });
 
     // ---- Reading past RBAC.
@@ -352,13 +430,25 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
         m.push(o.rule_manifest(&o.target(), json!([{"resources": ["secrets"]}]), None));
         (m, Expect::Event { reason: "SecretWithheld", text: o.secret() })
     });
-    for (resources, what) in [(json!(["secrets"]), "secrets"), (json!(["roles"]), "roles"), (json!(["configmaps", "rolebindings"]), "rolebindings")] {
-        add(&format!("WatchRule for {what} with a ServiceAccount that may not list them"), "SubjectAccessReview per rule", &|o| {
-            let mut m = o.chain(ssh_rw.clone(), a_url, json!({}), "main", "hostile");
-            m.extend(grant(ns, "reader", &format!("reader-{}", o.i), &["configmaps"]));
-            m.push(o.rule_manifest(&o.target(), json!([{"resources": resources.clone()}]), Some("reader")));
-            (m, o.rule_condition(&["AccessDenied"], &[what]))
-        });
+    for (resources, what) in [
+        (json!(["secrets"]), "secrets"),
+        (json!(["roles"]), "roles"),
+        (json!(["configmaps", "rolebindings"]), "rolebindings"),
+    ] {
+        add(
+            &format!("WatchRule for {what} with a ServiceAccount that may not list them"),
+            "SubjectAccessReview per rule",
+            &|o| {
+                let mut m = o.chain(ssh_rw.clone(), a_url, json!({}), "main", "hostile");
+                m.extend(grant(ns, "reader", &format!("reader-{}", o.i), &["configmaps"]));
+                m.push(o.rule_manifest(
+                    &o.target(),
+                    json!([{"resources": resources.clone()}]),
+                    Some("reader"),
+                ));
+                (m, o.rule_condition(&["AccessDenied"], &[what]))
+            },
+        );
     }
     add("WatchRule naming a ServiceAccount that does not exist", "SubjectAccessReview per rule", &|o| {
         let mut m = o.chain(ssh_rw.clone(), a_url, json!({}), "main", "hostile");
@@ -368,31 +458,52 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
 
     // ---- URLs: where credentials may go.
     add("http:// without insecure", "schema: http needs insecure: true", &|o| {
-        (vec![o.provider_manifest(&format!("http://127.0.0.1:{https_port}/x.git"), json!({}))], Expect::Refused("unencrypted"))
+        (
+            vec![o.provider_manifest(&format!("http://127.0.0.1:{https_port}/x.git"), json!({}))],
+            Expect::Refused("unencrypted"),
+        )
     });
     add("http:// with insecure to a host outside --allowed-git-hosts", "--allowed-git-hosts", &|o| {
         let url = format!("http://localhost:{}/x.git", w.silent.addr.port());
-        (o.chain(https_rw.clone(), &url, json!({"insecure": true}), "main", "x"), o.target_condition("Ready", INVALID, &["--allowed-git-hosts"]))
+        (
+            o.chain(https_rw.clone(), &url, json!({"insecure": true}), "main", "x"),
+            o.target_condition("Ready", INVALID, &["--allowed-git-hosts"]),
+        )
     });
     add("https:// to B's repository by another host name", "--allowed-git-hosts", &|o| {
         let url = format!("https://localhost:{https_port}/{b_repo_file}");
-        (o.chain(https_rw.clone(), &url, json!({}), b_branch, "x"), o.target_condition("Ready", INVALID, &["--allowed-git-hosts"]))
+        (
+            o.chain(https_rw.clone(), &url, json!({}), b_branch, "x"),
+            o.target_condition("Ready", INVALID, &["--allowed-git-hosts"]),
+        )
     });
     add("password in the URL's userinfo (ssh)", "schema + check_url: no password in URLs", &|o| {
-        (vec![o.provider_manifest(&format!("ssh://git:hunter2@{ssh_host}/x.git"), json!({}))], Expect::Refused("password"))
+        (
+            vec![o.provider_manifest(&format!("ssh://git:hunter2@{ssh_host}/x.git"), json!({}))],
+            Expect::Refused("password"),
+        )
     });
     add("user name in an https URL", "schema + check_url: no userinfo over https", &|o| {
-        (vec![o.provider_manifest(&format!("https://rw@127.0.0.1:{https_port}/x.git"), json!({}))], Expect::Refused("credentials"))
+        (
+            vec![o.provider_manifest(&format!("https://rw@127.0.0.1:{https_port}/x.git"), json!({}))],
+            Expect::Refused("credentials"),
+        )
     });
     add("host starting with '-'", "schema + check_url: no option-like hosts", &|o| {
         (vec![o.provider_manifest("ssh://-oProxyCommand=touch%20x/x.git", json!({}))], Expect::Refused("'-'"))
     });
     add("ssh user starting with '-'", "schema + check_url: no option-like users", &|o| {
-        (vec![o.provider_manifest(&format!("ssh://-oProxyCommand=x@{ssh_host}/x.git"), json!({}))], Expect::Refused("'-'"))
+        (
+            vec![o.provider_manifest(&format!("ssh://-oProxyCommand=x@{ssh_host}/x.git"), json!({}))],
+            Expect::Refused("'-'"),
+        )
     });
     add("percent-encoded host", "check_url: no percent-encoded hosts", &|o| {
         let url = format!("ssh://%31%32%37.0.0.1:{}/x.git", env.var("GITENV_SSH_PORT"));
-        (o.chain(ssh_rw.clone(), &url, json!({}), "main", "x"), o.target_condition("Ready", INVALID, &["percent-encoded"]))
+        (
+            o.chain(ssh_rw.clone(), &url, json!({}), "main", "x"),
+            o.target_condition("Ready", INVALID, &["percent-encoded"]),
+        )
     });
     add("scp-like URL", "schema: scheme://host only", &|o| {
         (vec![o.provider_manifest("git@127.0.0.1:x.git", json!({}))], Expect::Refused("scp-like"))
@@ -405,24 +516,38 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
     });
     add("server redirecting (301) to B's repository", "redirects never followed", &|o| {
         let url = format!("http://127.0.0.1:{}/x.git", w.redirect_to_b.addr.port());
-        (o.chain(https_rw.clone(), &url, json!({"insecure": true}), b_branch, "x"), o.target_condition("Available", &["GitOperationFailed", "NetworkError"], &["301"]))
+        (
+            o.chain(https_rw.clone(), &url, json!({"insecure": true}), b_branch, "x"),
+            o.target_condition("Available", &["GitOperationFailed", "NetworkError"], &["301"]),
+        )
     });
     add("server redirecting (302) to a trap that would take credentials", "redirects never followed", &|o| {
         let url = format!("http://127.0.0.1:{}/x.git", w.redirect_to_trap.addr.port());
-        (o.chain(https_rw.clone(), &url, json!({"insecure": true}), "main", "x"), o.target_condition("Available", &["GitOperationFailed", "NetworkError"], &["302"]))
+        (
+            o.chain(https_rw.clone(), &url, json!({"insecure": true}), "main", "x"),
+            o.target_condition("Available", &["GitOperationFailed", "NetworkError"], &["302"]),
+        )
     });
     add("server that accepts the connection and never answers (ssh)", "git timeouts", &|o| {
         let url = format!("ssh://127.0.0.1:{}/x.git", w.silent.addr.port());
-        (o.chain(ssh_rw.clone(), &url, json!({}), "main", "x"), o.target_condition("Available", NETWORK, &["timed out", "no answer"]))
+        (
+            o.chain(ssh_rw.clone(), &url, json!({}), "main", "x"),
+            o.target_condition("Available", NETWORK, &["timed out", "no answer"]),
+        )
     });
     add("server that refuses the connection", "git errors are classified", &|o| {
         let closed = support::http::free_local_addr();
         let url = format!("ssh://127.0.0.1:{}/x.git", closed.port());
-        (o.chain(ssh_rw.clone(), &url, json!({}), "main", "x"), o.target_condition("Available", NETWORK, &["refused", "reach"]))
+        (
+            o.chain(ssh_rw.clone(), &url, json!({}), "main", "x"),
+            o.target_condition("Available", NETWORK, &["refused", "reach"]),
+        )
     });
 
     // ---- Folders outside the repository.
-    for (folder, text) in [("..", "'..'"), ("a/../../etc", "'..'"), ("/etc", "relative"), (".git/hooks", "'.git'")] {
+    for (folder, text) in
+        [("..", "'..'"), ("a/../../etc", "'..'"), ("/etc", "relative"), (".git/hooks", "'.git'")]
+    {
         add(&format!("baseFolder {folder:?}"), "schema: baseFolder rules", &|o| {
             (vec![o.target_manifest("p", "main", folder)], Expect::Refused(text))
         });
@@ -445,8 +570,22 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
 
     // ---- The flood, last: the most expensive.
     let o = Objects { ns, i: list.len() };
-    let mut manifests = o.chain(https_rw.clone(), &format!("https://127.0.0.1:{}/{}", w.proxy.addr.port(), w.a.repo.https_url.rsplit('/').next().unwrap()), json!({"push": {"interval": "1s"}}), "main", "flood");
-    manifests.push(o.rule_manifest(&o.target(), json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"flood": "a"}}}]), None));
+    let mut manifests = o.chain(
+        https_rw.clone(),
+        &format!(
+            "https://127.0.0.1:{}/{}",
+            w.proxy.addr.port(),
+            w.a.repo.https_url.rsplit('/').next().unwrap()
+        ),
+        json!({"push": {"interval": "1s"}}),
+        "main",
+        "flood",
+    );
+    manifests.push(o.rule_manifest(
+        &o.target(),
+        json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"flood": "a"}}}]),
+        None,
+    ));
     let expect = if BACKLOGGED_ON_MAIN {
         o.target_condition("Synced", &["Backlogged"], &[""])
     } else {
@@ -494,7 +633,13 @@ async fn try_apply(client: &kube::Client, ns: &str, manifest: &Value) -> Result<
 }
 
 /// Condition `type_` of `kind` `name` in `ns`: (status, reason, message).
-async fn condition_of(client: &kube::Client, ns: &str, kind: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
+async fn condition_of(
+    client: &kube::Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("configbutler.ai", "v1alpha1", kind));
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
     let object = api.get(name).await.ok()?;
@@ -504,24 +649,29 @@ async fn condition_of(client: &kube::Client, ns: &str, kind: &str, name: &str, t
 }
 
 /// Waits until A is told what `expect` says; returns the evidence.
-async fn told(client: &kube::Client, ns: &str, attack: &Attack) -> String {
+async fn told(client: &kube::Client, ns: &str, attack: &Attack) -> Result<String, String> {
     match &attack.expect {
         Expect::Refused(text) => {
             for manifest in &attack.manifests {
                 if let Err(message) = try_apply(client, ns, manifest).await {
-                    assert!(message.contains(text), "{}: refused, but the message does not name {text:?}: {message}", attack.name);
-                    return format!("refused: {}", shorten(&message));
+                    if !message.contains(text) {
+                        return Err(format!("refused, but the message does not name {text:?}: {message}"));
+                    }
+                    return Ok(format!("refused: {}", shorten(&message)));
                 }
             }
-            panic!("{}: the API server accepted every object", attack.name);
+            Err("the API server accepted every object".into())
         }
         Expect::Condition { kind, name, type_, reasons, texts } => {
-            apply_all(client, ns, attack).await;
-            let what = format!("{}: {type_}=False with {reasons:?} naming one of {texts:?} on {kind} {name}", attack.name);
+            apply_all(client, ns, attack).await?;
+            let what = format!(
+                "{}: {type_}=False with {reasons:?} naming one of {texts:?} on {kind} {name}",
+                attack.name
+            );
             let last = std::sync::Mutex::new(None);
             let found = tokio::time::timeout(
                 CONDITION_WAIT,
-                wait_for(&what, CONDITION_WAIT, || async {
+                wait_for(&what, CONDITION_WAIT * 2, || async {
                     let c = condition_of(client, ns, kind, name, type_).await;
                     *last.lock().unwrap() = c.clone();
                     c.filter(|(status, reason, message)| {
@@ -532,43 +682,68 @@ async fn told(client: &kube::Client, ns: &str, attack: &Attack) -> String {
                 }),
             )
             .await;
-            let (_, reason, message) = found.unwrap_or_else(|_| panic!("timed out waiting for {what}; last: {:?}", last.lock().unwrap()));
-            format!("{kind} {type_}=False {reason}: {}", shorten(&message))
+            let Ok((_, reason, message)) = found else {
+                let mut all = Vec::new();
+                for t in ["Ready", "Available", "Active", "Synced"] {
+                    all.push((t, condition_of(client, ns, kind, name, t).await));
+                }
+                return Err(format!(
+                    "no {type_}=False with {reasons:?} naming {texts:?} within {CONDITION_WAIT:?}; last: {:?}; all: {all:?}",
+                    last.lock().unwrap()
+                ));
+            };
+            Ok(format!("{kind} {type_}=False {reason}: {}", shorten(&message)))
         }
         Expect::Event { reason, text } => {
-            apply_all(client, ns, attack).await;
+            apply_all(client, ns, attack).await?;
             let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
             let what = format!("{}: an Event {reason} naming {text:?}", attack.name);
-            let message = wait_for(&what, CONDITION_WAIT, || async {
-                events.list(&ListParams::default()).await.ok()?.items.into_iter().find_map(|e| {
-                    let message = e.message.unwrap_or_default();
-                    (e.reason.as_deref() == Some(reason) && message.contains(text.as_str())).then_some(message)
-                })
-            })
+            let found = tokio::time::timeout(
+                CONDITION_WAIT,
+                wait_for(&what, CONDITION_WAIT * 2, || async {
+                    events.list(&ListParams::default()).await.ok()?.items.into_iter().find_map(|e| {
+                        let message = e.message.unwrap_or_default();
+                        (e.reason.as_deref() == Some(reason) && message.contains(text.as_str()))
+                            .then_some(message)
+                    })
+                }),
+            )
             .await;
-            format!("Event {reason}: {}", shorten(&message))
+            let Ok(message) = found else {
+                return Err(format!("no Event {reason} naming {text:?} within {CONDITION_WAIT:?}"));
+            };
+            Ok(format!("Event {reason}: {}", shorten(&message)))
         }
     }
 }
 
-async fn apply_all(client: &kube::Client, ns: &str, attack: &Attack) {
+async fn apply_all(client: &kube::Client, ns: &str, attack: &Attack) -> Result<(), String> {
     for manifest in &attack.manifests {
-        if let Err(message) = try_apply(client, ns, manifest).await {
-            panic!("{}: the API server refused {}: {message}", attack.name, manifest["kind"]);
-        }
+        try_apply(client, ns, manifest)
+            .await
+            .map_err(|message| format!("the API server refused {}: {message}", manifest["kind"]))?;
     }
+    Ok(())
 }
 
 fn shorten(text: &str) -> String {
     let text = text.replace('\n', " ");
-    if text.chars().count() > 110 { format!("{}…", text.chars().take(110).collect::<String>()) } else { text }
+    if text.chars().count() > 110 {
+        format!("{}…", text.chars().take(110).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// B's (or C's) GitTarget is Ready.
 async fn victim_ready(client: &kube::Client, tenant: &Tenant) -> Result<(), String> {
     match condition_of(client, tenant.namespace(), "GitTarget", &tenant.name("ledger"), "Ready").await {
         Some((status, _, _)) if status == "True" => Ok(()),
-        other => Err(format!("GitTarget {} of tenant {} is not Ready: {other:?}", tenant.name("ledger"), tenant.letter)),
+        other => Err(format!(
+            "GitTarget {} of tenant {} is not Ready: {other:?}",
+            tenant.name("ledger"),
+            tenant.letter
+        )),
     }
 }
 
@@ -606,9 +781,11 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
     let mut trickles = [Trickle::start(&client, &b, TRICKLE), Trickle::start(&client, &c, TRICKLE)];
     let probes = [LagProbe::new(env, &b), LagProbe::new(env, &c)];
     for (probe, tenant) in probes.iter().zip([&b, &c]) {
-        wait_for(&format!("tenant {}'s first trickle push", tenant.letter), Duration::from_secs(120), || async {
-            probe.pushed(env).last().is_some_and(|(_, seq)| *seq > 0).then_some(())
-        })
+        wait_for(
+            &format!("tenant {}'s first trickle push", tenant.letter),
+            Duration::from_secs(120),
+            || async { probe.pushed(env).last().is_some_and(|(_, seq)| *seq > 0).then_some(()) },
+        )
         .await;
     }
     eprintln!("set up in {:?}", started.elapsed());
@@ -651,10 +828,11 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
         let (from_ns, clock, from) = (now_ns(), Instant::now(), writes_now(&trickles));
         if attack.flood {
             // A's target must have written through the proxy before it hangs.
-            apply_all(&client, a.namespace(), attack).await;
+            apply_all(&client, a.namespace(), attack).await.expect("A's flood objects");
             let target = attack.manifests[2]["metadata"]["name"].as_str().unwrap().to_owned();
-            wait_for("A's flood target to be Available", Duration::from_secs(60), || async {
-                condition_of(&client, a.namespace(), "GitTarget", &target, "Available")
+            // Synced: its worker runs and has pushed its first commit through the proxy.
+            wait_for("A's flood target to be Synced", Duration::from_secs(90), || async {
+                condition_of(&client, a.namespace(), "GitTarget", &target, "Synced")
                     .await
                     .filter(|(status, _, _)| status == "True")
             })
@@ -665,7 +843,13 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
             assert_eq!(made, size, "the API server took {made} of {size} ConfigMaps");
             eprintln!("flood of {size} made in {:?}", clock.elapsed());
         }
-        let evidence = told(&client, a.namespace(), attack).await;
+        let evidence = match told(&client, a.namespace(), attack).await {
+            Ok(evidence) => evidence,
+            Err(e) => {
+                failures.push(format!("{}: {e}", attack.name));
+                format!("FAILED: {}", shorten(&e))
+            }
+        };
         if let Some(check) = &attack.after
             && let Err(e) = check()
         {
@@ -677,8 +861,14 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
         .await;
         // Leaks: what A wrote itself is no leak (a squatter names B's URL and branch).
         let own = serde_json::to_string(&attack.manifests).unwrap();
-        let needles: Vec<String> = victim_needles.iter().filter(|n| !own.contains(n.as_str())).cloned().collect();
-        let texts = texts_shown_to(&client, a.namespace()).await;
+        let needles: Vec<String> =
+            victim_needles.iter().filter(|n| !own.contains(n.as_str())).cloned().collect();
+        let names: Vec<String> = attack
+            .manifests
+            .iter()
+            .filter_map(|m| m["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        let texts = texts_shown_to(&client, a.namespace(), &names).await;
         for (needle, text) in leaks(&texts, &needles) {
             failures.push(format!("{}: A was shown {needle:?}: {}", attack.name, shorten(text)));
         }
@@ -688,11 +878,19 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
             }
         }
         if attack.flood {
-            let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), a.namespace());
-            api.delete_collection(&Default::default(), &ListParams::default().labels("flood=a")).await.expect("delete the flood");
+            let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                Api::namespaced(client.clone(), a.namespace());
+            api.delete_collection(&Default::default(), &ListParams::default().labels("flood=a"))
+                .await
+                .expect("delete the flood");
         }
         clear_namespace(&client, a.namespace()).await;
-        eprintln!("[{:>5.1}s] {} ({}): {evidence}", clock.elapsed().as_secs_f64(), attack.name, attack.defence);
+        eprintln!(
+            "[{:>5.1}s] {} ({}): {evidence}",
+            clock.elapsed().as_secs_f64(),
+            attack.name,
+            attack.defence
+        );
         windows.push(Window {
             attack: attack.name.clone(),
             evidence,
@@ -718,13 +916,20 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
     }
     let lag_of = [lags(&all_writes[0], &pushed[0]), lags(&all_writes[1], &pushed[1])];
     let in_window = |k: usize, w: &Window| -> Vec<Duration> {
-        lag_of[k].iter().filter(|(write, _)| (w.from_ns..=w.to_ns).contains(&write.at_ns)).filter_map(|(_, lag)| *lag).collect()
+        lag_of[k]
+            .iter()
+            .filter(|(write, _)| (w.from_ns..=w.to_ns).contains(&write.at_ns))
+            .filter_map(|(_, lag)| *lag)
+            .collect()
     };
     let baseline = [median_p95(&in_window(0, &windows[0])), median_p95(&in_window(1, &windows[0]))];
     let bound = [baseline[0].0 * 2 + FLOOR, baseline[1].0 * 2 + FLOOR];
 
     let ms = |d: Duration| d.as_millis();
-    eprintln!("\n{:<3} {:<72} {:>6} | {:>4} {:>6} {:>6} | {:>4} {:>6} {:>6} | evidence", "#", "attack", "s", "nB", "B med", "B p95", "nC", "C med", "C p95");
+    eprintln!(
+        "\n{:<3} {:<72} {:>6} | {:>4} {:>6} {:>6} | {:>4} {:>6} {:>6} | evidence",
+        "#", "attack", "s", "nB", "B med", "B p95", "nC", "C med", "C p95"
+    );
     let mut slow: Vec<String> = Vec::new();
     for (i, w) in windows.iter().enumerate() {
         let figures: Vec<(usize, Duration, Duration)> = (0..2)
@@ -749,14 +954,24 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
         );
         for (k, letter) in ["B", "C"].iter().enumerate() {
             if i > 0 && figures[k].1 > bound[k] {
-                slow.push(format!("{}: {letter}'s median lag {} ms > bound {} ms", w.attack, ms(figures[k].1), ms(bound[k])));
+                slow.push(format!(
+                    "{}: {letter}'s median lag {} ms > bound {} ms",
+                    w.attack,
+                    ms(figures[k].1),
+                    ms(bound[k])
+                ));
             }
             if figures[k].0 == 0 {
                 slow.push(format!("{}: no lag samples of {letter}", w.attack));
             }
         }
     }
-    eprintln!("bounds: B {} ms, C {} ms (2 × baseline median + {} ms)", ms(bound[0]), ms(bound[1]), ms(FLOOR));
+    eprintln!(
+        "bounds: B {} ms, C {} ms (2 × baseline median + {} ms)",
+        ms(bound[0]),
+        ms(bound[1]),
+        ms(FLOOR)
+    );
     let counted = list.len();
     eprintln!("{counted} attacks in {:?}", started.elapsed());
 
@@ -770,7 +985,10 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
     // Every replica is its first incarnation, still running, and never panicked.
     let running = replicas.running();
     for (name, pid) in NAMES.iter().zip(&pids) {
-        if !running.iter().any(|r| r == name) || replicas.replica(name).pid() != *pid || replicas.replica(name).incarnation != 1 {
+        if !running.iter().any(|r| r == name)
+            || replicas.replica(name).pid() != *pid
+            || replicas.replica(name).incarnation != 1
+        {
             failures.push(format!("replica {name} restarted or exited"));
         }
     }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use serde_json::{Value, json};
 
 use super::fixtures::{self, Access};
@@ -39,13 +41,7 @@ impl Tenant {
     pub async fn create(client: &kube::Client, env: &Env, letter: &'static str) -> Self {
         let ns = TestNamespace::create(client, &format!("tenant-{letter}")).await;
         let repo = env.new_repo(&format!("tenant-{letter}"));
-        Self {
-            letter,
-            ns,
-            repo,
-            branch: format!("audit-{letter}"),
-            folder: format!("tenants/{letter}"),
-        }
+        Self { letter, ns, repo, branch: format!("audit-{letter}"), folder: format!("tenants/{letter}") }
     }
 
     pub fn namespace(&self) -> &str {
@@ -64,9 +60,11 @@ impl Tenant {
         let (secret, provider, target, rule) =
             (self.name("keys"), self.name("forge"), self.name("ledger"), self.name("picks"));
         fixtures::git_secret(client, env, ns, &secret, &Access::Ssh { read_only: false }).await;
-        fixtures::provider(client, ns, &provider, &self.repo.ssh_url, &secret, json!({"interval": "1s"})).await;
+        fixtures::provider(client, ns, &provider, &self.repo.ssh_url, &secret, json!({"interval": "1s"}))
+            .await;
         fixtures::target(client, ns, &target, json!({"name": provider}), &self.branch, &self.folder).await;
-        let rules = json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {LABEL: self.letter}}}]);
+        let rules =
+            json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {LABEL: self.letter}}}]);
         fixtures::watch_rule(client, ns, &rule, &target, rules).await;
     }
 
@@ -267,22 +265,28 @@ pub fn median_p95(samples: &[Duration]) -> (Duration, Duration) {
     (median, sorted[rank.clamp(1, n) - 1])
 }
 
-/// Every text the operator showed tenant `ns`: the conditions of its
-/// GitTargets, GitProviders and WatchRules, and the Events in its namespace.
-pub async fn texts_shown_to(client: &kube::Client, ns: &str) -> Vec<String> {
+/// Every text the operator showed tenant `ns` about the objects named
+/// `names`: the conditions of its GitTargets, GitProviders and WatchRules,
+/// and the Events in its namespace about them (an Event about an earlier
+/// attack's object may still arrive after that attack).
+pub async fn texts_shown_to(client: &kube::Client, ns: &str, names: &[String]) -> Vec<String> {
     let mut texts = Vec::new();
     for kind in ["GitTarget", "GitProvider", "WatchRule"] {
         let resource =
             ApiResource::from_gvk(&GroupVersionKind::gvk(gitops_reverser::api::GROUP, "v1alpha1", kind));
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
         for object in api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
-            if let Some(status) = object.data.get("status") {
-                texts.push(format!("{kind} {}: {status}", object.metadata.name.unwrap_or_default()));
+            let name = object.metadata.name.unwrap_or_default();
+            if let Some(status) = object.data.get("status").filter(|_| names.contains(&name)) {
+                texts.push(format!("{kind} {name}: {status}"));
             }
         }
     }
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     for event in events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+        if !event.involved_object.name.as_ref().is_some_and(|n| names.contains(n)) {
+            continue;
+        }
         texts.push(format!(
             "Event {} {}: {}",
             event.reason.unwrap_or_default(),
@@ -334,6 +338,7 @@ pub async fn clear_namespace(client: &kube::Client, ns: &str) {
         gvk(group, "v1alpha1", "GitTarget", "gittargets"),
         gvk(group, "v1alpha1", "GitProvider", "gitproviders"),
         gvk("", "v1", "Secret", "secrets"),
+        gvk("", "v1", "Event", "events"),
         gvk("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
         gvk("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     ];
@@ -345,12 +350,18 @@ pub async fn clear_namespace(client: &kube::Client, ns: &str) {
     }
     let accounts: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &gvk("", "v1", "ServiceAccount", "serviceaccounts"));
-    let _ = accounts.delete_collection(&DeleteParams::default(), &ListParams::default().fields("metadata.name!=default")).await;
+    let _ = accounts
+        .delete_collection(&DeleteParams::default(), &ListParams::default().fields("metadata.name!=default"))
+        .await;
     for resource in &kinds[..3] {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
-        super::wait_for(&format!("the {} of {ns} to be gone", resource.plural), Duration::from_secs(60), || async {
-            api.list(&ListParams::default()).await.ok().filter(|l| l.items.is_empty()).map(|_| ())
-        })
+        super::wait_for(
+            &format!("the {} of {ns} to be gone", resource.plural),
+            Duration::from_secs(60),
+            || async {
+                api.list(&ListParams::default()).await.ok().filter(|l| l.items.is_empty()).map(|_| ())
+            },
+        )
         .await;
     }
 }
@@ -527,10 +538,17 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 
 /// Creates `count` ConfigMaps `NAME-i` labelled `labels` in `ns`, `parallel`
 /// requests at a time; returns how many the API server took.
-pub async fn flood(client: &kube::Client, ns: &str, name: &str, labels: Value, count: usize, parallel: usize) -> usize {
+pub async fn flood(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    labels: Value,
+    count: usize,
+    parallel: usize,
+) -> usize {
     use futures::StreamExt;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let made = futures::stream::iter(0..count)
+    futures::stream::iter(0..count)
         .map(|i| {
             let api = api.clone();
             let object: ConfigMap = serde_json::from_value(json!({
@@ -542,8 +560,7 @@ pub async fn flood(client: &kube::Client, ns: &str, name: &str, labels: Value, c
         .buffer_unordered(parallel)
         .filter(|ok| futures::future::ready(*ok))
         .count()
-        .await;
-    made
+        .await
 }
 
 /// Per (attack, tenant): the lag samples of the writes made in the window.
