@@ -565,3 +565,125 @@ pub async fn flood(
 
 /// Per (attack, tenant): the lag samples of the writes made in the window.
 pub type Samples = BTreeMap<(String, &'static str), Vec<Duration>>;
+
+/// Pushes branch `branch` to `url`: a tree bomb, `depth` levels of trees of
+/// ten entries each pointing at the same subtree, so a pack of a few KiB
+/// holds 10^depth files.
+pub fn push_tree_bomb(env: &Env, url: &str, branch: &str, depth: u32) {
+    let git = GitClient::new(Auth::ssh_rw(env));
+    let dir = git.workdir("bomb");
+    git.ok(&dir, &["init", "--quiet", "--bare"]);
+    let blob = git.run_input(&dir, &["hash-object", "-w", "--stdin"], b"boom\n");
+    let mut entry = ("100644 blob", String::from_utf8_lossy(&blob.stdout).trim().to_owned());
+    for _ in 0..=depth {
+        let listing: String = (0..10).map(|k| format!("{} {}\tx{k}\n", entry.0, entry.1)).collect();
+        let tree = git.run_input(&dir, &["mktree"], listing.as_bytes());
+        assert!(tree.status.success(), "mktree: {}", super::git::stderr(&tree));
+        entry = ("040000 tree", String::from_utf8_lossy(&tree.stdout).trim().to_owned());
+    }
+    let commit = git.ok(&dir, &["commit-tree", &entry.1, "-m", "tree bomb"]);
+    git.ok(&dir, &["push", "--quiet", url, &format!("{}:refs/heads/{branch}", commit.trim())]);
+}
+
+/// A plain-HTTP git server (smart protocol v0) whose one branch comes in a
+/// pack that never ends: a blob of 5 GiB, stored uncompressed, streamed
+/// until the client hangs up.
+pub struct HugePackServer {
+    pub addr: SocketAddr,
+    pub sent: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HugePackServer {
+    pub const BLOB: u64 = 5 << 30;
+
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, flag) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || serve_huge_pack(stream, &count));
+            }
+        });
+        Self { addr, sent, stop }
+    }
+}
+
+impl Drop for HugePackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn pkt(line: &str) -> String {
+    format!("{:04x}{line}", line.len() + 4)
+}
+
+fn serve_huge_pack(mut stream: TcpStream, sent: &AtomicUsize) {
+    let head = read_head(&mut stream);
+    let line = head.lines().next().unwrap_or_default().to_owned();
+    let commit = "1".repeat(40);
+    if line.starts_with("GET ") {
+        let body = format!(
+            "{}0000{}{}0000",
+            pkt("# service=git-upload-pack\n"),
+            pkt(&format!("{commit} HEAD\0ofs-delta\n")),
+            pkt(&format!("{commit} refs/heads/main\n"))
+        );
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nCache-Control: no-cache\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    // The wants: read and ignored; what comes back is the same whatever they say.
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0usize);
+    let mut body = vec![0u8; length.min(1 << 20)];
+    let _ = stream.read_exact(&mut body);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\nConnection: close\r\n\r\n0008NAK\n"
+    );
+    let mut pack = b"PACK".to_vec();
+    pack.extend_from_slice(&2u32.to_be_bytes());
+    pack.extend_from_slice(&1u32.to_be_bytes());
+    // Object header: type blob (3), size as git's varint.
+    let mut size = HugePackServer::BLOB;
+    let mut byte = 0x30 | (size & 0x0f) as u8;
+    size >>= 4;
+    while size > 0 {
+        pack.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    pack.push(byte);
+    pack.extend_from_slice(&[0x78, 0x01]); // zlib, then stored deflate blocks
+    if stream.write_all(&pack).is_err() {
+        return;
+    }
+    let mut block = vec![0u8; 5 + 65535];
+    block[1..5].copy_from_slice(&[0xff, 0xff, 0x00, 0x00]); // not final, LEN 65535, NLEN
+    let mut left = HugePackServer::BLOB;
+    while left > 0 {
+        if stream.write_all(&block).is_err() {
+            return;
+        }
+        sent.fetch_add(block.len(), Ordering::Relaxed);
+        left = left.saturating_sub(65535);
+    }
+}
