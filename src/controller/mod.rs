@@ -620,6 +620,7 @@ impl Controller {
             self.watches.resync(|spec| {
                 !started.contains(spec)
                     && owned.contains(&(spec.resource.group.clone(), spec.resource.plural.clone()))
+                    && active_table.feeds(key, &spec.scope)
             });
         }
 

@@ -252,6 +252,20 @@ impl RouteTable {
             .any(|rule| &rule.target == target && rule.selects(resource) && rule.can_watch(resource))
     }
 
+    /// Whether a watch of `scope` can deliver objects to `target`: one of its
+    /// rules sees that namespace (a WatchRule sees only its own). A target's
+    /// resync relists only such watches, so one tenant's resync never
+    /// relists another tenant's namespace.
+    pub fn feeds(&self, target: &TargetKey, scope: &Scope) -> bool {
+        match scope {
+            Scope::All => true,
+            Scope::Namespace(ns) => self
+                .rules
+                .iter()
+                .any(|rule| &rule.target == target && rule.namespace.as_ref().is_none_or(|own| own == ns)),
+        }
+    }
+
     /// The (group, plural) pairs whose files a target owns, for sweeping.
     /// A suspended rule's count: what it wrote is kept, not swept.
     pub fn owned_resources(

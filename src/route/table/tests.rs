@@ -316,3 +316,23 @@ fn a_suspended_rule_selects_nothing_but_keeps_what_it_owns() {
     assert_eq!(table.suspended(), BTreeSet::from([source.clone()]));
     assert_eq!(table.targets_of(&source), BTreeSet::from([target]));
 }
+
+/// Issue 16: a target's resync relisted every watch of its resources, the
+/// other tenants' namespaces included, so a tenant that recreated its
+/// GitTarget over and over made every tenant's watch relist.
+#[test]
+fn a_watch_feeds_only_the_targets_whose_rules_see_its_namespace() {
+    let mut table = RouteTable::default();
+    let configmaps = vec![rule(serde_json::json!({"resources": ["configmaps"]}))];
+    table.set_watch_rule("team-a", "r", &watch_rule("a", configmaps.clone())).unwrap();
+    table.set_watch_rule("team-b", "r", &watch_rule("b", configmaps.clone())).unwrap();
+    let a = TargetKey::new("team-a", "a");
+    assert!(table.feeds(&a, &Scope::Namespace("team-a".into())));
+    assert!(!table.feeds(&a, &Scope::Namespace("team-b".into())));
+    assert!(table.feeds(&a, &Scope::All));
+    let spec: ClusterWatchRuleSpec = serde_json::from_value(serde_json::json!({
+        "sinkRef": {"name": "c", "namespace": "team-c"}, "rules": [{"resources": ["configmaps"]}]}))
+    .unwrap();
+    table.set_cluster_watch_rule("everything", &spec).unwrap();
+    assert!(table.feeds(&TargetKey::new("team-c", "c"), &Scope::Namespace("team-b".into())));
+}
