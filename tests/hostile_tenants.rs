@@ -569,12 +569,26 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
             m.push(o.rule_manifest(&o.target(), json!([{"resources": ["configmaps"]}]), None));
             (m, o.target_condition("Available", &["RemoteTooLarge"], &[""]))
         });
-        add("git server serving a 5 GiB pack", "fetch-size limit", &|o| {
-            let url = format!("http://127.0.0.1:{}/x.git", w.huge_pack.addr.port());
-            let mut m = o.chain(https_rw.clone(), &url, json!({"insecure": true}), "main", "x");
-            m.push(o.rule_manifest(&o.target(), json!([{"resources": ["configmaps"]}]), None));
-            (m, o.target_condition("Available", &["RemoteTooLarge"], &[""]))
-        });
+        // This server serves reads only, so the write-access check stops the
+        // target before any fetch: not one byte of the pack is taken in (the
+        // fetch-size limit itself is proven in tests/remote_limits.rs).
+        add(
+            "git server serving a 5 GiB pack (and taking no push)",
+            "write access proven before any fetch",
+            &|o| {
+                let url = format!("http://127.0.0.1:{}/x.git", w.huge_pack.addr.port());
+                let mut m = o.chain(https_rw.clone(), &url, json!({"insecure": true}), "main", "x");
+                m.push(o.rule_manifest(&o.target(), json!([{"resources": ["configmaps"]}]), None));
+                (m, o.target_condition("Available", &["GitOperationFailed", "AuthenticationFailed"], &[""]))
+            },
+        );
+    }
+    if let Some(pack) = list.iter_mut().find(|a| a.name.contains("5 GiB pack")) {
+        let sent = w.huge_pack.sent.clone();
+        pack.after = Some(Box::new(move || match sent.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!("the pack was fetched: {n} bytes taken in")),
+        }));
     }
 
     if let Some(trap) = list.iter_mut().find(|a| a.name.contains("(302)")) {
