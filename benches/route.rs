@@ -11,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gitops_reverser::api::{ClusterWatchRuleSpec, Operation, WatchRuleSpec};
+use gitops_reverser::controller::resolve::glob_matches;
 use gitops_reverser::route::{RouteTable, ServedResource};
 use serde_json::json;
 
@@ -66,6 +67,11 @@ fn bench_route(c: &mut Criterion) {
     });
     group.bench_function("selecting 1 ConfigMap, 2010 compiled rules", |b| {
         b.iter(|| table.selecting(black_box(&configmaps), Some("team-500"), black_box(&labels)).len())
+    });
+    // Issue 16: the pattern that pinned a backtracking matcher.
+    let (worst, name) = (format!("{}b", "**a".repeat(84)), "a".repeat(255));
+    group.bench_function("allowedBranches: the worst pattern on a 255-byte branch", |b| {
+        b.iter(|| glob_matches(black_box(&worst), black_box(&name)))
     });
     group.sample_size(20);
     group.bench_function("compile 1000 WatchRules + 10 ClusterWatchRules", |b| {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::worker::limits::{self, Limits};
+
 /// Reverse GitOps: mirrors live Kubernetes objects into Git.
 #[derive(Debug, Parser)]
 #[command(name = "gitops-reverser", version, about, long_about = None)]
@@ -24,6 +26,9 @@ pub enum Command {
     },
     /// Run the operator.
     Run(Box<RunArgs>),
+    /// Apply a mirrored folder back to a cluster (server-side apply;
+    /// Namespaces and CRDs first).
+    Restore(crate::restore::RestoreArgs),
 }
 
 /// Settings of the `run` command.
@@ -158,6 +163,32 @@ pub struct RunArgs {
     /// how long it takes, so this fits the git server, not the Lease.
     #[arg(long, env = "GITOPS_REVERSER_PUSH_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub push_timeout: Duration,
+
+    /// Most bytes one fetch may receive (`256Mi`, `1Gi`, or bytes). A
+    /// server that sends more is cut off, what it sent is removed, and its
+    /// GitTargets are `Available=False`, reason `RemoteTooLarge`. Every
+    /// branch of the replica shares one data volume.
+    #[arg(long, env = "GITOPS_REVERSER_MAX_FETCH_SIZE", default_value = "256Mi", value_parser = parse_bytes)]
+    pub max_fetch_size: u64,
+
+    /// Most objects in the pack one fetch receives (git holds about 100
+    /// bytes of memory per object while it indexes them).
+    #[arg(long, env = "GITOPS_REVERSER_MAX_PACK_OBJECTS", default_value_t = limits::DEFAULT_MAX_PACK_OBJECTS)]
+    pub max_pack_objects: u64,
+
+    /// Most files and folders a worker walks when it lists its branch; a
+    /// tree bomb (trees naming one subtree many times over) stops here.
+    #[arg(long, env = "GITOPS_REVERSER_MAX_TREE_ENTRIES", default_value_t = limits::DEFAULT_MAX_TREE_ENTRIES)]
+    pub max_tree_entries: u64,
+
+    /// Most bytes in one path of a branch.
+    #[arg(long, env = "GITOPS_REVERSER_MAX_PATH_LENGTH", default_value_t = limits::DEFAULT_MAX_PATH_LENGTH)]
+    pub max_path_length: u64,
+
+    /// Most bytes in one file (or folder listing) of a branch, read from
+    /// its header before its content (`16Mi`, or bytes).
+    #[arg(long, env = "GITOPS_REVERSER_MAX_FILE_SIZE", default_value = "16Mi", value_parser = parse_bytes)]
+    pub max_file_size: u64,
 }
 
 impl RunArgs {
@@ -183,6 +214,17 @@ impl RunArgs {
         self.shutdown_timeout.saturating_sub(RELEASE_MARGIN)
     }
 
+    /// The limits on what a remote may make a worker receive and read.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            fetch_size: self.max_fetch_size,
+            pack_objects: self.max_pack_objects,
+            tree_entries: self.max_tree_entries,
+            path_length: self.max_path_length,
+            file_size: self.max_file_size,
+        }
+    }
+
     pub fn shard_settings(&self) -> crate::shard::ShardSettings {
         let namespace = [&self.lease_namespace, &self.namespace]
             .into_iter()
@@ -199,6 +241,25 @@ impl RunArgs {
             push_timeout: self.push_timeout,
         }
     }
+}
+
+/// A size in bytes: a whole number, optionally with a binary unit
+/// (`Ki`, `Mi`, `Gi`), as Kubernetes quantities write them.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let invalid =
+        || format!("invalid size {text:?}: expected bytes, or a number with Ki, Mi or Gi, like 256Mi");
+    let text = text.trim();
+    let (number, shift) = match text.len().checked_sub(2).map(|at| text.split_at(at)) {
+        Some((number, "Ki")) => (number, 10),
+        Some((number, "Mi")) => (number, 20),
+        Some((number, "Gi")) => (number, 30),
+        _ => (text, 0),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let value: u64 = number.parse().map_err(|_| invalid())?;
+    value.checked_mul(1 << shift).filter(|v| *v > 0).ok_or_else(|| format!("size {text:?} is out of range"))
 }
 
 fn parse_push_slots(value: &str) -> Result<usize, String> {
@@ -321,6 +382,25 @@ mod tests {
         for bad in ["", "Mirror", "-x", "x-", "a..b", "a_b", &"a".repeat(254)] {
             assert!(parse_service_account(bad).unwrap_err().contains("DNS-1123"), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_bytes("16Mi"), Ok(16 << 20));
+        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4Ki"), Ok(4096));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        for bad in ["", "Mi", "1.5Mi", "-1", "1MB", "1 Mi", "0", "99999999999999999999Gi"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn the_limit_flags_default_to_the_limits_defaults() {
+        let cli = Cli::try_parse_from(["gitops-reverser", "run"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("run") };
+        assert_eq!(args.limits(), Limits::default());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod health;
 pub mod memory;
 pub mod quiet;
+pub mod restore;
 pub mod route;
 pub mod run;
 pub mod sanitize;

@@ -13,6 +13,16 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(&error),
         },
+        Command::Restore(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+            };
+            match runtime.block_on(gitops_reverser::restore::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error.to_string()),
+            }
+        }
         Command::Run(args) => {
             gitops_reverser::memory::limit_arenas();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -45,12 +45,17 @@ pub enum Reason {
     InvalidConfiguration,
     /// A rule's ServiceAccount may not read some of what it selects.
     AccessDenied,
+    /// `spec.suspend` is true.
+    Suspended,
     // Available
     Available,
     AuthenticationFailed,
     RepositoryNotFound,
     NetworkError,
     GitOperationFailed,
+    /// Not in the spec's list: the remote branch is past one of the
+    /// operator's size limits (`--max-fetch-size` and friends).
+    RemoteTooLarge,
     Checking,
     // Active
     Active,
@@ -70,17 +75,19 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Self::Ready,
         Self::Validating,
         Self::BranchNotAllowed,
         Self::InvalidConfiguration,
         Self::AccessDenied,
+        Self::Suspended,
         Self::Available,
         Self::AuthenticationFailed,
         Self::RepositoryNotFound,
         Self::NetworkError,
         Self::GitOperationFailed,
+        Self::RemoteTooLarge,
         Self::Checking,
         Self::Active,
         Self::Idle,
@@ -101,11 +108,13 @@ impl Reason {
             Self::BranchNotAllowed => "BranchNotAllowed",
             Self::InvalidConfiguration => "InvalidConfiguration",
             Self::AccessDenied => "AccessDenied",
+            Self::Suspended => "Suspended",
             Self::Available => "Available",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::RepositoryNotFound => "RepositoryNotFound",
             Self::NetworkError => "NetworkError",
             Self::GitOperationFailed => "GitOperationFailed",
+            Self::RemoteTooLarge => "RemoteTooLarge",
             Self::Checking => "Checking",
             Self::Active => "Active",
             Self::Idle => "Idle",
@@ -127,12 +136,14 @@ impl Reason {
             | Self::Validating
             | Self::BranchNotAllowed
             | Self::InvalidConfiguration
-            | Self::AccessDenied => ConditionType::Ready,
+            | Self::AccessDenied
+            | Self::Suspended => ConditionType::Ready,
             Self::Available
             | Self::AuthenticationFailed
             | Self::RepositoryNotFound
             | Self::NetworkError
             | Self::GitOperationFailed
+            | Self::RemoteTooLarge
             | Self::Checking => ConditionType::Available,
             Self::Active | Self::Idle | Self::WorkerNotStarted | Self::WorkerStopped => ConditionType::Active,
             Self::Synced

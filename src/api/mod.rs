@@ -20,7 +20,7 @@ pub use crd::{all_crds, crd_file_name, crd_yaml, crds_yaml};
 pub use provider::{GitProvider, GitProviderSpec, GitProviderStatus, PushStrategy, SecretReference};
 pub use rule::{Operation, Rule};
 pub use status::{GitStatus, GitTargetStatus, PushResult, ResourceStatus, WorkerStatus};
-pub use target::{GitProviderReference, GitTarget, GitTargetSpec, ProviderKind};
+pub use target::{GitProviderReference, GitTarget, GitTargetSpec, Layout, ProviderKind};
 pub use watch_rule::{
     ClusterWatchRule, ClusterWatchRuleSpec, LocalTargetReference, NamespacedTargetReference, WatchRule,
     WatchRuleSpec,

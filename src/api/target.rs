@@ -30,6 +30,7 @@ use super::{FLUX_SOURCE_GROUP, GROUP};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Available\")].status"
     ),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last Push", type_ = "date", json_path = ".status.workerStatus.lastPushTime"),
     printcolumn(name = "Queued", type_ = "integer", json_path = ".status.workerStatus.queuedEvents"),
     printcolumn(
@@ -80,6 +81,36 @@ pub struct GitTargetSpec {
             .message("baseFolder must not point into a '.git' folder")
     )]
     pub base_folder: String,
+
+    /// Flux's meaning: while true nothing is committed or pushed for this
+    /// target; when it turns false again, one sync commit catches the
+    /// folder up with the cluster (never a replay of every missed event).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
+    /// How the folder is laid out. `plain` (the default): one file per
+    /// object. `kustomize`: the same, plus a `kustomization.yaml` in the
+    /// base folder that lists every object file, so Flux or `kubectl apply
+    /// -k` can apply the folder as it is.
+    #[serde(default, skip_serializing_if = "Layout::is_plain")]
+    pub layout: Layout,
+}
+
+/// The layout of a GitTarget's folder.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One file per object.
+    #[default]
+    Plain,
+    /// One file per object and a `kustomization.yaml` listing them.
+    Kustomize,
+}
+
+impl Layout {
+    fn is_plain(&self) -> bool {
+        *self == Layout::Plain
+    }
 }
 
 fn default_branch() -> String {

@@ -32,6 +32,7 @@ use super::status::ResourceStatus;
         priority = "1",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     ),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     derive = "PartialEq",
     doc = "WatchRule selects objects in its own namespace and records them into a local GitTarget."
@@ -50,6 +51,11 @@ pub struct WatchRuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub service_account_name: Option<String>,
+    /// Flux's meaning: while true the rule records nothing, and the files it
+    /// wrote stay as they are; when it turns false again, its GitTarget
+    /// catches up with one sync commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 /// ClusterWatchRule records objects cluster-wide (cluster-scoped kinds and
@@ -75,6 +81,7 @@ pub struct WatchRuleSpec {
         priority = "1",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     ),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     derive = "PartialEq",
     doc = "ClusterWatchRule selects objects cluster-wide and records them into a GitTarget in a named namespace."
@@ -94,6 +101,11 @@ pub struct ClusterWatchRuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub service_account_name: Option<String>,
+    /// Flux's meaning: while true the rule records nothing, and the files it
+    /// wrote stay as they are; when it turns false again, its GitTarget
+    /// catches up with one sync commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 /// A reference to a GitTarget in the referrer's own namespace.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::api::{ClusterWatchRuleSpec, Layout, WatchRuleSpec};
 use crate::route::{BranchKey, ResourceCatalog, RouteTable, RuleSource, TargetKey};
 use crate::shard::{Ownership, ShardHandle};
 use crate::status::writer::StatusWriter;
@@ -52,6 +53,8 @@ pub struct Settings {
     pub audit_interval: Duration,
     /// One SSH connection per repository and identity.
     pub ssh_connection_sharing: bool,
+    /// Bounds on what each remote may make its workers receive and read.
+    pub limits: crate::worker::limits::Limits,
     /// Limit to one namespace; None: all.
     pub namespace: Option<String>,
     pub metrics: Arc<crate::telemetry::Metrics>,
@@ -118,6 +121,8 @@ pub struct Controller {
     /// Per rule, what its ServiceAccount may not read (or is not known to).
     rule_denials: BTreeMap<RuleSource, Vec<String>>,
     rule_access: RuleAccess,
+    /// The rules suspended in the last pass, to see which resume.
+    suspended_rules: BTreeSet<RuleSource>,
     written: publish::Written,
     /// Stopped workers still pushing what they hold, by branch. A branch
     /// gets a new worker only once its old one is gone: both would use the
@@ -157,6 +162,7 @@ impl Controller {
             writer: StatusWriter::new(calls.clone(), &settings.instance),
             access: AccessChecks::new(changed.clone()),
             rule_access: RuleAccess::new(calls.clone(), changed.clone()),
+            suspended_rules: BTreeSet::new(),
             pushers: Pushers::new(settings.max_concurrent_pushes),
             settings,
             changed,
@@ -315,7 +321,23 @@ impl Controller {
             }
         }
         self.restrict_to_service_accounts(&mut table);
+        self.resync_resumed_rules(&table);
         table
+    }
+
+    /// A rule that was suspended and no longer is resyncs its target: one
+    /// sync commit catches up with what it missed.
+    fn resync_resumed_rules(&mut self, table: &RouteTable) {
+        let suspended = table.suspended();
+        for source in self.suspended_rules.difference(&suspended) {
+            for target in table.targets_of(source) {
+                if let Some(state) = self.targets.get_mut(&target) {
+                    info!(rule = ?source, git_target = %target, "rule resumed: resyncing its target");
+                    state.synced_as = None;
+                }
+            }
+        }
+        self.suspended_rules = suspended;
     }
 
     /// Bounds every rule that names a ServiceAccount (or falls under
@@ -399,7 +421,9 @@ impl Controller {
         for (key, state) in &self.targets {
             if let Some(resolved) = state.resolved().filter(|r| {
                 let shard = self.settings.shards.shard_of(&r.branch_key);
-                state.may_write() && (self.ownership.is_active(shard) || self.ownership.is_incoming(shard))
+                state.may_write()
+                    && !state.suspended
+                    && (self.ownership.is_active(shard) || self.ownership.is_incoming(shard))
             }) {
                 branches
                     .entry(resolved.branch_key.clone())
@@ -432,6 +456,7 @@ impl Controller {
                 let changed = branches.get(branch).is_some_and(|members| {
                     let settings = self.worker_settings(branch, members);
                     worker.settings.folders != settings.folders
+                        || worker.settings.kustomize != settings.kustomize
                         || worker.settings.credentials != settings.credentials
                         || worker.settings.push != settings.push
                         || worker.settings.standby != settings.standby
@@ -526,11 +551,13 @@ impl Controller {
             queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
             let rules = self.rules_hash(key);
             let state = self.targets.get_mut(key).expect("active targets are known");
+            // A new layout resyncs too: the resync writes its kustomization.yaml.
             let fingerprint = (
                 resolved.branch_key.clone(),
                 resolved.folder.clone(),
                 table.owned_resources(key, &self.catalog),
                 rules,
+                state.layout,
             );
             if state.synced_as.as_ref() != Some(&fingerprint) {
                 state.synced_as = Some(fingerprint);
@@ -593,6 +620,7 @@ impl Controller {
             self.watches.resync(|spec| {
                 !started.contains(spec)
                     && owned.contains(&(spec.resource.group.clone(), spec.resource.plural.clone()))
+                    && active_table.feeds(key, &spec.scope)
             });
         }
 
@@ -611,7 +639,10 @@ impl Controller {
                 r.metadata.namespace.as_deref() == Some(&target.namespace)
                     && r.spec.sink_ref.name == target.name
             })
-            .map(|r| format!("wr/{:?}/{:?}", r.metadata.name, r.spec))
+            // Suspending is no reason to resync; resuming is (`resync_resumed_rules`).
+            .map(|r| {
+                format!("wr/{:?}/{:?}", r.metadata.name, WatchRuleSpec { suspend: false, ..r.spec.clone() })
+            })
             .chain(
                 self.stores
                     .cluster_watch_rules
@@ -620,7 +651,10 @@ impl Controller {
                     .filter(|r| {
                         r.spec.sink_ref.namespace == target.namespace && r.spec.sink_ref.name == target.name
                     })
-                    .map(|r| format!("cwr/{:?}/{:?}", r.metadata.name, r.spec)),
+                    .map(|r| {
+                        let spec = ClusterWatchRuleSpec { suspend: false, ..r.spec.clone() };
+                        format!("cwr/{:?}/{:?}", r.metadata.name, spec)
+                    }),
             )
             .collect();
         specs.sort();
@@ -704,10 +738,16 @@ impl Controller {
             committer: self.settings.committer.clone(),
             repo_dir: store::dir_of(&self.settings.data_dir.join("repos"), &branch.url),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
+            kustomize: members
+                .iter()
+                .filter(|(k, _)| self.targets.get(k).is_some_and(|state| state.layout == Layout::Kustomize))
+                .map(|(k, _)| k.clone())
+                .collect(),
             metrics: self.settings.metrics.clone(),
             pushers: self.pushers.clone(),
             audit_interval: self.settings.audit_interval,
             shared_ssh_connection: self.settings.ssh_connection_sharing,
+            limits: self.settings.limits,
             standby: self.ownership.is_incoming(shard),
         }
     }

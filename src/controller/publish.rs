@@ -45,8 +45,10 @@ impl Controller {
                 self.written.targets.remove(&key);
                 continue;
             }
+            // A suspended target's branch may go on for others: not its worker.
             let worker = state
                 .resolved()
+                .filter(|_| !state.suspended)
                 .and_then(|r| self.workers.get(&r.branch_key))
                 .map(|w| w.handle.state.borrow().clone());
             let (url, branch) = state.resolved().map_or((String::new(), String::new()), |r| {
@@ -61,6 +63,7 @@ impl Controller {
                 unsanitizable: &state.unsanitizable,
                 backlogged: state.backlogged,
                 settings_overridden: state.settings_overridden.as_deref(),
+                suspended: state.suspended,
                 url: &url,
                 branch: &branch,
                 owner: Some((&self.settings.instance, shard)),
@@ -109,7 +112,7 @@ impl Controller {
                 name: rule.name_any(),
             };
             let sink = TargetKey::new(rule.namespace().unwrap_or_default(), &rule.spec.sink_ref.name);
-            let ready = self.rule_ready(&source, &sink, &targets);
+            let ready = self.rule_ready(&source, &sink, &targets, rule.spec.suspend);
             self.write_resource(
                 rule.as_ref(),
                 format!("wr/{}", source_name(&source)),
@@ -122,7 +125,7 @@ impl Controller {
         for rule in self.stores.cluster_watch_rules.state() {
             let source = RuleSource::ClusterWatchRule { name: rule.name_any() };
             let sink = TargetKey::new(&rule.spec.sink_ref.namespace, &rule.spec.sink_ref.name);
-            let ready = self.rule_ready(&source, &sink, &targets);
+            let ready = self.rule_ready(&source, &sink, &targets, rule.spec.suspend);
             self.write_resource(
                 rule.as_ref(),
                 format!("cwr/{}", source_name(&source)),
@@ -139,6 +142,7 @@ impl Controller {
         source: &RuleSource,
         sink: &TargetKey,
         targets: &BTreeMap<TargetKey, bool>,
+        suspended: bool,
     ) -> Desired {
         let problems = self.rule_problems.get(source).cloned().unwrap_or_default();
         let (status, reason, message) = match targets.get(sink) {
@@ -153,6 +157,13 @@ impl Controller {
             Some(_) if problems.iter().any(|p| p.starts_with("rules[")) => {
                 (Status::False, Reason::InvalidConfiguration, problems.join("; "))
             }
+            Some(_) if suspended => (
+                Status::False,
+                Reason::Suspended,
+                "suspended (spec.suspend): records nothing, and what it wrote stays; when resumed, its GitTarget \
+                 catches up with one sync commit"
+                    .to_owned(),
+            ),
             Some(_) if self.rule_denials.contains_key(source) => (
                 Status::False,
                 Reason::AccessDenied,

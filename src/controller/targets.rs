@@ -39,7 +39,7 @@ pub struct Resolved {
 
 /// What a target was resynced as: branch, folder, owned (group, plural)s and
 /// a hash of the rules that point at it.
-pub type SyncedAs = (BranchKey, String, BTreeSet<(String, String)>, u64);
+pub type SyncedAs = (BranchKey, String, BTreeSet<(String, String)>, u64, crate::api::Layout);
 
 /// What the controller remembers about one GitTarget.
 #[derive(Debug)]
@@ -67,6 +67,10 @@ pub struct TargetState {
     pub backlogged: bool,
     /// Why its provider's push settings are not the ones its branch uses.
     pub settings_overridden: Option<String>,
+    /// `spec.suspend`: nothing is committed or pushed for it.
+    pub suspended: bool,
+    /// `spec.layout`.
+    pub layout: crate::api::Layout,
     /// Another target claimed this one's folder first (see
     /// `reject_shared_folders`); it is not written meanwhile.
     pub folder_conflict: Option<Problem>,
@@ -132,7 +136,9 @@ impl Controller {
         for target in &targets {
             let key = key_of(target);
             let inputs = self.inputs_of(target);
-            if let Some(state) = self.targets.get(&key) {
+            if let Some(state) = self.targets.get_mut(&key) {
+                state.suspended = target.spec.suspend;
+                state.layout = target.spec.layout;
                 let ttl = if state.outcome.is_ok() { RESOLVED_TTL } else { PROBLEM_TTL };
                 if state.inputs == inputs && state.resolved_at.elapsed() < ttl {
                     continue;
@@ -173,6 +179,8 @@ impl Controller {
                             unsanitizable: BTreeMap::new(),
                             backlogged: false,
                             settings_overridden: None,
+                            suspended: target.spec.suspend,
+                            layout: target.spec.layout,
                             folder_conflict: None,
                             holds_folder: false,
                         },

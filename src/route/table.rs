@@ -33,6 +33,8 @@ pub struct CompiledRule {
     denied: BTreeSet<(String, String)>,
     /// Its ignore rules; None (the common case) costs nothing per event.
     ignore: Option<Arc<Ignore>>,
+    /// Its rule is suspended: it selects nothing, but what it owns stays.
+    suspended: bool,
 }
 
 /// Why a rule could not be compiled.
@@ -124,7 +126,7 @@ impl RouteTable {
     ) -> Result<(), RuleError> {
         let source = RuleSource::WatchRule { namespace: namespace.into(), name: name.into() };
         let target = TargetKey::new(namespace, &spec.sink_ref.name);
-        self.replace(source, target, Some(namespace.to_owned()), &spec.rules)
+        self.replace(source, target, Some(namespace.to_owned()), &spec.rules, spec.suspend)
     }
 
     /// Replaces the rules of a ClusterWatchRule.
@@ -135,7 +137,7 @@ impl RouteTable {
     ) -> Result<(), RuleError> {
         let source = RuleSource::ClusterWatchRule { name: name.into() };
         let target = TargetKey::new(&spec.sink_ref.namespace, &spec.sink_ref.name);
-        self.replace(source, target, None, &spec.rules)
+        self.replace(source, target, None, &spec.rules, spec.suspend)
     }
 
     /// Keeps only the rules whose target passes `keep`.
@@ -153,6 +155,7 @@ impl RouteTable {
         target: TargetKey,
         namespace: Option<String>,
         rules: &[Rule],
+        suspended: bool,
     ) -> Result<(), RuleError> {
         let compiled = rules
             .iter()
@@ -178,6 +181,7 @@ impl RouteTable {
                     selector,
                     denied: BTreeSet::new(),
                     ignore,
+                    suspended,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -251,6 +255,7 @@ impl RouteTable {
             &rule.target == target
                 && rule.group_matches(group)
                 && rule.resources.iter().any(|r| r == plural || r == "*")
+                && !rule.suspended
                 && !rule.is_denied(group, plural)
                 && rule.operations.iter().any(|op| op.covers(operation))
         })
@@ -280,7 +285,22 @@ impl RouteTable {
             .any(|rule| &rule.target == target && rule.selects(resource) && rule.can_watch(resource))
     }
 
+    /// Whether a watch of `scope` can deliver objects to `target`: one of its
+    /// rules sees that namespace (a WatchRule sees only its own). A target's
+    /// resync relists only such watches, so one tenant's resync never
+    /// relists another tenant's namespace.
+    pub fn feeds(&self, target: &TargetKey, scope: &Scope) -> bool {
+        match scope {
+            Scope::All => true,
+            Scope::Namespace(ns) => self
+                .rules
+                .iter()
+                .any(|rule| &rule.target == target && rule.namespace.as_ref().is_none_or(|own| own == ns)),
+        }
+    }
+
     /// The (group, plural) pairs whose files a target owns, for sweeping.
+    /// A suspended rule's count: what it wrote is kept, not swept.
     pub fn owned_resources(
         &self,
         target: &TargetKey,
@@ -289,9 +309,23 @@ impl RouteTable {
         self.rules
             .iter()
             .filter(|rule| &rule.target == target)
-            .flat_map(|rule| catalog.iter().filter(|r| rule.selects(r) && rule.can_watch(r)))
+            .flat_map(|rule| {
+                catalog.iter().filter(|r| {
+                    (rule.selects(r) || (rule.suspended && rule.selects_any(r))) && rule.can_watch(r)
+                })
+            })
             .map(|r| (r.group.clone(), r.plural.clone()))
             .collect()
+    }
+
+    /// The targets `source`'s rules write to.
+    pub fn targets_of(&self, source: &RuleSource) -> BTreeSet<TargetKey> {
+        self.rules.iter().filter(|rule| &rule.source == source).map(|rule| rule.target.clone()).collect()
+    }
+
+    /// The rules that are suspended.
+    pub fn suspended(&self) -> BTreeSet<RuleSource> {
+        self.rules.iter().filter(|rule| rule.suspended).map(|rule| rule.source.clone()).collect()
     }
 
     /// The shared watches all rules need: one per (resource, scope), and a
@@ -349,7 +383,7 @@ impl CompiledRule {
     /// Group and resource match, whatever the version, and its
     /// ServiceAccount (if any) may read it.
     fn selects(&self, resource: &ServedResource) -> bool {
-        self.selects_any(resource) && !self.is_denied(&resource.group, &resource.plural)
+        !self.suspended && self.selects_any(resource) && !self.is_denied(&resource.group, &resource.plural)
     }
 
     fn is_denied(&self, group: &str, plural: &str) -> bool {

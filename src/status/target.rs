@@ -45,6 +45,8 @@ pub struct Observation<'a> {
     pub backlogged: bool,
     /// Why its provider's push settings do not apply to its shared branch.
     pub settings_overridden: Option<&'a str>,
+    /// `spec.suspend`: nothing is committed or pushed.
+    pub suspended: bool,
     pub url: &'a str,
     pub branch: &'a str,
     /// (replica, shard) running the worker.
@@ -58,7 +60,7 @@ pub fn to_time(at: SystemTime) -> Time {
 
 /// The newest word on write access: the checker's or the worker's.
 fn availability(obs: &Observation) -> (Status, Reason, String) {
-    let worker_error = obs.worker.and_then(|w| {
+    let worker_error: Option<(SystemTime, Reason, String)> = obs.worker.and_then(|w| {
         let (reason, message) = w.error.as_ref()?;
         Some((w.last_checked?, *reason, message.clone()))
     });
@@ -77,7 +79,7 @@ fn availability(obs: &Observation) -> (Status, Reason, String) {
         }
         Access::Failed { at, reason, message } => Some((*at, Status::False, *reason, message.clone())),
     };
-    if let Some((at, reason, message)) = worker_error {
+    if let Some((at, reason, message)) = worker_error.clone() {
         consider(&mut newest, (at, Status::False, reason, message));
     }
     if let Some(at) = worker_ok
@@ -88,11 +90,22 @@ fn availability(obs: &Observation) -> (Status, Reason, String) {
             (at, Status::True, Reason::Available, format!("{} is reachable and accepts pushes", obs.url)),
         );
     }
+    // Proven write access does not clear it: the branch's content is the
+    // problem, and it stays until the worker fetches the branch again.
+    if let Some((_, Reason::RemoteTooLarge, message)) = &worker_error
+        && newest.as_ref().is_none_or(|n| n.1 == Status::True)
+    {
+        return (Status::False, Reason::RemoteTooLarge, message.clone());
+    }
     match newest {
         Some((_, status, reason, message)) => (status, reason, message),
         None => (Status::Unknown, Reason::Checking, "checking write access to the repository".into()),
     }
 }
+
+/// What a suspended target's conditions say.
+const SUSPENDED: &str =
+    "suspended (spec.suspend): nothing is committed or pushed; when resumed, one sync commit catches up";
 
 /// The status a GitTarget should have.
 pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: SystemTime) -> GitTargetStatus {
@@ -104,6 +117,7 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
     };
     let (active, active_reason, active_message) = match (obs.problem, obs.worker) {
         (Some(_), _) => (Status::False, Reason::WorkerNotStarted, "the configuration is invalid".to_owned()),
+        (None, _) if obs.suspended => (Status::False, Reason::WorkerStopped, SUSPENDED.to_owned()),
         (None, None) => {
             (Status::False, Reason::WorkerNotStarted, "the branch worker has not started".to_owned())
         }
@@ -119,6 +133,7 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
         .worker
         .filter(|w| w.active && obs.problem.is_none())
     {
+        None if obs.suspended => (Status::Unknown, Reason::SyncInProgress, SUSPENDED.to_owned()),
         None => (Status::Unknown, Reason::SyncInProgress, "not synchronising yet".to_owned()),
         Some(_) if obs.backlogged => (
             Status::False,
@@ -177,6 +192,7 @@ pub fn desired(previous: Option<&GitTargetStatus>, obs: &Observation, now: Syste
     };
     let (ready, ready_reason, ready_message) = match obs.problem {
         Some(problem) => (Status::False, problem.reason, problem.message.clone()),
+        None if obs.suspended => (Status::False, Reason::Suspended, SUSPENDED.to_owned()),
         None if available == Status::True && active != Status::False => {
             let mut message = "GitTarget is operational".to_owned();
             if let Some(why) = obs.settings_overridden {

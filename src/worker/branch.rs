@@ -21,6 +21,7 @@ use super::core::{
     Input, Note, PushReply,
 };
 use super::credentials::Credentials;
+use super::limits::Limits;
 use super::observe::{self, Source};
 use super::policy::PushPolicy;
 use super::pushers::{PushRequest, Pushers};
@@ -57,6 +58,8 @@ pub struct WorkerSettings {
     pub repo_dir: PathBuf,
     /// (target, normalised base folder) of every target on this branch.
     pub folders: Vec<(TargetKey, String)>,
+    /// The targets with `layout: kustomize`.
+    pub kustomize: std::collections::BTreeSet<TargetKey>,
     pub metrics: Arc<Metrics>,
     /// Checked before every push: the branch's shard Lease must be held.
     pub fence: Fence,
@@ -68,6 +71,8 @@ pub struct WorkerSettings {
     pub audit_interval: Duration,
     /// One SSH connection per repository and identity (`--ssh-connection-sharing`).
     pub shared_ssh_connection: bool,
+    /// Bounds on what the remote may make this worker receive and read.
+    pub limits: Limits,
     /// Prepare only: the shard's current owner still writes the branch.
     pub standby: bool,
 }
@@ -80,6 +85,7 @@ impl WorkerSettings {
         CoreSettings {
             push: self.push,
             folders: self.folders.clone(),
+            kustomize: self.kustomize.clone(),
             replica: self.replica.clone(),
             salt,
             audit_interval: self.audit_interval,
@@ -365,6 +371,7 @@ impl Shell {
         let remote = self.remote.clone();
         let (repo, dir, branch) =
             (self.repo.clone(), self.settings.repo_dir.clone(), self.settings.key.branch.clone());
+        let limits = self.settings.limits;
         async move {
             let result = async {
                 let remote = remote.map_err(|(reason, message)| Failure::Remote(reason, message))?;
@@ -372,7 +379,7 @@ impl Shell {
                     .await
                     .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
                 let store = store::exclusive(&dir).await;
-                ensure_open(&repo, &dir).await?;
+                ensure_open(&repo, &dir, limits).await?;
                 // Shallow only when no local commit's fate, nor history, must be known.
                 let tip = if known.is_empty() && history_after.is_none() {
                     remote.fetch(&dir, &branch).await
@@ -526,7 +533,11 @@ impl From<RemoteError> for Failure {
 
 impl From<RepoError> for Failure {
     fn from(error: RepoError) -> Self {
-        Self::Local(format!("local repository: {}", with_causes(&error)))
+        match error {
+            // The branch as the server sent it is past a limit: the remote's doing.
+            RepoError::TooLarge(limit) => Self::Remote(Reason::RemoteTooLarge, limit.to_string()),
+            error => Self::Local(format!("local repository: {}", with_causes(&error))),
+        }
     }
 }
 
@@ -549,7 +560,8 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 /// The remote the settings describe.
 fn remote_of(settings: &WorkerSettings) -> Result<Remote, RemoteError> {
     Ok(Remote::new(&settings.url, settings.credentials.clone())?
-        .with_shared_ssh_connection(settings.shared_ssh_connection))
+        .with_shared_ssh_connection(settings.shared_ssh_connection)
+        .with_limits(settings.limits))
 }
 
 /// Opens (or creates) the local repository once.
@@ -579,12 +591,18 @@ async fn takeover_history(
     Ok(walk(repo.clone()).await.map_err(Failure::from)?.map(|h| h.changes))
 }
 
-async fn ensure_open(repo: &Arc<Mutex<Option<LocalRepo>>>, dir: &std::path::Path) -> Result<(), Failure> {
+async fn ensure_open(
+    repo: &Arc<Mutex<Option<LocalRepo>>>,
+    dir: &std::path::Path,
+    limits: Limits,
+) -> Result<(), Failure> {
     let (repo, dir) = (repo.clone(), dir.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut slot = repo.lock().expect("the repository lock is never poisoned");
         if slot.is_none() {
-            *slot = Some(LocalRepo::open_or_init(&dir)?);
+            let mut opened = LocalRepo::open_or_init(&dir)?;
+            opened.set_limits(limits);
+            *slot = Some(opened);
         }
         Ok(())
     })

@@ -19,6 +19,8 @@ pub struct BranchFiles {
     files: HashMap<String, ObjectId>,
     /// (target, normalised base folder), deepest folders first.
     folders: Vec<(TargetKey, String)>,
+    /// Targets with `layout: kustomize`: their folder keeps a kustomization.yaml.
+    kustomize: BTreeSet<TargetKey>,
 }
 
 impl BranchFiles {
@@ -26,7 +28,8 @@ impl BranchFiles {
         files: impl IntoIterator<Item = (String, ObjectId)>,
         folders: Vec<(TargetKey, String)>,
     ) -> Self {
-        let mut this = Self { files: files.into_iter().collect(), folders: Vec::new() };
+        let mut this =
+            Self { files: files.into_iter().collect(), folders: Vec::new(), kustomize: BTreeSet::new() };
         this.set_folders(folders);
         this
     }
@@ -34,6 +37,62 @@ impl BranchFiles {
     pub fn set_folders(&mut self, mut folders: Vec<(TargetKey, String)>) {
         folders.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.cmp(b)));
         self.folders = folders;
+    }
+
+    /// [`Self::new`], with the targets whose layout is kustomize.
+    pub fn with_kustomize(
+        files: impl IntoIterator<Item = (String, ObjectId)>,
+        folders: Vec<(TargetKey, String)>,
+        kustomize: BTreeSet<TargetKey>,
+    ) -> Self {
+        let mut this = Self::new(files, folders);
+        this.kustomize = kustomize;
+        this
+    }
+
+    pub fn set_kustomize(&mut self, targets: BTreeSet<TargetKey>) {
+        self.kustomize = targets;
+    }
+
+    /// The kustomization.yaml, as (path, content), of every `layout:
+    /// kustomize` target whose set of object files `changes` alters (a file
+    /// created or deleted: (path, exists after)), or that is in `check`.
+    /// Unchanged ones are returned too: the caller drops what equals the tip.
+    pub fn kustomizations(
+        &self,
+        changes: &[(&str, bool)],
+        check: &BTreeSet<TargetKey>,
+    ) -> Vec<(String, Vec<u8>)> {
+        if self.kustomize.is_empty() {
+            return Vec::new();
+        }
+        let mut affected: BTreeSet<&TargetKey> =
+            check.iter().filter(|t| self.kustomize.contains(*t)).collect();
+        for (path, exists) in changes {
+            if let Some((target, _)) = self.owned_object(path)
+                && self.kustomize.contains(target)
+                && self.files.contains_key(*path) != *exists
+            {
+                affected.insert(target);
+            }
+        }
+        let after: HashMap<&str, bool> = changes.iter().copied().collect();
+        affected
+            .into_iter()
+            .filter_map(|target| {
+                let base = &self.folders.iter().find(|(t, _)| t == target)?.1;
+                let present = self.files.keys().map(String::as_str).filter(|p| after.get(p) != Some(&false));
+                let created = after.iter().filter(|(_, exists)| **exists).map(|(p, _)| *p);
+                let resources = present
+                    .chain(created)
+                    .filter(|p| self.owned_object(p).is_some_and(|(t, _)| t == target))
+                    .filter_map(|p| strip_base(base, p));
+                Some((
+                    crate::worker::kustomization::path(base),
+                    crate::worker::kustomization::render(resources),
+                ))
+            })
+            .collect()
     }
 
     pub fn get(&self, path: &str) -> Option<&ObjectId> {
@@ -169,5 +228,31 @@ mod tests {
         let deleted: Vec<String> =
             branch.retain(&TargetKey::new("ns", "outer"), &owned).into_iter().map(|d| d.0).collect();
         assert_eq!(deleted, vec!["ns/apps/deployments/d.yaml", "ns/core/secrets/s.yaml"]);
+    }
+
+    #[test]
+    fn a_kustomization_follows_creates_and_deletes_of_its_target_only() {
+        let mut branch = files(&["ns/core/configmaps/a.yaml", "teams/a/ns/core/configmaps/x.yaml"]);
+        let inner = TargetKey::new("ns", "inner");
+        assert!(
+            branch
+                .kustomizations(&[("teams/a/ns/core/configmaps/y.yaml", true)], &BTreeSet::new())
+                .is_empty()
+        );
+        branch.set_kustomize(BTreeSet::from([inner.clone()]));
+        // An update changes no set; a file of the outer target is not the inner's.
+        let quiet = [("teams/a/ns/core/configmaps/x.yaml", true), ("ns/core/configmaps/b.yaml", true)];
+        assert!(branch.kustomizations(&quiet, &BTreeSet::new()).is_empty());
+        let changed = branch.kustomizations(
+            &[("teams/a/ns/core/configmaps/y.yaml", true), ("teams/a/ns/core/configmaps/x.yaml", false)],
+            &BTreeSet::new(),
+        );
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].0, "teams/a/kustomization.yaml");
+        let text = String::from_utf8(changed[0].1.clone()).unwrap();
+        assert!(text.ends_with("resources:\n- \"ns/core/configmaps/y.yaml\"\n"), "{text}");
+        // Asked for, it is rendered even when nothing changes.
+        let checked = branch.kustomizations(&[], &BTreeSet::from([inner]));
+        assert!(String::from_utf8(checked[0].1.clone()).unwrap().contains("configmaps/x.yaml"));
     }
 }

@@ -38,9 +38,11 @@ pub fn trace_trailer(trace_id: Option<String>) -> String {
     trace_id.map(|id| format!("Trace-Id: {id}\n")).unwrap_or_default()
 }
 
-/// Objects written while listing: the branch catches up with the cluster.
-pub fn for_resync(metas: &[&ChangeMeta]) -> String {
-    let mut targets: Vec<String> = metas.iter().map(|m| m.target.to_string()).collect();
+/// Objects written while listing, and those the list found gone: the
+/// branch catches up with the cluster in one commit.
+pub fn for_resync(metas: &[&ChangeMeta], swept: &[(DecodedPath, crate::route::TargetKey)]) -> String {
+    let mut targets: Vec<String> =
+        metas.iter().map(|m| m.target.to_string()).chain(swept.iter().map(|(_, t)| t.to_string())).collect();
     targets.sort();
     targets.dedup();
     let mut lines: Vec<String> = metas
@@ -48,14 +50,25 @@ pub fn for_resync(metas: &[&ChangeMeta]) -> String {
         .map(|m| {
             format!("{} {} {}", operation(m.operation), m.kind, object_name(m.namespace.as_deref(), &m.name))
         })
+        .chain(
+            swept.iter().map(|(o, _)| {
+                format!("DELETE {} {}", o.plural, object_name(o.namespace.as_deref(), &o.name))
+            }),
+        )
         .collect();
     lines.sort();
     format!(
-        "SYNC {} objects\n\nGitTarget: {}\nWritten as they are live, while resyncing (start, takeover or relist):\n{}\n",
-        metas.len(),
+        "SYNC {} objects\n\nGitTarget: {}\nWritten as they are live, or deleted as gone, while resyncing (start, takeover, resume or relist):\n{}\n",
+        lines.len(),
         targets.join(", "),
         lines.join("\n")
     )
+}
+
+/// Only a folder's kustomization.yaml was out of date (a new layout).
+pub fn for_layout() -> String {
+    "SYNC kustomization.yaml\n\nThe folder's kustomization.yaml lists its object files again (layout: kustomize).\n"
+        .to_owned()
 }
 
 /// Deletes found by a resync: the objects no longer exist.

@@ -5,6 +5,8 @@ pub mod branch;
 pub mod core;
 pub mod credentials;
 pub mod files;
+pub mod kustomization;
+pub mod limits;
 pub mod message;
 pub mod observe;
 pub mod policy;

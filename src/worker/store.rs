@@ -53,17 +53,22 @@ pub async fn exclusive(dir: &Path) -> OwnedMutexGuard<()> {
     let guard = lock_of(dir).lock_owned().await;
     let first = TAKEN.lock().expect("the store set is never poisoned").insert(dir.to_owned());
     let owned = dir.to_owned();
-    let removed = tokio::task::spawn_blocking(move || {
-        if first {
+    let (removed, packs) = tokio::task::spawn_blocking(move || {
+        let locks = if first {
             remove_lock_files(&owned, &owned)
         } else {
             EXCLUSIVE_LOCKS.iter().flat_map(|under| remove_lock_files(&owned, &owned.join(under))).collect()
-        }
+        };
+        // A fetch killed by its timeout leaves the pack it was receiving.
+        (locks, crate::worker::remote::remove_partial_packs(&owned).unwrap_or(0))
     })
     .await
     .unwrap_or_default();
     if !removed.is_empty() {
         warn!(store = %dir.display(), files = ?removed, "removed lock files left by a killed git process");
+    }
+    if packs > 0 {
+        warn!(store = %dir.display(), files = packs, "removed partial packs left by a killed fetch");
     }
     guard
 }

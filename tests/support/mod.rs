@@ -12,6 +12,7 @@ pub mod jaeger;
 pub mod operator;
 pub mod replicas;
 pub mod scenario;
+pub mod tenants;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -85,6 +85,24 @@ impl Operator {
         .await
     }
 
+    /// Its `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self._scratch.path().join("data")
+    }
+
+    /// The process's peak resident memory in KiB (`VmHWM`), while it runs.
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

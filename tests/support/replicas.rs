@@ -93,6 +93,8 @@ pub struct Replicas {
     pub prefix: String,
     pub settings: LeaseSettings,
     extra: Vec<String>,
+    /// The namespace the replicas handle (`--namespace`); empty: every one.
+    watch_namespace: String,
     binary: std::path::PathBuf,
     // Before `scratch`: fields drop in order, and the processes must die before their files go.
     replicas: BTreeMap<String, Replica>,
@@ -119,6 +121,7 @@ impl Replicas {
             prefix: super::unique_name("ha"),
             settings,
             extra: settings.args(),
+            watch_namespace: namespace.to_owned(),
             replicas: BTreeMap::new(),
             incarnations: BTreeMap::new(),
             scrapes: Mutex::new(BTreeMap::new()),
@@ -129,6 +132,13 @@ impl Replicas {
     /// Passes `args` to every replica started from now on.
     pub fn with_args(mut self, args: &[&str]) -> Self {
         self.extra.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Replicas started from now on handle every namespace, as a cluster-wide
+    /// install does; the Leases stay in the fixture's namespace.
+    pub fn cluster_wide(mut self) -> Self {
+        self.watch_namespace.clear();
         self
     }
 
@@ -147,6 +157,7 @@ impl Replicas {
             binary: &self.binary,
             env: self.env,
             namespace: &self.namespace,
+            watch_namespace: &self.watch_namespace,
             prefix: &self.prefix,
             extra: &self.extra,
         };

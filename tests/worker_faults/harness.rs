@@ -126,12 +126,14 @@ impl Branch {
             committer: Identity { name: "gitops-reverser".into(), email: "gitops-reverser@test".into() },
             repo_dir: data_dir.join("repo"),
             folders: vec![(TargetKey::new("ns", "t"), FOLDER.into())],
+            kustomize: Default::default(),
             metrics: metrics.clone(),
             fence: Fence::unfenced(Duration::from_secs(30)),
             replica: "test".into(),
             pushers: Pushers::new(4),
             audit_interval: options.audit_interval,
             shared_ssh_connection: options.shared_ssh_connection,
+            limits: Default::default(),
             standby: false,
         };
         let worker = WorkerHandle::spawn(settings);

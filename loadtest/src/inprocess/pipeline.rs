@@ -121,6 +121,7 @@ impl Pipeline {
                     email: "gitops-reverser@configbutler.ai".into(),
                 },
                 folders: vec![(target(i), normalize_base_folder(&format!("t{i}")))],
+                kustomize: Default::default(),
                 metrics: metrics.clone(),
                 // No Leases here: this process holds every shard for good.
                 fence: Fence::unfenced(PUSH_TIMEOUT),
@@ -128,6 +129,7 @@ impl Pipeline {
                 pushers: pushers.clone(),
                 audit_interval: WorkerSettings::DEFAULT_AUDIT_INTERVAL,
                 shared_ssh_connection: true,
+                limits: Default::default(),
                 standby: false,
             };
             let worker = WorkerHandle::spawn(settings);

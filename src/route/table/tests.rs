@@ -35,6 +35,7 @@ fn watch_rule(target: &str, rules: Vec<Rule>) -> WatchRuleSpec {
             .unwrap(),
         rules,
         service_account_name: None,
+        suspend: false,
     }
 }
 
@@ -46,6 +47,7 @@ fn cluster_rule(namespace: &str, target: &str, rules: Vec<Rule>) -> ClusterWatch
         .unwrap(),
         rules,
         service_account_name: None,
+        suspend: false,
     }
 }
 
@@ -331,4 +333,46 @@ fn an_invalid_ignore_pointer_names_the_entry() {
         error.to_string(),
         "rules[1]: ignoreFields: \"/data/a~2\" has a '~' that is not ~0 (for '~') or ~1 (for '/')"
     );
+}
+
+#[test]
+fn a_suspended_rule_selects_nothing_but_keeps_what_it_owns() {
+    let mut table = RouteTable::default();
+    let mut spec = watch_rule("t", vec![rule(serde_json::json!({"resources": ["configmaps"]}))]);
+    spec.suspend = true;
+    table.set_watch_rule("ns", "r", &spec).unwrap();
+    let configmaps = served("", "v1", "configmaps", true, true);
+    let target = TargetKey::new("ns", "t");
+    assert!(table.selecting(&configmaps, Some("ns"), &labels(&[])).is_empty());
+    assert!(table.route(&configmaps, Some("ns"), &labels(&[]), Operation::Update).is_empty());
+    assert!(!table.records(&target, "", "configmaps", Operation::Delete));
+    assert!(table.plan(&catalog()).watches.is_empty(), "no watch for a suspended rule");
+    assert_eq!(
+        table.owned_resources(&target, &catalog()),
+        BTreeSet::from([(String::new(), "configmaps".to_owned())]),
+        "what it wrote is not swept"
+    );
+    let source = RuleSource::WatchRule { namespace: "ns".into(), name: "r".into() };
+    assert_eq!(table.suspended(), BTreeSet::from([source.clone()]));
+    assert_eq!(table.targets_of(&source), BTreeSet::from([target]));
+}
+
+/// Issue 16: a target's resync relisted every watch of its resources, the
+/// other tenants' namespaces included, so a tenant that recreated its
+/// GitTarget over and over made every tenant's watch relist.
+#[test]
+fn a_watch_feeds_only_the_targets_whose_rules_see_its_namespace() {
+    let mut table = RouteTable::default();
+    let configmaps = vec![rule(serde_json::json!({"resources": ["configmaps"]}))];
+    table.set_watch_rule("team-a", "r", &watch_rule("a", configmaps.clone())).unwrap();
+    table.set_watch_rule("team-b", "r", &watch_rule("b", configmaps.clone())).unwrap();
+    let a = TargetKey::new("team-a", "a");
+    assert!(table.feeds(&a, &Scope::Namespace("team-a".into())));
+    assert!(!table.feeds(&a, &Scope::Namespace("team-b".into())));
+    assert!(table.feeds(&a, &Scope::All));
+    let spec: ClusterWatchRuleSpec = serde_json::from_value(serde_json::json!({
+        "sinkRef": {"name": "c", "namespace": "team-c"}, "rules": [{"resources": ["configmaps"]}]}))
+    .unwrap();
+    table.set_cluster_watch_rule("everything", &spec).unwrap();
+    assert!(table.feeds(&TargetKey::new("team-c", "c"), &Scope::Namespace("team-b".into())));
 }

@@ -30,6 +30,7 @@ fn observe<'a>(
         unsanitizable: &NONE,
         backlogged: false,
         settings_overridden: None,
+        suspended: false,
         url: "ssh://git/x",
         branch: "main",
         owner: Some(("replica-0", 5)),
@@ -108,6 +109,26 @@ fn the_newest_observation_of_the_remote_wins() {
     assert_eq!(condition(&up, ConditionType::Ready), ("True".into(), "Ready".into()));
 }
 
+/// Issue 16: a branch past a limit stays `RemoteTooLarge` though write
+/// access is proven again later; it clears when the worker fetches it.
+#[test]
+fn a_branch_past_a_limit_is_not_cleared_by_proven_write_access() {
+    let mut w = worker(false);
+    w.error = Some((Reason::RemoteTooLarge, "more than 1 MiB received by one fetch".into()));
+    w.last_checked = Some(at(300));
+    let verified_later = Access::Verified { at: at(400) };
+    let status = desired(None, &observe(None, &verified_later, Some(&w)), at(401));
+    let available = status.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+    assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "RemoteTooLarge"));
+    assert!(available.message.contains("1 MiB"), "{}", available.message);
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "RemoteTooLarge".into()));
+
+    let mut fixed = worker(true);
+    fixed.last_checked = Some(at(500));
+    let status = desired(Some(&status), &observe(None, &verified_later, Some(&fixed)), at(501));
+    assert_eq!(condition(&status, ConditionType::Available), ("True".into(), "Available".into()));
+}
+
 #[test]
 fn unchecked_access_is_validating() {
     let w = worker(true);
@@ -174,6 +195,21 @@ fn overridden_push_settings_are_mentioned_in_ready() {
     let ready = find(&status.conditions, ConditionType::Ready).unwrap();
     assert_eq!(ready.status, "True");
     assert!(ready.message.ends_with("; its provider's push settings do not apply"), "{}", ready.message);
+}
+
+#[test]
+fn a_suspended_target_says_so_in_every_condition_but_available() {
+    let access = Access::Verified { at: at(50) };
+    let mut obs = observe(None, &access, None);
+    obs.suspended = true;
+    let status = desired(None, &obs, at(60));
+    assert_eq!(condition(&status, ConditionType::Ready), ("False".into(), "Suspended".into()));
+    assert_eq!(condition(&status, ConditionType::Active), ("False".into(), "WorkerStopped".into()));
+    for type_ in [ConditionType::Ready, ConditionType::Active, ConditionType::Synced] {
+        let message = &find(&status.conditions, type_).unwrap().message;
+        assert!(message.starts_with("suspended"), "{type_}: {message}");
+    }
+    assert_eq!(condition(&status, ConditionType::Available), ("True".into(), "Available".into()));
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn routing(targets: &[(&str, Value)]) -> Routing {
             sink_ref: serde_json::from_value::<LocalTargetReference>(json!({"name": target})).unwrap(),
             rules: serde_json::from_value(rules.clone()).unwrap(),
             service_account_name: None,
+            suspend: false,
         };
         table.set_watch_rule("ns", &format!("rule-{target}"), &spec).unwrap();
         let info = TargetInfo { id: i as u32, base_folder: target.to_string(), write_secrets: false };

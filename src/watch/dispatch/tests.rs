@@ -25,6 +25,7 @@ fn routing(rules: serde_json::Value, folders: &[(&str, &str)]) -> Routing {
                 .unwrap(),
             rules: serde_json::from_value(rules.clone()).unwrap(),
             service_account_name: None,
+            suspend: false,
         };
         table.set_watch_rule("ns", &format!("rule-{target}"), &spec).unwrap();
     }

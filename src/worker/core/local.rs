@@ -1,16 +1,18 @@
 //! The local side of the core: queued items become drafts, drafts become
 //! commits, and a failed commit keeps its place in line.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{
     At, BranchCore, Change, Command, CommitFailure, Content, Draft, LocalCommit, MAX_RESYNC_BATCH, Note,
     RESYNC_HOLD,
 };
-use crate::worker::message;
+use crate::route::TargetKey;
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, resync_batch_hold};
 use crate::worker::queue::WorkItem;
+use crate::worker::{kustomization, message};
 use gix::ObjectId;
 
 impl BranchCore {
@@ -50,7 +52,8 @@ impl BranchCore {
                     }
                 },
             };
-            let Some(draft) = draft else { return };
+            let Some(mut draft) = draft else { return };
+            self.refresh_kustomizations(&mut draft.changes, &BTreeSet::new());
             let changes = self.effective(&draft.changes);
             if changes.is_empty() {
                 continue;
@@ -66,6 +69,34 @@ impl BranchCore {
         }
     }
 
+    /// Puts in `changes` the kustomization.yaml of every `layout: kustomize`
+    /// target whose set of files they alter, or that is in `check` or had
+    /// one in them, computed against the tip it is about to be committed on
+    /// (a replayed draft's copy may be stale).
+    pub(super) fn refresh_kustomizations(&self, changes: &mut Vec<Change>, check: &BTreeSet<TargetKey>) {
+        if self.settings.kustomize.is_empty() {
+            return;
+        }
+        let mut check = check.clone();
+        for (target, folder) in &self.settings.folders {
+            let path = kustomization::path(folder);
+            if changes.iter().any(|c| c.path == path) {
+                check.insert(target.clone());
+            }
+        }
+        let paths: BTreeSet<String> =
+            self.settings.folders.iter().map(|(_, f)| kustomization::path(f)).collect();
+        changes.retain(|c| !paths.contains(&c.path));
+        let transitions: Vec<(&str, bool)> =
+            changes.iter().map(|c| (c.path.as_str(), !matches!(c.content, Content::Gone))).collect();
+        let updates = self.files.kustomizations(&transitions, &check);
+        changes.extend(
+            updates
+                .into_iter()
+                .map(|(path, content)| Change { path, content: Content::Bytes(content.into()) }),
+        );
+    }
+
     /// The changes that alter the local tip.
     pub(super) fn effective(&self, changes: &[Change]) -> Vec<Change> {
         changes.iter().filter(|c| self.files.get(&c.path).copied() != c.content.blob_id()).cloned().collect()
@@ -76,7 +107,7 @@ impl BranchCore {
         let resync =
             matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
         if resync {
-            return self.resync_draft(item);
+            return self.resync_draft(item, now);
         }
         let (changes, message, source) = match item {
             WorkItem::Write { path, content, mut meta } => {
@@ -110,15 +141,22 @@ impl BranchCore {
         Some(self.draft(changes, message, source))
     }
 
-    /// `first` and the resync items queued right behind it, as one commit:
-    /// listing objects is reconciliation, not a change anyone made.
-    pub(super) fn resync_draft(&mut self, first: WorkItem) -> Option<Draft> {
+    /// `first` and the resync items queued right behind it, with the sweeps
+    /// that end their lists, as one commit: listing objects is
+    /// reconciliation, not a change anyone made, so a resync (a start, a
+    /// resume, a relist) shows as one SYNC commit, deletions included.
+    pub(super) fn resync_draft(&mut self, first: WorkItem, now: Instant) -> Option<Draft> {
         let is_resync = |item: &WorkItem| matches!(item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
+        let is_sweep = |item: &WorkItem| matches!(item, WorkItem::Sweep { .. });
         let mut items = vec![first];
+        let mut sweeps = Vec::new();
         while items.len() < MAX_RESYNC_BATCH {
-            match self.queue.pop_if(is_resync) {
-                Some(item) => items.push(item),
-                None => break,
+            if let Some(item) = self.queue.pop_if(is_resync) {
+                items.push(item);
+            } else if let Some(WorkItem::Sweep { scope, live }) = self.queue.pop_if(is_sweep) {
+                sweeps.push((scope, live));
+            } else {
+                break;
             }
         }
         let mut changes = Vec::with_capacity(items.len());
@@ -135,14 +173,37 @@ impl BranchCore {
                 metas.push(meta);
             }
         }
+        let mut swept = Vec::new();
+        for (scope, live) in &sweeps {
+            self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
+            for (path, object) in self.files.sweep(scope, live) {
+                changes.push(Change { path, content: Content::Gone });
+                swept.push((object, scope.target.clone()));
+            }
+        }
+        // A resync ends with the folder's kustomization.yaml right (a new
+        // layout, a hand edit), even when no object file changed.
+        let swept_targets: BTreeSet<TargetKey> =
+            sweeps.iter().map(|(scope, _)| scope.target.clone()).collect();
+        self.refresh_kustomizations(&mut changes, &swept_targets);
+        changes = self.effective(&changes);
+        if !sweeps.is_empty() && self.first_resync && self.resyncing.is_empty() {
+            // A new owner publishes its reconciled branch at once.
+            self.first_resync = false;
+            self.push_now = !self.chain.is_empty() || !changes.is_empty();
+        }
         if changes.is_empty() {
             return None;
         }
-        let source = Source::of_all(&metas);
-        let message = if let [single] = metas.as_slice() {
-            message::for_change(single)
-        } else {
-            message::for_resync(&metas)
+        let (message, source) = match (metas.as_slice(), swept.as_slice()) {
+            ([], []) => (message::for_layout(), Source::internal_at(now)),
+            ([single], []) => (message::for_change(single), Source::of_all(&metas)),
+            ([], [(_, target), ..]) if swept.iter().all(|(_, t)| t == target) => {
+                let objects: Vec<_> = swept.iter().map(|(o, _)| o.clone()).collect();
+                (message::for_sweep(&objects, target), Source::internal_at(now))
+            }
+            ([], _) => (message::for_resync(&[], &swept), Source::internal_at(now)),
+            _ => (message::for_resync(&metas, &swept), Source::of_all(&metas)),
         };
         Some(self.draft(changes, message, source))
     }

@@ -167,7 +167,7 @@ impl BranchCore {
         queue.set_merging(!settings.standby);
         let standby_since = settings.standby.then_some(at.wall);
         Self {
-            files: BranchFiles::new([], settings.folders.clone()),
+            files: BranchFiles::with_kustomize([], settings.folders.clone(), settings.kustomize.clone()),
             settings,
             phase: Phase::Starting,
             draining: false,
@@ -353,6 +353,7 @@ impl BranchCore {
             self.audit_at = Some(at.now + settings.first_audit);
         }
         self.files.set_folders(settings.folders.clone());
+        self.files.set_kustomize(settings.kustomize.clone());
         self.settings = settings;
         // A settings change may fix what made pushes fail.
         self.retry_at = None;

@@ -13,6 +13,9 @@ use crate::worker::files::BranchFiles;
 use crate::worker::message;
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, next_push_limit};
+
+/// The least wait before fetching again a branch that was past a limit.
+pub(super) const TOO_LARGE_RETRY: std::time::Duration = std::time::Duration::from_secs(120);
 use crate::worker::queue::WorkItem;
 use crate::worker::repo::LocalRepo;
 use std::time::{Duration, Instant};
@@ -194,7 +197,13 @@ impl BranchCore {
                     self.chain.clear();
                 }
                 // Nothing pending is touched: the chain stays as it was.
-                self.retry_at = Some(at.now + backoff(self.failures, self.settings.salt));
+                let mut wait = backoff(self.failures, self.settings.salt);
+                if reason == Reason::RemoteTooLarge {
+                    // Each try may receive the whole limit again; the tenant
+                    // has to change the branch, which takes longer than a blip.
+                    wait = wait.max(TOO_LARGE_RETRY);
+                }
+                self.retry_at = Some(at.now + wait);
                 self.failures += 1;
                 self.state.error = Some((reason, message));
                 self.state.last_checked = Some(at.wall);
@@ -268,7 +277,11 @@ impl BranchCore {
             // What the standby fetched: the takeover tells hand edits by it.
             self.standby_base = fetched.files.iter().cloned().collect();
         }
-        self.files = BranchFiles::new(fetched.files, self.settings.folders.clone());
+        self.files = BranchFiles::with_kustomize(
+            fetched.files,
+            self.settings.folders.clone(),
+            self.settings.kustomize.clone(),
+        );
         self.local_tip = fetched.tip;
         self.remote_tip = fetched.tip;
         // A fetch that started before a takeover cannot show the old owner's last push.

@@ -309,6 +309,7 @@ impl Sim {
         let settings = CoreSettings {
             push: PushPolicy { interval: Duration::from_millis(500), max_commits: 4 },
             folders: vec![(target(), FOLDER.into())],
+            kustomize: Default::default(),
             replica: "sim".into(),
             salt: seed,
             audit_interval: AUDIT,

@@ -44,6 +44,7 @@ impl Harness {
         let settings = CoreSettings {
             push: PushPolicy { interval: Duration::from_secs(5), max_commits: 3 },
             folders: vec![(TargetKey::new("ns", "t"), "f".into())],
+            kustomize: Default::default(),
             replica: "r1".into(),
             // The first audit comes 599 s in: only the audit tests reach it.
             salt: 599_000,
@@ -167,6 +168,22 @@ fn start_fetches_and_retries_with_backoff_while_items_wait() {
     h.input(Input::Fetched(Ok(Fetched { tip: Some(oid(1)), ..Fetched::default() })));
     assert!(h.core.state().active);
     assert_eq!(h.commit().map(|c| c.0), Some(Some(oid(1))), "the waiting item is committed on the tip");
+}
+
+/// Issue 16: a branch past a limit is fetched again only after minutes,
+/// since each try may receive the whole limit again.
+#[test]
+fn a_branch_past_a_limit_is_fetched_again_only_after_minutes() {
+    let mut h = Harness::new();
+    h.input(Input::Tick);
+    assert!(h.fetch().is_some());
+    h.input(Input::Fetched(Err((Reason::RemoteTooLarge, "too large".into()))));
+    assert_eq!(h.core.state().error.as_ref().map(|e| e.0), Some(Reason::RemoteTooLarge));
+    let wake = h.core.wake_at(h.base + h.clock).expect("a retry is scheduled");
+    assert!(wake - (h.base + h.clock) >= super::remote::TOO_LARGE_RETRY, "{:?}", wake - (h.base + h.clock));
+    h.clock = wake - h.base;
+    h.input(Input::Tick);
+    assert!(h.fetch().is_some(), "retries then: the tenant may have fixed the branch");
 }
 
 #[test]
@@ -520,6 +537,7 @@ fn settings_change_folders_and_clear_the_back_off() {
     let settings = CoreSettings {
         push: PushPolicy::default(),
         folders: vec![(TargetKey::new("ns", "t"), "f".into())],
+        kustomize: Default::default(),
         replica: "r1".into(),
         salt: 599_000,
         audit_interval: Duration::from_secs(600),

@@ -44,6 +44,8 @@ pub struct CoreSettings {
     pub push: PushPolicy,
     /// (target, normalised base folder) of every target on this branch.
     pub folders: Vec<(TargetKey, String)>,
+    /// The targets with `layout: kustomize`.
+    pub kustomize: std::collections::BTreeSet<TargetKey>,
     /// This replica's name, in every commit's `Replica:` trailer.
     pub replica: String,
     /// Spreads retries and audits of branches that failed together.

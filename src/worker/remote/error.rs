@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::url::strip_userinfo;
 use crate::api::Reason;
 use crate::worker::credentials::{Auth, Credentials, CredentialsError};
+use crate::worker::limits::TooLarge;
 
 /// The git operation that failed, for messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,10 @@ pub enum RemoteError {
     Git { op: Op, url: String, detail: String },
     #[error("git {op} {url}: could not run git: {source}")]
     Io { op: Op, url: String, source: std::io::Error },
+    /// The server sent more than a limit allows; git was killed and what it
+    /// had received removed.
+    #[error("git {op} {url}: stopped: {limit}")]
+    TooLarge { op: Op, url: String, limit: TooLarge },
 }
 
 impl RemoteError {
@@ -77,6 +82,7 @@ impl RemoteError {
             | Self::Network { .. }
             | Self::Timeout { .. } => Reason::NetworkError,
             Self::Git { .. } | Self::Io { .. } => Reason::GitOperationFailed,
+            Self::TooLarge { .. } => Reason::RemoteTooLarge,
         }
     }
 }

@@ -17,6 +17,7 @@
 
 mod askpass;
 mod error;
+mod intake;
 mod leftovers;
 mod output;
 mod run;
@@ -34,6 +35,7 @@ use tracing::Instrument;
 
 use self::error::{Class, classify, clean};
 pub use self::error::{Op, RemoteError};
+pub use self::intake::remove_partial_packs;
 pub use self::leftovers::remove_stale_sandboxes;
 use self::output::PushStatus;
 use self::run::{Output, RunError};
@@ -41,6 +43,7 @@ use self::sandbox::Sandbox;
 use self::url::{RemoteUrl, check_branch, check_oid};
 pub use self::url::{check_url, strip_userinfo};
 use crate::worker::credentials::Credentials;
+use crate::worker::limits::Limits;
 #[cfg(test)]
 use crate::{api::Reason, worker::credentials::CredentialsError};
 
@@ -64,6 +67,8 @@ pub struct Remote {
     sandbox: Sandbox,
     timeout: Duration,
     search_path: OsString,
+    /// Bounds on what one fetch receives (bytes, objects).
+    limits: Limits,
     /// The commit offered in dry-run pushes, made once per remote.
     probe: OnceCell<String>,
 }
@@ -102,6 +107,7 @@ impl Remote {
             sandbox,
             timeout: Self::DEFAULT_TIMEOUT,
             search_path: sandbox::default_search_path(),
+            limits: Limits::default(),
             probe: OnceCell::new(),
         })
     }
@@ -110,6 +116,12 @@ impl Remote {
     /// [`Self::DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Bounds what one fetch may receive (default: [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -306,7 +318,9 @@ impl Remote {
         let refname = branch_ref(branch)?;
         let tracking = format!("refs/remotes/origin/{branch}");
         let target = format!("+{refname}:{tracking}");
-        let mut fetch = vec!["fetch"];
+        // Every object through one pack file, which `intake` watches.
+        let mut fetch = intake::ONE_PACK.to_vec();
+        fetch.push("fetch");
         fetch.extend(depth);
         fetch.extend([
             "--no-tags",
@@ -317,7 +331,7 @@ impl Remote {
             &self.url.for_git,
             &target,
         ]);
-        let output = self.git(Op::Fetch, in_repo(git_dir, fetch)).await?;
+        let output = self.receive(git_dir, in_repo(git_dir, fetch)).await?;
         if !output.success {
             if output.stderr.contains("couldn't find remote ref") {
                 let delete = self.git(Op::Local, in_repo(git_dir, ["update-ref", "-d", &tracking])).await?;
@@ -474,13 +488,52 @@ impl Remote {
 
     /// Runs git in the sandbox; only spawning and the timeout are errors here.
     async fn git(&self, op: Op, args: Vec<OsString>) -> Result<Output, RemoteError> {
+        self.git_until(op, args, None, std::future::pending()).await
+    }
+
+    /// Runs a fetch into `git_dir` while `intake` watches what it receives,
+    /// with no file past the size limit; past a limit git is killed. A fetch
+    /// that did not finish leaves a partial pack, removed here so no
+    /// tenant's server fills the volume.
+    async fn receive(&self, git_dir: &Path, args: Vec<OsString>) -> Result<Output, RemoteError> {
+        let pack_dir = intake::pack_dir(git_dir);
+        let watch = intake::watch(pack_dir.clone(), self.limits);
+        let mut result = self.git_until(Op::Fetch, args, Some(self.limits.fetch_size), watch).await;
+        if !result.as_ref().is_ok_and(|output| output.success) {
+            let limits = self.limits;
+            let (cut_off, cleaned) = tokio::task::spawn_blocking(move || {
+                (intake::cut_off(&pack_dir, &limits), intake::remove_partial(&pack_dir))
+            })
+            .await
+            .unwrap_or_else(|join| (None, Err(std::io::Error::other(join.to_string()))));
+            // The kernel stopped the pack at the limit between two looks.
+            if let (Ok(_), Some(limit)) = (&result, cut_off) {
+                result = Err(RemoteError::TooLarge { op: Op::Fetch, url: self.url.display.clone(), limit });
+            }
+            match cleaned {
+                Ok(0) => {}
+                Ok(files) => tracing::debug!(files, "removed the partial pack of a failed fetch"),
+                Err(error) => tracing::warn!(%error, "cannot remove the partial pack of a failed fetch"),
+            }
+        }
+        result
+    }
+
+    /// [`Self::git`] that is killed when `stop` answers.
+    async fn git_until(
+        &self,
+        op: Op,
+        args: Vec<OsString>,
+        max_file: Option<u64>,
+        stop: impl Future<Output = crate::worker::limits::TooLarge>,
+    ) -> Result<Output, RemoteError> {
         let mut command = self.sandbox.command(&self.search_path, self.timeout);
         command.args(args);
-        run::run(command, &op.to_string(), self.timeout).await.map_err(|error| match error {
-            RunError::Timeout => {
-                RemoteError::Timeout { op, url: self.url.display.clone(), after: self.timeout }
-            }
-            RunError::Spawn(source) => RemoteError::Io { op, url: self.url.display.clone(), source },
+        let url = || self.url.display.clone();
+        run::run(command, &op.to_string(), self.timeout, max_file, stop).await.map_err(|error| match error {
+            RunError::Timeout => RemoteError::Timeout { op, url: url(), after: self.timeout },
+            RunError::Spawn(source) => RemoteError::Io { op, url: url(), source },
+            RunError::TooLarge(limit) => RemoteError::TooLarge { op, url: url(), limit },
         })
     }
 

@@ -39,12 +39,11 @@ pub enum RepoError {
     #[error("{kind} {id} not found in the local repository")]
     MissingObject { kind: &'static str, id: ObjectId },
 
-    /// The tree holds more files than a worker will list (a hostile or
-    /// misused remote must not exhaust the replica's memory).
-    #[error(
-        "the branch holds more than {limit} files below {prefix:?}; the worker lists at most that many (use a branch of its own)"
-    )]
-    TooManyFiles { prefix: String, limit: usize },
+    /// The branch is past one of the limits (entries, a path's length, a
+    /// file's size): a hostile or misused remote must not exhaust the
+    /// replica's memory or time.
+    #[error(transparent)]
+    TooLarge(#[from] crate::worker::limits::TooLarge),
 
     /// An object exists but has another kind than the operation expects.
     #[error("object {id} is a {actual}, expected a {expected}")]

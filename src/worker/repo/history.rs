@@ -12,6 +12,7 @@ use gix::ObjectId;
 use gix::objs::tree::EntryMode;
 
 use super::error::Context;
+use super::read::Budget;
 use super::{LocalRepo, RepoError};
 
 /// One changed path: its new blob, or `None` when it was deleted.
@@ -68,33 +69,39 @@ impl LocalRepo {
             next = decoded.parents().next();
             line.push(id);
         }
+        // One budget for the listing and every diff: each commit could
+        // bring a tree bomb of its own.
+        let mut budget = Budget::new(self.limits);
         let mut changes: Vec<PathChange> = match start {
-            Some(start) => {
-                self.list_files(start, "")?.into_iter().map(|(path, id)| (path, Some(id))).collect()
-            }
+            Some(start) => self
+                .list_files_within(start, "", &mut budget)?
+                .into_iter()
+                .map(|(path, id)| (path, Some(id)))
+                .collect(),
             None => Vec::new(),
         };
         let mut before = start.map(|s| self.commit_tree(s)).transpose()?;
         for commit in line.into_iter().rev() {
             let after = self.commit_tree(commit)?;
-            self.diff_trees(before, after, &mut changes)?;
+            self.diff_trees(before, after, &mut changes, &mut budget)?;
             before = Some(after);
         }
         Ok(Some(History { changes, complete }))
     }
 
     /// Appends what differs between two root trees, without recursion (a
-    /// hostile deep tree cannot overflow the stack).
+    /// hostile deep tree cannot overflow the stack), within `budget`.
     fn diff_trees(
         &self,
         before: Option<ObjectId>,
         after: ObjectId,
         out: &mut Vec<PathChange>,
+        budget: &mut Budget,
     ) -> Result<(), RepoError> {
         let mut todo = vec![(String::new(), before, Some(after))];
         while let Some((dir, before, after)) = todo.pop() {
-            let old = self.named_entries(before, &dir)?;
-            let new = self.named_entries(after, &dir)?;
+            let old = self.named_entries(before, &dir, budget)?;
+            let new = self.named_entries(after, &dir, budget)?;
             let join = |name: &str| if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
             for (name, &(mode, id)) in &new {
                 let previous = old.get(name).copied();
@@ -102,6 +109,7 @@ impl LocalRepo {
                     continue;
                 }
                 let path = join(name);
+                budget.path(&path)?;
                 let old_tree = previous.filter(|(m, _)| m.is_tree()).map(|(_, id)| id);
                 if mode.is_tree() {
                     if previous.is_some_and(|(m, _)| !m.is_tree() && !m.is_commit()) {
@@ -134,8 +142,13 @@ impl LocalRepo {
         &self,
         tree: Option<ObjectId>,
         dir: &str,
+        budget: &mut Budget,
     ) -> Result<BTreeMap<String, (EntryMode, ObjectId)>, RepoError> {
         let Some(id) = tree else { return Ok(BTreeMap::new()) };
-        Ok(self.tree_entries(id, dir)?.into_iter().map(|(name, mode, id)| (name, (mode, id))).collect())
+        Ok(self
+            .tree_entries(id, dir, budget)?
+            .into_iter()
+            .map(|(name, mode, id)| (name, (mode, id)))
+            .collect())
     }
 }

@@ -27,6 +27,8 @@ pub use gix::ObjectId;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 
+use crate::worker::limits::Limits;
+
 /// One file-level change; paths are '/'-separated and repository-relative.
 #[derive(Clone, PartialEq, Eq)]
 pub enum FileChange {
@@ -89,6 +91,8 @@ pub struct CommitSpec<'a> {
 /// moves it into `spawn_blocking`.
 pub struct LocalRepo {
     repo: gix::Repository,
+    /// Bounds on every walk of a branch's trees (`read`).
+    limits: Limits,
 }
 
 // Trees on the changed path are read twice per commit (check, then edit),
@@ -122,7 +126,12 @@ impl LocalRepo {
             return Err(RepoError::NotBare { path: path.to_owned() });
         }
         repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
-        Ok(LocalRepo { repo })
+        Ok(LocalRepo { repo, limits: Limits::default() })
+    }
+
+    /// Bounds the walks of branches' trees (default: [`Limits::default`]).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// The repository directory, for the git CLI (`--git-dir`).

@@ -4,16 +4,18 @@
 //! In: a commit id and a repository-relative path. Out: bytes, `(path, blob
 //! id)` pairs, or a [`Lookup`]. Only the trees on the path (or below the
 //! listed folder) are read; blobs are read only by `read_file`.
+//!
+//! The branch comes from a server a tenant chose: every walk is bounded by
+//! the repository's [`Limits`] (entries walked, path length, object size),
+//! so a tree bomb (a few trees that name one another many times over, with
+//! exponentially many paths) stops early, in bounded time and memory.
 
 use gix::ObjectId;
 use gix::objs::tree::EntryMode;
 
 use super::error::Context;
 use super::{LocalRepo, RepoError, path};
-
-/// Most files a worker lists from a branch: about 150 MB of paths and ids.
-/// A remote that holds more (hostile, or a monorepo) is refused with a fix.
-pub const MAX_LISTED_FILES: usize = 1_000_000;
+use crate::worker::limits::{Limit, Limits};
 
 /// What a path names in a tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,32 @@ pub(crate) enum Lookup {
     Blocked { depth: usize },
 }
 
+/// The entries one walk (a listing, a history) may still read.
+pub(super) struct Budget {
+    limits: Limits,
+    walked: u64,
+    /// Objects whose size was checked: a header lookup costs about 10 µs,
+    /// and a bomb names the same few objects millions of times.
+    sized: std::collections::HashSet<ObjectId>,
+}
+
+impl Budget {
+    pub(super) fn new(limits: Limits) -> Self {
+        Self { limits, walked: 0, sized: Default::default() }
+    }
+
+    /// Counts the `entries` of one more tree, read at `dir`.
+    fn tree(&mut self, entries: usize, dir: &str) -> Result<(), RepoError> {
+        self.walked = self.walked.saturating_add(entries as u64);
+        Ok(self.limits.check_at(Limit::TreeEntries, self.walked, dir)?)
+    }
+
+    /// Checks one entry's full path.
+    pub(super) fn path(&self, path: &str) -> Result<(), RepoError> {
+        Ok(self.limits.check_at(Limit::PathLength, path.len() as u64, path)?)
+    }
+}
+
 impl LocalRepo {
     /// The bytes of the file at `path` in `commit`; `None` if there is no
     /// file there (missing, or a folder).
@@ -34,6 +62,7 @@ impl LocalRepo {
         let tree = self.commit_tree(commit)?;
         match self.lookup(tree, &components)? {
             Lookup::Found { mode, id } if mode.is_blob_or_symlink() => {
+                self.check_size(id, path)?;
                 let mut blob =
                     self.repo.find_blob(id).context(|| format!("read blob {id} at {path:?} in {commit}"))?;
                 Ok(Some(blob.take_data()))
@@ -45,16 +74,17 @@ impl LocalRepo {
     /// Every file below the folder `prefix` (`""` = whole tree) in `commit`,
     /// as (full path, blob id), in `git ls-tree -r` order. A missing prefix,
     /// or one naming a file, gives an empty list. Submodule entries are skipped.
+    /// Past a limit (entries, a path's length, a file's size): `TooLarge`.
     pub fn list_files(&self, commit: ObjectId, prefix: &str) -> Result<Vec<(String, ObjectId)>, RepoError> {
-        self.list_files_at_most(commit, prefix, MAX_LISTED_FILES)
+        self.list_files_within(commit, prefix, &mut Budget::new(self.limits))
     }
 
-    /// As [`Self::list_files`], failing past `limit` files.
-    pub fn list_files_at_most(
+    /// [`Self::list_files`] counting against `budget`.
+    pub(super) fn list_files_within(
         &self,
         commit: ObjectId,
         prefix: &str,
-        limit: usize,
+        budget: &mut Budget,
     ) -> Result<Vec<(String, ObjectId)>, RepoError> {
         let components = path::split(prefix, true)?;
         let root = self.commit_tree(commit)?;
@@ -67,7 +97,7 @@ impl LocalRepo {
         // Pre-order depth-first like `git ls-tree -r`; an explicit stack of
         // (remaining entries, length of `dir` for that folder) instead of
         // recursion, so a hostile deep tree cannot overflow the stack.
-        let mut stack = vec![(self.tree_entries(start, &dir)?.into_iter(), dir.len())];
+        let mut stack = vec![(self.tree_entries(start, &dir, budget)?.into_iter(), dir.len())];
         while let Some((entries, dir_len)) = stack.last_mut() {
             let Some((name, mode, id)) = entries.next() else {
                 stack.pop();
@@ -78,12 +108,13 @@ impl LocalRepo {
                 dir.push('/');
             }
             dir.push_str(&name);
+            budget.path(&dir)?;
             if mode.is_tree() {
-                let entries = self.tree_entries(id, &dir)?;
+                let entries = self.tree_entries(id, &dir, budget)?;
                 stack.push((entries.into_iter(), dir.len()));
             } else if !mode.is_commit() {
-                if out.len() == limit {
-                    return Err(RepoError::TooManyFiles { prefix: prefix.to_owned(), limit });
+                if budget.sized.insert(id) {
+                    self.check_size(id, &dir)?;
                 }
                 out.push((dir.clone(), id));
             }
@@ -91,15 +122,33 @@ impl LocalRepo {
         Ok(out)
     }
 
-    /// The entries of one tree, owned, for the listing walk.
+    /// The entries of one tree, owned, for a walk; they count against
+    /// `budget` before they are copied, and the tree's size is checked
+    /// before it is read.
     pub(super) fn tree_entries(
         &self,
         id: ObjectId,
         dir: &str,
+        budget: &mut Budget,
     ) -> Result<Vec<(String, EntryMode, ObjectId)>, RepoError> {
+        if budget.sized.insert(id) {
+            self.check_size(id, dir)?;
+        }
         let tree = self.find_tree(id)?;
         let decoded = tree.decode().context(|| format!("decode tree {id} at {dir:?}"))?;
+        budget.tree(decoded.entries.len(), dir)?;
         Ok(decoded.entries.iter().map(|e| (e.filename.to_string(), e.mode, e.oid.to_owned())).collect())
+    }
+
+    /// Refuses an object past the file size limit, from its header alone
+    /// (a missing object is left to the read that follows).
+    pub(super) fn check_size(&self, id: ObjectId, path: &str) -> Result<(), RepoError> {
+        let header =
+            self.repo.try_find_header(id).context(|| format!("read the header of {id} at {path:?}"))?;
+        match header {
+            Some(header) => Ok(self.limits.check_at(Limit::FileSize, header.size(), path)?),
+            None => Ok(()),
+        }
     }
 
     /// The newest of `known` (oldest first) that `tip` is or descends from.

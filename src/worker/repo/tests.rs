@@ -10,6 +10,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 use super::*;
+use crate::worker::limits::{Limit, Limits};
 
 /// A sandbox: a temp HOME and git with no user or system config.
 struct Sandbox {
@@ -147,12 +148,99 @@ fn git_reads_what_gix_wrote() {
     assert_eq!(ns1, ["ns1/apps/deployments/web.yaml", "ns1/core/configmaps/system:x.yaml"]);
     assert!(repo.list_files(id, "ns2").unwrap().is_empty());
     assert!(repo.list_files(id, "ns1/apps/deployments/web.yaml").unwrap().is_empty());
+}
 
-    // Issue 16: a remote's tree is listed only up to a bound.
-    assert_eq!(repo.list_files_at_most(id, "ns1", 2).unwrap().len(), 2);
-    let error = repo.list_files_at_most(id, "ns1", 1).unwrap_err();
-    assert!(matches!(error, RepoError::TooManyFiles { limit: 1, .. }), "{error}");
-    assert!(error.to_string().contains("more than 1 files below \"ns1\""), "{error}");
+/// The limit that refused a listing, if one did.
+fn refused_by(result: Result<Vec<(String, ObjectId)>, RepoError>) -> Option<Limit> {
+    match result {
+        Ok(_) => None,
+        Err(RepoError::TooLarge(too_large)) => Some(too_large.limit),
+        Err(other) => panic!("not a limit: {other}"),
+    }
+}
+
+/// Issue 16: each limit holds at its value and refuses one less.
+#[test]
+fn listing_stops_at_each_limit() {
+    let sandbox = Sandbox::new();
+    let mut repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let big = "x".repeat(1000);
+    let changes = [
+        write("ns1/apps/deployments/web.yaml", b"kind: Deployment\n"),
+        write("ns1/core/configmaps/big.yaml", big.as_bytes()),
+    ];
+    let id = commit(&repo, None, &changes).unwrap();
+    // Below ns1: apps, core; deployments; web.yaml; configmaps; big.yaml.
+    let at = |limits: Limits| {
+        let mut probe = LocalRepo::open_or_init(repo.git_dir()).unwrap();
+        probe.set_limits(limits);
+        refused_by(probe.list_files(id, "ns1"))
+    };
+    let fits = Limits { tree_entries: 6, path_length: 29, file_size: 1000, ..Limits::default() };
+    assert_eq!(at(fits), None);
+    assert_eq!(at(Limits { tree_entries: 5, ..fits }), Some(Limit::TreeEntries));
+    assert_eq!(at(Limits { path_length: 28, ..fits }), Some(Limit::PathLength));
+    assert_eq!(at(Limits { file_size: 999, ..fits }), Some(Limit::FileSize));
+
+    // Reading the big file is refused by its header, before its bytes.
+    repo.set_limits(Limits { file_size: 999, ..fits });
+    let error = repo.read_file(id, "ns1/core/configmaps/big.yaml").unwrap_err();
+    assert!(error.to_string().contains("more than 999 bytes in one file"), "{error}");
+    assert!(error.to_string().contains("--max-file-size"), "{error}");
+}
+
+/// A tree bomb: 16 entries per tree, each naming the same subtree, 8 deep,
+/// so 16^8 (4 billion) paths from 9 trees and a blob. Listing it stops at
+/// the entry limit, quickly.
+#[test]
+fn a_tree_bomb_is_refused_in_bounded_time() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("bomb.git");
+    sandbox.git(sandbox.dir.path(), &["init", "-q", "--bare", dir.to_str().unwrap()]);
+    let bomb = tree_bomb(&dir, 16, 8);
+    // Packed, as a fetch leaves it.
+    sandbox.git(&dir, &["repack", "-a", "-d", "-q"]);
+    let repo = LocalRepo::open_or_init(&dir).unwrap();
+    let started = std::time::Instant::now();
+    let error = repo.list_files(bomb, "").unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(&error, RepoError::TooLarge(e) if e.limit == Limit::TreeEntries), "{error}");
+    assert!(error.to_string().contains("more than 200000 files and folders"), "{error}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    eprintln!("tree bomb refused after {took:?}");
+    // The history walk of a takeover is bounded by the same budget.
+    let error = repo.changes_after(bomb, std::time::SystemTime::now(), 10).unwrap_err();
+    assert!(matches!(&error, RepoError::TooLarge(e) if e.limit == Limit::TreeEntries), "{error}");
+}
+
+/// A commit whose tree has `width` entries per level, `depth` levels of
+/// trees over one blob, every entry of a level naming the same object.
+fn tree_bomb(dir: &Path, width: usize, depth: usize) -> ObjectId {
+    let hash = |args: &[&str], input: &[u8]| -> String {
+        let mut child = Command::new("git")
+            .arg(format!("--git-dir={}", dir.display()))
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let mut id = hash(&["hash-object", "-w", "--stdin"], b"boom\n");
+    let mut kind = "100644 blob";
+    for _ in 0..depth {
+        let listing: String = (0..width).map(|i| format!("{kind} {id}\t{i:02}\n")).collect();
+        id = hash(&["mktree"], listing.as_bytes());
+        kind = "040000 tree";
+    }
+    let commit = hash(&["-c", "user.name=x", "-c", "user.email=x@x", "commit-tree", &id, "-m", "bomb"], b"");
+    ObjectId::from_hex(commit.as_bytes()).unwrap()
 }
 
 #[test]

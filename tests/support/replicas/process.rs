@@ -14,7 +14,10 @@ use super::now_ns;
 pub struct Launch<'a> {
     pub binary: &'a Path,
     pub env: &'a super::super::Env,
+    /// Where the Leases live.
     pub namespace: &'a str,
+    /// `--namespace`: the namespace handled (empty: every one).
+    pub watch_namespace: &'a str,
     pub prefix: &'a str,
     pub extra: &'a [String],
 }
@@ -43,7 +46,7 @@ impl Replica {
         let addr = free_local_addr();
         let child = Command::new(launch.binary)
             .arg("run")
-            .args(["--namespace", launch.namespace, "--lease-namespace", launch.namespace])
+            .args(["--namespace", launch.watch_namespace, "--lease-namespace", launch.namespace])
             .args(["--lease-prefix", launch.prefix, "--replica", name, "--log-format", "json"])
             // Every replica checks every target; the default interval keeps 40 targets cheap.
             .args(["--access-check-interval", "5m"])
