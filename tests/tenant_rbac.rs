@@ -73,7 +73,7 @@ async fn a_rule_mirrors_only_what_its_service_account_may_read_and_follows_a_gra
     let app = s.core_path("t", "configmaps", "app");
     s.wait_branch("the ConfigMap mirrored", "main", |view| view.files.contains_key(&app)).await;
     let (status, _, message) = wait_for("the rule to report the denial", WAIT, || async {
-        rule_ready(&s, "tenant").await.filter(|c| c.1 == "AccessDenied")
+        rule_ready(&s, "tenant").await.filter(|c| c.1 == "AccessDenied" && c.2.contains("may not"))
     })
     .await;
     assert_eq!(status, "False");
@@ -123,7 +123,7 @@ async fn the_default_service_account_bounds_rules_that_name_none() {
     let _operator = s.operator_with(&["--default-service-account", "locked-down"]);
 
     let (status, _, message) = wait_for("the rule to report the denial", WAIT, || async {
-        rule_ready(&s, "all").await.filter(|c| c.1 == "AccessDenied")
+        rule_ready(&s, "all").await.filter(|c| c.1 == "AccessDenied" && c.2.contains("may not"))
     })
     .await;
     assert_eq!(status, "False");

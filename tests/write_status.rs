@@ -49,7 +49,8 @@ async fn conditions_say_what_is_wrong_and_how_to_fix_it() {
 
     let ready = s.wait_condition("ok", "Ready", |c| c.0 == "True").await;
     assert_eq!(ready.1, "Ready");
-    s.wait_condition("ok", "Synced", |c| c.0 == "True").await;
+    // "nothing to push yet" is Synced too, before the first list arrives: wait for the push.
+    s.wait_condition("ok", "Synced", |c| c.0 == "True" && c.2.contains(" is at ")).await;
     let ok = Api::<GitTarget>::namespaced(s.client.clone(), &ns).get("ok").await.unwrap();
     let status = ok.status.unwrap();
     let git = status.git_status.expect("gitStatus is filled when Available");
