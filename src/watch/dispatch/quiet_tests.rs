@@ -1,21 +1,10 @@
 //! Ignore rules in dispatch: per target, only ignored changes write nothing,
 //! and targets without ignores see every change.
 
+use super::tests::configmaps;
 use super::*;
 use crate::api::{LocalTargetReference, WatchRuleSpec};
 use serde_json::json;
-
-fn configmaps() -> ServedResource {
-    ServedResource {
-        group: String::new(),
-        version: "v1".into(),
-        kind: "ConfigMap".into(),
-        plural: "configmaps".into(),
-        namespaced: true,
-        preferred: true,
-        watchable: true,
-    }
-}
 
 /// One WatchRule per target, each with its own rule entries.
 fn routing(targets: &[(&str, Value)]) -> Routing {

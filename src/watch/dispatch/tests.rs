@@ -1,7 +1,7 @@
 use super::*;
 use crate::api::{LocalTargetReference, WatchRuleSpec};
 
-fn configmaps() -> ServedResource {
+pub(super) fn configmaps() -> ServedResource {
     ServedResource {
         group: String::new(),
         version: "v1".into(),
