@@ -54,6 +54,9 @@ const FENCE_RETRY: Duration = Duration::from_millis(250);
 const MAX_RESYNC_BATCH: usize = 5_000;
 /// Commits between two maintenance runs (`git gc --auto`).
 const COMMITS_PER_MAINTENANCE: usize = 1_000;
+/// Fetches between two maintenance runs: each leaves a pack, and git
+/// consolidates them past `remote::PACK_LIMIT`.
+const FETCHES_PER_MAINTENANCE: usize = 8;
 /// Default interval between two comparisons of the remote with the cluster.
 pub const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -152,6 +155,7 @@ pub struct BranchCore {
     listing: BTreeSet<(TargetKey, String, String)>,
     listing_started: bool,
     commits_since_maintenance: usize,
+    fetches_since_maintenance: usize,
     coalesced: u64,
     state: WorkerState,
     /// `MAX_UNPUSHED`, smaller in the simulation to reach it often.
@@ -197,6 +201,7 @@ impl BranchCore {
             listing: BTreeSet::new(),
             listing_started: false,
             commits_since_maintenance: 0,
+            fetches_since_maintenance: 0,
             coalesced: 0,
             state: WorkerState::default(),
             max_unpushed: MAX_UNPUSHED,

@@ -5,8 +5,9 @@ use std::collections::{HashSet, VecDeque};
 
 use super::replay;
 use super::{
-    At, BranchCore, COMMITS_PER_MAINTENANCE, Command, Draft, FENCE_RETRY, FetchPurpose, Fetched,
-    MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply, QUARANTINE_AFTER, RemoteOp, Takeover,
+    At, BranchCore, COMMITS_PER_MAINTENANCE, Command, Draft, FENCE_RETRY, FETCHES_PER_MAINTENANCE,
+    FetchPurpose, Fetched, MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply, QUARANTINE_AFTER,
+    RemoteOp, Takeover,
 };
 use crate::api::Reason;
 use crate::worker::files::BranchFiles;
@@ -210,6 +211,12 @@ impl BranchCore {
                 return;
             }
         };
+        // Each fetch keeps its own pack; maintenance consolidates them.
+        self.fetches_since_maintenance += 1;
+        if self.fetches_since_maintenance >= FETCHES_PER_MAINTENANCE {
+            self.fetches_since_maintenance = 0;
+            out.push(Command::Maintain);
+        }
         if purpose == FetchPurpose::Start {
             self.phase = Phase::Running;
             self.state.active = true;

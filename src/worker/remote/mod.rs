@@ -47,6 +47,11 @@ use crate::worker::limits::Limits;
 #[cfg(test)]
 use crate::{api::Reason, worker::credentials::CredentialsError};
 
+/// Packs past which maintenance consolidates them into one: far below the
+/// index slots a repository handle has (`worker::repo`), so reads never run
+/// out of slots between two maintenances.
+pub const PACK_LIMIT: u32 = 16;
+
 /// The result of a compare-and-swap push that reached the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -467,14 +472,19 @@ impl Remote {
         Ok(commit)
     }
 
-    /// Packs loose objects once more than `loose_threshold` exist. The
-    /// sandbox turns git's automatic gc off, so the worker asks for it here.
-    /// Unreachable objects younger than two weeks (git's default grace) are
-    /// kept, which covers commits not yet pushed.
+    /// Packs loose objects once more than `loose_threshold` exist, and
+    /// consolidates the packs once more than [`PACK_LIMIT`] exist (every
+    /// fetch keeps its own pack). The sandbox turns git's automatic gc off,
+    /// so the worker asks for it here. Unreachable objects younger than two
+    /// weeks (git's default grace) are kept, which covers commits not yet
+    /// pushed.
     pub async fn maintain(&self, git_dir: &Path, loose_threshold: u32) -> Result<(), RemoteError> {
         let threshold = format!("gc.auto={loose_threshold}");
-        let args =
-            in_repo(git_dir, ["-c", &threshold, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"]);
+        let packs = format!("gc.autoPackLimit={PACK_LIMIT}");
+        let args = in_repo(
+            git_dir,
+            ["-c", &threshold, "-c", &packs, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
+        );
         self.local_ok(args).await.map(drop)
     }
 

@@ -249,7 +249,7 @@ fn remote_and_its_futures_are_send(remote: &Remote, git_dir: &Path) {
 }
 
 #[tokio::test]
-async fn maintenance_packs_loose_objects_past_the_threshold() {
+async fn maintenance_packs_loose_objects_and_consolidates_packs() {
     let dir = tempfile::tempdir().unwrap();
     let git_dir = dir.path().join("repo.git");
     let git = |args: &[&str], stdin: &str| {
@@ -302,6 +302,23 @@ async fn maintenance_packs_loose_objects_past_the_threshold() {
     let after = git(&["count-objects", "-v"], "");
     assert_eq!(loose(&after), 0, "{after}");
     assert_eq!(git(&["cat-file", "-t", &commit], ""), "commit", "history intact");
+
+    // Every fetch keeps its own pack: past PACK_LIMIT, maintenance makes one.
+    let mut tip = commit.clone();
+    for i in 0..=PACK_LIMIT {
+        tip = git(&["commit-tree", &tree, "-p", &tip, "-m", &format!("fetched {i}")], "");
+        git(&["update-ref", "refs/heads/main", &tip], "");
+        git(&["repack", "-d", "-q"], "");
+    }
+    let packs = |text: &str| -> u32 {
+        text.lines().find_map(|l| l.strip_prefix("packs: ")).unwrap().parse().unwrap()
+    };
+    let before = git(&["count-objects", "-v"], "");
+    assert!(packs(&before) > PACK_LIMIT, "{before}");
+    remote.maintain(&git_dir, 6_700).await.unwrap();
+    let after = git(&["count-objects", "-v"], "");
+    assert_eq!(packs(&after), 1, "{after}");
+    assert_eq!(git(&["rev-list", "--count", &tip], ""), (PACK_LIMIT + 2).to_string(), "history intact");
 }
 
 /// Issue 16: a hostile server's pack could fill the data volume every

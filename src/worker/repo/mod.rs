@@ -104,20 +104,32 @@ const OBJECT_CACHE_BYTES: usize = 1024 * 1024;
 // Only for the reflog, which bare repositories normally don't keep.
 const REFLOG_NAME: &str = "gitops-reverser";
 
+/// Pack index slots of one handle. gix sizes them once, at open, from the
+/// packs on disk then (default: 10% spare, at least 32), and every fetch adds
+/// a pack (`transfer.unpackLimit=1`), also those of other workers sharing the
+/// repository: a long-lived handle then fails every read with "too few index
+/// slots" until it is reopened. Maintenance consolidates packs well below this
+/// (`PACK_LIMIT` in `worker::remote`); a slot costs a few dozen bytes.
+const INDEX_SLOTS: gix::odb::store::init::Slots =
+    gix::odb::store::init::Slots::AsNeededByDiskState { multiplier: 2.0, minimum: 512 };
+
+fn open_options() -> gix::open::Options {
+    gix::open::Options::isolated().object_store_slots(INDEX_SLOTS)
+}
+
 impl LocalRepo {
     /// Opens the bare repository at `path`, or creates one if `path` is
     /// missing or an empty directory. Neither reads user or system git config.
     pub fn open_or_init(path: &Path) -> Result<Self, RepoError> {
         let has_content = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
         let mut repo = if has_content {
-            gix::open_opts(path, gix::open::Options::isolated())
-                .context(|| format!("open repository {}", path.display()))?
+            gix::open_opts(path, open_options()).context(|| format!("open repository {}", path.display()))?
         } else {
             gix::ThreadSafeRepository::init_opts(
                 path,
                 gix::create::Kind::Bare,
                 gix::create::Options::default(),
-                gix::open::Options::isolated(),
+                open_options(),
             )
             .context(|| format!("init bare repository {}", path.display()))?
             .to_thread_local()

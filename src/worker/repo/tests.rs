@@ -490,3 +490,37 @@ fn changes_after_stop_at_a_shallow_boundary() {
         "the boundary's files, then the commit after it"
     );
 }
+
+/// Every fetch keeps its own pack, also those of the other workers sharing
+/// the repository, so a handle opened long ago must read objects from many
+/// packs that did not exist when it was opened (gix's default slots, sized
+/// at open, failed with "too few index slots" after a few dozen).
+#[test]
+fn a_handle_reads_from_packs_added_after_it_was_opened() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("shared.git");
+    sandbox.git(sandbox.dir.path(), &["init", "-q", "--bare", dir.to_str().unwrap()]);
+    let repo = LocalRepo::open_or_init(&dir).unwrap();
+    let tree = sandbox.git_str(&dir, &["mktree"]);
+    let mut newest: Option<String> = None;
+    for i in 0..120 {
+        let message = format!("pack {i}");
+        let mut args = vec!["commit-tree", tree.as_str(), "-m", message.as_str()];
+        if let Some(parent) = &newest {
+            args.extend(["-p", parent.as_str()]);
+        }
+        let commit = sandbox.git_str(&dir, &args);
+        sandbox.git(&dir, &["update-ref", "refs/heads/main", &commit]);
+        // An incremental repack: one new pack holding just this commit.
+        sandbox.git(&dir, &["repack", "-d", "-q"]);
+        newest = Some(commit);
+    }
+    let packs = std::fs::read_dir(dir.join("objects/pack"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "idx"))
+        .count();
+    assert!(packs >= 100, "{packs} packs");
+    let newest: ObjectId = newest.unwrap().parse().unwrap();
+    assert_eq!(repo.resolve("refs/heads/main").unwrap(), Some(newest));
+    assert_eq!(repo.list_files(newest, "").unwrap(), Vec::new(), "the newest commit reads from pack {packs}");
+}
