@@ -617,11 +617,19 @@ async fn with_repo<T: Send + 'static>(
     f: impl FnOnce(&LocalRepo) -> Result<T, RepoError> + Send + 'static,
 ) -> Result<T, RepoError> {
     let joined = tokio::task::spawn_blocking(move || {
-        let slot = repo.lock().expect("the repository lock is never poisoned");
-        match slot.as_ref() {
+        let mut slot = repo.lock().expect("the repository lock is never poisoned");
+        let result = match slot.as_ref() {
             Some(repo) => f(repo),
             None => Err(RepoError::NotOpen),
+        };
+        // A handle can go bad for good (see `LocalRepo::reopened`); the
+        // retry after the back-off then runs on a fresh one.
+        if let (Err(RepoError::Git { .. }), Some(old)) = (&result, slot.as_ref())
+            && let Ok(fresh) = old.reopened()
+        {
+            *slot = Some(fresh);
         }
+        result
     })
     .await;
     match joined {

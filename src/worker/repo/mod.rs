@@ -141,6 +141,15 @@ impl LocalRepo {
         Ok(LocalRepo { repo, limits: Limits::default() })
     }
 
+    /// A fresh handle on the same repository, with the same limits: after a
+    /// gix failure, the next try starts from the disk's state, not from what
+    /// this handle loaded (its pack indices and slots).
+    pub fn reopened(&self) -> Result<Self, RepoError> {
+        let mut fresh = Self::open_or_init(self.git_dir())?;
+        fresh.limits = self.limits;
+        Ok(fresh)
+    }
+
     /// Bounds the walks of branches' trees (default: [`Limits::default`]).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;

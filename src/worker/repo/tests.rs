@@ -523,4 +523,10 @@ fn a_handle_reads_from_packs_added_after_it_was_opened() {
     let newest: ObjectId = newest.unwrap().parse().unwrap();
     assert_eq!(repo.resolve("refs/heads/main").unwrap(), Some(newest));
     assert_eq!(repo.list_files(newest, "").unwrap(), Vec::new(), "the newest commit reads from pack {packs}");
+    // What the worker does after a gix failure: a fresh handle, same limits.
+    let mut limited = repo;
+    limited.set_limits(Limits { tree_entries: 7, ..Limits::default() });
+    let fresh = limited.reopened().unwrap();
+    assert_eq!(fresh.resolve("refs/heads/main").unwrap(), Some(newest));
+    assert_eq!(fresh.limits.tree_entries, 7, "the limits carry over");
 }
