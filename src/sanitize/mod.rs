@@ -27,6 +27,7 @@ pub use layout::{
     CLUSTER_SEGMENT, CORE_GROUP_SEGMENT, DecodedPath, EXTENSION, ObjectKey, ResourceRef, decode_object_path,
     decode_segment, encode_segment, join_base, normalize_base_folder, object_path, strip_base,
 };
+pub(crate) use yaml::ordered_keys as yaml_key_order;
 pub use yaml::{to_yaml, try_to_yaml};
 
 use serde_json::{Map, Value};
