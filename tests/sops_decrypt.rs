@@ -230,7 +230,7 @@ fn cases() -> Vec<(&'static str, Value)> {
             "unicode",
             secret(
                 "unicode",
-                json!({"stringData": {"greeting": "grüß dich ☃ 日本語 😀", "rtl": "שלום"}, "metadata": {"name": "unicode", "namespace": "sops-test", "annotations": {"note": "ünïcödé"}}}),
+                json!({"stringData": {"greeting": "grüß dich ☃ 日本語 😀", "rtl": "שלום", "ключ": "значение"}, "metadata": {"name": "unicode", "namespace": "sops-test", "annotations": {"note": "ünïcödé", "example.com/ünïcode-key": "x"}}}),
             ),
         ),
     ]
@@ -315,7 +315,7 @@ fn sops_yaml_output_loses_a_multi_line_value_that_starts_with_a_tab() {
 }
 
 #[test]
-fn sops_refuses_a_file_sealed_for_another_recipient() {
+fn sops_opens_a_file_only_for_its_recipients() {
     let dir = tempfile::tempdir().unwrap();
     let (reader, owner) = (Identity::generate(), Identity::generate());
     let secret = secret("other", json!({"data": {"password": "c2VjcmV0LXZhbHVl"}}));
@@ -330,6 +330,15 @@ fn sops_refuses_a_file_sealed_for_another_recipient() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("c2VjcmV0LXZhbHVl"));
     // The owner can: the failure above is the recipient, not the file.
     assert!(sops_decrypt(dir.path(), &file, &owner).status.success());
+
+    // Sealed for both, each one alone opens it.
+    let both = Recipients::parse([owner.to_public().to_string(), reader.to_public().to_string()]).unwrap();
+    let file = seal_to_file(dir.path(), "both", &secret, &both, 2);
+    for identity in [&owner, &reader] {
+        let out = sops_decrypt(dir.path(), &file, identity);
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(parse_yaml(&out.stdout), secret);
+    }
 }
 
 /// Seals one Secret, applies `edit` to the file's text, and runs sops on it.
