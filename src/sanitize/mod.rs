@@ -15,8 +15,9 @@
 //!   [`decode_object_path`], base folder helpers).
 //!
 //! Secrets are refused here ([`SanitizeError::PlaintextSecret`]): the only
-//! way a Secret reaches git is the encryption path, which can build on
-//! [`sanitize_value`], so a wiring mistake cannot write plaintext.
+//! way a Secret reaches git is the encryption path (`crate::sops`, not wired
+//! in yet), which can build on [`sanitize_value`], so a wiring mistake
+//! cannot write plaintext.
 
 mod denylist;
 mod layout;
