@@ -433,8 +433,13 @@ impl Shell {
             let started = Instant::now();
             let files: Vec<FileChange> = changes.into_iter().map(file_change).collect();
             let result = with_repo(repo, move |r| {
-                let spec =
-                    CommitSpec { message: &message, author: &committer, committer: &committer, time: None };
+                let spec = CommitSpec {
+                    message: &message,
+                    author: &committer,
+                    committer: &committer,
+                    time: None,
+                    signer: None,
+                };
                 r.commit(parent, &files, &spec)
             })
             .instrument(span.clone())
