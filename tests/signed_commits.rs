@@ -77,6 +77,116 @@ async fn every_pushed_commit_is_signed_with_the_providers_ssh_key() {
     }
 }
 
+/// gpg in a private home; `--batch`, no agent prompts.
+fn gpg(home: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args(["--batch", "--no-tty", "--pinentry-mode", "loopback"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Ends the agent gpg started for a home, so the test leaves no process behind.
+struct GpgHome(tempfile::TempDir);
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("gpgconf").env("GNUPGHOME", self.0.path()).args(["--kill", "gpg-agent"]).output();
+    }
+}
+
+fn gpg_home() -> GpgHome {
+    let dir = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    GpgHome(dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_pushed_commit_is_signed_with_the_providers_openpgp_key() {
+    let s = Scenario::new("sign-pgp").await;
+    let ns = s.namespace().to_owned();
+    // The key as a Flux user exports it, passphrase-protected.
+    let signer = gpg_home();
+    let uid = "Mirror <mirror@example.com>";
+    gpg(
+        signer.0.path(),
+        &["--passphrase", "pass phrase", "--quick-gen-key", uid, "ed25519", "sign", "never"],
+    );
+    let listed = gpg(signer.0.path(), &["--with-colons", "--list-secret-keys", uid]);
+    let fingerprint =
+        listed.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_owned();
+    let armored = gpg(
+        signer.0.path(),
+        &["--passphrase", "pass phrase", "--armor", "--export-secret-keys", &fingerprint],
+    );
+    let public = gpg(signer.0.path(), &["--armor", "--export", &fingerprint]);
+    drop(signer);
+
+    fixtures::git_secret(&s.client, s.env, &ns, "git", &Access::Ssh { read_only: false }).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "signing", "namespace": ns},
+        "stringData": {"git.asc": armored, "passphrase": "pass phrase"}});
+    fixtures::apply(&s.client, &ns, secret).await;
+    let provider = json!({
+        "apiVersion": "configbutler.ai/v1alpha1", "kind": "GitProvider",
+        "metadata": {"name": "git", "namespace": ns},
+        "spec": {"url": s.repo.ssh_url, "secretRef": {"name": "git"}, "push": {"interval": "1s"},
+                 "signingKey": {"secretRef": {"name": "signing"}}},
+    });
+    fixtures::apply(&s.client, &ns, provider).await;
+    s.target("t", "git", "main", "mirror").await;
+    s.rule("r", "t", json!([{"resources": ["configmaps"]}])).await;
+    let _operator = s.operator_synced().await;
+    s.configmap("probe", json!({"v": "1"})).await;
+    let path = s.core_path("mirror", "configmaps", "probe");
+    s.wait_branch("the probe file", "main", |view| view.files.contains_key(&path)).await;
+
+    let providers: Api<GitProvider> = Api::namespaced(s.client.clone(), &ns);
+    let shown = support::wait_for("the GitProvider's signing key in its status", WAIT, || async {
+        Some(providers.get("git").await.ok()?.status?.signing_key?.fingerprint)
+    })
+    .await;
+    assert_eq!(shown, fingerprint);
+
+    // The verifier has the public key only.
+    let verifier = gpg_home();
+    let import = Command::new("gpg")
+        .env("GNUPGHOME", verifier.0.path())
+        .args(["--batch", "--quiet", "--import"])
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(public.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(import.success());
+    let dir = s.git.workdir("verify");
+    s.git.ok(&dir, &["clone", "-q", "--bare", &s.repo.ssh_url, "repo.git"]);
+    let repo = dir.join("repo.git");
+    let commits = s.git.ok(&repo, &["rev-list", "main"]);
+    assert!(!commits.is_empty());
+    for commit in commits.lines() {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&repo)
+            .args(["verify-commit", "--raw", commit])
+            .env("GNUPGHOME", verifier.0.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "commit {commit} does not verify: {said}");
+        assert!(said.contains(&format!("[GNUPG:] VALIDSIG {fingerprint}")), "{said}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unusable_signing_key_stops_the_target_instead_of_committing_unsigned() {
     let s = Scenario::new("sign-bad").await;
