@@ -17,7 +17,10 @@ mod watch_rule;
 
 pub use conditions::{ConditionType, Reason};
 pub use crd::{all_crds, crd_file_name, crd_yaml, crds_yaml};
-pub use provider::{GitProvider, GitProviderSpec, GitProviderStatus, PushStrategy, SecretReference};
+pub use provider::{
+    GitProvider, GitProviderSpec, GitProviderStatus, PushStrategy, SecretReference, SigningFormat,
+    SigningKeySpec, SigningKeyStatus,
+};
 pub use rule::{Operation, Rule};
 pub use status::{GitStatus, GitTargetStatus, PushResult, ResourceStatus, WorkerStatus};
 pub use target::{GitProviderReference, GitTarget, GitTargetSpec, Layout, ProviderKind};

@@ -458,6 +458,7 @@ impl Controller {
                     worker.settings.folders != settings.folders
                         || worker.settings.kustomize != settings.kustomize
                         || worker.settings.credentials != settings.credentials
+                        || worker.settings.signing != settings.signing
                         || worker.settings.push != settings.push
                         || worker.settings.standby != settings.standby
                 });
@@ -734,6 +735,7 @@ impl Controller {
             key: branch.clone(),
             url: first.provider.url.clone(),
             credentials: first.credentials.clone(),
+            signing: first.signing.clone(),
             push: first.provider.push,
             committer: self.settings.committer.clone(),
             repo_dir: store::dir_of(&self.settings.data_dir.join("repos"), &branch.url),
@@ -915,10 +917,12 @@ mod tests {
             allowed_branches: Vec::new(),
             push: PushPolicy { interval: Duration::from_secs(interval_s), ..PushPolicy::default() },
             insecure: false,
+            signing: None,
         };
         let resolved = Resolved {
             provider,
             credentials: Credentials::anonymous(url).unwrap(),
+            signing: None,
             branch_key: BranchKey::new(url, "main"),
             branch: "main".into(),
             folder: name.into(),

@@ -3,9 +3,10 @@
 
 use kube::api::DynamicObject;
 
-use crate::api::{GitProvider, Reason};
+use crate::api::{GitProvider, Reason, SigningFormat};
 use crate::status::Problem;
 use crate::worker::policy::PushPolicy;
+use crate::worker::signing::Format;
 
 /// URL, credentials Secret and write policy, whichever kind supplied them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,15 @@ pub struct ProviderConfig {
     pub push: PushPolicy,
     /// The provider accepts sending credentials over http://.
     pub insecure: bool,
+    /// The Secret with the commit signing key, and the format if set.
+    pub signing: Option<SigningRef>,
+}
+
+/// Where a provider's commit signing key is (`spec.signingKey`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningRef {
+    pub secret: String,
+    pub format: Option<Format>,
 }
 
 pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
@@ -28,6 +38,13 @@ pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
         allowed_branches: provider.spec.allowed_branches.clone(),
         push: PushPolicy::from_spec(provider.spec.push.as_ref()),
         insecure: provider.spec.insecure,
+        signing: provider.spec.signing_key.as_ref().map(|key| SigningRef {
+            secret: key.secret_ref.name.clone(),
+            format: key.format.map(|format| match format {
+                SigningFormat::Ssh => Format::Ssh,
+                SigningFormat::Openpgp => Format::OpenPgp,
+            }),
+        }),
     }
 }
 
@@ -56,6 +73,8 @@ pub fn from_flux_git_repository(repository: &DynamicObject) -> Result<ProviderCo
         push: PushPolicy::default(),
         // Flux's GitRepository has no such switch: credentials need https.
         insecure: false,
+        // Flux signs in ImageUpdateAutomation, not in the GitRepository.
+        signing: None,
     })
 }
 
@@ -209,6 +228,7 @@ mod tests {
             allowed_branches: allowed.iter().map(|s| s.to_string()).collect(),
             push: PushPolicy::default(),
             insecure: false,
+            signing: None,
         }
     }
 

@@ -3,8 +3,10 @@
 //! Problem that its status reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -21,6 +23,7 @@ use crate::status::Problem;
 use crate::status::target::Access;
 use crate::worker::credentials::{Cleartext, Credentials};
 use crate::worker::remote::strip_userinfo;
+use crate::worker::signing::SigningKey;
 
 /// Re-read Secrets this often, so rotated credentials are picked up.
 const RESOLVED_TTL: Duration = Duration::from_secs(60);
@@ -32,6 +35,8 @@ const PROBLEM_TTL: Duration = Duration::from_secs(5);
 pub struct Resolved {
     pub provider: ProviderConfig,
     pub credentials: Credentials,
+    /// Signs every commit, when the provider names a signing key.
+    pub signing: Option<Arc<SigningKey>>,
     pub branch_key: BranchKey,
     pub branch: String,
     pub folder: String,
@@ -292,38 +297,68 @@ impl Controller {
         check_branch(&target.spec.branch, &provider)?;
         check_host(&provider, &self.settings.allowed_git_hosts)?;
         let credentials = self.credentials(&ns, &provider).await?;
+        let signing = self.signing_key(&ns, &provider).await?;
         Ok(Resolved {
             branch_key: BranchKey::new(&provider.url, &target.spec.branch),
             branch: target.spec.branch.clone(),
             folder: normalize_base_folder(&target.spec.base_folder),
             credentials,
+            signing,
             provider,
         })
     }
 
     async fn credentials(&self, ns: &str, provider: &ProviderConfig) -> Result<Credentials, Problem> {
-        let invalid = |message: String| Problem::new(Reason::InvalidConfiguration, message);
         let Some(name) = &provider.secret else {
             return Credentials::anonymous(&provider.url)
                 .map_err(|e| Problem::new(e.reason(), e.to_string()));
         };
-        let secret = Api::<Secret>::namespaced(self.calls.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|e| invalid(format!("cannot read Secret {name:?} in namespace {ns:?}: {e}")))?
-            .ok_or_else(|| {
-                invalid(format!(
-                    "Secret {name:?} (named by {}) not found in namespace {ns:?}; create it with the git credentials",
-                    provider.describe
-                ))
-            })?;
-        let mut data = secret.data.unwrap_or_default();
+        let mut data = self.secret_data(ns, name, provider, "the git credentials").await?;
         let cleartext = if provider.insecure { Cleartext::Allow } else { Cleartext::Refuse };
         let credentials = Credentials::from_secret(name, &data, &provider.url, cleartext)
             .map_err(|e| Problem::new(e.reason(), e.to_string()));
         // The values live on in `Credentials` (wiped on drop); wipe this copy now.
         data.values_mut().for_each(|value| value.0.zeroize());
         credentials
+    }
+
+    /// The provider's commit signing key. A key that is missing or cannot
+    /// sign is the target's problem: it is not written at all, never unsigned.
+    async fn signing_key(
+        &self,
+        ns: &str,
+        provider: &ProviderConfig,
+    ) -> Result<Option<Arc<SigningKey>>, Problem> {
+        let Some(signing) = &provider.signing else { return Ok(None) };
+        let name = &signing.secret;
+        let mut data = self.secret_data(ns, name, provider, "the commit signing key (signingKey)").await?;
+        let key = SigningKey::from_secret_data(name, &data, signing.format)
+            .map_err(|e| Problem::new(e.reason(), format!("{} signs commits, but: {e}", provider.describe)));
+        // The key lives on decrypted in `SigningKey` (wiped on drop); wipe this copy now.
+        data.values_mut().for_each(|value| value.0.zeroize());
+        key.map(|key| Some(Arc::new(key)))
+    }
+
+    /// The `data` of Secret `name`; `holds` says what it is for, in messages.
+    async fn secret_data(
+        &self,
+        ns: &str,
+        name: &str,
+        provider: &ProviderConfig,
+        holds: &str,
+    ) -> Result<BTreeMap<String, ByteString>, Problem> {
+        let invalid = |message: String| Problem::new(Reason::InvalidConfiguration, message);
+        let secret = Api::<Secret>::namespaced(self.calls.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| invalid(format!("cannot read Secret {name:?} in namespace {ns:?}: {e}")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Secret {name:?} (named by {}) not found in namespace {ns:?}; create it with {holds}",
+                    provider.describe
+                ))
+            })?;
+        Ok(secret.data.unwrap_or_default())
     }
 }
 

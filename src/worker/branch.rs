@@ -28,6 +28,7 @@ use super::pushers::{PushRequest, Pushers};
 use super::queue::WorkItem;
 use super::remote::{RefUpdate, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
+use super::signing::SigningKey;
 use super::store;
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
@@ -51,6 +52,8 @@ pub struct WorkerSettings {
     /// The URL as the user wrote it (the key holds a normalised form).
     pub url: String,
     pub credentials: Credentials,
+    /// Signs every commit; `None` only when the provider names no signing key.
+    pub signing: Option<Arc<SigningKey>>,
     pub push: PushPolicy,
     pub committer: Identity,
     /// The local store of the repository, shared with its other branches
@@ -426,6 +429,7 @@ impl Shell {
     ) -> impl Future<Output = Input> + 'static {
         let (repo, committer, metrics) =
             (self.repo.clone(), self.settings.committer.clone(), self.metrics.clone());
+        let signer = self.settings.signing.clone();
         let url = self.remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_default();
         let span =
             observe::commit_span(&self.settings.key, &url, self.settings.fence.shard, &source, changes.len());
@@ -433,8 +437,13 @@ impl Shell {
             let started = Instant::now();
             let files: Vec<FileChange> = changes.into_iter().map(file_change).collect();
             let result = with_repo(repo, move |r| {
-                let spec =
-                    CommitSpec { message: &message, author: &committer, committer: &committer, time: None };
+                let spec = CommitSpec {
+                    message: &message,
+                    author: &committer,
+                    committer: &committer,
+                    time: None,
+                    signer: signer.as_deref(),
+                };
                 r.commit(parent, &files, &spec)
             })
             .instrument(span.clone())

@@ -1,5 +1,6 @@
 //! The branch worker: intake queue, local repository (gix), remote
-//! operations (git CLI), credentials, and the task that ties them together.
+//! operations (git CLI), credentials, commit signing keys, and the task that
+//! ties them together.
 
 pub mod branch;
 pub mod core;
@@ -15,4 +16,5 @@ pub mod pushers;
 pub mod queue;
 pub mod remote;
 pub mod repo;
+pub mod signing;
 pub mod store;

@@ -122,6 +122,7 @@ impl Branch {
             key: BranchKey::new(&connect, "main"),
             url: connect,
             credentials,
+            signing: None,
             push: options.push,
             committer: Identity { name: "gitops-reverser".into(), email: "gitops-reverser@test".into() },
             repo_dir: data_dir.join("repo"),

@@ -115,6 +115,7 @@ impl Pipeline {
                 key,
                 url: url.to_owned(),
                 credentials: credentials.clone(),
+                signing: None,
                 push,
                 committer: Identity {
                     name: "gitops-reverser".into(),

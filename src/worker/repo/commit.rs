@@ -16,6 +16,7 @@ use super::error::Context;
 use super::path::{self, Op, Planned};
 use super::read::Lookup;
 use super::{CommitSpec, CommitTime, FileChange, Identity, LocalRepo, RepoError};
+use crate::worker::signing::{SigningError, SigningKey};
 
 /// A change that survived the no-op check: bytes to place, or a file to drop.
 enum Edit<'a> {
@@ -95,7 +96,7 @@ impl LocalRepo {
             return Ok(None);
         }
 
-        let commit = gix::objs::Commit {
+        let mut commit = gix::objs::Commit {
             tree,
             parents: parent.into_iter().collect(),
             author,
@@ -104,8 +105,34 @@ impl LocalRepo {
             message: message(spec.message).into(),
             extra_headers: Vec::new(),
         };
+        if let Some(key) = spec.signer {
+            sign(&mut commit, key).map_err(|source| RepoError::Signing {
+                op: format!("sign the commit on top of {parent:?}"),
+                source,
+            })?;
+        }
         let id = self.repo.write_object(&commit).context(|| format!("write commit on top of {parent:?}"))?;
-        Ok(Some(id.detach()))
+        let id = id.detach();
+        if let Some(key) = spec.signer {
+            self.verify_signature(id, key)?;
+        }
+        Ok(Some(id))
+    }
+
+    /// Checks the signature of commit `id` as a verifier would: from the
+    /// bytes in the object database, not from what was meant to be written.
+    pub(super) fn verify_signature(&self, id: ObjectId, key: &SigningKey) -> Result<(), RepoError> {
+        let op = || format!("verify the signature of commit {id}");
+        let object = self.repo.find_object(id).context(op)?;
+        let found = gix::objs::CommitRefIter::signature(&object.data, self.repo.object_hash()).context(op)?;
+        let Some((signature, signed)) = found else {
+            let detail = "the written commit has no gpgsig header".to_owned();
+            return Err(RepoError::Signing {
+                op: op(),
+                source: SigningError::NotVerified { format: key.format(), detail },
+            });
+        };
+        key.verify(&signed.to_bstring(), &signature).map_err(|source| RepoError::Signing { op: op(), source })
     }
 
     /// Compares one planned change with the base tree: `None` if it changes
@@ -154,6 +181,23 @@ fn change_path<'a>(edit: &'a Edit<'a>) -> &'a str {
     match edit {
         Edit::Upsert(change, _) | Edit::Link(change, _) | Edit::Remove(change) => change.path,
     }
+}
+
+/// Signs `commit` as `git commit -S` does: the signature covers the commit
+/// object exactly as it serialises without the signature, and goes in the
+/// `gpgsig` header, each line after the first indented by one space (gix
+/// folds multi-line header values that way; git unfolds them to verify).
+fn sign(commit: &mut gix::objs::Commit, key: &SigningKey) -> Result<(), SigningError> {
+    use gix::objs::WriteTo as _;
+    let mut payload = Vec::with_capacity(commit.size() as usize);
+    commit
+        .write_to(&mut payload)
+        .map_err(|e| SigningError::Sign { format: key.format(), detail: e.to_string() })?;
+    let signature = key.sign(&payload)?;
+    // The header value holds no final newline; the header's own ends it.
+    let value = signature.trim_end_matches('\n');
+    commit.extra_headers.push((gix::objs::commit::SIGNATURE_FIELD_NAME.into(), value.into()));
+    Ok(())
 }
 
 /// Git ends commit messages with a newline; add it if the caller did not.

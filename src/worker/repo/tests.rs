@@ -83,6 +83,7 @@ fn spec<'a>(message: &'a str, author: &'a Identity, committer: &'a Identity) -> 
         author,
         committer,
         time: Some(CommitTime { seconds: 1_700_000_000, offset_seconds: 3600 }),
+        signer: None,
     }
 }
 
