@@ -4,6 +4,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::commit::CommitSettings;
 use super::schema::DURATION_PATTERN;
 use super::status::ResourceStatus;
 
@@ -75,6 +76,11 @@ pub struct GitProviderSpec {
     /// URL is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+
+    /// Commit shapes the commit messages of every GitTarget that uses this
+    /// provider (a GitTarget's own `commit` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitSettings>,
 }
 
 /// A reference to a Secret in the referrer's namespace.

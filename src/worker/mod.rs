@@ -1,6 +1,7 @@
 //! The branch worker: intake queue, local repository (gix), remote
 //! operations (git CLI), credentials, and the task that ties them together.
 
+pub mod author;
 pub mod branch;
 pub mod core;
 pub mod credentials;

@@ -85,6 +85,9 @@ pub struct CommitSpec<'a> {
     pub committer: &'a Identity,
     /// Used for author and committer; `None` means now.
     pub time: Option<CommitTime>,
+    /// Write the commit even if its tree equals the parent's (a marker
+    /// whose message is the point).
+    pub allow_empty: bool,
 }
 
 /// A bare repository on disk. `Send`, not `Sync`: one worker owns it and
