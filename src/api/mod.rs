@@ -6,6 +6,7 @@
 // mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
+mod commit;
 mod conditions;
 mod crd;
 mod provider;
@@ -15,6 +16,7 @@ mod status;
 mod target;
 mod watch_rule;
 
+pub use commit::CommitSettings;
 pub use conditions::{ConditionType, Reason};
 pub use crd::{all_crds, crd_file_name, crd_yaml, crds_yaml};
 pub use provider::{
@@ -23,7 +25,7 @@ pub use provider::{
 };
 pub use rule::{Operation, Rule};
 pub use status::{GitStatus, GitTargetStatus, PushResult, ResourceStatus, WorkerStatus};
-pub use target::{GitProviderReference, GitTarget, GitTargetSpec, Layout, ProviderKind};
+pub use target::{GitProviderReference, GitTarget, GitTargetSpec, Layout, ProviderKind, Prune};
 pub use watch_rule::{
     ClusterWatchRule, ClusterWatchRuleSpec, LocalTargetReference, NamespacedTargetReference, WatchRule,
     WatchRuleSpec,

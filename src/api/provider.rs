@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::commit::CommitSettings;
 use super::schema::DURATION_PATTERN;
 
 /// GitProvider defines a connection to a git host.
@@ -82,6 +83,11 @@ pub struct GitProviderSpec {
     /// public key (or fingerprint) to register with the git host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SigningKeySpec>,
+
+    /// Commit shapes the commit messages of every GitTarget that uses this
+    /// provider (a GitTarget's own `commit` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitSettings>,
 }
 
 /// A commit signing key, as Flux's ImageUpdateAutomation names one.

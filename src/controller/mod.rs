@@ -457,6 +457,7 @@ impl Controller {
                     let settings = self.worker_settings(branch, members);
                     worker.settings.folders != settings.folders
                         || worker.settings.kustomize != settings.kustomize
+                        || worker.settings.policies != settings.policies
                         || worker.settings.credentials != settings.credentials
                         || worker.settings.signing != settings.signing
                         || worker.settings.push != settings.push
@@ -740,6 +741,7 @@ impl Controller {
             committer: self.settings.committer.clone(),
             repo_dir: store::dir_of(&self.settings.data_dir.join("repos"), &branch.url),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
+            policies: members.iter().map(|(k, r)| (k.clone(), r.policy.clone())).collect(),
             kustomize: members
                 .iter()
                 .filter(|(k, _)| self.targets.get(k).is_some_and(|state| state.layout == Layout::Kustomize))
@@ -926,6 +928,7 @@ mod tests {
             branch_key: BranchKey::new(url, "main"),
             branch: "main".into(),
             folder: name.into(),
+            policy: Default::default(),
         };
         (TargetKey::new(namespace, name), resolved)
     }

@@ -14,13 +14,15 @@ use zeroize::Zeroize;
 
 use super::Controller;
 use super::resolve::{
-    ProviderConfig, check_branch, check_host, check_url, from_flux_git_repository, from_git_provider,
+    ProviderConfig, check_branch, check_host, check_url, commit_policy, from_flux_git_repository,
+    from_git_provider,
 };
 use crate::api::{GitTarget, ProviderKind, Reason};
 use crate::route::{BranchKey, TargetKey};
 use crate::sanitize::normalize_base_folder;
 use crate::status::Problem;
 use crate::status::target::Access;
+use crate::worker::core::TargetPolicy;
 use crate::worker::credentials::{Cleartext, Credentials};
 use crate::worker::remote::strip_userinfo;
 use crate::worker::signing::SigningKey;
@@ -40,6 +42,16 @@ pub struct Resolved {
     pub branch_key: BranchKey,
     pub branch: String,
     pub folder: String,
+    /// Its message template (its own or its provider's) and prune policy.
+    pub policy: TargetPolicy,
+}
+
+impl Resolved {
+    /// What a write-access check proves: everything but the commit policy,
+    /// which can change without a new check.
+    fn connection(&self) -> Resolved {
+        Resolved { policy: TargetPolicy::default(), ..self.clone() }
+    }
 }
 
 /// What a target was resynced as: branch, folder, owned (group, plural)s and
@@ -152,7 +164,9 @@ impl Controller {
             let outcome = self.resolve(target).await;
             match self.targets.get_mut(&key) {
                 Some(state) => {
-                    if state.outcome.as_ref().ok() != outcome.as_ref().ok() {
+                    if state.outcome.as_ref().ok().map(Resolved::connection)
+                        != outcome.as_ref().ok().map(Resolved::connection)
+                    {
                         // New URL, branch or credentials: the old check says nothing.
                         state.access = Access::Checking;
                         state.verified_once = false;
@@ -258,7 +272,7 @@ impl Controller {
     async fn resolve(&self, target: &GitTarget) -> Result<Resolved, Problem> {
         let ns = target.namespace().unwrap_or_default();
         let reference = &target.spec.provider_ref;
-        let provider = match reference.kind {
+        let (provider, provider_template) = match reference.kind {
             ProviderKind::GitProvider => {
                 let found = self
                     .stores
@@ -270,7 +284,8 @@ impl Controller {
                             format!("GitProvider {:?} not found in namespace {ns:?}; create it or fix spec.providerRef.name", reference.name),
                         )
                     })?;
-                from_git_provider(&found)
+                let template = found.spec.commit.as_ref().and_then(|c| c.message_template.clone());
+                (from_git_provider(&found), template)
             }
             ProviderKind::GitRepository => {
                 let store = self.stores.flux_repositories.as_ref().ok_or_else(|| {
@@ -290,9 +305,10 @@ impl Controller {
                             format!("Flux GitRepository {:?} not found in namespace {ns:?}", reference.name),
                         )
                     })?;
-                from_flux_git_repository(&found)?
+                (from_flux_git_repository(&found)?, None)
             }
         };
+        let policy = commit_policy(&target.spec, provider_template.as_deref(), &provider.describe)?;
         check_url(&provider)?;
         check_branch(&target.spec.branch, &provider)?;
         check_host(&provider, &self.settings.allowed_git_hosts)?;
@@ -305,6 +321,7 @@ impl Controller {
             credentials,
             signing,
             provider,
+            policy,
         })
     }
 

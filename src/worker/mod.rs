@@ -2,6 +2,7 @@
 //! operations (git CLI), credentials, commit signing keys, and the task that
 //! ties them together.
 
+pub mod author;
 pub mod branch;
 pub mod core;
 pub mod credentials;

@@ -30,8 +30,9 @@ impl LocalRepo {
     /// folder left empty by a delete disappears) and writes a commit with
     /// `parent` as its only parent (`None` = a root commit).
     ///
-    /// Returns `None` and writes nothing if the tree would not change:
-    /// deleting a missing file and writing identical bytes are no-ops.
+    /// Returns `None` and writes nothing if the tree would not change
+    /// (unless `spec.allow_empty`): deleting a missing file and writing
+    /// identical bytes are no-ops.
     /// The last change per path wins; changes where one path lies inside
     /// another, replacing a folder by a file or a file by a folder, and
     /// deleting a folder are refused as [`RepoError::PathConflict`].
@@ -60,7 +61,7 @@ impl LocalRepo {
                 edits.push(edit);
             }
         }
-        if edits.is_empty() {
+        if edits.is_empty() && !spec.allow_empty {
             return Ok(None);
         }
 
@@ -92,7 +93,7 @@ impl LocalRepo {
         let tree = editor
             .write(|tree| self.repo.write_object(tree).map(|id| id.detach()))
             .context(|| format!("write trees on top of {base_tree}"))?;
-        if tree == base_tree {
+        if tree == base_tree && !spec.allow_empty {
             return Ok(None);
         }
 

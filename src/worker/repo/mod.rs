@@ -90,6 +90,9 @@ pub struct CommitSpec<'a> {
     pub time: Option<CommitTime>,
     /// Signs the commit (a `gpgsig` header); `None` writes it unsigned.
     pub signer: Option<&'a SigningKey>,
+    /// Write the commit even if its tree equals the parent's (a marker
+    /// whose message is the point).
+    pub allow_empty: bool,
 }
 
 /// A bare repository on disk. `Send`, not `Sync`: one worker owns it and

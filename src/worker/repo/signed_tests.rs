@@ -36,7 +36,14 @@ fn text(bytes: &[u8]) -> String {
 /// A root commit, a change on top and a delete on top of that, each signed.
 fn three_signed_commits(repo: &LocalRepo, key: &SigningKey) -> Vec<ObjectId> {
     let bot = Identity { name: "Bot".into(), email: EMAIL.into() };
-    let spec = |message| CommitSpec { message, author: &bot, committer: &bot, time: None, signer: Some(key) };
+    let spec = |message| CommitSpec {
+        message,
+        author: &bot,
+        committer: &bot,
+        time: None,
+        signer: Some(key),
+        allow_empty: false,
+    };
     let write =
         |path: &str, content: &[u8]| FileChange::Write { path: path.into(), content: content.to_vec() };
     let first = repo.commit(None, &[write("ns/a.yaml", b"a: 1\n")], &spec("CREATE a")).unwrap().unwrap();
@@ -131,7 +138,14 @@ fn unsigned_without_a_signer() {
     let home = TempDir::new().unwrap();
     let repo = LocalRepo::open_or_init(&home.path().join("repo.git")).unwrap();
     let bot = Identity { name: "Bot".into(), email: EMAIL.into() };
-    let spec = CommitSpec { message: "m", author: &bot, committer: &bot, time: None, signer: None };
+    let spec = CommitSpec {
+        message: "m",
+        author: &bot,
+        committer: &bot,
+        time: None,
+        signer: None,
+        allow_empty: false,
+    };
     let change = FileChange::Write { path: "a".into(), content: b"a".to_vec() };
     let id = repo.commit(None, &[change], &spec).unwrap().unwrap();
     let raw = git(repo.git_dir(), home.path(), &["cat-file", "commit", &id.to_string()], &[]).stdout;
@@ -150,7 +164,14 @@ fn what_another_key_signed_or_nobody_signed_is_refused() {
     assert!(matches!(error, RepoError::Signing { .. }), "{error}");
 
     let bot = Identity { name: "Bot".into(), email: EMAIL.into() };
-    let spec = CommitSpec { message: "m", author: &bot, committer: &bot, time: None, signer: None };
+    let spec = CommitSpec {
+        message: "m",
+        author: &bot,
+        committer: &bot,
+        time: None,
+        signer: None,
+        allow_empty: false,
+    };
     let change = FileChange::Write { path: "x".into(), content: b"x".to_vec() };
     let unsigned = repo.commit(Some(commits[2]), &[change], &spec).unwrap().unwrap();
     let error = repo.verify_signature(unsigned, &a).unwrap_err();
