@@ -35,7 +35,7 @@ fn routing(rule: Value) -> Routing {
     let spec: WatchRuleSpec =
         serde_json::from_value(json!({"sinkRef": {"name": "t"}, "rules": [rule]})).unwrap();
     table.set_watch_rule("shop", "r", &spec).unwrap();
-    let info = TargetInfo { id: 0, base_folder: "clusters/a".into(), write_secrets: false };
+    let info = TargetInfo { id: 0, base_folder: "clusters/a".into(), sealer: None };
     Routing::new(table, HashMap::from([(TargetKey::new("shop", "t"), info)]))
 }
 

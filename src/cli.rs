@@ -117,6 +117,13 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_DEFAULT_SERVICE_ACCOUNT", value_parser = parse_service_account)]
     pub default_service_account: Option<String>,
 
+    /// The Secret, in the Lease namespace, that holds the key of the
+    /// digests written into encrypted Secret files (so an unchanged Secret
+    /// makes no commit). Made with a random key on first use; every replica
+    /// reads the same one.
+    #[arg(long, env = "GITOPS_REVERSER_DIGEST_KEY_SECRET", default_value = "gitops-reverser-sops-digest")]
+    pub digest_key_secret: String,
+
     /// How long the controller or the shard coordinator may go without
     /// finishing a pass before `/healthz` fails and the replica hands its
     /// shards over and exits non-zero (a hung task leaves the process up

@@ -59,6 +59,7 @@ const API_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError> {
     let shard_settings = args.shard_settings();
     shard_settings.validate()?;
+    let shard_namespace = shard_settings.namespace.clone();
     if args.drain_timeout() < crate::cli::MIN_DRAIN {
         return Err(RunError::ShutdownTooShort {
             shutdown: args.shutdown_timeout,
@@ -117,6 +118,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             heartbeat: liveness.register(CONTROLLER),
             supervision: supervision.clone(),
             default_service_account: args.default_service_account.clone(),
+            digest_key_secret: (shard_namespace.clone(), args.digest_key_secret.clone()),
         },
     );
     let controller = tokio::spawn(controller.run(stopped_at));

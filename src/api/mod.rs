@@ -9,6 +9,7 @@
 mod commit;
 mod conditions;
 mod crd;
+mod encryption;
 mod provider;
 mod rule;
 mod schema;
@@ -19,6 +20,9 @@ mod watch_rule;
 pub use commit::CommitSettings;
 pub use conditions::{ConditionType, Reason};
 pub use crd::{all_crds, crd_file_name, crd_yaml, crds_yaml};
+pub use encryption::{
+    AgeRecipients, EncryptionProvider, EncryptionSpec, RecipientsKind, RecipientsSource, recipients_in_file,
+};
 pub use provider::{
     GitProvider, GitProviderSpec, GitProviderStatus, PushStrategy, SecretReference, SigningFormat,
     SigningKeySpec, SigningKeyStatus,

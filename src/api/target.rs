@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::commit::CommitSettings;
+use super::encryption::EncryptionSpec;
 use super::status::GitTargetStatus;
 use super::{FLUX_SOURCE_GROUP, GROUP};
 
@@ -108,6 +109,12 @@ pub struct GitTargetSpec {
     /// `Deleted-At`); resyncs delete no file of this target either.
     #[serde(default)]
     pub prune: Prune,
+
+    /// Encryption writes the Secrets this target's rules select, encrypted
+    /// with SOPS for age recipients (`<name>.sops.yaml`). Without it,
+    /// Secrets are never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
 }
 
 /// Whether a deleted object's file is deleted.

@@ -7,6 +7,7 @@
 //! branch), the routing snapshot, the shared watches, and status.
 
 mod access;
+mod encryption;
 mod publish;
 pub mod resolve;
 mod rule_access;
@@ -76,6 +77,9 @@ pub struct Settings {
     /// sink namespace) that bounds rules that name none; None: such rules
     /// mirror what the operator may read.
     pub default_service_account: Option<String>,
+    /// (namespace, name) of the Secret holding the key of Secret digests
+    /// (`crate::sops::digest`), made on first use.
+    pub digest_key_secret: (String, String),
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -140,6 +144,8 @@ pub struct Controller {
     standby_reported: BTreeSet<u32>,
     /// A pass has failed: the replica is on its way out.
     failed: bool,
+    /// The cluster's key of Secret digests, read or made on first use.
+    digest_key: tokio::sync::OnceCell<crate::sops::DigestKey>,
 }
 
 impl Controller {
@@ -184,6 +190,7 @@ impl Controller {
             stop_deadline: None,
             standby_reported: BTreeSet::new(),
             failed: false,
+            digest_key: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -548,7 +555,7 @@ impl Controller {
             let id = self.target_id(key);
             infos.insert(
                 key.clone(),
-                TargetInfo { id, base_folder: resolved.folder.clone(), write_secrets: false },
+                TargetInfo { id, base_folder: resolved.folder.clone(), sealer: resolved.encryption.clone() },
             );
             queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
             let rules = self.rules_hash(key);
@@ -580,7 +587,7 @@ impl Controller {
             .collect();
         for (key, folder, queue) in handing_over {
             let id = self.target_id(&key);
-            infos.insert(key.clone(), TargetInfo { id, base_folder: folder, write_secrets: false });
+            infos.insert(key.clone(), TargetInfo { id, base_folder: folder, sealer: None });
             queues.insert(key, queue);
         }
         // A target that leaves this replica (its shard moved, its worker
@@ -929,6 +936,7 @@ mod tests {
             branch: "main".into(),
             folder: name.into(),
             policy: Default::default(),
+            encryption: None,
         };
         (TargetKey::new(namespace, name), resolved)
     }

@@ -20,6 +20,7 @@ use super::resolve::{
 use crate::api::{GitTarget, ProviderKind, Reason};
 use crate::route::{BranchKey, TargetKey};
 use crate::sanitize::normalize_base_folder;
+use crate::sops::Sealer;
 use crate::status::Problem;
 use crate::status::target::Access;
 use crate::worker::core::TargetPolicy;
@@ -44,13 +45,15 @@ pub struct Resolved {
     pub folder: String,
     /// Its message template (its own or its provider's) and prune policy.
     pub policy: TargetPolicy,
+    /// `spec.encryption`: how its Secrets are sealed; None: withheld.
+    pub encryption: Option<Arc<Sealer>>,
 }
 
 impl Resolved {
-    /// What a write-access check proves: everything but the commit policy,
-    /// which can change without a new check.
+    /// What a write-access check proves: everything but the commit policy
+    /// and the encryption, which can change without a new check.
     fn connection(&self) -> Resolved {
-        Resolved { policy: TargetPolicy::default(), ..self.clone() }
+        Resolved { policy: TargetPolicy::default(), encryption: None, ..self.clone() }
     }
 }
 
@@ -314,7 +317,12 @@ impl Controller {
         check_host(&provider, &self.settings.allowed_git_hosts)?;
         let credentials = self.credentials(&ns, &provider).await?;
         let signing = self.signing_key(&ns, &provider).await?;
+        let encryption = match &target.spec.encryption {
+            Some(spec) => Some(self.sealer(&ns, spec).await?),
+            None => None,
+        };
         Ok(Resolved {
+            encryption,
             branch_key: BranchKey::new(&provider.url, &target.spec.branch),
             branch: target.spec.branch.clone(),
             folder: normalize_base_folder(&target.spec.base_folder),

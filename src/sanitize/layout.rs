@@ -59,6 +59,15 @@ pub const CORE_GROUP_SEGMENT: &str = "core";
 /// Extension of every object file.
 pub const EXTENSION: &str = ".yaml";
 
+/// The extension of a Secret's file: it is only ever written SOPS-encrypted
+/// (`crate::sops`), and Flux and sops users know such files by it.
+pub const SEALED_EXTENSION: &str = ".sops.yaml";
+
+/// The file extension of objects of `group`/`plural`.
+fn extension_of(group: &str, plural: &str) -> &'static str {
+    if group.is_empty() && plural == "secrets" { SEALED_EXTENSION } else { EXTENSION }
+}
+
 /// The relative file path of an object inside a target's folder.
 pub fn object_path(resource: &ResourceRef, key: &ObjectKey) -> String {
     let mut out = String::with_capacity(
@@ -74,7 +83,7 @@ pub fn object_path(resource: &ResourceRef, key: &ObjectKey) -> String {
     out.push('/');
     encode_into(&resource.plural, &mut out);
     out.push('/');
-    out.push_str(&file_name(&key.name));
+    out.push_str(&file_name(&key.name, extension_of(&resource.group, &resource.plural)));
     out
 }
 
@@ -90,10 +99,10 @@ const SHORTENED_MARK: char = '~';
 /// `{encoded name}.yaml`, or for names too long for a file system
 /// `{first 200 bytes}~{xxh3 of the full name}.yaml`: still one file per
 /// object and stable, though the name itself is then only in the file.
-fn file_name(name: &str) -> String {
+fn file_name(name: &str, extension: &str) -> String {
     let encoded = encode_segment(name);
-    if encoded.len() + EXTENSION.len() <= MAX_FILE_NAME {
-        return format!("{encoded}{EXTENSION}");
+    if encoded.len() + extension.len() <= MAX_FILE_NAME {
+        return format!("{encoded}{extension}");
     }
     let mut cut = SHORTENED_PREFIX;
     // Never split a `%XX` escape.
@@ -103,7 +112,7 @@ fn file_name(name: &str) -> String {
         cut = percent;
     }
     let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
-    format!("{}{SHORTENED_MARK}{hash:016x}{EXTENSION}", &encoded[..cut])
+    format!("{}{SHORTENED_MARK}{hash:016x}{extension}", &encoded[..cut])
 }
 
 /// Inverse of [`object_path`]. `None` for anything that is not exactly a
@@ -131,7 +140,7 @@ pub fn decode_object_path(relative: &str) -> Option<DecodedPath> {
         (group_segment(&decoded) == group).then_some(decoded)?
     };
     let plural = decode_canonical(plural)?;
-    let stem = file.strip_suffix(EXTENSION)?;
+    let stem = file.strip_suffix(extension_of(&group, &plural))?;
     let name = match stem.split_once(SHORTENED_MARK) {
         // A shortened name: the prefix, marked as cut; the file holds the rest.
         Some((prefix, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {

@@ -208,3 +208,25 @@ fn over_long_names_are_shortened_to_fit_a_file_system() {
     let short = object_path(&resource, &ObjectKey { namespace: Some("ns".into()), name: "n".repeat(250) });
     assert!(short.ends_with(&format!("{}.yaml", "n".repeat(250))), "a name that fits is kept whole");
 }
+
+/// A Secret's file is only ever sealed: `.sops.yaml`, and only that reads
+/// back as a Secret (a hand-written `x.yaml` beside it is not an object).
+#[test]
+fn secrets_are_sops_files() {
+    let secrets = res("", "secrets", true);
+    let path = object_path(&secrets, &key(Some("shop"), "db.creds"));
+    assert_eq!(path, "shop/core/secrets/db.creds.sops.yaml");
+    let decoded = decode_object_path(&path).unwrap();
+    assert_eq!((decoded.plural.as_str(), decoded.name.as_str()), ("secrets", "db.creds"));
+    assert!(decode_object_path("shop/core/secrets/db.yaml").is_none());
+    // Other kinds keep .yaml, and a "secrets" of another group too.
+    let other = res("example.com", "secrets", true);
+    assert_eq!(object_path(&other, &key(Some("shop"), "x")), "shop/example.com/secrets/x.yaml");
+    let long = "s".repeat(300);
+    let shortened = object_path(&secrets, &key(Some("shop"), &long));
+    assert!(
+        shortened.ends_with(".sops.yaml") && shortened.rsplit('/').next().unwrap().len() <= 255,
+        "{shortened}"
+    );
+    assert_eq!(decode_object_path(&shortened).unwrap().plural, "secrets");
+}

@@ -25,8 +25,9 @@ mod yaml;
 
 pub use denylist::sanitize_value;
 pub use layout::{
-    CLUSTER_SEGMENT, CORE_GROUP_SEGMENT, DecodedPath, EXTENSION, ObjectKey, ResourceRef, decode_object_path,
-    decode_segment, encode_segment, join_base, normalize_base_folder, object_path, strip_base,
+    CLUSTER_SEGMENT, CORE_GROUP_SEGMENT, DecodedPath, EXTENSION, ObjectKey, ResourceRef, SEALED_EXTENSION,
+    decode_object_path, decode_segment, encode_segment, join_base, normalize_base_folder, object_path,
+    strip_base,
 };
 pub(crate) use yaml::ordered_keys as yaml_key_order;
 pub use yaml::{to_yaml, try_to_yaml};
@@ -59,6 +60,13 @@ pub enum SanitizeError {
     TypeMismatch { name: String, field: &'static str, found: String, expected: String },
     #[error("refusing to write Secret {namespace}/{name} as plain YAML: Secrets are written only encrypted")]
     PlaintextSecret { namespace: String, name: String },
+    #[error("cannot encrypt Secret {namespace}/{name}: {source}")]
+    Seal {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<crate::sops::SopsError>,
+    },
     #[error("cannot serialize {kind} {name:?} as YAML: {source}")]
     Yaml {
         kind: String,
@@ -77,6 +85,7 @@ impl SanitizeError {
             Self::MissingNamespace { .. } | Self::UnexpectedNamespace { .. } => "scope",
             Self::TypeMismatch { .. } => "type_mismatch",
             Self::PlaintextSecret { .. } => "plaintext_secret",
+            Self::Seal { .. } => "seal",
             Self::Yaml { .. } => "yaml",
         }
     }
@@ -111,12 +120,21 @@ pub struct Clean {
     /// The object without what the deny-list drops.
     pub value: Value,
     name: String,
+    /// A Secret's namespace ("" when cluster-scoped): never rendered, only
+    /// sealed.
+    secret_of: Option<String>,
 }
 
 impl Clean {
     /// The file's bytes for `value` (this object, or a copy with ignored
     /// fields removed) and their xxh3 hash.
     pub fn render(&self, value: &Value) -> Result<(Vec<u8>, u64), SanitizeError> {
+        if let Some(namespace) = &self.secret_of {
+            return Err(SanitizeError::PlaintextSecret {
+                namespace: namespace.clone(),
+                name: self.name.clone(),
+            });
+        }
         let yaml = try_to_yaml(value).map_err(|source| SanitizeError::Yaml {
             kind: value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned(),
             name: self.name.clone(),
@@ -139,11 +157,36 @@ pub fn clean(object: &Value, resource: &ResourceRef) -> Result<Clean, SanitizeEr
             name: key.name,
         });
     }
+    cleaned(map, resource, key)
+}
+
+/// [`clean`] for a Secret, whose only way on is `crate::sops`: the value
+/// must be sealed, never rendered. The digest annotation a sealed file
+/// brought back to the cluster (Flux applies it) is dropped, so the live
+/// Secret digests as the one that was sealed.
+pub fn clean_secret(object: &Value, resource: &ResourceRef) -> Result<Clean, SanitizeError> {
+    let map = object.as_object().ok_or(SanitizeError::NotAnObject { found: json_type(object) })?;
+    let key = object_key(map, resource)?;
+    let namespace = key.namespace.clone().unwrap_or_default();
+    let mut clean = cleaned(map, resource, key)?;
+    clean.secret_of = Some(namespace);
+    if let Some(metadata) = clean.value.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove(crate::sops::DIGEST_ANNOTATION);
+        }
+        if metadata.get("annotations").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            metadata.remove("annotations");
+        }
+    }
+    Ok(clean)
+}
+
+fn cleaned(map: &Map<String, Value>, resource: &ResourceRef, key: ObjectKey) -> Result<Clean, SanitizeError> {
     let mut copy = copy_without_bulk(map);
     // Before the deny-list: its kind-specific rules read apiVersion/kind.
     fill_type(&mut copy, resource, &key.name)?;
     let value = sanitize_value(Value::Object(copy));
-    Ok(Clean { path: object_path(resource, &key), value, name: key.name })
+    Ok(Clean { path: object_path(resource, &key), value, name: key.name, secret_of: None })
 }
 
 /// Reads and checks name and namespace against the resource's scope.

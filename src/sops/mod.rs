@@ -45,11 +45,13 @@ mod digest;
 mod metadata;
 mod recipients;
 mod seal;
+mod sealer;
 mod tree;
 
 pub use digest::{DIGEST_ANNOTATION, DIGEST_PREFIX, digest, digest_in_file};
 pub use recipients::Recipients;
 pub use seal::seal;
+pub use sealer::{DIGEST_KEY_BYTES, DigestKey, Sealed, Sealer};
 
 /// The sops release whose format we write: the `version` of the `sops:` map,
 /// and the binary `tests/env/install` builds to check it.

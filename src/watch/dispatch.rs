@@ -15,6 +15,7 @@ use crate::api::Operation;
 use crate::quiet::Ignore;
 use crate::route::{RouteTable, Scope, Selected, ServedResource, TargetKey, WatchSpec};
 use crate::sanitize::{self, Clean, ObjectKey, ResourceRef, SanitizeError};
+use crate::sops::Sealer;
 use crate::telemetry::trace::{EventTrace, TARGET};
 use crate::worker::queue::{ChangeMeta, SweepScope, WorkItem};
 
@@ -24,8 +25,8 @@ pub struct TargetInfo {
     pub id: TargetId,
     /// Normalised base folder.
     pub base_folder: String,
-    /// False until Secret encryption is configured: Secrets are withheld.
-    pub write_secrets: bool,
+    /// `spec.encryption`: how its Secrets are sealed. None: they are withheld.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 /// The routing state every watch reads: rules and active targets.
@@ -139,27 +140,45 @@ pub fn on_apply(
 ) -> Result<Dispatched, Unsanitizable> {
     let rref = resource_ref(resource);
     let Some(meta) = meta_of(object) else { return Ok(Dispatched::default()) };
-    if sanitize::is_secret(&rref) {
-        // No encryption exists yet, so a Secret never reaches the sanitizer
-        // (which refuses plain-text Secrets as a second line of defence).
-        let withheld_secrets = routing
-            .table
-            .selecting(resource, meta.namespace, &meta.labels)
-            .into_keys()
-            .filter(|target| routing.targets.get(target).is_some_and(|info| !info.write_secrets))
-            .collect();
-        return Ok(Dispatched { withheld_secrets, ..Dispatched::default() });
+    let mut selected: Vec<(TargetKey, Selected)> =
+        tracing::info_span!(target: TARGET, "route").in_scope(|| {
+            routing
+                .table
+                .selecting(resource, meta.namespace, &meta.labels)
+                .into_iter()
+                .filter(|(target, _)| routing.targets.contains_key(target))
+                .collect()
+        });
+    // A Secret goes on only sealed, to the targets that seal; the others
+    // are told it was withheld. The sanitizer refuses to render one.
+    let secret = sanitize::is_secret(&rref);
+    let mut withheld_secrets = Vec::new();
+    if secret {
+        let (sealing, withheld): (Vec<_>, Vec<_>) =
+            selected.into_iter().partition(|(target, _)| routing.targets[target].sealer.is_some());
+        withheld_secrets = withheld.into_iter().map(|(target, _)| target).collect();
+        selected = sealing;
+        if selected.is_empty() {
+            // Nothing is deleted either: a target whose encryption went
+            // away keeps the sealed files it wrote (a Flux that applies the
+            // folder must not prune the Secrets for it).
+            return Ok(Dispatched { withheld_secrets, ..Dispatched::default() });
+        }
     }
-    let selected: Vec<(TargetKey, Selected)> = tracing::info_span!(target: TARGET, "route").in_scope(|| {
-        routing
-            .table
-            .selecting(resource, meta.namespace, &meta.labels)
-            .into_iter()
-            .filter(|(target, _)| routing.targets.contains_key(target))
-            .collect()
-    });
     let (clean, yaml, hash) = tracing::info_span!(target: TARGET, "sanitize")
         .in_scope(|| {
+            if secret {
+                // Every sealer digests with the cluster's one key: the
+                // digest stands for the file, whichever target seals it.
+                let clean = sanitize::clean_secret(object, &rref)?;
+                let digest = selected
+                    .first()
+                    .and_then(|(target, _)| routing.targets[target].sealer.as_ref())
+                    .map(|sealer| sealer.digest(&clean.value))
+                    .unwrap_or_default();
+                let hash = xxhash_rust::xxh3::xxh3_64(digest.as_bytes());
+                return Ok((clean, Vec::new(), hash));
+            }
             let clean = sanitize::clean(object, &rref)?;
             let (yaml, hash) = clean.render(&clean.value)?;
             Ok((clean, yaml, hash))
@@ -175,7 +194,7 @@ pub fn on_apply(
     let mut quiet = Quiet::default();
     let mut variants = Variants::default();
 
-    let mut out = Dispatched::default();
+    let mut out = Dispatched { withheld_secrets, ..Dispatched::default() };
     let content: Arc<[u8]> = yaml.into();
     let same_bytes = previous.as_ref().is_some_and(|p| p.hash == hash);
     let mut ids_now = Vec::with_capacity(selected.len());
@@ -195,6 +214,18 @@ pub fn on_apply(
             continue;
         }
         let (content, hash) = match ignore.filter(|i| !i.fields().is_empty()) {
+            _ if secret => {
+                let sealer = info.sealer.as_ref().expect("only sealing targets select a Secret here");
+                let sealed = sealer.seal(&clean.value).map_err(|source| Unsanitizable {
+                    targets: vec![target.clone()],
+                    error: SanitizeError::Seal {
+                        namespace: meta.namespace.unwrap_or_default().to_owned(),
+                        name: meta.name.to_owned(),
+                        source: Box::new(source),
+                    },
+                })?;
+                (Arc::from(sealed.file), hash)
+            }
             None => (content.clone(), hash),
             Some(ignore) => {
                 let (content, hash) = variants

@@ -199,7 +199,7 @@ mod tests {
             "ns/core/configmaps/live.yaml",
             "ns/core/configmaps/gone.yaml",
             "other/core/configmaps/gone.yaml",
-            "ns/core/secrets/s.yaml",
+            "ns/core/secrets/s.sops.yaml",
             "teams/a/ns/core/configmaps/gone.yaml",
             "README.md",
             "notes/a.yaml",
@@ -222,12 +222,15 @@ mod tests {
 
     #[test]
     fn retain_drops_resources_no_rule_selects() {
-        let branch =
-            files(&["ns/core/configmaps/a.yaml", "ns/core/secrets/s.yaml", "ns/apps/deployments/d.yaml"]);
+        let branch = files(&[
+            "ns/core/configmaps/a.yaml",
+            "ns/core/secrets/s.sops.yaml",
+            "ns/apps/deployments/d.yaml",
+        ]);
         let owned = BTreeSet::from([(String::new(), "configmaps".to_owned())]);
         let deleted: Vec<String> =
             branch.retain(&TargetKey::new("ns", "outer"), &owned).into_iter().map(|d| d.0).collect();
-        assert_eq!(deleted, vec!["ns/apps/deployments/d.yaml", "ns/core/secrets/s.yaml"]);
+        assert_eq!(deleted, vec!["ns/apps/deployments/d.yaml", "ns/core/secrets/s.sops.yaml"]);
     }
 
     #[test]

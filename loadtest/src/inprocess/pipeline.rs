@@ -71,11 +71,8 @@ fn routing(branches: usize) -> Result<Routing, String> {
         table
             .set_watch_rule(NAMESPACE, &format!("r{i}"), &spec)
             .map_err(|e| format!("WatchRule r{i}: {e}"))?;
-        let info = TargetInfo {
-            id: i as u32,
-            base_folder: normalize_base_folder(&format!("t{i}")),
-            write_secrets: false,
-        };
+        let info =
+            TargetInfo { id: i as u32, base_folder: normalize_base_folder(&format!("t{i}")), sealer: None };
         targets.insert(target(i), info);
     }
     Ok(Routing::new(table, targets))

@@ -18,7 +18,7 @@ fn routing(targets: &[(&str, Value)]) -> Routing {
             suspend: false,
         };
         table.set_watch_rule("ns", &format!("rule-{target}"), &spec).unwrap();
-        let info = TargetInfo { id: i as u32, base_folder: target.to_string(), write_secrets: false };
+        let info = TargetInfo { id: i as u32, base_folder: target.to_string(), sealer: None };
         infos.insert(TargetKey::new("ns", *target), info);
     }
     Routing::new(table, infos)

@@ -35,7 +35,7 @@ fn routing(rules: serde_json::Value, folders: &[(&str, &str)]) -> Routing {
         .map(|(i, (target, folder))| {
             (
                 TargetKey::new("ns", *target),
-                TargetInfo { id: i as u32, base_folder: folder.to_string(), write_secrets: false },
+                TargetInfo { id: i as u32, base_folder: folder.to_string(), sealer: None },
             )
         })
         .collect();
@@ -166,6 +166,51 @@ fn secrets_are_withheld_without_encryption() {
     let out = on_apply(&routing, &secrets(), &secret, &mut index, Instant::now(), false).unwrap();
     assert!(out.items.is_empty());
     assert_eq!(out.withheld_secrets, vec![TargetKey::new("ns", "t")]);
+}
+
+/// Two targets select a Secret; only the one with `spec.encryption` gets
+/// it, sealed as `.sops.yaml`. An event that changes nothing in the
+/// Secret (a new resourceVersion) writes nothing; a changed value does.
+#[test]
+fn secrets_go_sealed_to_targets_that_encrypt() {
+    let mut routing = routing(serde_json::json!([{"resources": ["*"]}]), &[("sealed", "a"), ("plain", "b")]);
+    let identity = age::x25519::Identity::generate();
+    let recipients = crate::sops::Recipients::parse([identity.to_public().to_string()]).unwrap();
+    let key = crate::sops::DigestKey::new(vec![9; 32]).unwrap();
+    let mut targets = routing.targets.clone();
+    targets.get_mut(&TargetKey::new("ns", "sealed")).unwrap().sealer =
+        Some(Arc::new(crate::sops::Sealer::new(recipients, key)));
+    routing = Routing::new(routing.table.clone(), targets);
+    let mut index = ObjectIndex::default();
+    let secret = |rv: &str, password: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "db", "namespace": "ns", "resourceVersion": rv},
+            "data": {"password": password}
+        })
+    };
+    let out = on_apply(&routing, &secrets(), &secret("1", "aHVudGVyMg=="), &mut index, Instant::now(), false)
+        .unwrap();
+    assert_eq!(
+        paths(&out),
+        vec![("sealed:a/ns/core/secrets/db.sops.yaml".into(), "write", Operation::Create)]
+    );
+    assert_eq!(out.withheld_secrets, vec![TargetKey::new("ns", "plain")]);
+    let WorkItem::Write { content, .. } = &out.items[0].1 else { unreachable!() };
+    let text = std::str::from_utf8(content).unwrap();
+    assert!(text.contains("ENC[AES256_GCM,") && !text.contains("aHVudGVyMg=="), "{text}");
+    assert!(crate::sops::digest_in_file(content).is_some(), "{text}");
+
+    let same =
+        on_apply(&routing, &secrets(), &secret("2", "aHVudGVyMg=="), &mut index, Instant::now(), false)
+            .unwrap();
+    assert!(same.items.is_empty(), "an unchanged Secret is not sealed again");
+    let changed =
+        on_apply(&routing, &secrets(), &secret("3", "b3RoZXI="), &mut index, Instant::now(), false).unwrap();
+    assert_eq!(
+        paths(&changed),
+        vec![("sealed:a/ns/core/secrets/db.sops.yaml".into(), "write", Operation::Update)]
+    );
 }
 
 #[test]
