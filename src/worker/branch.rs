@@ -21,6 +21,7 @@ use super::core::{
     Input, Note, PushReply, TargetPolicy,
 };
 use super::credentials::Credentials;
+use super::files::fingerprint;
 use super::limits::Limits;
 use super::observe::{self, Source};
 use super::policy::PushPolicy;
@@ -409,7 +410,14 @@ impl Shell {
                 with_repo(repo, move |r| {
                     let files = r.list_files(tip, "")?;
                     let contains = r.newest_contained(tip, &known, since, ANCESTRY_LIMIT)?;
-                    Ok(Fetched { tip: Some(tip), files, contains, history })
+                    let mut sealed = Vec::new();
+                    for (path, _) in
+                        files.iter().filter(|(p, _)| p.ends_with(crate::sanitize::SEALED_EXTENSION))
+                    {
+                        let print = r.read_file(tip, path)?.and_then(|bytes| fingerprint(path, &bytes));
+                        sealed.extend(print.map(|print| (path.clone(), print)));
+                    }
+                    Ok(Fetched { tip: Some(tip), files, contains, history, sealed })
                 })
                 .await
                 .map_err(Failure::from)

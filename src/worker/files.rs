@@ -11,12 +11,15 @@ use gix::ObjectId;
 
 use crate::route::TargetKey;
 use crate::sanitize::{DecodedPath, decode_object_path, strip_base};
+use crate::worker::core::Content;
 use crate::worker::queue::SweepScope;
 
 /// Files of the branch tip, by full path.
 #[derive(Debug, Default, Clone)]
 pub struct BranchFiles {
     files: HashMap<String, ObjectId>,
+    /// The fingerprints of the sealed files among them.
+    sealed: HashMap<String, u64>,
     /// (target, normalised base folder), deepest folders first.
     folders: Vec<(TargetKey, String)>,
     /// Targets with `layout: kustomize`: their folder keeps a kustomization.yaml.
@@ -28,8 +31,12 @@ impl BranchFiles {
         files: impl IntoIterator<Item = (String, ObjectId)>,
         folders: Vec<(TargetKey, String)>,
     ) -> Self {
-        let mut this =
-            Self { files: files.into_iter().collect(), folders: Vec::new(), kustomize: BTreeSet::new() };
+        let mut this = Self {
+            files: files.into_iter().collect(),
+            sealed: HashMap::new(),
+            folders: Vec::new(),
+            kustomize: BTreeSet::new(),
+        };
         this.set_folders(folders);
         this
     }
@@ -106,6 +113,40 @@ impl BranchFiles {
         };
     }
 
+    /// The fingerprints of the tip's sealed files, as the shell read them.
+    pub fn with_sealed(mut self, sealed: impl IntoIterator<Item = (String, u64)>) -> Self {
+        self.sealed = sealed.into_iter().collect();
+        self
+    }
+
+    /// Records what a committed change leaves at `path`: its blob, and for
+    /// a sealed file its fingerprint.
+    pub fn record(&mut self, path: &str, content: &Content) {
+        self.set(path, content.blob_id());
+        match content {
+            Content::Bytes(bytes) => match fingerprint(path, bytes) {
+                Some(print) => self.sealed.insert(path.to_owned(), print),
+                None => self.sealed.remove(path),
+            },
+            Content::Gone => self.sealed.remove(path),
+            // A settled change: the tip's own blob, fingerprint and all.
+            Content::Blob(_) => None,
+        };
+    }
+
+    /// New bytes for `path`. A sealed file is encrypted afresh on every
+    /// write, so bytes that hold what the tip's file holds (the same
+    /// fingerprint) stand for the tip's blob: no commit re-encrypts an
+    /// unchanged Secret, on a resync, an audit or a takeover alike.
+    pub fn settle(&self, path: &str, bytes: std::sync::Arc<[u8]>) -> Content {
+        if let (Some(tip), Some(known)) = (self.files.get(path), self.sealed.get(path))
+            && fingerprint(path, &bytes) == Some(*known)
+        {
+            return Content::Blob(*tip);
+        }
+        Content::Bytes(bytes)
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -164,6 +205,17 @@ impl BranchFiles {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
+}
+
+/// What a sealed file holds, independent of its encryption: the hash of
+/// the digest it carries (`crate::sops::digest_in_file`). `None` for any
+/// other file, and for a sealed file without a readable digest (which then
+/// never settles: it is written again).
+pub fn fingerprint(path: &str, bytes: &[u8]) -> Option<u64> {
+    if !path.ends_with(crate::sanitize::SEALED_EXTENSION) {
+        return None;
+    }
+    crate::sops::digest_in_file(bytes).map(|digest| xxhash_rust::xxh3::xxh3_64(digest.as_bytes()))
 }
 
 #[cfg(test)]
@@ -257,5 +309,41 @@ mod tests {
         // Asked for, it is rendered even when nothing changes.
         let checked = branch.kustomizations(&[], &BTreeSet::from([inner]));
         assert!(String::from_utf8(checked[0].1.clone()).unwrap().contains("configmaps/x.yaml"));
+    }
+
+    /// Sealing an unchanged Secret again gives other bytes; they settle to
+    /// the tip's blob, whether the tip's fingerprint came from a commit of
+    /// ours or from the shell's read of a fetched tip. Changed content, or
+    /// a file that is not sealed, does not settle.
+    #[test]
+    fn a_sealed_file_with_the_tip_s_digest_settles_to_the_tip_s_blob() {
+        let identity = age::x25519::Identity::generate();
+        let recipients = crate::sops::Recipients::parse([identity.to_public().to_string()]).unwrap();
+        let sealer = crate::sops::Sealer::new(recipients, crate::sops::DigestKey::new(vec![3; 32]).unwrap());
+        let secret = |value: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": value}})
+        };
+        let first: std::sync::Arc<[u8]> = sealer.seal(&secret("aA==")).unwrap().file.into();
+        let again: std::sync::Arc<[u8]> = sealer.seal(&secret("aA==")).unwrap().file.into();
+        let changed: std::sync::Arc<[u8]> = sealer.seal(&secret("bg==")).unwrap().file.into();
+        assert_ne!(first, again, "fresh encryption");
+        let path = "ns/core/secrets/db.sops.yaml";
+
+        let mut branch = files(&[]);
+        assert_eq!(branch.settle(path, again.clone()), Content::Bytes(again.clone()), "nothing to settle to");
+        branch.record(path, &Content::Bytes(first.clone()));
+        let tip = *branch.get(path).unwrap();
+        assert_eq!(branch.settle(path, again.clone()), Content::Blob(tip));
+        assert_eq!(branch.settle(path, changed.clone()), Content::Bytes(changed.clone()));
+        let plain = "ns/core/configmaps/db.yaml";
+        branch.record(plain, &Content::Bytes(first.clone()));
+        assert_eq!(branch.settle(plain, again.clone()), Content::Bytes(again.clone()), "only sealed files");
+
+        let fetched = BranchFiles::new([(path.to_owned(), tip)], Vec::new())
+            .with_sealed([(path.to_owned(), fingerprint(path, &first).unwrap())]);
+        assert_eq!(fetched.settle(path, again.clone()), Content::Blob(tip));
+        branch.record(path, &Content::Gone);
+        assert_eq!(branch.settle(path, again.clone()), Content::Bytes(again), "a deleted file is no tip");
     }
 }

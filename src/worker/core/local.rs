@@ -118,7 +118,8 @@ impl BranchCore {
         let (changes, message, source) = match item {
             WorkItem::Write { path, content, mut meta } => {
                 let source = Source::of(&mut meta);
-                let change = Change { path, content: Content::Bytes(content) };
+                let content = self.files.settle(&path, content);
+                let change = Change { path, content };
                 return Some(self.change_draft(change, &meta, source));
             }
             WorkItem::Delete { path, mut meta } if self.prune(&meta.target) == Prune::Never => {
@@ -206,7 +207,9 @@ impl BranchCore {
         // Only what differs from the branch counts, so the message is true.
         for item in &items {
             let (path, content, meta) = match item {
-                WorkItem::Write { path, content, meta } => (path, Content::Bytes(content.clone()), meta),
+                WorkItem::Write { path, content, meta } => {
+                    (path, self.files.settle(path, content.clone()), meta)
+                }
                 // A relist found it gone: a `prune: Never` target keeps the file.
                 WorkItem::Delete { meta, .. } if self.prune(&meta.target) == Prune::Never => continue,
                 WorkItem::Delete { path, meta } => (path, Content::Gone, meta),
@@ -277,7 +280,7 @@ impl BranchCore {
                 self.state.local_error = None;
                 let changes = self.effective(&draft.changes);
                 for change in &changes {
-                    self.files.set(&change.path, change.content.blob_id());
+                    self.files.record(&change.path, &change.content);
                 }
                 // The tree already held it: the view was behind, nothing to push.
                 let Some(id) = id else { return };

@@ -290,7 +290,8 @@ impl BranchCore {
             fetched.files,
             self.settings.folders.clone(),
             self.settings.kustomize.clone(),
-        );
+        )
+        .with_sealed(fetched.sealed);
         self.local_tip = fetched.tip;
         self.remote_tip = fetched.tip;
         // A fetch that started before a takeover cannot show the old owner's last push.

@@ -912,3 +912,66 @@ fn a_marker_survives_a_replay() {
     assert!(replayed.allow_empty && replayed.changes.is_empty(), "{}", replayed.message);
     assert!(replayed.message.starts_with("delete configmaps/ns/a (file kept)"));
 }
+
+/// Issue 17: a Secret is sealed afresh on every write, so a resync (a
+/// restart, a takeover, a relist) would re-encrypt every Secret. Bytes
+/// whose digest equals the tip's file settle to the tip's blob: an
+/// unchanged Secret commits nothing, a changed one commits once; and after
+/// a fetch the tip's fingerprints come from the shell.
+#[test]
+fn resyncs_of_an_unchanged_sealed_secret_commit_nothing() {
+    let identity = age::x25519::Identity::generate();
+    let recipients = crate::sops::Recipients::parse([identity.to_public().to_string()]).unwrap();
+    let sealer = crate::sops::Sealer::new(recipients, crate::sops::DigestKey::new(vec![5; 32]).unwrap());
+    let seal = |value: &str| -> Arc<[u8]> {
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": value}});
+        sealer.seal(&secret).unwrap().file.into()
+    };
+    let path = "f/ns/core/secrets/db.sops.yaml".to_owned();
+    let mut h = Harness::started(&[]);
+    let first = seal("aA==");
+    h.input(Input::Item(WorkItem::Write { path: path.clone(), content: first.clone(), meta: h.meta(false) }));
+    assert!(h.commit().is_some(), "the first seal is written");
+    h.committed();
+    // A relist: the listed Secret, then the sweep that ends the list.
+    let relist = |h: &mut Harness, content: Arc<[u8]>| {
+        h.input(Input::Item(WorkItem::Write { path: path.clone(), content, meta: h.meta(true) }));
+        let scope = SweepScope {
+            target: TargetKey::new("ns", "t"),
+            group: String::new(),
+            plural: "secrets".into(),
+            namespace: None,
+        };
+        h.input(Input::Item(WorkItem::Sweep { scope, live: HashSet::from([path.clone()]) }));
+    };
+    for i in 0..100 {
+        if i % 2 == 0 {
+            relist(&mut h, seal("aA=="));
+        } else {
+            h.input(Input::Item(WorkItem::Write {
+                path: path.clone(),
+                content: seal("aA=="),
+                meta: h.meta(false),
+            }));
+        }
+        assert!(h.commit().is_none(), "round {i}: an unchanged Secret is not committed again");
+    }
+    relist(&mut h, seal("bg=="));
+    assert_eq!(h.commit().map(|(_, changes)| changes.len()), Some(1), "a changed Secret is");
+    h.committed();
+
+    // A new owner knows the tip's sealed files from its fetch only.
+    let mut h = Harness::new();
+    h.input(Input::Tick);
+    let print = crate::worker::files::fingerprint(&path, &first).unwrap();
+    h.input(Input::Fetched(Ok(Fetched {
+        tip: Some(oid(7)),
+        files: vec![(path.clone(), LocalRepo::blob_id(&first))],
+        sealed: vec![(path.clone(), print)],
+        ..Fetched::default()
+    })));
+    assert_eq!(h.core.phase(), Phase::Running);
+    h.input(Input::Item(WorkItem::Write { path: path.clone(), content: seal("aA=="), meta: h.meta(true) }));
+    assert!(h.commit().is_none(), "the fetched tip already holds this Secret");
+}

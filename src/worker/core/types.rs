@@ -116,6 +116,9 @@ pub struct Fetched {
     /// when that history is out of reach (a shallow boundary after the time,
     /// more commits than a limit).
     pub history: Option<Vec<(String, Option<ObjectId>)>>,
+    /// The [`fingerprint`](crate::worker::files::fingerprint) of each
+    /// sealed file of the tip (path → fingerprint).
+    pub sealed: Vec<(String, u64)>,
 }
 
 /// Everything the core reacts to.
