@@ -138,14 +138,7 @@ fn unsigned_without_a_signer() {
     let home = TempDir::new().unwrap();
     let repo = LocalRepo::open_or_init(&home.path().join("repo.git")).unwrap();
     let bot = Identity { name: "Bot".into(), email: EMAIL.into() };
-    let spec = CommitSpec {
-        message: "m",
-        author: &bot,
-        committer: &bot,
-        time: None,
-        signer: None,
-        allow_empty: false,
-    };
+    let spec = unsigned(&bot);
     let change = FileChange::Write { path: "a".into(), content: b"a".to_vec() };
     let id = repo.commit(None, &[change], &spec).unwrap().unwrap();
     let raw = git(repo.git_dir(), home.path(), &["cat-file", "commit", &id.to_string()], &[]).stdout;
@@ -164,16 +157,14 @@ fn what_another_key_signed_or_nobody_signed_is_refused() {
     assert!(matches!(error, RepoError::Signing { .. }), "{error}");
 
     let bot = Identity { name: "Bot".into(), email: EMAIL.into() };
-    let spec = CommitSpec {
-        message: "m",
-        author: &bot,
-        committer: &bot,
-        time: None,
-        signer: None,
-        allow_empty: false,
-    };
+    let spec = unsigned(&bot);
     let change = FileChange::Write { path: "x".into(), content: b"x".to_vec() };
     let unsigned = repo.commit(Some(commits[2]), &[change], &spec).unwrap().unwrap();
     let error = repo.verify_signature(unsigned, &a).unwrap_err();
     assert!(error.to_string().contains("no gpgsig header"), "{error}");
+}
+
+/// An unsigned commit by `bot`.
+fn unsigned(bot: &Identity) -> CommitSpec<'_> {
+    CommitSpec { message: "m", author: bot, committer: bot, time: None, signer: None, allow_empty: false }
 }
