@@ -124,6 +124,13 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_DIGEST_KEY_SECRET", default_value = "gitops-reverser-sops-digest")]
     pub digest_key_secret: String,
 
+    /// Also write (encrypted, for targets with `spec.encryption`) the
+    /// Secrets skipped by default: the operator's own credentials (the
+    /// Secrets GitProviders and Flux GitRepositories name, signing keys,
+    /// the digest key) and Helm release records (`helm.sh/release.v1`).
+    #[arg(long, env = "GITOPS_REVERSER_WRITE_ALL_SECRETS")]
+    pub write_all_secrets: bool,
+
     /// How long the controller or the shard coordinator may go without
     /// finishing a pass before `/healthz` fails and the replica hands its
     /// shards over and exits non-zero (a hung task leaves the process up

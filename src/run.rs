@@ -119,6 +119,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             supervision: supervision.clone(),
             default_service_account: args.default_service_account.clone(),
             digest_key_secret: (shard_namespace.clone(), args.digest_key_secret.clone()),
+            write_all_secrets: args.write_all_secrets,
         },
     );
     let controller = tokio::spawn(controller.run(stopped_at));

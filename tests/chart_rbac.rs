@@ -27,6 +27,9 @@ use support::operator::Operator;
 use support::scenario::{Scenario, WAIT};
 use support::{ClusterObjectGuard, TestNamespace, fixtures, wait_for};
 
+/// `without` this drops the rules of the digest key Role (both of them).
+const DIGEST_KEY: &str = "digest-key";
+
 /// A scenario whose operator acts as the chart's ServiceAccount.
 struct AsChart {
     scenario: Scenario,
@@ -78,10 +81,18 @@ async fn start_with(
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         let kind = object["kind"].as_str().unwrap().to_owned();
         if let (Some(resource), "ClusterRole" | "Role") = (without, kind.as_str()) {
+            // The digest key Role's rules go together, and only as DIGEST_KEY.
+            let digest_role = name.ends_with("-digest-key");
             let rules = object["rules"].as_array_mut().unwrap();
             let before = rules.len();
-            rules.retain(|rule| !rule["resources"].as_array().unwrap().iter().any(|r| r == resource));
-            removed += before - rules.len();
+            if resource == DIGEST_KEY {
+                if digest_role {
+                    rules.clear();
+                }
+            } else if !digest_role {
+                rules.retain(|rule| !rule["resources"].as_array().unwrap().iter().any(|r| r == resource));
+            }
+            removed += usize::from(before != rules.len());
         }
         match kind.as_str() {
             "ServiceAccount" => service_account = name,
@@ -90,7 +101,11 @@ async fn start_with(
             _ => {}
         }
     }
-    assert_eq!(removed, usize::from(without.is_some()), "not exactly one rule names {without:?}");
+    assert_eq!(
+        removed,
+        usize::from(without.is_some()),
+        "not exactly one Role or ClusterRole lost {without:?}"
+    );
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
     run_ok(Command::new(&tools.kubectl).args(["apply", "-f", "-"]), Some(list.to_string().as_bytes()));
 
@@ -115,7 +130,12 @@ async fn start_with(
     std::fs::write(&path, config.to_string()).unwrap();
     // As the chart configures it: Leases in the release namespace, named after the release.
     let prefix = format!("{ns}-gitops-reverser");
-    let operator = Operator::start_as(&ns, &path, &["--lease-namespace", &ns, "--lease-prefix", &prefix]);
+    let digest = format!("{prefix}-sops-digest");
+    let operator = Operator::start_as(
+        &ns,
+        &path,
+        &["--lease-namespace", &ns, "--lease-prefix", &prefix, "--digest-key-secret", &digest],
+    );
     AsChart { scenario, operator, service_account, _kubeconfig: kubeconfig, _guards: guards }
 }
 
@@ -165,6 +185,29 @@ impl AsChart {
             view.files.get(&path).is_some_and(|f| f.contains("greeting: hello"))
         })
         .await;
+    }
+
+    /// A GitTarget `sealed` on branch `sealed` that encrypts Secrets, a rule
+    /// selecting Secret `db`, and that Secret; returns the sealed file's path.
+    async fn sealed_target(&self) -> String {
+        let s = &self.scenario;
+        let ns = s.namespace();
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let target = json!({
+            "apiVersion": "configbutler.ai/v1alpha1", "kind": "GitTarget",
+            "metadata": {"name": "sealed", "namespace": ns},
+            "spec": {"providerRef": {"name": "git"}, "branch": "sealed", "baseFolder": "clusters/test",
+                     "encryption": {"provider": "sops", "age": {"recipients": [recipient]}}},
+        });
+        fixtures::apply(&s.client, ns, target).await;
+        let selected = json!({"matchLabels": {"sealed": "yes"}});
+        s.rule("db", "sealed", json!([{"resources": ["secrets"], "labelSelector": selected}])).await;
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": "db", "namespace": ns, "labels": {"sealed": "yes"}},
+                            "stringData": {"password": "not-in-git"}});
+        fixtures::apply(&s.client, ns, secret).await;
+        let path = s.core_path("clusters/test", "secrets", "db");
+        format!("{}.sops.yaml", path.trim_end_matches(".yaml"))
     }
 
     /// A second GitTarget, `via-flux`, on branch `flux` of the same
@@ -264,7 +307,11 @@ fn forbidden(verb: &str, resource: &str) -> [String; 2] {
 async fn with_exactly_the_chart_rbac_the_write_path_works() {
     let run = start("rbac-all", None).await;
     run.flux_target().await;
+    let sealed = run.sealed_target().await;
     run.write_path_works().await;
+    let view =
+        run.scenario.wait_branch("the sealed Secret", "sealed", |v| v.files.contains_key(&sealed)).await;
+    assert!(!view.files[&sealed].contains("not-in-git"), "{}", view.files[&sealed]);
     let (status, _, message) = run.scenario.wait_condition("audit", "Ready", |c| c.0 == "True").await;
     assert_eq!(status, "True", "{message}");
     let (status, _, message) = run.scenario.wait_condition("via-flux", "Ready", |c| c.0 == "True").await;
@@ -348,6 +395,22 @@ async fn without_secrets_no_credentials_are_read() {
     assert_eq!(run.log_lines(&["branch worker started"]), 0, "a branch worker started");
     assert_eq!(run.files("main"), Vec::<String>::new(), "the branch was written");
     assert_eq!(run.scenario.pushes(), vec![], "something was pushed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_digest_key_encrypted_secrets_are_withheld() {
+    let run = start("rbac-digest", Some(DIGEST_KEY)).await;
+    let sealed = run.sealed_target().await;
+    let (status, reason, message) =
+        run.scenario.wait_condition("sealed", "Ready", |c| c.0 == "True" || c.2.contains("digest key")).await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidConfiguration"), "{message}");
+    assert!(message.contains("digest key") && message.contains("forbidden"), "{message}");
+    // The other target writes, so the operator got past where it would have sealed.
+    run.write_path_works().await;
+    assert!(
+        run.scenario.branch("sealed").is_none_or(|v| !v.files.contains_key(&sealed)),
+        "the Secret was written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

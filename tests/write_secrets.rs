@@ -144,12 +144,8 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
     assert!(out.status.success(), "sops: {}", String::from_utf8_lossy(&out.stderr));
     let decrypted: Value = serde_json::from_slice(&out.stdout).unwrap();
     let live = secrets.get("db").await.unwrap();
-    let live_data: serde_json::Map<String, Value> = live
-        .data
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(base64_of(&v.0))))
-        .collect();
+    let live_data: serde_json::Map<String, Value> =
+        live.data.unwrap().into_iter().map(|(k, v)| (k, Value::String(base64_of(&v.0)))).collect();
     assert_eq!(decrypted["data"], Value::Object(live_data), "decrypted {decrypted}");
     assert_eq!(decrypted["metadata"]["name"], "db");
 
@@ -166,8 +162,9 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
         let resynced = resyncs(&operator);
         set_suspend(&client, &ns.name, false).await;
         wait_for(&format!("resync {round} after resuming"), WAIT, || async {
-            (resyncs(&operator) > resynced && ready_reason(&client, &ns.name).await.as_deref() == Some("Ready"))
-                .then_some(())
+            (resyncs(&operator) > resynced
+                && ready_reason(&client, &ns.name).await.as_deref() == Some("Ready"))
+            .then_some(())
         })
         .await;
     }

@@ -1,19 +1,21 @@
 //! `spec.encryption` of a GitTarget → the [`Sealer`] its Secrets are sealed
 //! with: the age recipients (inline, or read from Secret and ConfigMap keys)
 //! and the cluster's digest key (a Secret of the operator's own, made on
-//! first use and shared by every replica).
+//! first use and shared by every replica); and the Secrets never written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::Controller;
 use crate::api::{EncryptionSpec, Reason, RecipientsKind, RecipientsSource, recipients_in_file};
 use crate::sops::{DigestKey, Recipients, Sealer};
 use crate::status::Problem;
+use crate::watch::exclusions::SecretExclusions;
 
 /// The data key of the digest key Secret.
 pub const DIGEST_KEY_FIELD: &str = "digest.key";
@@ -104,6 +106,29 @@ impl Controller {
         };
         let bytes = bytes.ok_or_else(missing)?;
         String::from_utf8(bytes).map_err(|_| invalid(format!("{} is not UTF-8 text", describe(source))))
+    }
+
+    /// The Secrets no target writes: every credential Secret any GitProvider
+    /// or Flux GitRepository names (whoever's shard it is), and the digest key.
+    pub(super) fn secret_exclusions(&self) -> SecretExclusions {
+        if self.settings.write_all_secrets {
+            return SecretExclusions::none();
+        }
+        let mut credentials = vec![self.settings.digest_key_secret.clone()];
+        for provider in self.stores.providers.state() {
+            let ns = provider.namespace().unwrap_or_default();
+            credentials.push((ns.clone(), provider.spec.secret_ref.name.clone()));
+            if let Some(signing) = &provider.spec.signing_key {
+                credentials.push((ns, signing.secret_ref.name.clone()));
+            }
+        }
+        for repository in self.stores.flux_repositories.iter().flat_map(|store| store.state()) {
+            let secret = repository.data["spec"]["secretRef"]["name"].as_str();
+            if let (Some(ns), Some(name)) = (repository.metadata.namespace.clone(), secret) {
+                credentials.push((ns, name.to_owned()));
+            }
+        }
+        SecretExclusions::new(credentials)
     }
 
     /// The cluster's digest key: read from its Secret, or made once.

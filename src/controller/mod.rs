@@ -80,6 +80,8 @@ pub struct Settings {
     /// (namespace, name) of the Secret holding the key of Secret digests
     /// (`crate::sops::digest`), made on first use.
     pub digest_key_secret: (String, String),
+    /// `--write-all-secrets`: no Secret is excluded by default.
+    pub write_all_secrets: bool,
 }
 
 /// How often discovery runs again, to pick up new CRDs.
@@ -606,8 +608,9 @@ impl Controller {
         for (source, problems) in &plan.problems {
             self.rule_problems.entry(source.clone()).or_default().extend(problems.iter().cloned());
         }
-        self.snapshot
-            .send_replace(Arc::new(Snapshot { routing: Routing::new(active_table.clone(), infos), queues }));
+        let routing =
+            Routing::new(active_table.clone(), infos).with_secret_exclusions(self.secret_exclusions());
+        self.snapshot.send_replace(Arc::new(Snapshot { routing, queues }));
         if crate::fault::fires(crate::fault::Fault::WedgeWatchManager) {
             warn!("fault injection: the watch manager hangs");
             std::future::pending::<()>().await;

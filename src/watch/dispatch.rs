@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::exclusions::SecretExclusions;
 use super::index::{ObjectIndex, Quiet, TargetId};
 use crate::api::Operation;
 use crate::quiet::Ignore;
@@ -35,12 +36,19 @@ pub struct Routing {
     pub table: RouteTable,
     pub targets: HashMap<TargetKey, TargetInfo>,
     ids: HashMap<TargetId, TargetKey>,
+    /// Secrets no target writes.
+    pub secret_exclusions: SecretExclusions,
 }
 
 impl Routing {
     pub fn new(table: RouteTable, targets: HashMap<TargetKey, TargetInfo>) -> Self {
         let ids = targets.iter().map(|(key, info)| (info.id, key.clone())).collect();
-        Self { table, targets, ids }
+        Self { table, targets, ids, secret_exclusions: SecretExclusions::default() }
+    }
+
+    pub fn with_secret_exclusions(mut self, exclusions: SecretExclusions) -> Self {
+        self.secret_exclusions = exclusions;
+        self
     }
 
     fn key_of(&self, id: TargetId) -> Option<&TargetKey> {
@@ -152,6 +160,10 @@ pub fn on_apply(
     // A Secret goes on only sealed, to the targets that seal; the others
     // are told it was withheld. The sanitizer refuses to render one.
     let secret = sanitize::is_secret(&rref);
+    if secret && let Some(why) = routing.secret_exclusions.excludes(object) {
+        tracing::debug!(namespace = meta.namespace, name = meta.name, "Secret not written: {why}");
+        return Ok(Dispatched::default());
+    }
     let mut withheld_secrets = Vec::new();
     if secret {
         let (sealing, withheld): (Vec<_>, Vec<_>) =

@@ -3,6 +3,7 @@
 
 pub mod discovery;
 pub mod dispatch;
+pub mod exclusions;
 pub mod index;
 pub mod list;
 mod manager;

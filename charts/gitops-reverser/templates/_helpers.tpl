@@ -39,6 +39,11 @@ app.kubernetes.io/part-of: gitops-reverser
 {{- end }}
 {{- end }}
 
+{{/* The digest key Secret of encrypted Secret files, in the release namespace. */}}
+{{- define "gitops-reverser.digestKeySecret" -}}
+{{- .Values.operator.digestKeySecret | default (printf "%s-sops-digest" (include "gitops-reverser.fullname" .)) -}}
+{{- end }}
+
 {{- define "gitops-reverser.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}

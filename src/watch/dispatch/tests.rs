@@ -213,6 +213,49 @@ fn secrets_go_sealed_to_targets_that_encrypt() {
     );
 }
 
+/// Helm release records and the operator's credential Secrets are neither
+/// written nor reported as withheld, unless the exclusions are off.
+#[test]
+fn excluded_secrets_are_not_written_even_sealed() {
+    let mut routing = routing(serde_json::json!([{"resources": ["*"]}]), &[("sealed", "a")]);
+    let identity = age::x25519::Identity::generate();
+    let recipients = crate::sops::Recipients::parse([identity.to_public().to_string()]).unwrap();
+    let key = crate::sops::DigestKey::new(vec![9; 32]).unwrap();
+    let mut targets = routing.targets.clone();
+    targets.get_mut(&TargetKey::new("ns", "sealed")).unwrap().sealer =
+        Some(Arc::new(crate::sops::Sealer::new(recipients, key)));
+    let exclusions = SecretExclusions::new([("ns".to_owned(), "git".to_owned())]);
+    routing = Routing::new(routing.table.clone(), targets).with_secret_exclusions(exclusions);
+    let secret = |name: &str, type_: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": type_,
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"},
+            "data": {"k": "dg=="}
+        })
+    };
+    let helm = secret("sh.helm.release.v1.web.v1", "helm.sh/release.v1");
+    for excluded in [&helm, &secret("git", "Opaque")] {
+        let out =
+            on_apply(&routing, &secrets(), excluded, &mut ObjectIndex::default(), Instant::now(), false)
+                .unwrap();
+        assert!(out.items.is_empty() && out.withheld_secrets.is_empty(), "{excluded}: {out:?}");
+    }
+    let out = on_apply(
+        &routing,
+        &secrets(),
+        &secret("db", "Opaque"),
+        &mut ObjectIndex::default(),
+        Instant::now(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(out.items.len(), 1, "an ordinary Secret is written");
+    routing = routing.with_secret_exclusions(SecretExclusions::none());
+    let out =
+        on_apply(&routing, &secrets(), &helm, &mut ObjectIndex::default(), Instant::now(), false).unwrap();
+    assert_eq!(out.items.len(), 1, "--write-all-secrets writes Helm's records too");
+}
+
 #[test]
 fn a_create_only_rule_ignores_updates_and_deletes() {
     let routing =
