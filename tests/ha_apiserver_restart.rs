@@ -102,6 +102,7 @@ async fn replicas_recover_from_an_api_server_restart() {
     .await;
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // No replica process stops: every value must be in some commit, unless coalesced.
     // Planned handovers lose nothing; their windows only locate a loss in the report.
@@ -132,7 +133,7 @@ async fn replicas_recover_from_an_api_server_restart() {
     println!(
         "ha_apiserver_restart: stopping took {:.1}s; every replica had dropped its shards {:.1}s after that; \
          down {:.1}s; starting took {:.1}s; shards settled {:.1}s after it was back, {resumed} pushes since; \
-         per replica {:?}, {same_tenure} shards taken back in the same tenure; {} changes ({} retried), {files} files equal; {:?} in all",
+         per replica {:?}, {same_tenure} shards taken back in the same tenure; {} changes ({} retried), {files} files equal, {sealed} sealed Secrets unchurned; {:?} in all",
         between(stop_begun, stopped).as_secs_f64(),
         dropped.as_secs_f64(),
         between(stopped, restarted).as_secs_f64(),

@@ -118,6 +118,7 @@ async fn a_killed_owner_s_branches_fail_over() {
     replicas.wait_settled(&NAMES, Duration::from_secs(90)).await;
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     // A victim on standby for a shard held the only copy of its changes since it announced it.
     for (victim, killed) in &kills {
         windows.extend(standby_windows(&fleet, &replicas, "kill", victim, *killed));
@@ -138,7 +139,7 @@ async fn a_killed_owner_s_branches_fail_over() {
     let (takeover_median, takeover_worst) = median_worst(&takeovers);
     println!(
         "ha_crash: {TRIALS} trials, {} branch failovers: median {:.2}s, worst {:.2}s (per trial, slowest branch: median {:.2}s, worst {:.2}s); \
-         kill → all its shards acquired by others: median {:.2}s, worst {:.2}s; {} changes, {files} files equal; {:?} in all",
+         kill → all its shards acquired by others: median {:.2}s, worst {:.2}s; {} changes, {files} files equal, {sealed} sealed Secrets unchurned; {:?} in all",
         per_branch.len(),
         median.as_secs_f64(),
         worst.as_secs_f64(),

@@ -78,6 +78,7 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
     .await;
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // The frozen replica's commits that it had not pushed are never pushed
     // (its Leases are lost; the new owner resyncs only the final state):
@@ -119,7 +120,7 @@ async fn a_frozen_owner_pushes_nothing_after_it_resumes() {
         replicas.metrics(victim).await.get("gitops_reverser_shard_handovers_total{direction=\"lost\"}");
     println!(
         "ha_freeze: froze {victim} ({} shards, {} branches) for {:.1}s; after SIGCONT it logged {lost_after} \"lost shard\", \
-         re-acquired {} shards, pushed {} times, {} of them without a fresh acquire; {} changes, {files} files equal; {:?} in all",
+         re-acquired {} shards, pushed {} times, {} of them without a fresh acquire; {} changes, {files} files equal, {sealed} sealed Secrets unchurned; {:?} in all",
         shards.len(),
         branches.len(),
         frozen_for.as_secs_f64(),

@@ -99,6 +99,7 @@ async fn a_rolling_restart_loses_nothing() {
     let record = load.stop().await;
     let timeline = poller.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // SIGTERM drains and pushes before the replica exits (its counters are
     // kept from its last scrape): every value must be in some commit, unless coalesced.
@@ -130,7 +131,7 @@ async fn a_rolling_restart_loses_nothing() {
     );
     println!(
         "ha_rolling: longest ownership gap per shard (ms) {gaps:?}; worst {longest} ms over {handovers} handovers \
-         ({} samples; {} shards left held by an exited replica); {} changes ({} retried), {files} files equal; {:?} in all",
+         ({} samples; {} shards left held by an exited replica); {} changes ({} retried), {files} files equal, {sealed} sealed Secrets unchurned; {:?} in all",
         timeline.samples(),
         left.len(),
         record.changes,

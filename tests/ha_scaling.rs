@@ -103,6 +103,7 @@ async fn scaling_leaves_no_shard_unowned() {
 
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // Scaling down is SIGTERM (drain, push, exit; the counters of the
     // replicas that left are kept from their last scrape): every value must
@@ -113,7 +114,11 @@ async fn scaling_leaves_no_shard_unowned() {
     for line in &report {
         println!("ha_scaling: {line}");
     }
-    println!("ha_scaling: {} changes, {files} files equal; {:?} in all", record.changes, started.elapsed());
+    println!(
+        "ha_scaling: {} changes, {files} files equal, {sealed} sealed Secrets unchurned; {:?} in all",
+        record.changes,
+        started.elapsed()
+    );
     println!("{}", completeness.report("ha_scaling", &[], &handovers));
     completeness.assert_explained("ha_scaling", &[], &handovers, &replicas);
 }

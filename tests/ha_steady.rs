@@ -41,6 +41,7 @@ async fn every_branch_has_one_writer_and_shards_are_balanced() {
         .await;
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     // No replica stops: every value must be in some commit, unless coalesced.
     // Planned handovers lose nothing; their windows only locate a loss in the report.
@@ -88,7 +89,7 @@ async fn every_branch_has_one_writer_and_shards_are_balanced() {
         *branches_per_replica.entry(owner).or_insert(0) += 1;
     }
     println!(
-        "ha_steady: {} changes ({} retried), {} pushes on {} branches, {files} files equal; \
+        "ha_steady: {} changes ({} retried), {} pushes on {} branches, {files} files equal, {sealed} sealed Secrets unchurned; \
          shards per replica {counts:?}, max/avg {ratio:.3}; branches per replica {branches_per_replica:?}; {:?} in all",
         record.changes,
         record.retries,

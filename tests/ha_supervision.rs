@@ -145,12 +145,13 @@ async fn a_failed_or_stalled_replica_hands_over_and_exits_losing_nothing() {
     .await;
     let record = load.stop().await;
     let files = fleet.wait_converged(Duration::from_secs(120)).await;
+    let sealed = fleet.assert_secrets_sealed_unchurned_unleaked(&replicas.all_logs()).await;
     check_record(&fleet.client, fleet.namespace(), &record).await;
     let planned = handover_windows(&fleet, &replicas, SETTINGS);
     let completeness = Completeness::measure(&fleet, &record, &replicas.coalesced());
     println!("{}", completeness.report("ha_supervision", &[], &planned));
     println!(
-        "ha_supervision: {} changes ({} retried), {files} files equal; {:?} in all",
+        "ha_supervision: {} changes ({} retried), {files} files equal, {sealed} sealed Secrets unchurned; {:?} in all",
         record.changes,
         record.retries,
         started.elapsed()

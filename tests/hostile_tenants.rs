@@ -1031,6 +1031,28 @@ async fn tenant_a_attacks_and_b_and_c_do_not_notice() {
             failures.push(format!("A's repository holds {needle:?}"));
         }
     }
+    // B's and C's Secrets went through every attack sealed; no token nor
+    // age key is in any repository, log, status or Event (issue 17).
+    let mut scan = support::leaks::LeakScan::new();
+    for tenant in [&a, &b, &c] {
+        use age::secrecy::ExposeSecret;
+        scan = scan.value(&format!("{}'s canary token", tenant.letter), tenant.canary.as_bytes()).value(
+            &format!("{}'s age key", tenant.letter),
+            tenant.identity.to_string().expose_secret().as_bytes(),
+        );
+    }
+    let git = support::git::GitClient::new(support::git::Auth::ssh_rw(env));
+    for tenant in [&a, &b, &c] {
+        if git.read_branch(&tenant.repo.ssh_url, &tenant.branch).is_some() {
+            scan.remote(&git, &tenant.repo.ssh_url);
+        }
+        scan.namespace(&client, tenant.namespace()).await;
+    }
+    for (name, logs) in replicas.all_logs() {
+        scan.text(&format!("the log of {name}"), logs.as_bytes());
+    }
+    failures.extend(scan.findings);
+    failures.extend([&b, &c].iter().filter_map(|t| t.canary_problem(env)));
     // Every replica is its first incarnation, still running, and never panicked.
     let running = replicas.running();
     for (name, pid) in NAMES.iter().zip(&pids) {

@@ -9,9 +9,11 @@ pub mod git;
 pub mod history;
 pub mod http;
 pub mod jaeger;
+pub mod leaks;
 pub mod operator;
 pub mod replicas;
 pub mod scenario;
+pub mod sops;
 pub mod tenants;
 
 use std::collections::HashMap;

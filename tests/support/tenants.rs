@@ -35,13 +35,26 @@ pub struct Tenant {
     pub repo: Repo,
     pub branch: String,
     pub folder: String,
+    /// The target encrypts its Secrets for this key (issue 17).
+    pub identity: age::x25519::Identity,
+    /// The token of Secret `canary-X`, which no other tenant, log, status
+    /// or Event may ever show.
+    pub canary: String,
 }
 
 impl Tenant {
     pub async fn create(client: &kube::Client, env: &Env, letter: &'static str) -> Self {
         let ns = TestNamespace::create(client, &format!("tenant-{letter}")).await;
         let repo = env.new_repo(&format!("tenant-{letter}"));
-        Self { letter, ns, repo, branch: format!("audit-{letter}"), folder: format!("tenants/{letter}") }
+        Self {
+            letter,
+            ns,
+            repo,
+            branch: format!("audit-{letter}"),
+            folder: format!("tenants/{letter}"),
+            identity: age::x25519::Identity::generate(),
+            canary: super::unique_name(&format!("canary-token-{letter}")),
+        }
     }
 
     pub fn namespace(&self) -> &str {
@@ -53,8 +66,9 @@ impl Tenant {
     }
 
     /// Secret `keys-X`, GitProvider `forge-X` (SSH, read-write, push every
-    /// second), GitTarget `ledger-X` and WatchRule `picks-X` for the
-    /// ConfigMaps labelled `tenant=X`.
+    /// second), GitTarget `ledger-X` (encrypting Secrets for the tenant's age
+    /// key) and WatchRule `picks-X` for the ConfigMaps and Secrets labelled
+    /// `tenant=X`, and Secret `canary-X`.
     pub async fn install(&self, client: &kube::Client, env: &Env) {
         let ns = self.namespace();
         let (secret, provider, target, rule) =
@@ -62,10 +76,48 @@ impl Tenant {
         fixtures::git_secret(client, env, ns, &secret, &Access::Ssh { read_only: false }).await;
         fixtures::provider(client, ns, &provider, &self.repo.ssh_url, &secret, json!({"interval": "1s"}))
             .await;
-        fixtures::target(client, ns, &target, json!({"name": provider}), &self.branch, &self.folder).await;
-        let rules =
-            json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {LABEL: self.letter}}}]);
-        fixtures::watch_rule(client, ns, &rule, &target, rules).await;
+        let recipient = self.identity.to_public().to_string();
+        let manifest = json!({
+            "apiVersion": "configbutler.ai/v1alpha1", "kind": "GitTarget",
+            "metadata": {"name": target, "namespace": ns},
+            "spec": {"providerRef": {"name": provider}, "branch": self.branch, "baseFolder": self.folder,
+                     "encryption": {"provider": "sops", "age": {"recipients": [recipient]}}},
+        });
+        fixtures::apply(client, ns, manifest).await;
+        let mine = json!({"matchLabels": {LABEL: self.letter}});
+        fixtures::watch_rule(
+            client,
+            ns,
+            &rule,
+            &target,
+            json!([{"resources": ["configmaps", "secrets"], "labelSelector": mine}]),
+        )
+        .await;
+        let canary = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": self.name("canary"), "namespace": ns, "labels": {LABEL: self.letter}},
+            "stringData": {"token": self.canary},
+        });
+        fixtures::apply(client, ns, canary).await;
+    }
+
+    /// The sealed canary on the tenant's branch decrypts (real `sops`) to
+    /// its token; a problem otherwise.
+    pub fn canary_problem(&self, env: &Env) -> Option<String> {
+        let git = GitClient::new(Auth::ssh_rw(env));
+        let view = git.read_branch(&self.repo.ssh_url, &self.branch)?;
+        let path =
+            format!("{}/{}/core/secrets/{}.sops.yaml", self.folder, self.namespace(), self.name("canary"));
+        let Some(file) = view.files.get(&path) else {
+            return Some(format!("{}: no sealed canary {path}", self.letter));
+        };
+        let data = super::sops::decrypted_data(file.as_bytes(), &self.identity);
+        let token = data["token"].as_str().map(|t| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(t).unwrap_or_default()
+        });
+        (token.as_deref() != Some(self.canary.as_bytes()))
+            .then(|| format!("{}: {path} decrypts to another token", self.letter))
     }
 
     /// What no other tenant may ever see of this one: its namespace, the

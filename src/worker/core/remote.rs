@@ -249,6 +249,15 @@ impl BranchCore {
         // which the view would otherwise adopt for good) is repaired; but not
         // while the view is unsettled, nor where it lags (see `lagging_view`).
         let start = purpose == FetchPurpose::Start || (takeover && lagging.is_none());
+        replay::settle_sealed(
+            &mut self.files,
+            self.chain
+                .iter_mut()
+                .map(|c| &mut c.changes)
+                .chain(self.drafts.iter_mut().map(|d| &mut d.changes)),
+            &fetched.files,
+            &fetched.sealed,
+        );
         let mut plan =
             replay::plan(&self.files, self.chain.iter().map(|c| c.changes.as_slice()), &fetched.files, start);
         if let Some(lagging) = &lagging {

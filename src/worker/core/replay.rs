@@ -159,6 +159,52 @@ fn received_prefix(values: &[Option<ObjectId>], wrote: &[Option<ObjectId>]) -> u
     after
 }
 
+/// Sealed files that pending commits write afresh with what the fetched tip
+/// already holds (the same digest, though other bytes: every sealing
+/// encrypts anew) settle to the tip's blob, and so does the view where that
+/// write is the file's last: replayed on another owner's tip, as after a
+/// push lost to it, an unchanged Secret is not committed again. Runs before
+/// [`plan`], in commit order: a file counts as held from the tip's state
+/// and then each pending change's.
+pub(super) fn settle_sealed<'a>(
+    known: &mut BranchFiles,
+    pending: impl Iterator<Item = &'a mut Vec<Change>>,
+    fetched: &[(String, ObjectId)],
+    sealed: &[(String, u64)],
+) -> usize {
+    let prints: HashMap<&str, u64> = sealed.iter().map(|(path, print)| (path.as_str(), *print)).collect();
+    let mut held: HashMap<String, (ObjectId, Option<u64>)> =
+        fetched.iter().map(|(path, id)| (path.clone(), (*id, prints.get(path.as_str()).copied()))).collect();
+    let mut last_settled: HashMap<String, Option<ObjectId>> = HashMap::new();
+    let mut settled = 0;
+    for change in pending.flatten() {
+        let print = match &change.content {
+            Content::Bytes(bytes) => crate::worker::files::fingerprint(&change.path, bytes),
+            _ => None,
+        };
+        match (held.get(&change.path), print) {
+            (Some(&(id, Some(known_print))), Some(print)) if known_print == print => {
+                change.content = Content::Blob(id);
+                last_settled.insert(change.path.clone(), Some(id));
+                settled += 1;
+            }
+            _ => {
+                match change.content.blob_id() {
+                    Some(id) => held.insert(change.path.clone(), (id, print)),
+                    None => held.remove(&change.path),
+                };
+                last_settled.insert(change.path.clone(), None);
+            }
+        }
+    }
+    for (path, id) in last_settled {
+        if let Some(id) = id {
+            known.set(&path, Some(id));
+        }
+    }
+    settled
+}
+
 /// `known` is the worker's view before the fetch (the remote as last seen
 /// plus every pending commit): the cluster's state as far as it knows. At
 /// start there is no view yet, and the resync reconciles instead.
@@ -253,6 +299,45 @@ mod tests {
             ]
         );
         assert_eq!(plan.drift, 3);
+    }
+
+    /// CI's ha_crash: a replica lost its push to the previous owner's, which
+    /// had sealed the same unchanged Secret; replayed on that tip, its own
+    /// sealing (other bytes, same digest) must commit nothing. A changed
+    /// Secret still does.
+    #[test]
+    fn a_replayed_sealing_of_what_the_tip_holds_settles_to_the_tip() {
+        let identity = age::x25519::Identity::generate();
+        let recipients = crate::sops::Recipients::parse([identity.to_public().to_string()]).unwrap();
+        let sealer = crate::sops::Sealer::new(recipients, crate::sops::DigestKey::new(vec![4; 32]).unwrap());
+        let seal = |value: &str| -> std::sync::Arc<[u8]> {
+            let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": value}});
+            sealer.seal(&secret).unwrap().file.into()
+        };
+        let path = "f/ns/core/secrets/db.sops.yaml";
+        let theirs = seal("aA==");
+        let fetched = vec![(path.to_owned(), LocalRepo::blob_id(&theirs))];
+        let sealed = vec![(path.to_owned(), crate::worker::files::fingerprint(path, &theirs).unwrap())];
+        let ours = Change { path: path.into(), content: Content::Bytes(seal("aA==")) };
+
+        // The view is the remote as last seen plus the pending commit.
+        let mut known = view(&[(A, "2")]);
+        known.set(path, ours.content.blob_id());
+        let mut pending = [vec![ours.clone(), write(A, "2")]];
+        let settled = settle_sealed(&mut known, pending.iter_mut(), &fetched, &sealed);
+        assert_eq!(settled, 1);
+        assert_eq!(pending[0][0].content, Content::Blob(fetched[0].1), "settled to the tip's blob");
+        let plan = plan(&known, pending.iter().map(Vec::as_slice), &fetched, false);
+        assert!(plan.repair.is_empty(), "no repair brings our bytes back: {:?}", plan.repair);
+
+        let changed = Change { path: path.into(), content: Content::Bytes(seal("bg==")) };
+        let mut pending = [vec![ours.clone()], vec![changed.clone()]];
+        assert_eq!(settle_sealed(&mut view(&[]), pending.iter_mut(), &fetched, &sealed), 1);
+        assert_eq!(pending[1][0], changed, "a changed Secret is written");
+        // Unchanged again after a change: compared with the change, not the tip.
+        let mut pending = [vec![changed.clone()], vec![ours]];
+        assert_eq!(settle_sealed(&mut view(&[]), pending.iter_mut(), &fetched, &sealed), 0);
     }
 
     fn drops(pending: &[(&str, Option<ObjectId>)], tip_files: &[(&str, &str)]) -> Vec<bool> {

@@ -53,6 +53,10 @@ pub struct Fleet {
     pub targets: Vec<Target>,
     pub git: GitClient,
     mirrors: Vec<Mirror>,
+    /// Every target encrypts for this key's recipient (issue 17).
+    pub identity: age::x25519::Identity,
+    /// Per target, the token of its canary Secret (never changed).
+    canaries: BTreeMap<String, String>,
 }
 
 impl Fleet {
@@ -70,7 +74,7 @@ impl Fleet {
             .enumerate()
             .map(|(r, repo)| Mirror::new(&git, &repo.ssh_url, &r.to_string()))
             .collect();
-        let targets = (0..spec.targets)
+        let targets: Vec<Target> = (0..spec.targets)
             .map(|t| {
                 let b = t % spec.branches;
                 Target {
@@ -81,7 +85,14 @@ impl Fleet {
                 }
             })
             .collect();
-        let fleet = Self { env, client, ns, repos, targets, git, mirrors };
+        let identity = age::x25519::Identity::generate();
+        let canaries = targets
+            .iter()
+            .map(|t: &Target| {
+                (t.name.clone(), format!("canary-{}-{}", t.name, super::super::unique_name("token")))
+            })
+            .collect();
+        let fleet = Self { env, client, ns, repos, targets, git, mirrors, identity, canaries };
         fleet.apply_objects(spec.objects).await;
         fleet
     }
@@ -99,17 +110,27 @@ impl Fleet {
             fixtures::provider(&self.client, ns, &name, &repo.ssh_url, &name, push).await;
         }
         let mut manifests: Vec<Value> = Vec::new();
+        let recipient = self.identity.to_public().to_string();
         for t in &self.targets {
             manifests.push(json!({
                 "apiVersion": "configbutler.ai/v1alpha1", "kind": "GitTarget",
                 "metadata": {"name": t.name, "namespace": ns},
-                "spec": {"providerRef": {"name": format!("git-{}", t.repo)}, "branch": t.branch, "baseFolder": t.folder},
+                "spec": {"providerRef": {"name": format!("git-{}", t.repo)}, "branch": t.branch, "baseFolder": t.folder,
+                         "encryption": {"provider": "sops", "age": {"recipients": [recipient]}}},
             }));
+            let mine = json!({"matchLabels": {LABEL: t.name}});
             manifests.push(json!({
                 "apiVersion": "configbutler.ai/v1alpha1", "kind": "WatchRule",
                 "metadata": {"name": t.name, "namespace": ns},
                 "spec": {"sinkRef": {"name": t.name},
-                         "rules": [{"resources": ["configmaps"], "labelSelector": {"matchLabels": {LABEL: t.name}}}]},
+                         "rules": [{"resources": ["configmaps", "secrets"], "labelSelector": mine}]},
+            }));
+            // Every chaos test carries a Secret through its faults: sealed,
+            // never churned, never leaked (issue 17, acceptances 2 and 3).
+            manifests.push(json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": format!("{}-canary", t.name), "namespace": ns, "labels": {LABEL: t.name}},
+                "stringData": {"token": self.canaries[&t.name]},
             }));
             for k in 0..objects {
                 manifests.push(configmap_manifest(
@@ -257,7 +278,7 @@ impl Fleet {
                 let prefix = format!("{}/", t.folder);
                 let files = by_branch[&(t.repo, t.branch.clone())]
                     .iter()
-                    .filter(|(path, _)| path.starts_with(&prefix))
+                    .filter(|(path, _)| path.starts_with(&prefix) && !path.ends_with(".sops.yaml"))
                     .map(|(p, c)| (p.clone(), c.clone()))
                     .collect();
                 (t.name.clone(), files)
@@ -285,6 +306,95 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+impl Fleet {
+    /// The sealed file of target `t`'s canary Secret, by full path.
+    pub fn canary_path(&self, target: &str) -> String {
+        let t = self.target(target);
+        format!(
+            "{}/{}/core/secrets/{target}-canary.sops.yaml",
+            normalize_base_folder(&t.folder),
+            self.namespace()
+        )
+    }
+
+    /// Issue 17 through the faults of a chaos test, once it has converged:
+    /// every target's canary Secret is on its branch, sealed, the real
+    /// `sops` decrypts it to the live token, and exactly one commit ever
+    /// touched it (a failover, restart or resync of an unchanged Secret
+    /// commits nothing); and no token, nor the age key or the cluster's
+    /// digest key, is in any object of any repository, any replica's log,
+    /// or any status or Event of the namespace. Returns the Secrets checked.
+    pub async fn assert_secrets_sealed_unchurned_unleaked(&self, logs: &BTreeMap<String, String>) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for mirror in &self.mirrors {
+                mirror.fetch(&self.git);
+            }
+            let missing: Vec<String> = self
+                .targets
+                .iter()
+                .map(|t| (t, self.canary_path(&t.name)))
+                .filter(|(t, path)| {
+                    !self.mirrors[t.repo].files(&self.git, &t.branch).unwrap_or_default().contains_key(path)
+                })
+                .map(|(_, path)| path)
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sealed canaries missing after 60 s: {missing:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut churned = Vec::new();
+        for t in &self.targets {
+            let path = self.canary_path(&t.name);
+            let files = self.mirrors[t.repo].files(&self.git, &t.branch).unwrap_or_default();
+            let file = files.get(&path).unwrap_or_else(|| panic!("{}: no sealed canary {path}", t.name));
+            assert!(file.contains("ENC[AES256_GCM,"), "{path} is not sealed:\n{file}");
+            let data = super::super::sops::decrypted_data(file.as_bytes(), &self.identity);
+            let token = base64_decode(data["token"].as_str().unwrap_or_default());
+            assert_eq!(token, self.canaries[&t.name], "{path} decrypts to another token");
+            let commits = self.mirrors[t.repo].commits_touching(&self.git, &t.branch, &path);
+            if commits.len() != 1 {
+                churned.push(format!("{path}: {} commits {commits:?}", commits.len()));
+            }
+        }
+        assert!(churned.is_empty(), "unchanged Secrets were committed again:\n{}", churned.join("\n"));
+
+        let digest_key: k8s_openapi::api::core::v1::Secret =
+            Api::namespaced(self.client.clone(), self.namespace()).get(DIGEST_KEY_SECRET).await.unwrap();
+        let digest_key = digest_key.data.unwrap()["digest.key"].0.clone();
+        let mut scan = super::super::leaks::LeakScan::new()
+            .value(
+                "the age private key",
+                age::secrecy::ExposeSecret::expose_secret(&self.identity.to_string()).as_bytes(),
+            )
+            .value("the digest key", &digest_key);
+        for (target, token) in &self.canaries {
+            scan = scan.value(&format!("{target}'s canary token"), token.as_bytes());
+        }
+        for (r, mirror) in self.mirrors.iter().enumerate() {
+            scan.repository(&self.git, mirror.dir(), &self.repo_name(r));
+        }
+        for (replica, log) in logs {
+            scan.text(&format!("the log of {replica}"), log.as_bytes());
+        }
+        scan.namespace(&self.client, self.namespace()).await;
+        scan.assert_clean();
+        self.targets.len()
+    }
+}
+
+/// The digest key Secret the fleet's replicas make (`--digest-key-secret`
+/// default, in the Lease namespace, which is the fleet's).
+pub const DIGEST_KEY_SECRET: &str = "gitops-reverser-sops-digest";
+
+fn base64_decode(text: &str) -> String {
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 fn configmap_ref() -> ResourceRef {

@@ -20,6 +20,17 @@ impl Mirror {
         Self { url: url.to_owned(), dir }
     }
 
+    /// The bare repository.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The commits of `branch` that changed `path`, newest first.
+    pub fn commits_touching(&self, git: &GitClient, branch: &str, path: &str) -> Vec<String> {
+        let log = git.ok(&self.dir, &["log", "--format=%H", &format!("refs/heads/{branch}"), "--", path]);
+        log.lines().map(str::to_owned).collect()
+    }
+
     /// Fetches every branch, pruning none (a pushed commit stays readable).
     pub fn fetch(&self, git: &GitClient) {
         git.ok(&self.dir, &["fetch", "--quiet", "--force", &self.url, "+refs/heads/*:refs/heads/*"]);
