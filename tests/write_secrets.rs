@@ -165,12 +165,37 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
     .await;
     assert_eq!(after.len(), 2, "exactly one commit for the changed key, none for the resyncs: {after:?}");
 
+    // A new recipient: the unchanged Secret is sealed again, once, and the new key reads it.
+    let rotated = age::x25519::Identity::generate();
+    let recipients = [identity.to_public().to_string(), rotated.to_public().to_string()];
+    let targets: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("configbutler.ai", "v1alpha1", "GitTarget"),
+            "gittargets",
+        ),
+    );
+    let patch = json!({"spec": {"encryption": {"age": {"recipients": recipients}}}});
+    targets.patch("audit", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    let view = wait_for("the Secret sealed for the new recipient", WAIT, || async {
+        git.read_branch(&url, "main").filter(|v| {
+            v.files.get(&path).is_some_and(|f| f.contains(&rotated.to_public().to_string()))
+        })
+    })
+    .await;
+    let out = support::sops::decrypt(view.files[&path].as_bytes(), &rotated);
+    assert!(out.status.success(), "the new key cannot decrypt: {}", String::from_utf8_lossy(&out.stderr));
+    let rotated_commits = commits_touching(&git, &url, &path).unwrap();
+    assert_eq!(rotated_commits.len(), 3, "one commit re-seals for the new recipients: {rotated_commits:?}");
+
     // No value or key in any object of the repository, the log, any status or Event.
     let mut scan = LeakScan::new()
         .value("the password", PASSWORD.as_bytes())
         .value("the first token", TOKEN.as_bytes())
         .value("the second token", b"tok-changed-9e1d")
-        .value("the age private key", identity.to_string().expose_secret().as_bytes());
+        .value("the age private key", identity.to_string().expose_secret().as_bytes())
+        .value("the second age private key", rotated.to_string().expose_secret().as_bytes());
     scan.remote(&git, &url);
     scan.text("the operator's log", operator.logs().as_bytes());
     scan.namespace(&client, &ns.name).await;

@@ -569,6 +569,7 @@ impl Controller {
                 table.owned_resources(key, &self.catalog),
                 rules,
                 state.layout,
+                resolved.encryption.as_ref().map(|sealer| sealer.recipients().to_strings()),
             );
             if state.synced_as.as_ref() != Some(&fingerprint) {
                 state.synced_as = Some(fingerprint);

@@ -59,7 +59,11 @@ impl Resolved {
 
 /// What a target was resynced as: branch, folder, owned (group, plural)s and
 /// a hash of the rules that point at it.
-pub type SyncedAs = (BranchKey, String, BTreeSet<(String, String)>, u64, crate::api::Layout);
+/// What a target was last resynced as: branch, folder, owned resources,
+/// rules, layout, and its age recipients (new ones must re-seal every
+/// Secret, or they could not read the files).
+pub type SyncedAs =
+    (BranchKey, String, BTreeSet<(String, String)>, u64, crate::api::Layout, Option<Vec<String>>);
 
 /// What the controller remembers about one GitTarget.
 #[derive(Debug)]

@@ -9,7 +9,13 @@ use rand_core::{OsRng, TryRngCore};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use super::{DIGEST_ANNOTATION, Recipients, SopsError, digest, seal};
+
+/// Leads the recipient set in the derivation of a sealer's digest key.
+const RECIPIENTS_DOMAIN: &[u8] = b"gitops-reverser sops-recipients v1\n";
 
 /// The key of every digest the operator writes: random, at least 32 bytes,
 /// shared by every replica (a Secret of the operator's own), never in git.
@@ -75,7 +81,20 @@ impl PartialEq for Sealer {
 impl Eq for Sealer {}
 
 impl Sealer {
+    /// Digests are keyed per recipient set (an HMAC of the sorted
+    /// recipients under the cluster's key): a file sealed for other
+    /// recipients never looks current, so new recipients get every Secret
+    /// sealed again for them.
     pub fn new(recipients: Recipients, key: DigestKey) -> Self {
+        let mut names = recipients.to_strings();
+        names.sort();
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("HMAC takes any key");
+        mac.update(RECIPIENTS_DOMAIN);
+        for name in &names {
+            mac.update(name.as_bytes());
+            mac.update(b"\n");
+        }
+        let key = DigestKey(Arc::new(Zeroizing::new(mac.finalize().into_bytes().to_vec())));
         Self { recipients, key }
     }
 
@@ -137,6 +156,22 @@ mod tests {
         assert!(!text.contains("aHVudGVyMg=="), "{text}");
         // Sealing again gives other bytes (fresh data key and IVs), the same digest.
         assert_eq!(sealer.seal(&secret).unwrap().digest, sealed.digest);
+    }
+
+    #[test]
+    fn digests_depend_on_the_recipient_set_not_its_order() {
+        let key = DigestKey::new(vec![7; 32]).unwrap();
+        let a = age::x25519::Identity::generate().to_public().to_string();
+        let b = age::x25519::Identity::generate().to_public().to_string();
+        let sealer = |names: &[&String]| {
+            Sealer::new(Recipients::parse(names.iter().map(|n| n.to_string())).unwrap(), key.clone())
+        };
+        let secret =
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"}});
+        let both = sealer(&[&a, &b]).digest(&secret);
+        assert_eq!(sealer(&[&b, &a]).digest(&secret), both);
+        assert_ne!(sealer(&[&a]).digest(&secret), both, "a new recipient set seals again");
+        assert_ne!(sealer(&[&a]).digest(&secret), sealer(&[&b]).digest(&secret));
     }
 
     #[test]

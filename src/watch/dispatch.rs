@@ -180,8 +180,9 @@ pub fn on_apply(
     let (clean, yaml, hash) = tracing::info_span!(target: TARGET, "sanitize")
         .in_scope(|| {
             if secret {
-                // Every sealer digests with the cluster's one key: the
-                // digest stands for the file, whichever target seals it.
+                // The first sealer's digest stands for the object in the
+                // index: it changes with the Secret for every target (and a
+                // target's new recipients resync it, with a fresh index).
                 let clean = sanitize::clean_secret(object, &rref)?;
                 let digest = selected
                     .first()
