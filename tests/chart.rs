@@ -269,7 +269,7 @@ fn bad_values_are_refused_with_a_reason() {
             "retryPeriod (2s) + 1s must be shorter than leaseDuration (3s)",
         ),
         (
-            "rbac.watchedResources[0].apiGroups[0]=,rbac.watchedResources[0].resources[0]=secrets",
+            "rbac.watchedResources[0].apiGroups[0]=,rbac.watchedResources[0].resources[0]=*",
             "/rbac/watchedResources/0/resources/0",
         ),
         ("rbac.secretNamespaces={Team_A}", "/rbac/secretNamespaces/0"),
@@ -569,12 +569,19 @@ fn secret_rules(extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn secret_namespaces_replace_the_cluster_wide_secret_rule() {
-    assert_eq!(secret_rules(&[]), [r#"ClusterRole /gitops-reverser: ["get"]"#]);
-    assert_eq!(secret_rules(&["--set", "rbac.readSecrets=false"]), Vec::<String>::new());
+    // The digest key's Role (get by name, create) is in the release namespace only, always.
+    let digest = [
+        r#"Role gitops-reverser/gitops-reverser-digest-key: ["get"]"#,
+        r#"Role gitops-reverser/gitops-reverser-digest-key: ["create"]"#,
+    ];
+    assert_eq!(secret_rules(&[]), [r#"ClusterRole /gitops-reverser: ["get"]"#, digest[0], digest[1]]);
+    assert_eq!(secret_rules(&["--set", "rbac.readSecrets=false"]), digest);
     let listed = ["--set", "rbac.secretNamespaces={team-a,team-b}"];
     assert_eq!(
         secret_rules(&listed),
         [
+            digest[0],
+            digest[1],
             r#"Role team-a/gitops-reverser-secrets: ["get"]"#,
             r#"Role team-b/gitops-reverser-secrets: ["get"]"#
         ]

@@ -27,6 +27,17 @@ use support::operator::Operator;
 use support::scenario::{Scenario, WAIT};
 use support::{ClusterObjectGuard, TestNamespace, fixtures, wait_for};
 
+/// `helm` arguments that add Secrets to the chart's default watched kinds,
+/// as a user whose GitTargets encrypt them does.
+fn secrets_watched() -> Vec<String> {
+    let values =
+        std::fs::read_to_string(support::repo_root().join("charts/gitops-reverser/values.yaml")).unwrap();
+    let values: Value = serde_saphyr::from_str(&values).unwrap();
+    let mut kinds = values["rbac"]["watchedResources"].as_array().expect("default watched kinds").clone();
+    kinds.push(json!({"apiGroups": [""], "resources": ["secrets"]}));
+    vec!["--set-json".into(), format!("rbac.watchedResources={}", Value::Array(kinds))]
+}
+
 /// `without` this drops the rules of the digest key Role (both of them).
 const DIGEST_KEY: &str = "digest-key";
 
@@ -305,7 +316,7 @@ fn forbidden(verb: &str, resource: &str) -> [String; 2] {
 /// here, with exactly the chart's RBAC.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_exactly_the_chart_rbac_the_write_path_works() {
-    let run = start("rbac-all", None).await;
+    let run = start_with("rbac-all", None, |_| secrets_watched()).await;
     run.flux_target().await;
     let sealed = run.sealed_target().await;
     run.write_path_works().await;

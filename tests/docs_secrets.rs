@@ -55,18 +55,28 @@ struct Examples {
     kustomization: Value,
     /// The excerpt of a written file.
     file: Value,
+    /// The `followSopsConfig` fragment.
+    follow: Value,
+    /// The `.sops.yaml` example, as text.
+    sops_config: String,
 }
 
 impl Examples {
     fn read(page: &str) -> Self {
-        let mut found: [Option<Value>; 6] = Default::default();
+        let mut found: [Option<Value>; 8] = Default::default();
+        let mut sops_config = None;
         for block in blocks(page, "yaml") {
             for text in block.split("\n---\n") {
                 let doc: Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
                 let slot = match (doc["kind"].as_str(), doc.get("sops").is_some()) {
                     (Some("GitTarget"), _) => 0,
                     (Some("WatchRule"), _) => 1,
+                    (None, _) if doc["spec"]["encryption"]["followSopsConfig"] == true => 6,
                     (None, _) if doc.get("spec").is_some() => 2,
+                    (None, _) if doc.get("creation_rules").is_some() => {
+                        sops_config = Some(text.to_owned());
+                        7
+                    }
                     (Some("ConfigMap"), _) => 3,
                     (Some("Kustomization"), _) => 4,
                     (Some("Secret"), true) => 5,
@@ -75,9 +85,17 @@ impl Examples {
                 assert!(found[slot].replace(doc).is_none(), "a second example like this one:\n{text}");
             }
         }
-        let [target, rule, recipients_from, configmap, kustomization, file] =
+        let [target, rule, recipients_from, configmap, kustomization, file, follow, _] =
             found.map(|doc| doc.expect("the page lost an example"));
-        Self { target, rule, recipients_from, configmap, kustomization, file }
+        let sops_config = sops_config.expect("the page lost its .sops.yaml");
+        Self { target, rule, recipients_from, configmap, kustomization, file, follow, sops_config }
+    }
+
+    /// The GitTarget with the `followSopsConfig` fragment in place of its encryption.
+    fn target_following(&self) -> Value {
+        let mut target = self.target.clone();
+        target["spec"]["encryption"] = self.follow["spec"]["encryption"].clone();
+        target
     }
 
     /// The GitTarget with the fragment's fields in place of its own.
@@ -251,6 +269,16 @@ fn the_examples_fit_together() {
     assert_eq!(listed, [EXAMPLE_KEY], "the ConfigMap lists {listed:?}");
     assert_eq!(ex.configmap["metadata"]["namespace"], ex.target["metadata"]["namespace"]);
 
+    // The .sops.yaml gives the example target's Secrets the example key, as the operator reads it.
+    let rules = gitops_reverser::sops::rules::CreationRules::parse(ex.sops_config.as_bytes())
+        .expect("the .sops.yaml example parses")
+        .expect("it has creation rules");
+    let folder = spec["baseFolder"].as_str().unwrap();
+    let sealed_path = format!("{folder}/shop/core/secrets/db.sops.yaml");
+    let recipients = rules.recipients_for(&sealed_path).expect("a rule matches the target's Secrets");
+    assert_eq!(recipients.to_strings(), [EXAMPLE_KEY]);
+    assert!(rules.recipients_for("clusters/test/shop/core/secrets/db.sops.yaml").is_err(), "only prod's");
+
     // The rule sends Secrets to the target, in its namespace.
     assert_eq!(ex.rule["metadata"]["namespace"], ex.target["metadata"]["namespace"]);
     assert_eq!(ex.rule["spec"]["sinkRef"]["name"], ex.target["metadata"]["name"]);
@@ -310,8 +338,14 @@ async fn the_api_server_accepts_every_example() {
     let shop = TestNamespace::create(&client, "docs-secrets").await;
     let flux = TestNamespace::create(&client, "docs-flux").await;
     let ex = Examples::read(&page());
-    let manifests =
-        [&ex.target, &ex.target_with_recipients_from(), &ex.rule, &ex.configmap, &ex.kustomization];
+    let manifests = [
+        &ex.target,
+        &ex.target_with_recipients_from(),
+        &ex.target_following(),
+        &ex.rule,
+        &ex.configmap,
+        &ex.kustomization,
+    ];
     for manifest in manifests {
         let manifest = in_namespaces(manifest.clone(), &shop.name, &flux.name);
         let accepted = dry_run(&client, &manifest)

@@ -433,8 +433,13 @@ fn attacks(w: &World<'_>) -> Vec<Attack> {
     // ---- Reading past RBAC.
     add("WatchRule selecting Secrets (no encryption)", "Secrets withheld, never written", &|o| {
         let mut m = o.chain(ssh_rw.clone(), a_url, json!({"push": {"interval": "1s"}}), "main", "hostile");
+        // The chain's credentials are never written at all (nor reported);
+        // an ordinary Secret is withheld, and said to be.
+        let plain = format!("plain-{}", o.i);
+        m.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": plain, "namespace": ns},
+                      "stringData": {"token": "not-for-git"}}));
         m.push(o.rule_manifest(&o.target(), json!([{"resources": ["secrets"]}]), None));
-        (m, Expect::Event { reason: "SecretWithheld", text: o.secret() })
+        (m, Expect::Event { reason: "SecretWithheld", text: plain })
     });
     for (resources, what) in [
         (json!(["secrets"]), "secrets"),

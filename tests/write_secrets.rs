@@ -179,9 +179,8 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
     let patch = json!({"spec": {"encryption": {"age": {"recipients": recipients}}}});
     targets.patch("audit", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
     let view = wait_for("the Secret sealed for the new recipient", WAIT, || async {
-        git.read_branch(&url, "main").filter(|v| {
-            v.files.get(&path).is_some_and(|f| f.contains(&rotated.to_public().to_string()))
-        })
+        git.read_branch(&url, "main")
+            .filter(|v| v.files.get(&path).is_some_and(|f| f.contains(&rotated.to_public().to_string())))
     })
     .await;
     let out = support::sops::decrypt(view.files[&path].as_bytes(), &rotated);
@@ -206,4 +205,126 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Commits `.sops.yaml` with `text` on `main` (a hand edit, retried over
+/// the operator's own pushes).
+fn push_sops_config(git: &GitClient, url: &str, text: &str, label: &str) {
+    let work = git.workdir(label);
+    let clone = work.join("clone");
+    let _ = std::fs::remove_dir_all(&clone);
+    git.ok(&work, &["clone", "--quiet", url, clone.to_str().unwrap()]);
+    // A new repository has no main yet.
+    match git.run(&clone, &["fetch", "--quiet", "origin", "main"]).status.success() {
+        true => git.ok(&clone, &["checkout", "--quiet", "-B", "main", "FETCH_HEAD"]),
+        false => git.ok(&clone, &["checkout", "--quiet", "-B", "main"]),
+    };
+    std::fs::write(clone.join(".sops.yaml"), text).unwrap();
+    git.ok(&clone, &["add", ".sops.yaml"]);
+    git.ok(&clone, &["commit", "--quiet", "-m", label]);
+    for _ in 0..20 {
+        if git.run(&clone, &["push", "--quiet", "origin", "HEAD:main"]).status.success() {
+            return;
+        }
+        git.ok(&clone, &["pull", "--quiet", "--rebase", "origin", "main"]);
+    }
+    panic!("could not push {label}");
+}
+
+/// `followSopsConfig`: two targets on one branch seal for the keys that
+/// the branch's `.sops.yaml` gives their paths (first matching rule, path
+/// from the repository root), as `sops` would; when a rule changes, the
+/// Secrets it covers are sealed again for the new key, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_that_follow_the_branch_sops_config_seal_for_its_rules() {
+    let env = support::env();
+    let client = env.client().await;
+    fixtures::install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "ws-rules").await;
+    let repo = env.new_repo("ws-rules");
+    let url = repo.ssh_url.clone();
+    let git = GitClient::new(Auth::ssh_rw(env));
+    let (prod, other, rotated) = (
+        age::x25519::Identity::generate(),
+        age::x25519::Identity::generate(),
+        age::x25519::Identity::generate(),
+    );
+    let rules = |prod_key: &age::x25519::Identity| {
+        format!(
+            "creation_rules:\n  - path_regex: ^prod/.*\\.sops\\.yaml$\n    encrypted_regex: ^(data|stringData)$\n    age: {}\n  - age: >-\n      {}\n",
+            prod_key.to_public(),
+            other.to_public()
+        )
+    };
+    push_sops_config(&git, &url, &rules(&prod), "sops-config");
+
+    fixtures::git_secret(&client, env, &ns.name, "git", &Access::Ssh { read_only: false }).await;
+    fixtures::apply(
+        &client,
+        &ns.name,
+        json!({"apiVersion": "configbutler.ai/v1alpha1", "kind": "GitProvider",
+               "metadata": {"name": "git", "namespace": ns.name},
+               "spec": {"url": url, "secretRef": {"name": "git"}, "push": {"interval": "1s"}}}),
+    )
+    .await;
+    for folder in ["prod", "dev"] {
+        fixtures::apply(
+            &client,
+            &ns.name,
+            json!({"apiVersion": "configbutler.ai/v1alpha1", "kind": "GitTarget",
+                   "metadata": {"name": folder, "namespace": ns.name},
+                   "spec": {"providerRef": {"name": "git"}, "baseFolder": folder,
+                            "encryption": {"provider": "sops", "followSopsConfig": true}}}),
+        )
+        .await;
+        let selector =
+            json!([{"resources": ["secrets"], "labelSelector": {"matchLabels": {"mirror": "yes"}}}]);
+        fixtures::watch_rule(&client, &ns.name, folder, folder, selector).await;
+    }
+    let operator = Operator::start(env, &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": "db", "namespace": ns.name, "labels": {"mirror": "yes"}},
+                        "stringData": {"password": PASSWORD}});
+    secrets.patch("db", &PatchParams::apply("test"), &Patch::Apply(&secret)).await.unwrap();
+
+    let path = |folder: &str| format!("{folder}/{}/core/secrets/db.sops.yaml", ns.name);
+    let sealed_for = |identity: &age::x25519::Identity, folder: &str| {
+        let (git, url, path, key) = (&git, &url, path(folder), identity.to_public().to_string());
+        async move {
+            wait_for(&format!("{path} sealed for {key}"), WAIT, || async {
+                git.read_branch(url, "main")
+                    .and_then(|v| v.files.get(&path).filter(|f| f.contains(&key)).cloned())
+            })
+            .await
+        }
+    };
+    let opens = |file: &str, identity: &age::x25519::Identity| {
+        support::sops::decrypt(file.as_bytes(), identity).status.success()
+    };
+    let prod_file = sealed_for(&prod, "prod").await;
+    let dev_file = sealed_for(&other, "dev").await;
+    assert!(opens(&prod_file, &prod) && !opens(&prod_file, &other), "prod/ is for the first rule's key only");
+    assert!(opens(&dev_file, &other) && !opens(&dev_file, &prod), "dev/ falls to the second rule");
+    let prod_data = support::sops::decrypted_data(prod_file.as_bytes(), &prod);
+    assert_eq!(prod_data["password"], json!(base64_of(PASSWORD.as_bytes())));
+
+    // The rule changes: prod's Secret is sealed again for the new key, once; dev's is left.
+    let before = commits_touching(&git, &url, &path("prod")).unwrap().len();
+    let dev_before = commits_touching(&git, &url, &path("dev")).unwrap();
+    push_sops_config(&git, &url, &rules(&rotated), "sops-config-rotated");
+    let rotated_file = sealed_for(&rotated, "prod").await;
+    assert!(opens(&rotated_file, &rotated), "the new key opens prod's Secret");
+    let after = commits_touching(&git, &url, &path("prod")).unwrap().len();
+    assert_eq!(after, before + 1, "one commit re-seals prod's Secret");
+    assert_eq!(commits_touching(&git, &url, &path("dev")).unwrap(), dev_before, "dev's rule did not change");
+
+    let mut scan = LeakScan::new().value("the password", PASSWORD.as_bytes());
+    for identity in [&prod, &other, &rotated] {
+        scan = scan.value("an age private key", identity.to_string().expose_secret().as_bytes());
+    }
+    scan.remote(&git, &url);
+    scan.text("the operator's log", operator.logs().as_bytes());
+    scan.namespace(&client, &ns.name).await;
+    scan.assert_clean();
 }

@@ -13,15 +13,24 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new(
-        "(has(self.age.recipients) ? size(self.age.recipients) : 0) + (has(self.age.recipientsFrom) ? size(self.age.recipientsFrom) : 0) > 0"
+        "(has(self.followSopsConfig) && self.followSopsConfig) || (has(self.age) && (has(self.age.recipients) ? size(self.age.recipients) : 0) + (has(self.age.recipientsFrom) ? size(self.age.recipientsFrom) : 0) > 0)"
     )
-        .message("encryption.age needs at least one recipient: list an age public key (age1...) in recipients, or name a Secret or ConfigMap key holding them in recipientsFrom")
+        .message("encryption.age needs at least one recipient: list an age public key (age1...) in recipients, name a Secret or ConfigMap key holding them in recipientsFrom, or set followSopsConfig to take them from the branch's .sops.yaml")
 )]
 pub struct EncryptionSpec {
     /// The file format; `sops` is the only one.
     pub provider: EncryptionProvider,
-    /// The age recipients every Secret of this target is encrypted for.
+    /// The age recipients every Secret of this target is encrypted for
+    /// (with `followSopsConfig`: while the branch has no `.sops.yaml`).
+    #[serde(default)]
     pub age: AgeRecipients,
+    /// Follow the branch's `/.sops.yaml`, as `sops` would: each Secret is
+    /// encrypted for the age keys of the first `creation_rules` entry whose
+    /// `path_regex` matches its file's path from the repository root. A
+    /// Secret no rule gives age keys is not written, and the GitTarget says
+    /// why.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_sops_config: bool,
 }
 
 /// The file formats an encrypted Secret can have.

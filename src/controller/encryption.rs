@@ -13,6 +13,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::Controller;
 use crate::api::{EncryptionSpec, Reason, RecipientsKind, RecipientsSource, recipients_in_file};
+use crate::route::BranchKey;
+use crate::sops::rules::CreationRules;
 use crate::sops::{DigestKey, Recipients, Sealer};
 use crate::status::Problem;
 use crate::watch::exclusions::SecretExclusions;
@@ -74,8 +76,14 @@ impl Controller {
         for source in &spec.age.recipients_from {
             sources.push(self.recipients_source(ns, source).await?);
         }
-        let recipients = recipients_of(spec, &sources)?;
-        Ok(Arc::new(Sealer::new(recipients, self.digest_key().await?)))
+        let key = self.digest_key().await?;
+        if !spec.follow_sops_config {
+            return Ok(Arc::new(Sealer::new(recipients_of(spec, &sources)?, key)));
+        }
+        // The branch's rules come in at routing (`Controller::following`).
+        let named = !spec.age.recipients.is_empty() || !spec.age.recipients_from.is_empty();
+        let recipients = if named { Some(recipients_of(spec, &sources)?) } else { None };
+        Ok(Arc::new(Sealer::following(recipients, None, key)))
     }
 
     async fn recipients_source(&self, ns: &str, source: &RecipientsSource) -> Result<String, Problem> {
@@ -106,6 +114,35 @@ impl Controller {
         };
         let bytes = bytes.ok_or_else(missing)?;
         String::from_utf8(bytes).map_err(|_| invalid(format!("{} is not UTF-8 text", describe(source))))
+    }
+
+    /// `sealer` with the creation rules of the `.sops.yaml` the branch's
+    /// worker last fetched, if it follows them. A `.sops.yaml` that does not
+    /// parse withholds every Secret, saying why.
+    pub(super) fn following(&mut self, sealer: &Arc<Sealer>, branch: &BranchKey) -> Arc<Sealer> {
+        if !sealer.follows() {
+            return sealer.clone();
+        }
+        let config = self.workers.get(branch).and_then(|w| w.handle.state.borrow().sops_config.clone());
+        let rules = match config {
+            None => None,
+            Some(bytes) => {
+                let cached = self.sops_rules.get(branch).filter(|(seen, _)| *seen == bytes);
+                let parsed = match cached {
+                    Some((_, parsed)) => parsed.clone(),
+                    None => {
+                        let parsed = CreationRules::parse(&bytes).map(|rules| rules.map(Arc::new));
+                        self.sops_rules.insert(branch.clone(), (bytes, parsed.clone()));
+                        parsed
+                    }
+                };
+                match parsed {
+                    Ok(rules) => rules,
+                    Err(problem) => Some(Arc::new(CreationRules::broken(problem))),
+                }
+            }
+        };
+        Arc::new(sealer.with_rules(rules))
     }
 
     /// The Secrets no target writes: every credential Secret any GitProvider
@@ -195,6 +232,7 @@ mod tests {
                     })
                     .collect(),
             },
+            follow_sops_config: false,
         }
     }
 

@@ -148,7 +148,11 @@ pub struct Controller {
     failed: bool,
     /// The cluster's key of Secret digests, read or made on first use.
     digest_key: tokio::sync::OnceCell<crate::sops::DigestKey>,
+    /// Per branch, the `.sops.yaml` its worker last fetched, parsed.
+    sops_rules: HashMap<BranchKey, SopsRules>,
 }
+
+type SopsRules = (Arc<[u8]>, Result<Option<Arc<crate::sops::rules::CreationRules>>, String>);
 
 impl Controller {
     /// `client` serves watches; `calls`, with a short read timeout, every
@@ -193,6 +197,7 @@ impl Controller {
             standby_reported: BTreeSet::new(),
             failed: false,
             digest_key: tokio::sync::OnceCell::new(),
+            sops_rules: HashMap::new(),
         }
     }
 
@@ -555,10 +560,10 @@ impl Controller {
         let active: Vec<(TargetKey, Resolved)> = branches.values().flatten().cloned().collect();
         for (key, resolved) in &active {
             let id = self.target_id(key);
-            infos.insert(
-                key.clone(),
-                TargetInfo { id, base_folder: resolved.folder.clone(), sealer: resolved.encryption.clone() },
-            );
+            let sealer =
+                resolved.encryption.as_ref().map(|sealer| self.following(sealer, &resolved.branch_key));
+            let recipients = sealer.as_ref().map(|sealer| sealer.describe());
+            infos.insert(key.clone(), TargetInfo { id, base_folder: resolved.folder.clone(), sealer });
             queues.insert(key.clone(), self.workers[&resolved.branch_key].handle.queue.clone());
             let rules = self.rules_hash(key);
             let state = self.targets.get_mut(key).expect("active targets are known");
@@ -569,7 +574,7 @@ impl Controller {
                 table.owned_resources(key, &self.catalog),
                 rules,
                 state.layout,
-                resolved.encryption.as_ref().map(|sealer| sealer.recipients().to_strings()),
+                recipients,
             );
             if state.synced_as.as_ref() != Some(&fingerprint) {
                 state.synced_as = Some(fingerprint);

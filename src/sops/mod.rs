@@ -44,6 +44,7 @@ mod cipher;
 mod digest;
 mod metadata;
 mod recipients;
+pub mod rules;
 mod seal;
 mod sealer;
 mod tree;
@@ -66,6 +67,9 @@ pub const ENCRYPTED_REGEX: &str = "^(data|stringData)$";
 pub enum SopsError {
     #[error("no age recipients: a Secret must be sealed for at least one")]
     NoRecipients,
+    /// The branch's `.sops.yaml` gives no usable recipients for the file.
+    #[error("{0}")]
+    SopsConfig(String),
     #[error("age recipient #{index} {entry:?} is not an X25519 age recipient (age1…): {reason}")]
     InvalidRecipient { index: usize, entry: String, reason: &'static str },
     #[error("age recipient {entry:?} is listed twice")]

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use super::rules::{CreationRules, SOPS_CONFIG_PATH};
 use super::{DIGEST_ANNOTATION, Recipients, SopsError, digest, seal};
 
 /// Leads the recipient set in the derivation of a sealer's digest key.
@@ -65,56 +66,106 @@ pub struct Sealed {
     pub digest: String,
 }
 
-/// A target's recipients with the cluster's digest key.
-#[derive(Debug)]
+/// How a target's Secrets are sealed: for its `spec.encryption.age`
+/// recipients, or for those the branch's `.sops.yaml` gives each path; with
+/// the cluster's digest key.
+#[derive(Debug, Clone)]
 pub struct Sealer {
-    recipients: Recipients,
     key: DigestKey,
+    /// `spec.encryption.age` (None: it names none).
+    recipients: Option<Recipients>,
+    /// The branch's creation rules, when the target follows them and the
+    /// branch has them: they decide, as they do for sops.
+    rules: Option<Arc<CreationRules>>,
+    /// `spec.encryption.followSopsConfig`.
+    follows: bool,
 }
 
 impl PartialEq for Sealer {
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key && self.recipients.to_strings() == other.recipients.to_strings()
+        self.key == other.key && self.describe() == other.describe()
     }
 }
 
 impl Eq for Sealer {}
 
 impl Sealer {
-    /// Digests are keyed per recipient set (an HMAC of the sorted
-    /// recipients under the cluster's key): a file sealed for other
-    /// recipients never looks current, so new recipients get every Secret
-    /// sealed again for them.
     pub fn new(recipients: Recipients, key: DigestKey) -> Self {
-        let mut names = recipients.to_strings();
-        names.sort();
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("HMAC takes any key");
-        mac.update(RECIPIENTS_DOMAIN);
-        for name in &names {
-            mac.update(name.as_bytes());
-            mac.update(b"\n");
+        Self { key, recipients: Some(recipients), rules: None, follows: false }
+    }
+
+    /// A sealer that follows the branch's `.sops.yaml` (`rules`, None while
+    /// the branch has none), with `recipients` for when it has none.
+    pub fn following(
+        recipients: Option<Recipients>,
+        rules: Option<Arc<CreationRules>>,
+        key: DigestKey,
+    ) -> Self {
+        Self { key, recipients, rules, follows: true }
+    }
+
+    /// Whether it follows the branch's `.sops.yaml`.
+    pub fn follows(&self) -> bool {
+        self.follows
+    }
+
+    /// This sealer with the branch's current creation rules (None: the
+    /// branch has no `.sops.yaml`).
+    pub fn with_rules(&self, rules: Option<Arc<CreationRules>>) -> Self {
+        Self { rules, ..self.clone() }
+    }
+
+    /// The recipients of the file at `path` (relative to the repository root).
+    pub fn recipients_for(&self, path: &str) -> Result<&Recipients, SopsError> {
+        match (&self.rules, &self.recipients) {
+            (Some(rules), _) => rules.recipients_for(path).map_err(SopsError::SopsConfig),
+            (None, Some(recipients)) => Ok(recipients),
+            (None, None) => Err(SopsError::SopsConfig(format!(
+                "the branch has no {SOPS_CONFIG_PATH} with creation_rules, and spec.encryption.age names no recipients; add one or the other"
+            ))),
         }
-        let key = DigestKey(Arc::new(Zeroizing::new(mac.finalize().into_bytes().to_vec())));
-        Self { recipients, key }
     }
 
-    pub fn recipients(&self) -> &Recipients {
-        &self.recipients
+    /// What decides the recipients, as text: changes when they change.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.recipients.iter().flat_map(Recipients::to_strings).collect();
+        if let Some(rules) = &self.rules {
+            out.push(format!("{SOPS_CONFIG_PATH}:"));
+            out.extend(rules.describe());
+        }
+        out
     }
 
-    /// The digest of a cleaned Secret, as its sealed file would carry it.
-    pub fn digest(&self, secret: &Value) -> String {
-        digest(self.key.bytes(), secret)
+    /// The digest `seal` writes into the file at `path`. Digests are keyed
+    /// per recipient set (an HMAC of the sorted recipients under the
+    /// cluster's key): a file sealed for other recipients never looks
+    /// current, so new recipients get every Secret sealed again for them.
+    pub fn digest(&self, path: &str, secret: &Value) -> Result<String, SopsError> {
+        let recipients = self.recipients_for(path)?;
+        Ok(digest(&keyed_for(&self.key, recipients), secret))
     }
 
-    /// Seals a cleaned Secret: its digest goes in as the annotation
-    /// [`DIGEST_ANNOTATION`], then `data` and `stringData` are encrypted.
-    pub fn seal(&self, secret: &Value) -> Result<Sealed, SopsError> {
-        let digest = self.digest(secret);
+    /// Seals `secret` as the file at `path`, for its recipients, now.
+    pub fn seal(&self, path: &str, secret: &Value) -> Result<Sealed, SopsError> {
+        let recipients = self.recipients_for(path)?;
+        let digest = digest(&keyed_for(&self.key, recipients), secret);
         let file =
-            seal(&with_digest(secret, &digest), &self.recipients, Timestamp::now(), &mut OsRng.unwrap_err())?;
+            seal(&with_digest(secret, &digest), recipients, Timestamp::now(), &mut OsRng.unwrap_err())?;
         Ok(Sealed { file, digest })
     }
+}
+
+/// The digest key of one recipient set.
+fn keyed_for(key: &DigestKey, recipients: &Recipients) -> Zeroizing<Vec<u8>> {
+    let mut names = recipients.to_strings();
+    names.sort();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("HMAC takes any key");
+    mac.update(RECIPIENTS_DOMAIN);
+    for name in &names {
+        mac.update(name.as_bytes());
+        mac.update(b"\n");
+    }
+    Zeroizing::new(mac.finalize().into_bytes().to_vec())
 }
 
 /// `secret` with `metadata.annotations[DIGEST_ANNOTATION] = digest`.
@@ -138,6 +189,8 @@ mod tests {
     use crate::sops::digest_in_file;
     use serde_json::json;
 
+    const PATH: &str = "f/shop/core/secrets/db.sops.yaml";
+
     fn sealer() -> Sealer {
         let identity = age::x25519::Identity::generate();
         let recipients = Recipients::parse([identity.to_public().to_string()]).unwrap();
@@ -149,13 +202,13 @@ mod tests {
         let sealer = sealer();
         let secret = json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "db", "namespace": "shop"}, "type": "Opaque", "data": {"password": "aHVudGVyMg=="}});
-        let sealed = sealer.seal(&secret).unwrap();
+        let sealed = sealer.seal(PATH, &secret).unwrap();
         assert_eq!(digest_in_file(&sealed.file).as_deref(), Some(sealed.digest.as_str()));
-        assert_eq!(sealed.digest, sealer.digest(&secret));
+        assert_eq!(sealed.digest, sealer.digest(PATH, &secret).unwrap());
         let text = String::from_utf8(sealed.file).unwrap();
         assert!(!text.contains("aHVudGVyMg=="), "{text}");
         // Sealing again gives other bytes (fresh data key and IVs), the same digest.
-        assert_eq!(sealer.seal(&secret).unwrap().digest, sealed.digest);
+        assert_eq!(sealer.seal(PATH, &secret).unwrap().digest, sealed.digest);
     }
 
     #[test]
@@ -168,10 +221,13 @@ mod tests {
         };
         let secret =
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"}});
-        let both = sealer(&[&a, &b]).digest(&secret);
-        assert_eq!(sealer(&[&b, &a]).digest(&secret), both);
-        assert_ne!(sealer(&[&a]).digest(&secret), both, "a new recipient set seals again");
-        assert_ne!(sealer(&[&a]).digest(&secret), sealer(&[&b]).digest(&secret));
+        let both = sealer(&[&a, &b]).digest(PATH, &secret).unwrap();
+        assert_eq!(sealer(&[&b, &a]).digest(PATH, &secret).unwrap(), both);
+        assert_ne!(sealer(&[&a]).digest(PATH, &secret).unwrap(), both, "a new recipient set seals again");
+        assert_ne!(
+            sealer(&[&a]).digest(PATH, &secret).unwrap(),
+            sealer(&[&b]).digest(PATH, &secret).unwrap()
+        );
     }
 
     #[test]

@@ -186,8 +186,11 @@ pub fn on_apply(
                 let clean = sanitize::clean_secret(object, &rref)?;
                 let digest = selected
                     .first()
-                    .and_then(|(target, _)| routing.targets[target].sealer.as_ref())
-                    .map(|sealer| sealer.digest(&clean.value))
+                    .and_then(|(target, _)| {
+                        let info = &routing.targets[target];
+                        let path = sanitize::join_base(&info.base_folder, &clean.path);
+                        info.sealer.as_ref()?.digest(&path, &clean.value).ok()
+                    })
                     .unwrap_or_default();
                 let hash = xxhash_rust::xxh3::xxh3_64(digest.as_bytes());
                 return Ok((clean, Vec::new(), hash));
@@ -229,7 +232,8 @@ pub fn on_apply(
         let (content, hash) = match ignore.filter(|i| !i.fields().is_empty()) {
             _ if secret => {
                 let sealer = info.sealer.as_ref().expect("only sealing targets select a Secret here");
-                let sealed = sealer.seal(&clean.value).map_err(|source| Unsanitizable {
+                let path = sanitize::join_base(&info.base_folder, &clean.path);
+                let sealed = sealer.seal(&path, &clean.value).map_err(|source| Unsanitizable {
                     targets: vec![target.clone()],
                     error: SanitizeError::Seal {
                         namespace: meta.namespace.unwrap_or_default().to_owned(),

@@ -34,6 +34,7 @@ use super::store;
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
 use crate::shard::Fence;
+use crate::sops::rules::SOPS_CONFIG_PATH;
 use crate::telemetry::{BranchMetrics, Metrics};
 
 pub use super::core::INTAKE_LIMIT;
@@ -417,7 +418,11 @@ impl Shell {
                         let print = r.read_file(tip, path)?.and_then(|bytes| fingerprint(path, &bytes));
                         sealed.extend(print.map(|print| (path.clone(), print)));
                     }
-                    Ok(Fetched { tip: Some(tip), files, contains, history, sealed })
+                    let sops_config = match files.iter().any(|(p, _)| p == SOPS_CONFIG_PATH) {
+                        true => r.read_file(tip, SOPS_CONFIG_PATH)?,
+                        false => None,
+                    };
+                    Ok(Fetched { tip: Some(tip), files, contains, history, sealed, sops_config })
                 })
                 .await
                 .map_err(Failure::from)

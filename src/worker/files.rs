@@ -324,9 +324,12 @@ mod tests {
             serde_json::json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": value}})
         };
-        let first: std::sync::Arc<[u8]> = sealer.seal(&secret("aA==")).unwrap().file.into();
-        let again: std::sync::Arc<[u8]> = sealer.seal(&secret("aA==")).unwrap().file.into();
-        let changed: std::sync::Arc<[u8]> = sealer.seal(&secret("bg==")).unwrap().file.into();
+        let first: std::sync::Arc<[u8]> =
+            sealer.seal("ns/core/secrets/db.sops.yaml", &secret("aA==")).unwrap().file.into();
+        let again: std::sync::Arc<[u8]> =
+            sealer.seal("ns/core/secrets/db.sops.yaml", &secret("aA==")).unwrap().file.into();
+        let changed: std::sync::Arc<[u8]> =
+            sealer.seal("ns/core/secrets/db.sops.yaml", &secret("bg==")).unwrap().file.into();
         assert_ne!(first, again, "fresh encryption");
         let path = "ns/core/secrets/db.sops.yaml";
 

@@ -307,6 +307,7 @@ impl BranchCore {
         self.rebase_needed = self.takeover == Takeover::Due;
         self.remote_ok(at);
         self.state.branch_exists = fetched.tip.is_some();
+        self.state.sops_config = fetched.sops_config.map(Into::into);
         self.state.remote_tip = fetched.tip.map(|t| t.to_string());
         if !self.drafts.is_empty() && purpose == FetchPurpose::Rebase {
             self.push_now = true;

@@ -313,7 +313,7 @@ mod tests {
         let seal = |value: &str| -> std::sync::Arc<[u8]> {
             let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": value}});
-            sealer.seal(&secret).unwrap().file.into()
+            sealer.seal("f/ns/core/secrets/db.sops.yaml", &secret).unwrap().file.into()
         };
         let path = "f/ns/core/secrets/db.sops.yaml";
         let theirs = seal("aA==");

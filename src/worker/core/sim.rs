@@ -700,7 +700,14 @@ impl Sim {
                     contains.map(short)
                 ));
                 let history = history_after.map(|after| self.store.changes_after(tip, after));
-                Input::Fetched(Ok(Fetched { tip, files, contains, history, sealed: Vec::new() }))
+                Input::Fetched(Ok(Fetched {
+                    tip,
+                    files,
+                    contains,
+                    history,
+                    sealed: Vec::new(),
+                    sops_config: None,
+                }))
             }
         }
     }

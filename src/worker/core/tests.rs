@@ -926,7 +926,7 @@ fn resyncs_of_an_unchanged_sealed_secret_commit_nothing() {
     let seal = |value: &str| -> Arc<[u8]> {
         let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": value}});
-        sealer.seal(&secret).unwrap().file.into()
+        sealer.seal("f/ns/core/secrets/db.sops.yaml", &secret).unwrap().file.into()
     };
     let path = "f/ns/core/secrets/db.sops.yaml".to_owned();
     let mut h = Harness::started(&[]);

@@ -119,6 +119,8 @@ pub struct Fetched {
     /// The [`fingerprint`](crate::worker::files::fingerprint) of each
     /// sealed file of the tip (path → fingerprint).
     pub sealed: Vec<(String, u64)>,
+    /// The tip's `.sops.yaml`, if it has one.
+    pub sops_config: Option<Vec<u8>>,
 }
 
 /// Everything the core reacts to.
@@ -226,4 +228,7 @@ pub struct WorkerState {
     /// Every resource its targets own was listed into its queue since it
     /// started: from here on it receives every change (standby is ready).
     pub listed: bool,
+    /// The branch's `.sops.yaml` at the last fetched tip (for targets that
+    /// follow its creation rules).
+    pub sops_config: Option<std::sync::Arc<[u8]>>,
 }
