@@ -29,6 +29,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::PostParams;
 
+use super::core::{Action, Precondition, Write, WriteOutcome};
+use super::records::{STANDBY_ANNOTATION, format_shards};
+
 /// An API error other than the 409s that mean "someone else won".
 #[derive(Debug, thiserror::Error)]
 #[error("{action} Lease {namespace}/{name}: {source}")]
@@ -197,6 +200,87 @@ impl LeaseClient {
                 Ok(())
             }
             Err(e) => Err(self.error("release", name, e)),
+        }
+    }
+
+    /// Carries out one write of the coordinator core on the Lease `name`:
+    /// a create (precondition "absent"), or a replace of `base` (the newest
+    /// object seen, or an empty one) carrying the required
+    /// `resourceVersion`. Returns the outcome, and the object written.
+    pub async fn execute(
+        &self,
+        name: &str,
+        write: &Write,
+        base: Option<Lease>,
+    ) -> (WriteOutcome, Option<Lease>) {
+        let now = Timestamp::now();
+        let result = match &write.precondition {
+            Precondition::Absent => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_owned()),
+                        namespace: Some(self.namespace.clone()),
+                        labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(acquired_spec(&LeaseSpec::default(), &self.identity, self.duration, now)),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            Precondition::Version(version) => {
+                let mut lease = base.unwrap_or_default();
+                lease.metadata.name = Some(name.to_owned());
+                lease.metadata.namespace = Some(self.namespace.clone());
+                lease.metadata.resource_version = Some(version.clone());
+                if !self.labels.is_empty() {
+                    lease.metadata.labels.get_or_insert_with(Default::default).extend(self.labels.clone());
+                }
+                let old = lease.spec.clone().unwrap_or_default();
+                lease.spec = Some(match &write.action {
+                    Action::Acquire => acquired_spec(&old, &self.identity, self.duration, now),
+                    Action::Renew { standby } => {
+                        if let Some(standby) = standby {
+                            let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+                            if standby.is_empty() {
+                                annotations.remove(STANDBY_ANNOTATION);
+                            } else {
+                                annotations.insert(STANDBY_ANNOTATION.to_owned(), format_shards(standby));
+                            }
+                        }
+                        LeaseSpec {
+                            holder_identity: Some(self.identity.clone()),
+                            renew_time: Some(MicroTime(now)),
+                            lease_duration_seconds: Some(duration_seconds(self.duration)),
+                            ..old
+                        }
+                    }
+                    Action::Release => {
+                        LeaseSpec { holder_identity: None, renew_time: Some(MicroTime(now)), ..old }
+                    }
+                });
+                self.api.replace(name, &PostParams::default(), &lease).await
+            }
+            #[cfg(test)]
+            Precondition::Unconditional => {
+                let refused = "the shell never writes without a precondition".to_owned();
+                return (WriteOutcome::Failed(refused), None);
+            }
+        };
+        match result {
+            Ok(written) => {
+                let resource_version = written.metadata.resource_version.clone().unwrap_or_default();
+                (WriteOutcome::Written { resource_version }, Some(written))
+            }
+            Err(e) if is_conflict(&e) || is_already_exists(&e) || is_not_found(&e) => {
+                (WriteOutcome::Conflict, None)
+            }
+            // The server answered: nothing was written.
+            Err(e @ kube::Error::Api(_)) => (WriteOutcome::Failed(e.to_string()), None),
+            // No answer: it may have been applied.
+            Err(error) => {
+                tracing::debug!(lease = name, %error, "a Lease write got no answer");
+                (WriteOutcome::TimedOut, None)
+            }
         }
     }
 

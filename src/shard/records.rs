@@ -94,6 +94,12 @@ pub fn format_shards(shards: &BTreeSet<u32>) -> String {
     shards.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
+/// The shards of a [`STANDBY_ANNOTATION`] value; what does not parse is
+/// left out.
+pub fn parse_shards(value: &str) -> BTreeSet<u32> {
+    value.split(',').filter_map(|s| s.trim().parse::<u32>().ok()).collect()
+}
+
 /// The shards that live members other than `me` announced a standby for.
 pub fn standby_announced<'a>(
     settings: &ShardSettings,
@@ -107,7 +113,7 @@ pub fn standby_announced<'a>(
         .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
         .filter(|l| matches!(record(Some(l), now), Record::Live { ref holder, .. } if holder != me))
         .filter_map(|l| l.metadata.annotations.as_ref()?.get(STANDBY_ANNOTATION))
-        .flat_map(|value| value.split(',').filter_map(|s| s.trim().parse::<u32>().ok()))
+        .flat_map(|value| parse_shards(value))
         .collect()
 }
 

@@ -336,18 +336,17 @@ impl ShardCore {
             // An "absent" that failed is spent as "".
             self.spent.insert(lease.clone(), pending.precondition.clone().unwrap_or_default());
         }
-        match &outcome {
-            WriteOutcome::Failed(error) => {
-                out.push(Command::Event(Event::WriteFailed { lease: lease.clone(), error: error.clone() }));
-            }
-            WriteOutcome::TimedOut => {
-                let error = "no answer in time".to_owned();
-                out.push(Command::Event(Event::WriteFailed { lease: lease.clone(), error }));
-            }
-            _ => {}
+        let error = match &outcome {
+            WriteOutcome::Failed(error) => Some(error.clone()),
+            WriteOutcome::TimedOut => Some("no answer in time".to_owned()),
+            _ => None,
+        };
+        if let Some(error) = error {
+            let renewal = matches!(pending.action, Action::Renew { .. });
+            out.push(Command::Event(Event::WriteFailed { lease: lease.clone(), renewal, error }));
         }
         // The server refused: a short pause. A write that timed out waited
-        // long enough (the shell's timeout is half a retry period).
+        // long enough.
         if matches!(outcome, WriteOutcome::Failed(_)) {
             self.backoff.insert(lease.clone(), now + self.settings.retry_period / 4);
         }

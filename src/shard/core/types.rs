@@ -63,9 +63,9 @@ pub enum WriteOutcome {
     Conflict,
     /// The API server refused it (not a 409): nothing was written.
     Failed(String),
-    /// No answer in time (the shell gives a write half a retry period,
-    /// so a lost one is tried again well within the renew deadline): it
-    /// may or may not have been applied.
+    /// No answer in time (the client's read timeout; the simulation uses
+    /// half a retry period): it may or may not have been applied. Tried
+    /// again at once, as long as the renew deadline allows.
     TimedOut,
 }
 
@@ -163,8 +163,10 @@ pub enum Event {
         shard: u32,
         why: &'static str,
     },
+    /// A write failed or got no answer (`renewal`: it was a renewal).
     WriteFailed {
         lease: LeaseName,
+        renewal: bool,
         error: String,
     },
 }
