@@ -60,8 +60,14 @@ fn who() -> Identity {
 
 fn commit(repo: &LocalRepo, parent: ObjectId, change: FileChange) -> Option<ObjectId> {
     let id = who();
-    let spec =
-        CommitSpec { message: "UPDATE v1 Object tenant/object", author: &id, committer: &id, time: None };
+    let spec = CommitSpec {
+        message: "UPDATE v1 Object tenant/object",
+        author: &id,
+        committer: &id,
+        time: None,
+        signer: None,
+        allow_empty: false,
+    };
     repo.commit(Some(parent), &[change], &spec).expect("commit")
 }
 
@@ -72,7 +78,14 @@ fn build_loose() -> Fixture {
     let changes: Vec<FileChange> =
         (0..FILES).map(|i| FileChange::Write { path: path_of(i), content: content_of(i, 0) }).collect();
     let id = who();
-    let spec = CommitSpec { message: "initial", author: &id, committer: &id, time: None };
+    let spec = CommitSpec {
+        message: "initial",
+        author: &id,
+        committer: &id,
+        time: None,
+        signer: None,
+        allow_empty: false,
+    };
     let tip = repo.commit(None, &changes, &spec).expect("commit").expect("not empty");
     repo.set_ref("refs/heads/main", tip).expect("set ref");
     Fixture { label: "loose", _dir: dir, repo, tip }

@@ -55,11 +55,12 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_DATA_DIR", default_value = "/tmp/gitops-reverser")]
     pub data_dir: std::path::PathBuf,
 
-    /// Name of the committer (and author) of every commit.
+    /// Name of the committer of every commit, and the author of those no
+    /// single field manager made (syncs, repairs, deletes).
     #[arg(long, env = "GITOPS_REVERSER_COMMITTER_NAME", default_value = "gitops-reverser")]
     pub committer_name: String,
 
-    /// Email of the committer (and author) of every commit.
+    /// Email of the committer of every commit (and author, as the name).
     #[arg(long, env = "GITOPS_REVERSER_COMMITTER_EMAIL", default_value = "gitops-reverser@configbutler.ai")]
     pub committer_email: String,
 

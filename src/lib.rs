@@ -3,7 +3,7 @@
 //!
 //! The data path reads top-down through the modules:
 //! `watch` → `route` → `sanitize` → `worker` → `status`, wired by
-//! `controller` and started by `run`.
+//! `controller` and started by `run`. `sops` seals Secrets for git.
 
 pub mod api;
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod run;
 pub mod sanitize;
 pub mod server;
 pub mod shard;
+pub mod sops;
 pub mod status;
 pub mod supervise;
 pub mod telemetry;

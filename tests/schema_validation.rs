@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use gitops_reverser::api::{
-    ClusterWatchRule, FLUX_SOURCE_GROUP, GitProvider, GitTarget, Operation, ProviderKind, WatchRule, all_crds,
+    ClusterWatchRule, FLUX_SOURCE_GROUP, GitProvider, GitTarget, Operation, ProviderKind, Prune, WatchRule,
+    all_crds,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -82,6 +83,8 @@ async fn valid_samples_are_accepted_and_read_back_with_defaults() {
         Api::<GitProvider>::namespaced(client.clone(), &ns.name).get("platform-audit").await.unwrap();
     assert_eq!(provider.spec.push.unwrap().max_commits, Some(20));
     assert!(!provider.spec.insecure, "insecure defaults to false");
+    let template = provider.spec.commit.and_then(|c| c.message_template).unwrap();
+    assert!(template.starts_with("{{ .Operation }} {{ .Resource }}/"), "{template}");
     let lab = Api::<GitProvider>::namespaced(client.clone(), &ns.name).get("lab-http").await.unwrap();
     assert!(lab.spec.insecure, "an http:// provider that opts in is accepted");
 
@@ -90,8 +93,10 @@ async fn valid_samples_are_accepted_and_read_back_with_defaults() {
     assert_eq!(native.spec.branch, "main", "branch defaults to main");
     assert_eq!(native.spec.provider_ref.kind, ProviderKind::GitProvider, "kind defaults to GitProvider");
     assert_eq!(native.spec.provider_ref.effective_group(), "configbutler.ai");
+    assert_eq!(native.spec.prune, Prune::Never);
     let flux = targets.get("flux-audit").await.unwrap();
     assert_eq!(flux.spec.provider_ref.kind, ProviderKind::GitRepository);
+    assert_eq!(flux.spec.prune, Prune::Always, "prune defaults to Always");
     assert_eq!(flux.spec.provider_ref.effective_group(), FLUX_SOURCE_GROUP, "group is inferred from kind");
 
     let rule = Api::<WatchRule>::namespaced(client.clone(), &ns.name).get("app-config").await.unwrap();
@@ -182,4 +187,60 @@ async fn invalid_manifests_are_rejected_with_a_message_naming_field_and_rule() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// The CRDs' rule for `commit.messageTemplate` and the operator's parser
+/// agree: what one accepts the other does (a template the API server took
+/// but the parser refused would only show as a condition later; one the
+/// server refused but the parser took would be a needless refusal).
+#[tokio::test]
+async fn the_api_server_and_the_parser_agree_on_message_templates() {
+    use gitops_reverser::worker::message::template::{MAX_TEMPLATE_BYTES, Template};
+    let client = support::env().client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "schema-templates").await;
+    let long_ok = format!("{{{{ .Name }}}}{}", "x".repeat(MAX_TEMPLATE_BYTES - 11));
+    let cases = [
+        "{{ .Operation }} {{ .Resource }}/{{ .Namespace }}/{{ .Name }}",
+        "chore({{.Namespace}}): {{.Kind}} {{.Name}}\n\nby {{ .Manager }} on {{ .Replica }} ({{ .TraceID }})",
+        "{{ .Group }} {{ .Version }} {{ .APIVersion }} {{ .ResourceVersion }} {{ .Target }}",
+        r#"{{ "{{" }}.Kind{{ "}}" }} and a lone { and }"#,
+        "trailing brace {",
+        "{ {{.Kind}}",
+        long_ok.as_str(),
+        "{{ .kind }}",
+        "{{ .Kind",
+        "{{{.Kind}}",
+        "{{ .Kind | lower }}",
+        "{{- .Kind }}",
+        r#"{{ "a\"b" }}"#,
+        "{{ }}",
+    ];
+    let mut disagreements = Vec::new();
+    for (index, template) in cases.iter().enumerate() {
+        let manifest = json!({
+            "apiVersion": "configbutler.ai/v1alpha1",
+            "kind": "GitTarget",
+            "metadata": {"name": format!("template-{index}")},
+            "spec": {"providerRef": {"name": "p"}, "baseFolder": format!("t{index}"),
+                     "commit": {"messageTemplate": template}},
+        });
+        let server = apply(&client, &ns.name, &manifest).await;
+        let parser = Template::parse(template);
+        if server.is_ok() != parser.is_ok() {
+            disagreements.push(format!("{template:?}: server {server:?}, parser {parser:?}"));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    assert_eq!(long_ok.len(), MAX_TEMPLATE_BYTES);
+
+    let too_long = json!({
+        "apiVersion": "configbutler.ai/v1alpha1",
+        "kind": "GitProvider",
+        "metadata": {"name": "too-long"},
+        "spec": {"url": "https://h/r.git", "secretRef": {"name": "s"},
+                 "commit": {"messageTemplate": format!("{long_ok}x")}},
+    });
+    let refused = apply(&client, &ns.name, &too_long).await.expect_err("past the size limit");
+    assert!(refused.to_string().contains("spec.commit.messageTemplate"), "{refused}");
 }

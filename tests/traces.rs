@@ -43,7 +43,7 @@ async fn change_is_traced(protocol: &str) {
     operator.wait_log("initial list complete").await;
 
     s.configmap("traced", json!({"greeting": "hello"})).await;
-    let subject = format!("CREATE ConfigMap {}/traced", s.namespace());
+    let subject = format!("create configmaps/{}/traced", s.namespace());
     s.wait_branch("the ConfigMap's commit", "main", |v| v.subjects.contains(&subject)).await;
     let (sha, message) = commit_messages(&s).into_iter().find(|(_, m)| m.starts_with(&subject)).unwrap();
     let trace_id = message

@@ -110,7 +110,7 @@ async fn hand_edits_on_the_remote_are_repaired_by_the_audit() {
         "files outside the folder stay"
     );
     assert!(
-        view.subjects.iter().any(|s| s.starts_with("SYNC 3 files")),
+        view.subjects.iter().any(|s| s.starts_with("sync 3 files")),
         "one repair commit: {:?}",
         view.subjects
     );

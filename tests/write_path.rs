@@ -59,7 +59,7 @@ async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) 
     }
     assert!(yaml.starts_with("apiVersion: v1\nkind: ConfigMap\nmetadata:"), "{yaml}");
     assert!(
-        created.subjects.contains(&format!("CREATE ConfigMap {}/app", ns.name)),
+        created.subjects.contains(&format!("create configmaps/{}/app", ns.name)),
         "{:?}",
         created.subjects
     );
@@ -69,7 +69,7 @@ async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) 
         read().await.filter(|v| v.files.get(&path).is_some_and(|f| f.contains("greeting: bonjour")))
     })
     .await;
-    assert_eq!(updated.subjects[0], format!("UPDATE ConfigMap {}/app", ns.name));
+    assert_eq!(updated.subjects[0], format!("update configmaps/{}/app", ns.name));
     let live = serde_json::to_value(cms.get("app").await.unwrap()).unwrap();
     support::assert_go_yaml_readers_agree(env, &[(&path, &updated.files[&path], &sanitize_value(live))]);
     let commits_before = updated.subjects.len();
@@ -85,7 +85,7 @@ async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) 
     cms.replace("app", &Default::default(), &cm).await.unwrap();
     fixtures::configmap(&client, &ns.name, "sentinel", json!({"n": "1"})).await;
     let after_noop = wait_for("the sentinel", WAIT, || async {
-        read().await.filter(|v| v.subjects[0] == format!("CREATE ConfigMap {}/sentinel", ns.name))
+        read().await.filter(|v| v.subjects[0] == format!("create configmaps/{}/sentinel", ns.name))
     })
     .await;
     assert_eq!(
@@ -99,7 +99,7 @@ async fn create_update_delete(name: &str, url_of: fn(&support::Repo) -> String) 
     let deleted =
         wait_for("the delete", WAIT, || async { read().await.filter(|v| !v.files.contains_key(&path)) })
             .await;
-    assert_eq!(deleted.subjects[0], format!("DELETE ConfigMap {}/app", ns.name));
+    assert_eq!(deleted.subjects[0], format!("delete configmaps/{}/app", ns.name));
 
     let ready = wait_for("Ready=True", WAIT, || async {
         fixtures::condition(&client, &ns.name, "audit", "Ready").await.filter(|c| c.0 == "True")

@@ -30,10 +30,10 @@ async fn changes_made_while_the_operator_was_down_are_caught_up() {
 
     let _second = s.operator();
     let view = s.wait_converged("main", "state", "configmaps", "ConfigMap").await;
-    // Catching up is reconciliation: one SYNC commit for what was written
+    // Catching up is reconciliation: one sync commit for what was written
     // and what the sweep found gone (added, change-me, delete-me).
     let caught_up = &view.subjects[..view.subjects.len() - before.subjects.len()];
-    assert_eq!(caught_up, ["SYNC 3 objects"], "{:?}", view.subjects);
+    assert_eq!(caught_up, ["sync 3 objects"], "{:?}", view.subjects);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,7 +88,7 @@ async fn a_push_by_someone_else_is_kept_and_ours_lands_on_top() {
         Some("Audit log of the cluster.\n"),
         "their file is gone"
     );
-    assert_eq!(view.subjects[0], format!("CREATE ConfigMap {}/second", s.namespace()));
+    assert_eq!(view.subjects[0], format!("create configmaps/{}/second", s.namespace()));
     assert!(view.subjects.contains(&"Add a README by hand".to_owned()), "{:?}", view.subjects);
     s.git.ok(&clone, &["fetch", "--quiet", "origin"]);
     let ancestor = s.git.run(&clone, &["merge-base", "--is-ancestor", &theirs, "origin/main"]);

@@ -150,5 +150,5 @@ async fn a_suspended_rule_records_nothing_keeps_its_files_and_catches_up_on_resu
     let view = s.wait_converged("main", FOLDER, "configmaps", "ConfigMap").await;
     let since = &view.subjects[..view.subjects.len() - before.subjects.len()];
     println!("write_suspend: rule resumed, {} commit(s): {since:?}", since.len());
-    assert_eq!(since, ["SYNC 3 objects"], "resuming must catch up with one sync commit");
+    assert_eq!(since, ["sync 3 objects"], "resuming must catch up with one sync commit");
 }

@@ -6,6 +6,7 @@
 // mistakes for a duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
+mod commit;
 mod conditions;
 mod crd;
 mod provider;
@@ -15,12 +16,16 @@ mod status;
 mod target;
 mod watch_rule;
 
+pub use commit::CommitSettings;
 pub use conditions::{ConditionType, Reason};
 pub use crd::{all_crds, crd_file_name, crd_yaml, crds_yaml};
-pub use provider::{GitProvider, GitProviderSpec, GitProviderStatus, PushStrategy, SecretReference};
+pub use provider::{
+    GitProvider, GitProviderSpec, GitProviderStatus, PushStrategy, SecretReference, SigningFormat,
+    SigningKeySpec, SigningKeyStatus,
+};
 pub use rule::{Operation, Rule};
 pub use status::{GitStatus, GitTargetStatus, PushResult, ResourceStatus, WorkerStatus};
-pub use target::{GitProviderReference, GitTarget, GitTargetSpec, Layout, ProviderKind};
+pub use target::{GitProviderReference, GitTarget, GitTargetSpec, Layout, ProviderKind, Prune};
 pub use watch_rule::{
     ClusterWatchRule, ClusterWatchRuleSpec, LocalTargetReference, NamespacedTargetReference, WatchRule,
     WatchRuleSpec,

@@ -1,11 +1,12 @@
 //! `GitProvider`: the connection layer (repository URL, credentials, branch
 //! allow-list, push batching).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::commit::CommitSettings;
 use super::schema::DURATION_PATTERN;
-use super::status::ResourceStatus;
 
 /// GitProvider defines a connection to a git host.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -75,6 +76,43 @@ pub struct GitProviderSpec {
     /// URL is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+
+    /// SigningKey signs every commit written through this provider with the
+    /// key in the named Secret. Without a usable key nothing is committed:
+    /// commits are never written unsigned instead. The status shows the
+    /// public key (or fingerprint) to register with the git host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKeySpec>,
+
+    /// Commit shapes the commit messages of every GitTarget that uses this
+    /// provider (a GitTarget's own `commit` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitSettings>,
+}
+
+/// A commit signing key, as Flux's ImageUpdateAutomation names one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeySpec {
+    /// SecretRef names the Secret, in the same namespace, that holds the
+    /// private key: `git.asc` (armored OpenPGP key, as in Flux) or `identity`
+    /// (OpenSSH key), and `passphrase` if the key is encrypted.
+    pub secret_ref: SecretReference,
+
+    /// Format of the signature, as git's gpg.format: `openpgp` or `ssh`.
+    /// Defaults to the kind of key the Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SigningFormat>,
+}
+
+/// A signature format git verifies.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningFormat {
+    /// sshsig (`gpg.format=ssh`).
+    Ssh,
+    /// OpenPGP (`gpg.format=openpgp`, git's default).
+    Openpgp,
 }
 
 /// A reference to a Secret in the referrer's namespace.
@@ -105,4 +143,33 @@ pub struct PushStrategy {
 }
 
 /// Status of a GitProvider.
-pub type GitProviderStatus = ResourceStatus;
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitProviderStatus {
+    /// Ready, with a reason and a message saying how to fix a problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The last generation that was reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The public half of spec.signingKey, to register with the git host
+    /// (e.g. as a signing key of the account that pushes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKeyStatus>,
+}
+
+/// The public half of a commit signing key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyStatus {
+    /// `ssh` or `openpgp`.
+    pub format: SigningFormat,
+    /// SSH: the public key line (`ssh-ed25519 AAAA… comment`), as an
+    /// allowed_signers file or a git host's "signing key" form takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// SSH: `SHA256:…`; OpenPGP: the primary key's fingerprint (hex), whose
+    /// public key block (`gpg --armor --export FINGERPRINT`) the host takes.
+    pub fingerprint: String,
+}

@@ -4,6 +4,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::commit::CommitSettings;
 use super::status::GitTargetStatus;
 use super::{FLUX_SOURCE_GROUP, GROUP};
 
@@ -94,6 +95,29 @@ pub struct GitTargetSpec {
     /// -k` can apply the folder as it is.
     #[serde(default, skip_serializing_if = "Layout::is_plain")]
     pub layout: Layout,
+
+    /// Commit shapes this target's commit messages; it replaces the
+    /// provider's `commit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitSettings>,
+
+    /// What becomes of the file of an object deleted from the cluster.
+    /// `Always` (the default): it is deleted. `Never`: it stays as the
+    /// object last was, and a commit that changes no file says so (subject
+    /// `delete <resource>/<namespace>/<name> (file kept)`, trailer
+    /// `Deleted-At`); resyncs delete no file of this target either.
+    #[serde(default)]
+    pub prune: Prune,
+}
+
+/// Whether a deleted object's file is deleted.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Prune {
+    /// The file goes with the object.
+    #[default]
+    Always,
+    /// The file stays; the deletion is a commit of its own.
+    Never,
 }
 
 /// The layout of a GitTarget's folder.

@@ -457,7 +457,9 @@ impl Controller {
                     let settings = self.worker_settings(branch, members);
                     worker.settings.folders != settings.folders
                         || worker.settings.kustomize != settings.kustomize
+                        || worker.settings.policies != settings.policies
                         || worker.settings.credentials != settings.credentials
+                        || worker.settings.signing != settings.signing
                         || worker.settings.push != settings.push
                         || worker.settings.standby != settings.standby
                 });
@@ -734,10 +736,12 @@ impl Controller {
             key: branch.clone(),
             url: first.provider.url.clone(),
             credentials: first.credentials.clone(),
+            signing: first.signing.clone(),
             push: first.provider.push,
             committer: self.settings.committer.clone(),
             repo_dir: store::dir_of(&self.settings.data_dir.join("repos"), &branch.url),
             folders: members.iter().map(|(k, r)| (k.clone(), r.folder.clone())).collect(),
+            policies: members.iter().map(|(k, r)| (k.clone(), r.policy.clone())).collect(),
             kustomize: members
                 .iter()
                 .filter(|(k, _)| self.targets.get(k).is_some_and(|state| state.layout == Layout::Kustomize))
@@ -915,13 +919,16 @@ mod tests {
             allowed_branches: Vec::new(),
             push: PushPolicy { interval: Duration::from_secs(interval_s), ..PushPolicy::default() },
             insecure: false,
+            signing: None,
         };
         let resolved = Resolved {
             provider,
             credentials: Credentials::anonymous(url).unwrap(),
+            signing: None,
             branch_key: BranchKey::new(url, "main"),
             branch: "main".into(),
             folder: name.into(),
+            policy: Default::default(),
         };
         (TargetKey::new(namespace, name), resolved)
     }

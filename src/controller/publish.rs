@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::Controller;
 use super::targets::key_of;
-use crate::api::{ConditionType, GitTargetStatus, ProviderKind, Reason, ResourceStatus};
+use crate::api::{ConditionType, GitProviderStatus, GitTargetStatus, ProviderKind, Reason, SigningKeyStatus};
 use crate::route::{RuleSource, TargetKey};
 use crate::shard::hash::shard_of_bytes;
 use crate::status::conditions::{self, Desired, Status};
@@ -26,7 +26,7 @@ const COUNTER_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Written {
     targets: BTreeMap<TargetKey, (GitTargetStatus, Instant)>,
-    resources: BTreeMap<String, Vec<Condition>>,
+    resources: BTreeMap<String, (Vec<Condition>, Option<SigningKeyStatus>)>,
 }
 
 impl Controller {
@@ -116,9 +116,10 @@ impl Controller {
             self.write_resource(
                 rule.as_ref(),
                 format!("wr/{}", source_name(&source)),
-                rule.status.as_ref(),
+                rule.status.as_ref().map(|s| (&s.conditions[..], s.observed_generation, None)),
                 rule.metadata.generation,
                 ready,
+                None,
             )
             .await;
         }
@@ -129,9 +130,10 @@ impl Controller {
             self.write_resource(
                 rule.as_ref(),
                 format!("cwr/{}", source_name(&source)),
-                rule.status.as_ref(),
+                rule.status.as_ref().map(|s| (&s.conditions[..], s.observed_generation, None)),
                 rule.metadata.generation,
                 ready,
+                None,
             )
             .await;
         }
@@ -189,15 +191,30 @@ impl Controller {
     async fn publish_providers(&mut self) {
         for provider in self.stores.providers.state() {
             let (ns, name) = (provider.namespace().unwrap_or_default(), provider.name_any());
+            let users: Vec<_> = self
+                .stores
+                .targets
+                .state()
+                .into_iter()
+                .filter(|t| {
+                    t.namespace().as_deref() == Some(&ns)
+                        && t.spec.provider_ref.kind == ProviderKind::GitProvider
+                        && t.spec.provider_ref.name == name
+                })
+                .filter_map(|t| self.targets.get(&key_of(&t)))
+                .collect();
             // A provider is as good as the credentials its targets could build from it.
-            let problem = self.stores.targets.state().into_iter().find_map(|t| {
-                let uses = t.namespace().as_deref() == Some(&ns)
-                    && t.spec.provider_ref.kind == ProviderKind::GitProvider
-                    && t.spec.provider_ref.name == name;
-                let problem = self.targets.get(&key_of(&t))?.problem()?.clone();
-                (uses && problem.reason == Reason::InvalidConfiguration && problem.message.contains("Secret"))
+            let problem = users.iter().find_map(|state| {
+                let problem = state.problem()?.clone();
+                (problem.reason == Reason::InvalidConfiguration && problem.message.contains("Secret"))
                     .then_some(problem)
             });
+            // The key as its targets read it: the controller reads Secrets for targets only.
+            let signing = users
+                .iter()
+                .filter(|_| provider.spec.signing_key.is_some())
+                .find_map(|state| state.resolved()?.signing.as_deref())
+                .map(signing_status);
             let ready = match problem {
                 Some(problem) => Desired {
                     type_: ConditionType::Ready,
@@ -215,21 +232,28 @@ impl Controller {
             self.write_resource(
                 provider.as_ref(),
                 format!("gp/{ns}/{name}"),
-                provider.status.as_ref(),
+                provider
+                    .status
+                    .as_ref()
+                    .map(|s| (&s.conditions[..], s.observed_generation, s.signing_key.as_ref())),
                 provider.metadata.generation,
                 ready,
+                signing,
             )
             .await;
         }
     }
 
+    /// Writes the Ready condition of a GitProvider or (Cluster)WatchRule;
+    /// `signing` is a provider's public signing key (always `None` for rules).
     async fn write_resource<K>(
         &mut self,
         object: &K,
         key: String,
-        current: Option<&ResourceStatus>,
+        current: Option<(&[Condition], Option<i64>, Option<&SigningKeyStatus>)>,
         generation: Option<i64>,
         ready: Desired,
+        signing: Option<SigningKeyStatus>,
     ) where
         K: crate::status::writer::StatusApi,
     {
@@ -237,30 +261,46 @@ impl Controller {
             self.written.resources.remove(&key);
             return;
         }
-        let before = self
+        let (before, signing_before) = self
             .written
             .resources
             .get(&key)
             .cloned()
-            .or_else(|| current.map(|s| s.conditions.clone()))
+            .or_else(|| current.map(|(conditions, _, signing)| (conditions.to_vec(), signing.cloned())))
             .unwrap_or_default();
         let now = crate::status::target::to_time(SystemTime::now());
-        let next = ResourceStatus {
+        // A provider's status; a rule's is the same without `signingKey`.
+        let next = GitProviderStatus {
             conditions: conditions::build(&before, &[ready], generation, &now),
             observed_generation: generation,
+            signing_key: signing,
         };
         if conditions::same(&before, &next.conditions)
-            && current.is_some_and(|c| c.observed_generation == generation)
+            && signing_before == next.signing_key
+            && current.is_some_and(|(_, observed, _)| observed == generation)
         {
             return;
         }
         match self.writer.patch(object, &next).await {
             Ok(()) => {
                 self.writer.record_transitions(object, &before, &next.conditions).await;
-                self.written.resources.insert(key, next.conditions);
+                self.written.resources.insert(key, (next.conditions, next.signing_key));
             }
             Err(error) => warn!(object = %key, %error, "cannot write status"),
         }
+    }
+}
+
+/// The public half of a signing key, for a GitProvider's status.
+fn signing_status(key: &crate::worker::signing::SigningKey) -> SigningKeyStatus {
+    use crate::worker::signing::Format;
+    SigningKeyStatus {
+        format: match key.format() {
+            Format::Ssh => crate::api::SigningFormat::Ssh,
+            Format::OpenPgp => crate::api::SigningFormat::Openpgp,
+        },
+        public_key: key.public_key().map(str::to_owned),
+        fingerprint: key.fingerprint().to_owned(),
     }
 }
 

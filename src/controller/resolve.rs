@@ -3,9 +3,14 @@
 
 use kube::api::DynamicObject;
 
-use crate::api::{GitProvider, Reason};
+use std::sync::Arc;
+
+use crate::api::{GitProvider, GitTargetSpec, Reason, SigningFormat};
 use crate::status::Problem;
+use crate::worker::core::TargetPolicy;
+use crate::worker::message::template::Template;
 use crate::worker::policy::PushPolicy;
+use crate::worker::signing::Format;
 
 /// URL, credentials Secret and write policy, whichever kind supplied them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +23,15 @@ pub struct ProviderConfig {
     pub push: PushPolicy,
     /// The provider accepts sending credentials over http://.
     pub insecure: bool,
+    /// The Secret with the commit signing key, and the format if set.
+    pub signing: Option<SigningRef>,
+}
+
+/// Where a provider's commit signing key is (`spec.signingKey`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningRef {
+    pub secret: String,
+    pub format: Option<Format>,
 }
 
 pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
@@ -28,7 +42,36 @@ pub fn from_git_provider(provider: &GitProvider) -> ProviderConfig {
         allowed_branches: provider.spec.allowed_branches.clone(),
         push: PushPolicy::from_spec(provider.spec.push.as_ref()),
         insecure: provider.spec.insecure,
+        signing: provider.spec.signing_key.as_ref().map(|key| SigningRef {
+            secret: key.secret_ref.name.clone(),
+            format: key.format.map(|format| match format {
+                SigningFormat::Ssh => Format::Ssh,
+                SigningFormat::Openpgp => Format::OpenPgp,
+            }),
+        }),
     }
+}
+
+/// How a target's commits are written: its own message template, else its
+/// provider's (`provider` names it), parsed now so that a bad one is a
+/// condition naming the field, never a failed commit; and its prune policy.
+pub fn commit_policy(
+    spec: &GitTargetSpec,
+    provider_template: Option<&str>,
+    provider: &str,
+) -> Result<TargetPolicy, Problem> {
+    let own = spec.commit.as_ref().and_then(|c| c.message_template.as_deref());
+    let (text, field) = match own {
+        Some(text) => (Some(text), "spec.commit.messageTemplate of this GitTarget".to_owned()),
+        None => (provider_template, format!("spec.commit.messageTemplate of {provider}")),
+    };
+    let template = text.map(Template::parse).transpose().map_err(|error| {
+        Problem::new(
+            Reason::InvalidConfiguration,
+            format!("{field} {error}; fix it, or remove it for the default messages"),
+        )
+    })?;
+    Ok(TargetPolicy { template: template.map(Arc::new), prune: spec.prune })
 }
 
 /// Reads Flux's `spec.url` and `spec.secretRef.name`. Flux has no branch
@@ -56,6 +99,8 @@ pub fn from_flux_git_repository(repository: &DynamicObject) -> Result<ProviderCo
         push: PushPolicy::default(),
         // Flux's GitRepository has no such switch: credentials need https.
         insecure: false,
+        // Flux signs in ImageUpdateAutomation, not in the GitRepository.
+        signing: None,
     })
 }
 
@@ -209,6 +254,7 @@ mod tests {
             allowed_branches: allowed.iter().map(|s| s.to_string()).collect(),
             push: PushPolicy::default(),
             insecure: false,
+            signing: None,
         }
     }
 
@@ -380,6 +426,46 @@ mod tests {
         assert_eq!(problem.reason, Reason::BranchNotAllowed);
         assert!(
             problem.message.contains("\"dev\"") && problem.message.contains("allowedBranches"),
+            "{}",
+            problem.message
+        );
+    }
+
+    fn target_spec(template: Option<&str>, prune: &str) -> GitTargetSpec {
+        let mut spec = serde_json::json!({"providerRef": {"name": "p"}, "baseFolder": "f", "prune": prune});
+        if let Some(template) = template {
+            spec["commit"] = serde_json::json!({"messageTemplate": template});
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    /// A bad template is a condition that names the field and how to fix
+    /// it, whoever set it; a target's own template replaces its provider's.
+    #[test]
+    fn commit_policies_are_parsed_once_and_bad_templates_are_problems() {
+        let provider = "GitProvider \"p\"";
+        let rendered =
+            |policy: &TargetPolicy| policy.template.as_ref().map(|t| t.render(|f| Some(f.name().to_owned())));
+        let own =
+            commit_policy(&target_spec(Some("{{ .Kind }}"), "Never"), Some("{{ .Name }}"), provider).unwrap();
+        assert_eq!((rendered(&own).as_deref(), own.prune), (Some("Kind"), crate::api::Prune::Never));
+        let inherited = commit_policy(&target_spec(None, "Always"), Some("{{ .Name }}"), provider).unwrap();
+        assert_eq!(rendered(&inherited).as_deref(), Some("Name"));
+        assert_eq!(
+            commit_policy(&target_spec(None, "Always"), None, provider).unwrap(),
+            TargetPolicy::default()
+        );
+
+        let problem = commit_policy(&target_spec(Some("{{ .kind }}"), "Always"), None, provider).unwrap_err();
+        assert_eq!(problem.reason, Reason::InvalidConfiguration);
+        for says in
+            ["spec.commit.messageTemplate of this GitTarget", "unknown field {{ .kind }}", ".Kind", "fix it"]
+        {
+            assert!(problem.message.contains(says), "{says:?} in {}", problem.message);
+        }
+        let problem = commit_policy(&target_spec(None, "Always"), Some("{{ .Kind"), provider).unwrap_err();
+        assert!(
+            problem.message.starts_with("spec.commit.messageTemplate of GitProvider \"p\" opens an action"),
             "{}",
             problem.message
         );

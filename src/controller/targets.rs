@@ -3,8 +3,10 @@
 //! Problem that its status reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -12,15 +14,18 @@ use zeroize::Zeroize;
 
 use super::Controller;
 use super::resolve::{
-    ProviderConfig, check_branch, check_host, check_url, from_flux_git_repository, from_git_provider,
+    ProviderConfig, check_branch, check_host, check_url, commit_policy, from_flux_git_repository,
+    from_git_provider,
 };
 use crate::api::{GitTarget, ProviderKind, Reason};
 use crate::route::{BranchKey, TargetKey};
 use crate::sanitize::normalize_base_folder;
 use crate::status::Problem;
 use crate::status::target::Access;
+use crate::worker::core::TargetPolicy;
 use crate::worker::credentials::{Cleartext, Credentials};
 use crate::worker::remote::strip_userinfo;
+use crate::worker::signing::SigningKey;
 
 /// Re-read Secrets this often, so rotated credentials are picked up.
 const RESOLVED_TTL: Duration = Duration::from_secs(60);
@@ -32,9 +37,21 @@ const PROBLEM_TTL: Duration = Duration::from_secs(5);
 pub struct Resolved {
     pub provider: ProviderConfig,
     pub credentials: Credentials,
+    /// Signs every commit, when the provider names a signing key.
+    pub signing: Option<Arc<SigningKey>>,
     pub branch_key: BranchKey,
     pub branch: String,
     pub folder: String,
+    /// Its message template (its own or its provider's) and prune policy.
+    pub policy: TargetPolicy,
+}
+
+impl Resolved {
+    /// What a write-access check proves: everything but the commit policy,
+    /// which can change without a new check.
+    fn connection(&self) -> Resolved {
+        Resolved { policy: TargetPolicy::default(), ..self.clone() }
+    }
 }
 
 /// What a target was resynced as: branch, folder, owned (group, plural)s and
@@ -147,7 +164,9 @@ impl Controller {
             let outcome = self.resolve(target).await;
             match self.targets.get_mut(&key) {
                 Some(state) => {
-                    if state.outcome.as_ref().ok() != outcome.as_ref().ok() {
+                    if state.outcome.as_ref().ok().map(Resolved::connection)
+                        != outcome.as_ref().ok().map(Resolved::connection)
+                    {
                         // New URL, branch or credentials: the old check says nothing.
                         state.access = Access::Checking;
                         state.verified_once = false;
@@ -253,7 +272,7 @@ impl Controller {
     async fn resolve(&self, target: &GitTarget) -> Result<Resolved, Problem> {
         let ns = target.namespace().unwrap_or_default();
         let reference = &target.spec.provider_ref;
-        let provider = match reference.kind {
+        let (provider, provider_template) = match reference.kind {
             ProviderKind::GitProvider => {
                 let found = self
                     .stores
@@ -265,7 +284,8 @@ impl Controller {
                             format!("GitProvider {:?} not found in namespace {ns:?}; create it or fix spec.providerRef.name", reference.name),
                         )
                     })?;
-                from_git_provider(&found)
+                let template = found.spec.commit.as_ref().and_then(|c| c.message_template.clone());
+                (from_git_provider(&found), template)
             }
             ProviderKind::GitRepository => {
                 let store = self.stores.flux_repositories.as_ref().ok_or_else(|| {
@@ -285,45 +305,77 @@ impl Controller {
                             format!("Flux GitRepository {:?} not found in namespace {ns:?}", reference.name),
                         )
                     })?;
-                from_flux_git_repository(&found)?
+                (from_flux_git_repository(&found)?, None)
             }
         };
+        let policy = commit_policy(&target.spec, provider_template.as_deref(), &provider.describe)?;
         check_url(&provider)?;
         check_branch(&target.spec.branch, &provider)?;
         check_host(&provider, &self.settings.allowed_git_hosts)?;
         let credentials = self.credentials(&ns, &provider).await?;
+        let signing = self.signing_key(&ns, &provider).await?;
         Ok(Resolved {
             branch_key: BranchKey::new(&provider.url, &target.spec.branch),
             branch: target.spec.branch.clone(),
             folder: normalize_base_folder(&target.spec.base_folder),
             credentials,
+            signing,
             provider,
+            policy,
         })
     }
 
     async fn credentials(&self, ns: &str, provider: &ProviderConfig) -> Result<Credentials, Problem> {
-        let invalid = |message: String| Problem::new(Reason::InvalidConfiguration, message);
         let Some(name) = &provider.secret else {
             return Credentials::anonymous(&provider.url)
                 .map_err(|e| Problem::new(e.reason(), e.to_string()));
         };
-        let secret = Api::<Secret>::namespaced(self.calls.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|e| invalid(format!("cannot read Secret {name:?} in namespace {ns:?}: {e}")))?
-            .ok_or_else(|| {
-                invalid(format!(
-                    "Secret {name:?} (named by {}) not found in namespace {ns:?}; create it with the git credentials",
-                    provider.describe
-                ))
-            })?;
-        let mut data = secret.data.unwrap_or_default();
+        let mut data = self.secret_data(ns, name, provider, "the git credentials").await?;
         let cleartext = if provider.insecure { Cleartext::Allow } else { Cleartext::Refuse };
         let credentials = Credentials::from_secret(name, &data, &provider.url, cleartext)
             .map_err(|e| Problem::new(e.reason(), e.to_string()));
         // The values live on in `Credentials` (wiped on drop); wipe this copy now.
         data.values_mut().for_each(|value| value.0.zeroize());
         credentials
+    }
+
+    /// The provider's commit signing key. A key that is missing or cannot
+    /// sign is the target's problem: it is not written at all, never unsigned.
+    async fn signing_key(
+        &self,
+        ns: &str,
+        provider: &ProviderConfig,
+    ) -> Result<Option<Arc<SigningKey>>, Problem> {
+        let Some(signing) = &provider.signing else { return Ok(None) };
+        let name = &signing.secret;
+        let mut data = self.secret_data(ns, name, provider, "the commit signing key (signingKey)").await?;
+        let key = SigningKey::from_secret_data(name, &data, signing.format)
+            .map_err(|e| Problem::new(e.reason(), format!("{} signs commits, but: {e}", provider.describe)));
+        // The key lives on decrypted in `SigningKey` (wiped on drop); wipe this copy now.
+        data.values_mut().for_each(|value| value.0.zeroize());
+        key.map(|key| Some(Arc::new(key)))
+    }
+
+    /// The `data` of Secret `name`; `holds` says what it is for, in messages.
+    async fn secret_data(
+        &self,
+        ns: &str,
+        name: &str,
+        provider: &ProviderConfig,
+        holds: &str,
+    ) -> Result<BTreeMap<String, ByteString>, Problem> {
+        let invalid = |message: String| Problem::new(Reason::InvalidConfiguration, message);
+        let secret = Api::<Secret>::namespaced(self.calls.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| invalid(format!("cannot read Secret {name:?} in namespace {ns:?}: {e}")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Secret {name:?} (named by {}) not found in namespace {ns:?}; create it with {holds}",
+                    provider.describe
+                ))
+            })?;
+        Ok(secret.data.unwrap_or_default())
     }
 }
 

@@ -59,6 +59,33 @@ impl<'a> Owners<'a> {
     }
 }
 
+/// The manager of the newest `metadata.managedFields` entry (by `time`),
+/// the likeliest author of the version `object` is: the commit's author.
+/// Entries of the status subresource count only when there are no others
+/// (status is never written to git); of entries of the same second, the
+/// last listed wins. None when no entry names a manager.
+pub fn newest_manager(object: &Value) -> Option<&str> {
+    let entries = object.pointer("/metadata/managedFields")?.as_array()?;
+    let named = || {
+        entries
+            .iter()
+            .filter(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| !m.trim().is_empty()))
+    };
+    // RFC 3339 in UTC, as the API server writes it: the text orders as the time.
+    let status = |entry: &&Value| entry.get("subresource").and_then(Value::as_str) == Some("status");
+    named()
+        .filter(|e| !status(e))
+        .max_by(|a, b| time_of(a).cmp(time_of(b)))
+        .or_else(|| named().max_by(|a, b| time_of(a).cmp(time_of(b))))?
+        .get("manager")?
+        .as_str()
+}
+
+/// An entry's `time`; "" (the oldest) when it has none.
+fn time_of(entry: &Value) -> &str {
+    entry.get("time").and_then(Value::as_str).unwrap_or_default()
+}
+
 /// Whether every difference from `before` to `after` lies under one of
 /// `skip` or is a field only ignored managers own (per `owners`, read from
 /// `after`'s managedFields).

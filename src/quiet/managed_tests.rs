@@ -166,3 +166,57 @@ fn no_change_is_quiet() {
     let object = deployment(2, "web:1", vec![]);
     assert!(quiet(&object, &object, &[], &[]));
 }
+
+/// The author of a change is the manager of the newest entry; status
+/// writers only when nobody else is named.
+#[test]
+fn the_newest_manager_is_the_author() {
+    let entry = |manager: &str, time: Option<&str>, subresource: Option<&str>| {
+        let mut e =
+            json!({"manager": manager, "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}});
+        if let Some(time) = time {
+            e["time"] = json!(time);
+        }
+        if let Some(subresource) = subresource {
+            e["subresource"] = json!(subresource);
+        }
+        e
+    };
+    let object = |entries: Vec<Value>| json!({"metadata": {"name": "x", "managedFields": entries}});
+    let cases: Vec<(Vec<Value>, Option<&str>)> = vec![
+        (vec![], None),
+        (
+            vec![
+                entry("kubectl-client-side-apply", Some("2026-12-05T10:00:00Z"), None),
+                entry("kube-controller-manager", Some("2026-12-05T11:00:00Z"), Some("scale")),
+                entry("helm", Some("2026-12-05T09:00:00Z"), None),
+            ],
+            Some("kube-controller-manager"),
+        ),
+        (
+            vec![
+                entry("kubectl-edit", Some("2026-12-05T10:00:00Z"), None),
+                entry("kubelet", Some("2026-12-05T12:00:00Z"), Some("status")),
+            ],
+            Some("kubectl-edit"),
+        ),
+        (vec![entry("kubelet", Some("2026-12-05T12:00:00Z"), Some("status"))], Some("kubelet")),
+        (
+            vec![
+                entry("first", Some("2026-12-05T10:00:00Z"), None),
+                entry("second", Some("2026-12-05T10:00:00Z"), None),
+            ],
+            Some("second"),
+        ),
+        (
+            vec![entry("timed", Some("2026-12-05T10:00:00Z"), None), entry("untimed", None, None)],
+            Some("timed"),
+        ),
+        (vec![entry("", Some("2026-12-05T10:00:00Z"), None), entry("named", None, None)], Some("named")),
+    ];
+    for (entries, expected) in cases {
+        let object = object(entries);
+        assert_eq!(newest_manager(&object), expected, "{object}");
+    }
+    assert_eq!(newest_manager(&json!({"metadata": {}})), None);
+}

@@ -15,8 +15,9 @@
 //!   [`decode_object_path`], base folder helpers).
 //!
 //! Secrets are refused here ([`SanitizeError::PlaintextSecret`]): the only
-//! way a Secret reaches git is the encryption path, which can build on
-//! [`sanitize_value`], so a wiring mistake cannot write plaintext.
+//! way a Secret reaches git is the encryption path (`crate::sops`, not wired
+//! in yet), which can build on [`sanitize_value`], so a wiring mistake
+//! cannot write plaintext.
 
 mod denylist;
 mod layout;
@@ -27,6 +28,7 @@ pub use layout::{
     CLUSTER_SEGMENT, CORE_GROUP_SEGMENT, DecodedPath, EXTENSION, ObjectKey, ResourceRef, decode_object_path,
     decode_segment, encode_segment, join_base, normalize_base_folder, object_path, strip_base,
 };
+pub(crate) use yaml::ordered_keys as yaml_key_order;
 pub use yaml::{to_yaml, try_to_yaml};
 
 use serde_json::{Map, Value};

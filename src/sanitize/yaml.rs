@@ -96,7 +96,8 @@ impl<'a> Node<'a> {
 }
 
 /// Order of the keys of one map: the leading keys first at the root, then byte-wise.
-fn ordered_keys(map: &serde_json::Map<String, Value>, top: bool) -> Vec<&str> {
+/// Shared with `crate::sops`, whose MAC covers values in the order written here.
+pub(crate) fn ordered_keys(map: &serde_json::Map<String, Value>, top: bool) -> Vec<&str> {
     let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
     if top {
         keys.sort_unstable_by_key(|k| (lead_rank(k), *k));

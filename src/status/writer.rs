@@ -35,7 +35,7 @@ impl StatusWriter {
         let mut value = serde_json::to_value(status).expect("status types serialize");
         // A merge patch keeps absent keys; clear what this status no longer has.
         if let Some(map) = value.as_object_mut() {
-            for key in ["gitStatus", "workerStatus"] {
+            for key in ["gitStatus", "workerStatus", "signingKey"] {
                 map.entry(key).or_insert(serde_json::Value::Null);
             }
         }

@@ -71,6 +71,9 @@ struct Meta<'a> {
     namespace: Option<&'a str>,
     name: &'a str,
     labels: BTreeMap<String, String>,
+    resource_version: Option<&'a str>,
+    /// Who made this version (None for a delete: the API server does not say).
+    manager: Option<&'a str>,
 }
 
 fn meta_of(object: &Value) -> Option<Meta<'_>> {
@@ -84,6 +87,8 @@ fn meta_of(object: &Value) -> Option<Meta<'_>> {
         namespace: metadata.get("namespace").and_then(Value::as_str),
         name: metadata.get("name").and_then(Value::as_str)?,
         labels,
+        resource_version: metadata.get("resourceVersion").and_then(Value::as_str),
+        manager: crate::quiet::managed::newest_manager(object),
     })
 }
 
@@ -100,8 +105,11 @@ fn change_meta(
         operation,
         api_version: resource.api_version(),
         kind: resource.kind.clone(),
+        plural: resource.plural.clone(),
         namespace: meta.namespace.map(str::to_owned),
         name: meta.name.to_owned(),
+        resource_version: meta.resource_version.map(str::to_owned),
+        manager: meta.manager.map(str::to_owned),
         received_at: at,
         resync,
         // A child of the event's span; a listed object waits without one.
@@ -277,7 +285,9 @@ pub fn on_delete(
     at: Instant,
     listing: bool,
 ) -> Dispatched {
-    let Some(meta) = meta_of(object) else { return Dispatched::default() };
+    let Some(mut meta) = meta_of(object) else { return Dispatched::default() };
+    // Its managedFields name who wrote it last, not who deleted it.
+    meta.manager = None;
     let key = ObjectIndex::key(meta.namespace, meta.name);
     let targets: Vec<TargetKey> =
         tracing::info_span!(target: TARGET, "route").in_scope(|| match index.remove(&key) {
@@ -328,7 +338,7 @@ pub fn on_list_complete(
     let mut items = Vec::new();
     for (key, entry) in index.retain_live(listed) {
         let (namespace, name) = split_key(&key);
-        let meta = Meta { namespace, name, labels: BTreeMap::new() };
+        let meta = Meta { namespace, name, labels: BTreeMap::new(), resource_version: None, manager: None };
         // Route the delete to the targets the object was written to.
         let targets = entry.targets.iter().filter_map(|id| routing.key_of(*id).cloned());
         items.extend(delete_items(routing, resource, &meta, targets, at, true));

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 pub use super::core::WorkerState;
 use super::core::{
     At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, DEFAULT_AUDIT_INTERVAL, Fetched,
-    Input, Note, PushReply,
+    Input, Note, PushReply, TargetPolicy,
 };
 use super::credentials::Credentials;
 use super::limits::Limits;
@@ -28,6 +28,7 @@ use super::pushers::{PushRequest, Pushers};
 use super::queue::WorkItem;
 use super::remote::{RefUpdate, Remote, RemoteError};
 use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
+use super::signing::SigningKey;
 use super::store;
 use crate::api::Reason;
 use crate::route::{BranchKey, TargetKey};
@@ -51,6 +52,8 @@ pub struct WorkerSettings {
     /// The URL as the user wrote it (the key holds a normalised form).
     pub url: String,
     pub credentials: Credentials,
+    /// Signs every commit; `None` only when the provider names no signing key.
+    pub signing: Option<Arc<SigningKey>>,
     pub push: PushPolicy,
     pub committer: Identity,
     /// The local store of the repository, shared with its other branches
@@ -60,6 +63,8 @@ pub struct WorkerSettings {
     pub folders: Vec<(TargetKey, String)>,
     /// The targets with `layout: kustomize`.
     pub kustomize: std::collections::BTreeSet<TargetKey>,
+    /// Each target's message template and prune policy.
+    pub policies: std::collections::BTreeMap<TargetKey, TargetPolicy>,
     pub metrics: Arc<Metrics>,
     /// Checked before every push: the branch's shard Lease must be held.
     pub fence: Fence,
@@ -86,6 +91,7 @@ impl WorkerSettings {
             push: self.push,
             folders: self.folders.clone(),
             kustomize: self.kustomize.clone(),
+            policies: self.policies.clone(),
             replica: self.replica.clone(),
             salt,
             audit_interval: self.audit_interval,
@@ -296,8 +302,8 @@ impl Shell {
             Command::Fetch { known, since, history_after } => {
                 Some(self.fetch(known, since, history_after).map(Some).boxed())
             }
-            Command::Commit { parent, changes, message, source } => {
-                Some(self.commit(parent, changes, message, source).map(Some).boxed())
+            Command::Commit { parent, changes, message, source, author, allow_empty } => {
+                Some(self.commit(parent, changes, message, source, author, allow_empty).map(Some).boxed())
             }
             Command::Push { local, expected, commits, sources } => {
                 Some(self.push(local, expected, commits, sources).map(Some).boxed())
@@ -423,9 +429,12 @@ impl Shell {
         changes: Vec<Change>,
         message: String,
         source: Source,
+        author: Option<Identity>,
+        allow_empty: bool,
     ) -> impl Future<Output = Input> + 'static {
         let (repo, committer, metrics) =
             (self.repo.clone(), self.settings.committer.clone(), self.metrics.clone());
+        let signer = self.settings.signing.clone();
         let url = self.remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_default();
         let span =
             observe::commit_span(&self.settings.key, &url, self.settings.fence.shard, &source, changes.len());
@@ -433,8 +442,16 @@ impl Shell {
             let started = Instant::now();
             let files: Vec<FileChange> = changes.into_iter().map(file_change).collect();
             let result = with_repo(repo, move |r| {
-                let spec =
-                    CommitSpec { message: &message, author: &committer, committer: &committer, time: None };
+                // The field manager that made the change, else the operator.
+                let author = author.as_ref().unwrap_or(&committer);
+                let spec = CommitSpec {
+                    message: &message,
+                    author,
+                    committer: &committer,
+                    time: None,
+                    allow_empty,
+                    signer: signer.as_deref(),
+                };
                 r.commit(parent, &files, &spec)
             })
             .instrument(span.clone())

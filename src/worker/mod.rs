@@ -1,6 +1,8 @@
 //! The branch worker: intake queue, local repository (gix), remote
-//! operations (git CLI), credentials, and the task that ties them together.
+//! operations (git CLI), credentials, commit signing keys, and the task that
+//! ties them together.
 
+pub mod author;
 pub mod branch;
 pub mod core;
 pub mod credentials;
@@ -15,4 +17,5 @@ pub mod pushers;
 pub mod queue;
 pub mod remote;
 pub mod repo;
+pub mod signing;
 pub mod store;

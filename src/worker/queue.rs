@@ -20,8 +20,15 @@ pub struct ChangeMeta {
     pub operation: Operation,
     pub api_version: String,
     pub kind: String,
+    /// The resource's plural name (`configmaps`), for the commit subject.
+    pub plural: String,
     pub namespace: Option<String>,
     pub name: String,
+    /// `metadata.resourceVersion` of the version seen.
+    pub resource_version: Option<String>,
+    /// The field manager that made the change, when known (see
+    /// `quiet::managed::newest_manager`); the commit's author.
+    pub manager: Option<String>,
     /// When the watch event arrived; for queue-age and lag metrics.
     pub received_at: Instant,
     /// Seen while listing (start, resync, relist) rather than as a change:
@@ -284,8 +291,11 @@ mod tests {
             operation,
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
             namespace: Some("ns".into()),
             name: "cm".into(),
+            resource_version: None,
+            manager: None,
             received_at: Instant::now(),
             resync: false,
             trace: EventTrace::default(),

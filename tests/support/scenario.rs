@@ -76,7 +76,7 @@ impl Scenario {
 
     /// Starts the operator and waits until its first list of the watched
     /// objects is complete, so later changes arrive as live events (one
-    /// commit each) rather than in the initial SYNC commit.
+    /// commit each) rather than in the initial sync commit.
     pub async fn operator_synced(&self) -> Operator {
         let operator = self.operator();
         operator.wait_log("initial list complete").await;

@@ -115,6 +115,7 @@ impl Pipeline {
                 key,
                 url: url.to_owned(),
                 credentials: credentials.clone(),
+                signing: None,
                 push,
                 committer: Identity {
                     name: "gitops-reverser".into(),
@@ -122,6 +123,7 @@ impl Pipeline {
                 },
                 folders: vec![(target(i), normalize_base_folder(&format!("t{i}")))],
                 kustomize: Default::default(),
+                policies: Default::default(),
                 metrics: metrics.clone(),
                 // No Leases here: this process holds every shard for good.
                 fence: Fence::unfenced(PUSH_TIMEOUT),

@@ -8,11 +8,13 @@ use super::{
     At, BranchCore, Change, Command, CommitFailure, Content, Draft, LocalCommit, MAX_RESYNC_BATCH, Note,
     RESYNC_HOLD,
 };
+use crate::api::Prune;
 use crate::route::TargetKey;
+use crate::worker::message::{self, Context, Message};
 use crate::worker::observe::Source;
 use crate::worker::policy::{backoff, resync_batch_hold};
-use crate::worker::queue::WorkItem;
-use crate::worker::{kustomization, message};
+use crate::worker::queue::{ChangeMeta, WorkItem};
+use crate::worker::{author, kustomization};
 use gix::ObjectId;
 
 impl BranchCore {
@@ -31,7 +33,8 @@ impl BranchCore {
     }
 
     /// Writes the next draft, or the next change from the queue.
-    pub(super) fn start_commit(&mut self, now: Instant, out: &mut Vec<Command>) {
+    pub(super) fn start_commit(&mut self, at: At, out: &mut Vec<Command>) {
+        let now = at.now;
         if self.commit_retry_at.is_some_and(|at| at > now) {
             return;
         }
@@ -42,7 +45,7 @@ impl BranchCore {
                 None if self.chain.len() >= self.max_unpushed => None,
                 None if self.resync_hold(now).is_some() => None,
                 None => match self.queue.pop() {
-                    Some(item) => self.draft_from(item, now),
+                    Some(item) => self.draft_from(item, at),
                     None => {
                         // Nothing left to write (the failed draft turned out
                         // to change nothing): its retry delay goes with it,
@@ -55,7 +58,7 @@ impl BranchCore {
             let Some(mut draft) = draft else { return };
             self.refresh_kustomizations(&mut draft.changes, &BTreeSet::new());
             let changes = self.effective(&draft.changes);
-            if changes.is_empty() {
+            if changes.is_empty() && !draft.marker {
                 continue;
             }
             out.push(Command::Commit {
@@ -63,6 +66,8 @@ impl BranchCore {
                 changes,
                 message: draft.message.clone(),
                 source: draft.source.clone(),
+                author: draft.author.clone(),
+                allow_empty: draft.marker,
             });
             self.commit_in_flight = Some(draft);
             return;
@@ -103,7 +108,8 @@ impl BranchCore {
     }
 
     /// Turns a queued item into a draft (None: it changes nothing).
-    pub(super) fn draft_from(&mut self, item: WorkItem, now: Instant) -> Option<Draft> {
+    pub(super) fn draft_from(&mut self, item: WorkItem, at: At) -> Option<Draft> {
+        let now = at.now;
         let resync =
             matches!(&item, WorkItem::Write { meta, .. } | WorkItem::Delete { meta, .. } if meta.resync);
         if resync {
@@ -112,15 +118,25 @@ impl BranchCore {
         let (changes, message, source) = match item {
             WorkItem::Write { path, content, mut meta } => {
                 let source = Source::of(&mut meta);
-                (vec![Change { path, content: Content::Bytes(content) }], message::for_change(&meta), source)
+                let change = Change { path, content: Content::Bytes(content) };
+                return Some(self.change_draft(change, &meta, source));
+            }
+            WorkItem::Delete { path, mut meta } if self.prune(&meta.target) == Prune::Never => {
+                let source = Source::of(&mut meta);
+                let message = message::for_kept(&meta, &timestamp(at.wall));
+                // Nothing to mark when the branch never had the file: an
+                // empty draft, which `start_commit` passes over.
+                let marker = self.files.get(&path).is_some();
+                return Some(Draft { marker, ..self.draft(Vec::new(), message, source) });
             }
             WorkItem::Delete { path, mut meta } => {
                 let source = Source::of(&mut meta);
-                (vec![Change { path, content: Content::Gone }], message::for_change(&meta), source)
+                let change = Change { path, content: Content::Gone };
+                return Some(self.change_draft(change, &meta, source));
             }
             WorkItem::Sweep { scope, live } => {
                 self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
-                let doomed = self.files.sweep(&scope, &live);
+                let doomed = self.prunable(&scope.target, || self.files.sweep(&scope, &live));
                 if self.first_resync && self.resyncing.is_empty() {
                     // A new owner publishes its reconciled branch at once.
                     self.first_resync = false;
@@ -133,12 +149,38 @@ impl BranchCore {
                 // A Retain starts a resync of these resources; their sweeps end it.
                 self.resyncing.extend(owned.iter().map(|(g, p)| (target.clone(), g.clone(), p.clone())));
                 self.resync_until = Some(now + RESYNC_HOLD);
-                let doomed = self.files.retain(&target, &owned);
+                let doomed = self.prunable(&target, || self.files.retain(&target, &owned));
                 let (paths, objects): (Vec<String>, Vec<_>) = doomed.into_iter().unzip();
                 (gone(paths), message::for_retain(&objects, &target), Source::internal_at(now))
             }
         };
         Some(self.draft(changes, message, source))
+    }
+
+    /// The prune policy of `target`.
+    fn prune(&self, target: &TargetKey) -> Prune {
+        self.settings.policies.get(target).map(|p| p.prune).unwrap_or_default()
+    }
+
+    /// What `doomed` lists, unless `target` keeps deleted objects' files.
+    fn prunable<T>(&self, target: &TargetKey, doomed: impl FnOnce() -> Vec<T>) -> Vec<T> {
+        if self.prune(target) == Prune::Never { Vec::new() } else { doomed() }
+    }
+
+    /// One object's change: its target's template, if any, shapes the
+    /// message; its field manager, if known, is the author (a change found
+    /// while resyncing is the operator's: nobody is known to have made it now).
+    fn change_draft(&self, change: Change, meta: &ChangeMeta, source: Source) -> Draft {
+        let message = self.change_message(meta, &source);
+        let author = meta.manager.as_deref().filter(|_| !meta.resync).and_then(author::of_manager);
+        Draft { author, ..self.draft(vec![change], message, source) }
+    }
+
+    fn change_message(&self, meta: &ChangeMeta, source: &Source) -> Message {
+        let trace_id = source.trace_id();
+        let template = self.settings.policies.get(&meta.target).and_then(|p| p.template.as_deref());
+        let context = Context { replica: &self.settings.replica, trace_id: trace_id.as_deref(), template };
+        message::for_change(meta, context)
     }
 
     /// `first` and the resync items queued right behind it, with the sweeps
@@ -165,6 +207,8 @@ impl BranchCore {
         for item in &items {
             let (path, content, meta) = match item {
                 WorkItem::Write { path, content, meta } => (path, Content::Bytes(content.clone()), meta),
+                // A relist found it gone: a `prune: Never` target keeps the file.
+                WorkItem::Delete { meta, .. } if self.prune(&meta.target) == Prune::Never => continue,
                 WorkItem::Delete { path, meta } => (path, Content::Gone, meta),
                 _ => continue,
             };
@@ -176,7 +220,7 @@ impl BranchCore {
         let mut swept = Vec::new();
         for (scope, live) in &sweeps {
             self.resyncing.remove(&(scope.target.clone(), scope.group.clone(), scope.plural.clone()));
-            for (path, object) in self.files.sweep(scope, live) {
+            for (path, object) in self.prunable(&scope.target, || self.files.sweep(scope, live)) {
                 changes.push(Change { path, content: Content::Gone });
                 swept.push((object, scope.target.clone()));
             }
@@ -197,7 +241,10 @@ impl BranchCore {
         }
         let (message, source) = match (metas.as_slice(), swept.as_slice()) {
             ([], []) => (message::for_layout(), Source::internal_at(now)),
-            ([single], []) => (message::for_change(single), Source::of_all(&metas)),
+            ([single], []) => {
+                let source = Source::of_all(&metas);
+                (self.change_message(single, &source), source)
+            }
             ([], [(_, target), ..]) if swept.iter().all(|(_, t)| t == target) => {
                 let objects: Vec<_> = swept.iter().map(|(o, _)| o.clone()).collect();
                 (message::for_sweep(&objects, target), Source::internal_at(now))
@@ -208,13 +255,13 @@ impl BranchCore {
         Some(self.draft(changes, message, source))
     }
 
-    pub(super) fn draft(&self, changes: Vec<Change>, message: String, source: Source) -> Draft {
-        let message = format!(
-            "{message}\nReplica: {}\n{}",
-            self.settings.replica,
-            message::trace_trailer(source.trace_id())
-        );
-        Draft { changes, message, source, failures: 0, rebuilt: false }
+    /// A draft written by the operator (the shell's committer is its author).
+    pub(super) fn draft(&self, changes: Vec<Change>, message: Message, source: Source) -> Draft {
+        let message = message
+            .trailer("Replica", &self.settings.replica)
+            .trailer("Trace-Id", source.trace_id().unwrap_or_default())
+            .text();
+        Draft { changes, message, source, failures: 0, rebuilt: false, author: None, marker: false }
     }
 
     pub(super) fn on_committed(
@@ -241,6 +288,8 @@ impl BranchCore {
                     message: draft.message,
                     source: draft.source,
                     committed_at: at.now,
+                    author: draft.author,
+                    marker: draft.marker,
                 });
             }
             Err(failure) if failure.conflict && draft.changes.len() > 1 => {
@@ -268,4 +317,10 @@ impl BranchCore {
 
 fn gone(paths: Vec<String>) -> Vec<Change> {
     paths.into_iter().map(|path| Change { path, content: Content::Gone }).collect()
+}
+
+/// `2026-12-05T12:00:00Z`: the wall clock to the second, for a trailer.
+fn timestamp(wall: std::time::SystemTime) -> String {
+    let seconds = wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    k8s_openapi::jiff::Timestamp::from_second(seconds as i64).map(|t| t.to_string()).unwrap_or_default()
 }

@@ -33,6 +33,7 @@ use gix::ObjectId;
 use super::files::BranchFiles;
 use super::observe::Source;
 use super::queue::{CoalescingQueue, WorkItem};
+use super::repo::Identity;
 use crate::route::TargetKey;
 
 /// Pending work beyond this many distinct entries makes the watches wait.
@@ -95,6 +96,8 @@ struct LocalCommit {
     message: String,
     source: Source,
     committed_at: Instant,
+    author: Option<Identity>,
+    marker: bool,
 }
 
 /// A commit to be written (or written again after a failure or a rebase).
@@ -107,6 +110,13 @@ struct Draft {
     failures: u32,
     /// Written again on a fetched tip (a replay or a repair).
     rebuilt: bool,
+    /// Who made the change, when one known field manager did; None: the
+    /// operator (the shell's committer).
+    author: Option<Identity>,
+    /// A commit that changes no file and says so in its message (a
+    /// `prune: Never` target's delete): written even though the tree
+    /// stays the same.
+    marker: bool,
 }
 
 /// The branch worker's state machine.
@@ -385,7 +395,7 @@ impl BranchCore {
             }
         }
         if self.phase != Phase::Starting && self.commit_in_flight.is_none() && !self.fetching() {
-            self.start_commit(now, out);
+            self.start_commit(at, out);
         }
         if self.phase == Phase::Starting || self.remote_op != RemoteOp::Idle || self.rebase_needed {
             return;

@@ -263,13 +263,15 @@ impl BranchCore {
             .commits
             .into_iter()
             .zip(self.chain.drain(..))
-            .filter(|(changes, _)| !changes.is_empty())
+            .filter(|(changes, c)| !changes.is_empty() || c.marker)
             .map(|(changes, c)| Draft {
                 changes,
                 message: c.message,
                 source: c.source,
                 failures: 0,
                 rebuilt: true,
+                author: c.author,
+                marker: c.marker,
             })
             .collect();
         let mut drafts: VecDeque<Draft> = rebuilt.into();

@@ -45,6 +45,7 @@ impl Harness {
             push: PushPolicy { interval: Duration::from_secs(5), max_commits: 3 },
             folders: vec![(TargetKey::new("ns", "t"), "f".into())],
             kustomize: Default::default(),
+            policies: Default::default(),
             replica: "r1".into(),
             // The first audit comes 599 s in: only the audit tests reach it.
             salt: 599_000,
@@ -96,6 +97,9 @@ impl Harness {
             operation: Operation::Update,
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+            resource_version: None,
+            manager: None,
             namespace: Some("ns".into()),
             name: "a".into(),
             received_at: self.base + self.clock,
@@ -538,6 +542,7 @@ fn settings_change_folders_and_clear_the_back_off() {
         push: PushPolicy::default(),
         folders: vec![(TargetKey::new("ns", "t"), "f".into())],
         kustomize: Default::default(),
+        policies: Default::default(),
         replica: "r1".into(),
         salt: 599_000,
         audit_interval: Duration::from_secs(600),
@@ -750,4 +755,160 @@ fn a_worker_is_listed_once_every_retained_resource_was_swept_into_its_queue() {
     h.input(Input::Item(sweep("deployments", "apps")));
     assert!(h.core.state().listed, "listed, even before the first fetch answered");
     assert_eq!(h.core.phase(), Phase::Starting);
+}
+
+/// The parts of the last input's commit command a message test reads.
+struct Written {
+    changes: Vec<Change>,
+    message: String,
+    author: Option<crate::worker::repo::Identity>,
+    allow_empty: bool,
+}
+
+impl Harness {
+    fn written(&self) -> Option<Written> {
+        self.out.iter().find_map(|c| match c {
+            Command::Commit { changes, message, author, allow_empty, .. } => Some(Written {
+                changes: changes.clone(),
+                message: message.clone(),
+                author: author.clone(),
+                allow_empty: *allow_empty,
+            }),
+            _ => None,
+        })
+    }
+
+    fn set_policy(&mut self, policy: TargetPolicy) {
+        let policies = [(TargetKey::new("ns", "t"), policy)].into();
+        let settings = CoreSettings { policies, ..self.settings() };
+        self.input(Input::Settings(settings));
+    }
+
+    fn item(&mut self, path: &str, content: Option<&str>, meta: ChangeMeta) -> &[Command] {
+        let item = match content {
+            Some(text) => WorkItem::Write { path: path.into(), content: Arc::from(text.as_bytes()), meta },
+            None => WorkItem::Delete { path: path.into(), meta },
+        };
+        self.input(Input::Item(item))
+    }
+
+    fn sweep_all(&mut self, live: &[&str]) -> &[Command] {
+        let scope = SweepScope {
+            target: TargetKey::new("ns", "t"),
+            group: String::new(),
+            plural: "configmaps".into(),
+            namespace: None,
+        };
+        let live = live.iter().map(|p| p.to_string()).collect();
+        self.input(Input::Item(WorkItem::Sweep { scope, live }))
+    }
+}
+
+#[test]
+fn one_change_by_a_known_manager_is_its_authors_and_a_sync_is_the_operators() {
+    let mut h = Harness::started(&[]);
+    let meta = ChangeMeta { manager: Some("kubectl-edit".into()), ..h.meta(false) };
+    h.item(A, Some("1"), meta);
+    let written = h.written().expect("a commit");
+    let author = written.author.expect("the manager is the author");
+    assert_eq!(
+        (author.name.as_str(), author.email.as_str()),
+        ("kubectl-edit", "kubectl-edit@gitops-reverser")
+    );
+    assert!(!written.allow_empty);
+    assert_eq!(
+        written.message,
+        "update configmaps/ns/a\n\nConfigMap ns/a (v1) was changed by kubectl-edit.\n\n\
+         GitTarget: ns/t\nManager: kubectl-edit\nReplica: r1\n"
+    );
+    h.committed();
+
+    // Listed objects (several, or one) are the operator's, whoever last wrote them.
+    for paths in [&[B, C][..], &[A][..]] {
+        for (n, path) in paths.iter().enumerate() {
+            let meta = ChangeMeta { manager: Some("helm".into()), name: format!("x{n}"), ..h.meta(true) };
+            h.item(path, Some("2"), meta);
+        }
+        h.sweep_all(&[A, B, C]);
+        let written = h.written().expect("one sync commit");
+        assert_eq!(written.changes.len(), paths.len());
+        assert_eq!(written.author, None, "{}", written.message);
+        h.committed();
+    }
+}
+
+#[test]
+fn a_targets_template_shapes_its_one_object_commits() {
+    let mut h = Harness::started(&[]);
+    let template =
+        crate::worker::message::template::Template::parse("{{ .Kind }} {{ .Name }} by {{ .Manager }}");
+    h.set_policy(TargetPolicy { template: Some(Arc::new(template.unwrap())), ..TargetPolicy::default() });
+    h.item(A, Some("1"), ChangeMeta { manager: Some("helm".into()), ..h.meta(false) });
+    let message = h.written().expect("a commit").message;
+    assert_eq!(message, "ConfigMap a by helm\n\nGitTarget: ns/t\nManager: helm\nReplica: r1\n");
+}
+
+/// `prune: Never`: a delete keeps the file and writes a commit that says
+/// so; sweeps, retains and relists delete none of the target's files.
+#[test]
+fn a_never_pruning_target_keeps_files_and_marks_deletes() {
+    let mut h = Harness::started(&[(A, "1"), (B, "2")]);
+    h.set_policy(TargetPolicy { prune: crate::api::Prune::Never, ..TargetPolicy::default() });
+    h.advance(Duration::from_secs(7));
+    h.item(
+        A,
+        None,
+        ChangeMeta { operation: Operation::Delete, resource_version: Some("9".into()), ..h.meta(false) },
+    );
+    let marker = h.written().expect("a marker commit");
+    assert!(marker.changes.is_empty() && marker.allow_empty, "the file stays");
+    assert!(marker.message.starts_with("delete configmaps/ns/a (file kept)\n\n"), "{}", marker.message);
+    assert!(
+        marker.message.ends_with(
+            "\n\nGitTarget: ns/t\nDeleted-At: 1970-01-01T00:00:07Z\nResource-Version: 9\nReplica: r1\n"
+        ),
+        "{}",
+        marker.message
+    );
+    h.committed();
+    assert_eq!(h.core.files.get(A), Some(&blob("1")));
+
+    // A file the branch never had: nothing to mark.
+    h.item(C, None, ChangeMeta { operation: Operation::Delete, ..h.meta(false) });
+    assert!(h.written().is_none());
+    // A relist that finds B gone, its sweep, and a retain of nothing: no file goes.
+    h.item(B, None, ChangeMeta { operation: Operation::Delete, ..h.meta(true) });
+    h.sweep_all(&[]);
+    h.input(Input::Item(WorkItem::Retain { target: TargetKey::new("ns", "t"), owned: BTreeSet::new() }));
+    assert!(h.written().is_none());
+    assert_eq!((h.core.files.get(A), h.core.files.get(B)), (Some(&blob("1")), Some(&blob("2"))));
+
+    // Back to Always: the next sweep deletes both.
+    h.set_policy(TargetPolicy::default());
+    h.sweep_all(&[]);
+    let swept = h.written().expect("the sweep deletes");
+    assert_eq!(swept.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), [A, B]);
+    assert!(swept.changes.iter().all(|c| c.content == Content::Gone) && !swept.allow_empty);
+}
+
+/// A marker is written again, like any commit, when the branch moved
+/// under it before its push.
+#[test]
+fn a_marker_survives_a_replay() {
+    let mut h = Harness::started(&[(A, "1")]);
+    h.set_policy(TargetPolicy { prune: crate::api::Prune::Never, ..TargetPolicy::default() });
+    h.item(A, None, ChangeMeta { operation: Operation::Delete, ..h.meta(false) });
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    assert!(h.push().is_some());
+    h.input(Input::Pushed(PushReply::Stale));
+    assert!(h.fetch().is_some(), "a stale push fetches");
+    h.input(Input::Fetched(Ok(Fetched {
+        tip: Some(oid(2)),
+        files: vec![(A.into(), blob("1")), ("other/x".into(), blob("x"))],
+        ..Fetched::default()
+    })));
+    let replayed = h.written().expect("the marker is written again");
+    assert!(replayed.allow_empty && replayed.changes.is_empty(), "{}", replayed.message);
+    assert!(replayed.message.starts_with("delete configmaps/ns/a (file kept)"));
 }

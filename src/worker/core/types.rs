@@ -5,12 +5,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gix::ObjectId;
 
-use crate::api::Reason;
+use crate::api::{Prune, Reason};
 use crate::route::TargetKey;
+use crate::worker::message::template::Template;
 use crate::worker::observe::Source;
 use crate::worker::policy::PushPolicy;
 use crate::worker::queue::WorkItem;
-use crate::worker::repo::LocalRepo;
+use crate::worker::repo::{Identity, LocalRepo};
 
 /// A file's new content: bytes from the cluster, a blob the local
 /// repository already holds (a repair), or nothing (deleted).
@@ -46,6 +47,8 @@ pub struct CoreSettings {
     pub folders: Vec<(TargetKey, String)>,
     /// The targets with `layout: kustomize`.
     pub kustomize: std::collections::BTreeSet<TargetKey>,
+    /// How each target's commits are written; a target not named has the defaults.
+    pub policies: std::collections::BTreeMap<TargetKey, TargetPolicy>,
     /// This replica's name, in every commit's `Replica:` trailer.
     pub replica: String,
     /// Spreads retries and audits of branches that failed together.
@@ -56,6 +59,15 @@ pub struct CoreSettings {
     /// The shard is coming to this replica but another one still writes it:
     /// commit locally, never push or audit. Turning it off is a takeover.
     pub standby: bool,
+}
+
+/// What a GitTarget (with its GitProvider) says about its commits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// `commit.messageTemplate`, parsed; None: the default messages.
+    pub template: Option<Arc<Template>>,
+    /// `prune`: whether a deleted object's file is deleted too.
+    pub prune: Prune,
 }
 
 /// The time, as the shell read it: monotonic for decisions, wall for status.
@@ -137,8 +149,17 @@ pub enum Command {
     /// `known` (newest last) the tip contains. `known` descend from `since`.
     /// With `history_after`, also what the commits since that time wrote.
     Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history_after: Option<SystemTime> },
-    /// Write one commit on `parent`; answer with `Input::Committed`.
-    Commit { parent: Option<ObjectId>, changes: Vec<Change>, message: String, source: Source },
+    /// Write one commit on `parent`; answer with `Input::Committed`. The
+    /// author is the committer unless named; `allow_empty`: write it even
+    /// if the tree does not change (a marker).
+    Commit {
+        parent: Option<ObjectId>,
+        changes: Vec<Change>,
+        message: String,
+        source: Source,
+        author: Option<Identity>,
+        allow_empty: bool,
+    },
     /// Compare-and-swap push of `local` over `expected`; answer with `Input::Pushed`.
     Push { local: ObjectId, expected: Option<ObjectId>, commits: usize, sources: Vec<Source> },
     /// Keep `tip` referenced locally (it was pushed), so gc never drops it.

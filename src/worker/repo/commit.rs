@@ -16,6 +16,7 @@ use super::error::Context;
 use super::path::{self, Op, Planned};
 use super::read::Lookup;
 use super::{CommitSpec, CommitTime, FileChange, Identity, LocalRepo, RepoError};
+use crate::worker::signing::{SigningError, SigningKey};
 
 /// A change that survived the no-op check: bytes to place, or a file to drop.
 enum Edit<'a> {
@@ -29,8 +30,9 @@ impl LocalRepo {
     /// folder left empty by a delete disappears) and writes a commit with
     /// `parent` as its only parent (`None` = a root commit).
     ///
-    /// Returns `None` and writes nothing if the tree would not change:
-    /// deleting a missing file and writing identical bytes are no-ops.
+    /// Returns `None` and writes nothing if the tree would not change
+    /// (unless `spec.allow_empty`): deleting a missing file and writing
+    /// identical bytes are no-ops.
     /// The last change per path wins; changes where one path lies inside
     /// another, replacing a folder by a file or a file by a folder, and
     /// deleting a folder are refused as [`RepoError::PathConflict`].
@@ -59,7 +61,7 @@ impl LocalRepo {
                 edits.push(edit);
             }
         }
-        if edits.is_empty() {
+        if edits.is_empty() && !spec.allow_empty {
             return Ok(None);
         }
 
@@ -91,11 +93,11 @@ impl LocalRepo {
         let tree = editor
             .write(|tree| self.repo.write_object(tree).map(|id| id.detach()))
             .context(|| format!("write trees on top of {base_tree}"))?;
-        if tree == base_tree {
+        if tree == base_tree && !spec.allow_empty {
             return Ok(None);
         }
 
-        let commit = gix::objs::Commit {
+        let mut commit = gix::objs::Commit {
             tree,
             parents: parent.into_iter().collect(),
             author,
@@ -104,8 +106,34 @@ impl LocalRepo {
             message: message(spec.message).into(),
             extra_headers: Vec::new(),
         };
+        if let Some(key) = spec.signer {
+            sign(&mut commit, key).map_err(|source| RepoError::Signing {
+                op: format!("sign the commit on top of {parent:?}"),
+                source,
+            })?;
+        }
         let id = self.repo.write_object(&commit).context(|| format!("write commit on top of {parent:?}"))?;
-        Ok(Some(id.detach()))
+        let id = id.detach();
+        if let Some(key) = spec.signer {
+            self.verify_signature(id, key)?;
+        }
+        Ok(Some(id))
+    }
+
+    /// Checks the signature of commit `id` as a verifier would: from the
+    /// bytes in the object database, not from what was meant to be written.
+    pub(super) fn verify_signature(&self, id: ObjectId, key: &SigningKey) -> Result<(), RepoError> {
+        let op = || format!("verify the signature of commit {id}");
+        let object = self.repo.find_object(id).context(op)?;
+        let found = gix::objs::CommitRefIter::signature(&object.data, self.repo.object_hash()).context(op)?;
+        let Some((signature, signed)) = found else {
+            let detail = "the written commit has no gpgsig header".to_owned();
+            return Err(RepoError::Signing {
+                op: op(),
+                source: SigningError::NotVerified { format: key.format(), detail },
+            });
+        };
+        key.verify(&signed.to_bstring(), &signature).map_err(|source| RepoError::Signing { op: op(), source })
     }
 
     /// Compares one planned change with the base tree: `None` if it changes
@@ -154,6 +182,23 @@ fn change_path<'a>(edit: &'a Edit<'a>) -> &'a str {
     match edit {
         Edit::Upsert(change, _) | Edit::Link(change, _) | Edit::Remove(change) => change.path,
     }
+}
+
+/// Signs `commit` as `git commit -S` does: the signature covers the commit
+/// object exactly as it serialises without the signature, and goes in the
+/// `gpgsig` header, each line after the first indented by one space (gix
+/// folds multi-line header values that way; git unfolds them to verify).
+fn sign(commit: &mut gix::objs::Commit, key: &SigningKey) -> Result<(), SigningError> {
+    use gix::objs::WriteTo as _;
+    let mut payload = Vec::with_capacity(commit.size() as usize);
+    commit
+        .write_to(&mut payload)
+        .map_err(|e| SigningError::Sign { format: key.format(), detail: e.to_string() })?;
+    let signature = key.sign(&payload)?;
+    // The header value holds no final newline; the header's own ends it.
+    let value = signature.trim_end_matches('\n');
+    commit.extra_headers.push((gix::objs::commit::SIGNATURE_FIELD_NAME.into(), value.into()));
+    Ok(())
 }
 
 /// Git ends commit messages with a newline; add it if the caller did not.

@@ -53,6 +53,15 @@ pub enum RepoError {
     #[error("{} is not a bare repository", path.display())]
     NotBare { path: std::path::PathBuf },
 
+    /// A commit could not be signed, or what was written does not carry a
+    /// signature that verifies: it is not used, so it is never pushed.
+    #[error("{op} failed: {source}")]
+    Signing {
+        op: String,
+        #[source]
+        source: crate::worker::signing::SigningError,
+    },
+
     /// Any gix failure, with the operation and its subject. The cause is in
     /// the message too, since conditions and logs usually show only that.
     #[error("{op} failed: {source}")]

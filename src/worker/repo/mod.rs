@@ -17,6 +17,8 @@ mod history;
 mod path;
 mod read;
 #[cfg(test)]
+mod signed_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
@@ -28,6 +30,7 @@ use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 
 use crate::worker::limits::Limits;
+use crate::worker::signing::SigningKey;
 
 /// One file-level change; paths are '/'-separated and repository-relative.
 #[derive(Clone, PartialEq, Eq)]
@@ -85,6 +88,11 @@ pub struct CommitSpec<'a> {
     pub committer: &'a Identity,
     /// Used for author and committer; `None` means now.
     pub time: Option<CommitTime>,
+    /// Signs the commit (a `gpgsig` header); `None` writes it unsigned.
+    pub signer: Option<&'a SigningKey>,
+    /// Write the commit even if its tree equals the parent's (a marker
+    /// whose message is the point).
+    pub allow_empty: bool,
 }
 
 /// A bare repository on disk. `Send`, not `Sync`: one worker owns it and

@@ -83,6 +83,8 @@ fn spec<'a>(message: &'a str, author: &'a Identity, committer: &'a Identity) -> 
         author,
         committer,
         time: Some(CommitTime { seconds: 1_700_000_000, offset_seconds: 3600 }),
+        signer: None,
+        allow_empty: false,
     }
 }
 
@@ -279,6 +281,28 @@ fn no_ops_write_no_commit_and_no_objects() {
 
     let id = LocalRepo::blob_id(b"same");
     assert_eq!(sandbox.git_str(repo.git_dir(), &["rev-parse", &format!("{base}:a/x.yaml")]), id.to_string());
+}
+
+/// A marker (a `prune: Never` target's delete) is written though its
+/// tree is the parent's, with the author it names.
+#[test]
+fn an_allowed_empty_commit_keeps_the_tree_and_names_its_author() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    let base = commit(&repo, None, &[write("a/x.yaml", b"same")]).unwrap();
+    let (author, committer) = (who("kubectl-edit"), who("Bot"));
+    let marker = CommitSpec { allow_empty: true, ..spec("delete x (file kept)", &author, &committer) };
+    let id = repo.commit(Some(base), &[delete("a/missing.yaml")], &marker).unwrap().expect("a commit");
+    assert_ne!(id, base);
+    let dir = repo.git_dir();
+    assert_eq!(
+        sandbox.git_str(dir, &["rev-parse", &format!("{id}^{{tree}}"), &format!("{base}^{{tree}}")]),
+        format!("{0}\n{0}", sandbox.git_str(dir, &["rev-parse", &format!("{base}^{{tree}}")]))
+    );
+    assert_eq!(
+        sandbox.git_str(dir, &["log", "-1", "--format=%an|%cn|%s", &id.to_string()]),
+        "kubectl-edit|Bot|delete x (file kept)"
+    );
 }
 
 #[test]
