@@ -1151,6 +1151,9 @@ fn sim_seeds_keep_every_invariant() {
     eprintln!("events: {stats:?}");
     assert!(failed.is_empty(), "{} seeds failed: {failed:?}", failed.len());
     assert!(worst_load <= 2.0, "Lease traffic is not O(shards + replicas): {worst_load:.2}");
+    if env("SIM_SEED").is_some() {
+        return; // a replay: one seed need not have every kind of fault
+    }
     for kind in [
         "crash",
         "freeze",
