@@ -1081,10 +1081,10 @@ fn env(name: &str) -> Option<u64> {
 }
 
 /// `cargo test`'s run: 40 seeds × 2,000 steps (about 350 s of simulated
-/// time each). A seed takes 1–1.5 s of CPU in a debug build, so this is
-/// about 30 s on two idle cores, where the former 200 seeds took about 4
-/// minutes of every `cargo test`. Fewer seeds, not fewer steps: a seed's
-/// later steps are where the membership settles and the moves are
+/// time each). A seed takes about 1.1 s of CPU in a debug build, so this
+/// is 20–25 s on two cores (45 s of CPU), where the former 200 seeds took
+/// 3–4 minutes of every `cargo test`. Fewer seeds, not fewer steps: a
+/// seed's later steps are where the membership settles and the moves are
 /// counted. Every step is checked the same either way. The long run is
 /// `SIM_SEEDS=200` (or `SIM_KEEP_GOING=1 SIM_SEEDS=10000`), after a change
 /// to `core` and before a release.
