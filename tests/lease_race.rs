@@ -1,14 +1,18 @@
-//! Shard Lease exclusivity against the real API server: contenders, each on
-//! its own connection, race for expired or absent Leases; at most one may win
-//! (exactly one, since the Lease is up for grabs), and the API server's record
-//! must name that winner.
+//! Shard Lease exclusivity against the real API server, through the
+//! coordinator's own write path (`LeaseClient::execute` carrying a core
+//! `Write`): contenders, each on its own connection, race to acquire the
+//! same version of a Lease (or to create an absent one); exactly one may
+//! win, and the API server's record must name that winner. A write on a
+//! version someone replaced since is a conflict, whatever it does.
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitops_reverser::shard::lease::{Claim, LeaseClient};
+use gitops_reverser::shard::core::{Action, LeaseName, Precondition, Write, WriteOutcome};
+use gitops_reverser::shard::lease::LeaseClient;
+use gitops_reverser::shard::records::STANDBY_ANNOTATION;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -22,9 +26,9 @@ const RACES: [(usize, usize); 4] = [(2, 125), (3, 125), (5, 125), (8, 125)];
 const ABSENT_EVERY: usize = 5;
 const EXPIRED_TRANSITIONS: i32 = 7;
 
-async fn contender(namespace: &str, identity: &str, duration: Duration) -> LeaseClient {
+async fn contender(namespace: &str, identity: &str) -> LeaseClient {
     // A client of its own: its own connection pool, so the requests really race.
-    LeaseClient::new(support::env().client().await, namespace, identity, duration)
+    LeaseClient::new(support::env().client().await, namespace, identity, Duration::from_secs(30))
 }
 
 /// A Lease whose holder stopped renewing an hour ago.
@@ -47,6 +51,29 @@ fn holder(lease: &Lease) -> Option<String> {
     lease.spec.as_ref()?.holder_identity.clone()
 }
 
+fn version(lease: &Lease) -> Precondition {
+    Precondition::Version(lease.metadata.resource_version.clone().expect("a stored Lease has a version"))
+}
+
+fn write(precondition: Precondition, action: Action) -> Write {
+    Write { lease: LeaseName::Shard(0), precondition, action }
+}
+
+/// Runs `write` on `base` and expects it applied: the object written.
+async fn written(client: &LeaseClient, name: &str, write: &Write, base: Option<Lease>) -> Lease {
+    match client.execute(name, write, base).await {
+        (WriteOutcome::Written { resource_version }, Some(lease)) => {
+            assert_eq!(lease.metadata.resource_version.as_ref(), Some(&resource_version));
+            lease
+        }
+        other => panic!("{} {write:?} on {name}: {other:?}", client.identity()),
+    }
+}
+
+async fn outcome(client: &LeaseClient, name: &str, write: &Write, base: Option<Lease>) -> WriteOutcome {
+    client.execute(name, write, base).await.0
+}
+
 #[derive(Default)]
 struct Tally {
     rounds: usize,
@@ -56,8 +83,8 @@ struct Tally {
     double_winners: usize,
     record_mismatch: usize,
     wins_by: BTreeMap<String, usize>,
-    held_by_other: usize,
-    lost: usize,
+    conflicts: usize,
+    other_outcomes: usize,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,37 +99,42 @@ async fn at_most_one_contender_wins_each_race() {
     for (contenders, rounds) in RACES {
         let mut clients = Vec::new();
         for i in 0..contenders {
-            clients.push(Arc::new(
-                contender(&namespace.name, &format!("c{contenders}-{i}"), Duration::from_secs(30)).await,
-            ));
+            clients.push(Arc::new(contender(&namespace.name, &format!("c{contenders}-{i}")).await));
         }
         let mut tally = Tally::default();
         for round in 0..rounds {
             let name = format!("race-{contenders}-{round}");
             let absent = round % ABSENT_EVERY == 0;
-            if !absent {
-                leases
-                    .create(&PostParams::default(), &expired_lease(&name))
-                    .await
-                    .expect("create an expired Lease");
-            }
+            // What every contender saw: nothing, or the same expired version.
+            let base = if absent {
+                None
+            } else {
+                let lease = expired_lease(&name);
+                Some(leases.create(&PostParams::default(), &lease).await.expect("create an expired Lease"))
+            };
+            let precondition = base.as_ref().map_or(Precondition::Absent, version);
+            let acquire = write(precondition, Action::Acquire);
             let barrier = Arc::new(Barrier::new(contenders));
             let tasks: Vec<_> = clients
                 .iter()
                 .map(|client| {
                     let (client, barrier, name) = (client.clone(), barrier.clone(), name.clone());
+                    let (acquire, base) = (acquire.clone(), base.clone());
                     tokio::spawn(async move {
                         barrier.wait().await;
-                        client.try_acquire(&name).await
+                        client.execute(&name, &acquire, base).await.0
                     })
                 })
                 .collect();
             let mut winners = Vec::new();
             for (client, task) in clients.iter().zip(tasks) {
-                match task.await.expect("contender task").expect("try_acquire") {
-                    Claim::Held { .. } => winners.push(client.identity().to_owned()),
-                    Claim::HeldByOther { .. } => tally.held_by_other += 1,
-                    Claim::Lost => tally.lost += 1,
+                match task.await.expect("contender task") {
+                    WriteOutcome::Written { .. } => winners.push(client.identity().to_owned()),
+                    WriteOutcome::Conflict => tally.conflicts += 1,
+                    other => {
+                        tally.other_outcomes += 1;
+                        failures.push(format!("{name}: {} got {other:?}", client.identity()));
+                    }
                 }
             }
             let record = leases.get(&name).await.expect("read the Lease back");
@@ -136,7 +168,7 @@ async fn at_most_one_contender_wins_each_race() {
         }
         println!(
             "contenders={contenders} rounds={} (absent={}, expired={}) one_winner={} no_winner={} \
-             double_winners={} record_mismatch={} losers: held_by_other={} lost={} wins_by={:?}",
+             double_winners={} record_mismatch={} losers: conflicts={} other={} wins_by={:?}",
             tally.rounds,
             tally.absent_rounds,
             tally.rounds - tally.absent_rounds,
@@ -144,8 +176,8 @@ async fn at_most_one_contender_wins_each_race() {
             tally.no_winner,
             tally.double_winners,
             tally.record_mismatch,
-            tally.held_by_other,
-            tally.lost,
+            tally.conflicts,
+            tally.other_outcomes,
             tally.wins_by,
         );
         total_rounds += tally.rounds;
@@ -155,53 +187,47 @@ async fn at_most_one_contender_wins_each_race() {
     assert!(failures.is_empty(), "{} bad rounds:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// A holder that missed a takeover (frozen, cut off) writes on the version
+/// it last knew: its renew and its release are conflicts, and the record
+/// keeps naming the new holder.
 #[tokio::test]
-async fn a_live_lease_is_never_taken_over() {
-    let admin = support::env().client().await;
-    let namespace = support::TestNamespace::create(&admin, "lease-live").await;
-    let leases: Api<Lease> = Api::namespaced(admin, &namespace.name);
-    let a = contender(&namespace.name, "a", Duration::from_secs(30)).await;
-    let b = contender(&namespace.name, "b", Duration::from_secs(30)).await;
-
-    let mut held = a.try_acquire("shard-0").await.unwrap();
-    assert!(held.is_held(), "{held:?}");
-    for _ in 0..10 {
-        let claim = b.try_acquire("shard-0").await.unwrap();
-        assert!(matches!(&claim, Claim::HeldByOther { holder, .. } if holder == "a"), "{claim:?}");
-        let renewed = a.renew("shard-0", &held).await.unwrap();
-        assert!(renewed.is_held(), "{renewed:?}");
-        assert_ne!(renewed, held, "a renew writes a new version");
-        held = renewed;
-    }
-    let record = leases.get("shard-0").await.unwrap();
-    assert_eq!(holder(&record).as_deref(), Some("a"));
-    assert_eq!(record.spec.unwrap().lease_transitions, Some(0));
-}
-
-#[tokio::test]
-async fn renew_after_a_takeover_is_lost() {
+async fn writes_on_a_replaced_version_conflict() {
     let admin = support::env().client().await;
     let namespace = support::TestNamespace::create(&admin, "lease-takeover").await;
     let leases: Api<Lease> = Api::namespaced(admin, &namespace.name);
-    let a = contender(&namespace.name, "a", Duration::from_secs(1)).await;
-    let b = contender(&namespace.name, "b", Duration::from_secs(30)).await;
+    let a = contender(&namespace.name, "a").await;
+    let b = contender(&namespace.name, "b").await;
+    let name = "shard-1";
+    let renew = Action::Renew { standby: None };
 
-    let a_claim = a.try_acquire("shard-1").await.unwrap();
-    assert!(a_claim.is_held(), "{a_claim:?}");
-    // a stops renewing; once its 1 s record has run out, b takes over.
-    let b_claim = support::wait_for("b to take over the expired Lease", Duration::from_secs(10), || async {
-        let claim = b.try_acquire("shard-1").await.unwrap();
-        claim.is_held().then_some(claim)
-    })
-    .await;
+    let created = written(&a, name, &write(Precondition::Absent, Action::Acquire), None).await;
+    assert_eq!(
+        outcome(&b, name, &write(Precondition::Absent, Action::Acquire), None).await,
+        WriteOutcome::Conflict,
+        "a create of an existing Lease"
+    );
+    let renewed = written(&a, name, &write(version(&created), renew.clone()), Some(created.clone())).await;
+    assert_ne!(renewed.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(
+        outcome(&b, name, &write(version(&created), Action::Acquire), Some(created.clone())).await,
+        WriteOutcome::Conflict,
+        "a takeover on the version before a's renewal"
+    );
+    let taken = written(&b, name, &write(version(&renewed), Action::Acquire), Some(renewed.clone())).await;
 
-    assert_eq!(a.renew("shard-1", &a_claim).await.unwrap(), Claim::Lost);
-    let claim = a.try_acquire("shard-1").await.unwrap();
-    assert!(matches!(&claim, Claim::HeldByOther { holder, .. } if holder == "b"), "{claim:?}");
-    assert!(b.renew("shard-1", &b_claim).await.unwrap().is_held());
-    let record = leases.get("shard-1").await.unwrap();
+    for (what, action) in [("renew", renew), ("release", Action::Release)] {
+        assert_eq!(
+            outcome(&a, name, &write(version(&renewed), action), Some(renewed.clone())).await,
+            WriteOutcome::Conflict,
+            "a's {what} after b took over"
+        );
+    }
+    let record = leases.get(name).await.unwrap();
+    assert_eq!(record.metadata.resource_version, taken.metadata.resource_version, "nothing written since");
     assert_eq!(holder(&record).as_deref(), Some("b"));
-    assert_eq!(record.spec.unwrap().lease_transitions, Some(1));
+    let spec = record.spec.unwrap();
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert_ne!(spec.acquire_time, created.spec.unwrap().acquire_time, "b's tenure starts at its takeover");
 }
 
 #[tokio::test]
@@ -209,53 +235,64 @@ async fn release_then_another_acquires() {
     let admin = support::env().client().await;
     let namespace = support::TestNamespace::create(&admin, "lease-release").await;
     let leases: Api<Lease> = Api::namespaced(admin, &namespace.name);
-    let a = contender(&namespace.name, "a", Duration::from_secs(30)).await;
-    let b = contender(&namespace.name, "b", Duration::from_secs(30)).await;
+    let a = contender(&namespace.name, "a").await;
+    let b = contender(&namespace.name, "b").await;
+    let name = "shard-2";
 
-    let a_claim = a.try_acquire("shard-2").await.unwrap();
-    assert!(a_claim.is_held(), "{a_claim:?}");
-    assert!(matches!(b.try_acquire("shard-2").await.unwrap(), Claim::HeldByOther { .. }));
+    let created = written(&a, name, &write(Precondition::Absent, Action::Acquire), None).await;
+    let released = written(&a, name, &write(version(&created), Action::Release), Some(created.clone())).await;
+    assert_eq!(holder(&leases.get(name).await.unwrap()), None);
 
-    a.release("shard-2", &a_claim).await.unwrap();
-    assert_eq!(holder(&leases.get("shard-2").await.unwrap()), None);
-
-    let b_claim = b.try_acquire("shard-2").await.unwrap();
-    assert!(b_claim.is_held(), "a released Lease is free at once: {b_claim:?}");
-    // a's old claim is stale: renewing it is Lost and releasing it is a no-op.
-    assert_eq!(a.renew("shard-2", &a_claim).await.unwrap(), Claim::Lost);
-    a.release("shard-2", &a_claim).await.unwrap();
-    let record = leases.get("shard-2").await.unwrap();
+    let acquired = written(&b, name, &write(version(&released), Action::Acquire), Some(released)).await;
+    // a's version is stale: renewing or releasing it again is a conflict.
+    for action in [Action::Renew { standby: None }, Action::Release] {
+        assert_eq!(
+            outcome(&a, name, &write(version(&created), action), Some(created.clone())).await,
+            WriteOutcome::Conflict
+        );
+    }
+    let record = leases.get(name).await.unwrap();
+    assert_eq!(record.metadata.resource_version, acquired.metadata.resource_version);
     assert_eq!(holder(&record).as_deref(), Some("b"));
-    assert_eq!(record.spec.unwrap().lease_transitions, Some(1));
-    assert!(b.renew("shard-2", &b_claim).await.unwrap().is_held());
+    assert_eq!(record.spec.unwrap().lease_transitions, Some(1), "a released Lease taken by another counts");
 }
 
-/// A tenure survives a lapse only if the acquisition replaced a version
-/// that still named this replica: what the replace returns as the former
-/// holder must be exactly that version's holder.
+/// A replica that takes back a Lease still naming it (a restart, a lost
+/// answer) keeps its tenure: `acquireTime` and the transitions stay.
 #[tokio::test]
-async fn an_acquisition_names_the_holder_it_replaced() {
+async fn taking_back_an_own_lease_keeps_the_tenure() {
     let admin = support::env().client().await;
-    let namespace = support::TestNamespace::create(&admin, "lease-previous").await;
-    let a = contender(&namespace.name, "a", Duration::from_secs(1)).await;
-    let b = contender(&namespace.name, "b", Duration::from_secs(1)).await;
+    let namespace = support::TestNamespace::create(&admin, "lease-own").await;
+    let a = contender(&namespace.name, "a").await;
+    let name = "shard-3";
 
-    let (claim, previous) = a.try_acquire_after("shard-3").await.unwrap();
-    assert!(claim.is_held() && previous.is_none(), "created: {claim:?} {previous:?}");
-    // a takes its own Lease back (as after a lapse): nobody wrote in between.
-    let (claim, previous) = a.try_acquire_after("shard-3").await.unwrap();
-    assert!(claim.is_held(), "{claim:?}");
-    assert_eq!(previous.as_deref(), Some("a"));
-    // b takes it over once expired, and learns it replaced a.
-    let (claim, previous) = support::wait_for("b to take over", Duration::from_secs(10), || async {
-        let (claim, previous) = b.try_acquire_after("shard-3").await.unwrap();
-        claim.is_held().then_some((claim, previous))
-    })
-    .await;
-    assert_eq!(previous.as_deref(), Some("a"));
-    b.release("shard-3", &claim).await.unwrap();
-    // After b's release the Lease names nobody: a's next tenure is new.
-    let (claim, previous) = a.try_acquire_after("shard-3").await.unwrap();
-    assert!(claim.is_held(), "{claim:?}");
-    assert_eq!(previous, None, "a released Lease names no former holder");
+    let created = written(&a, name, &write(Precondition::Absent, Action::Acquire), None).await;
+    let again = written(&a, name, &write(version(&created), Action::Acquire), Some(created.clone())).await;
+    let (before, after) = (created.spec.unwrap(), again.spec.unwrap());
+    assert_eq!(after.holder_identity.as_deref(), Some("a"));
+    assert_eq!(after.acquire_time, before.acquire_time);
+    assert_eq!(after.lease_transitions, Some(0));
+}
+
+/// The member Lease carries the standby announcement: a renewal sets it,
+/// leaves it alone (`None`), or removes it (an empty set), in the same
+/// compare-and-swap write.
+#[tokio::test]
+async fn a_renewal_announces_and_withdraws_the_standby() {
+    let admin = support::env().client().await;
+    let namespace = support::TestNamespace::create(&admin, "lease-standby").await;
+    let a = contender(&namespace.name, "a").await;
+    let name = "member-a";
+    let annotation =
+        |lease: &Lease| lease.metadata.annotations.as_ref().and_then(|a| a.get(STANDBY_ANNOTATION)).cloned();
+    let renew = |standby: Option<BTreeSet<u32>>| Action::Renew { standby };
+
+    let joined = written(&a, name, &write(Precondition::Absent, Action::Acquire), None).await;
+    let announced =
+        written(&a, name, &write(version(&joined), renew(Some(BTreeSet::from([17, 3])))), Some(joined)).await;
+    assert_eq!(annotation(&announced).as_deref(), Some("3,17"));
+    let kept = written(&a, name, &write(version(&announced), renew(None)), Some(announced)).await;
+    assert_eq!(annotation(&kept).as_deref(), Some("3,17"), "None leaves the announcement");
+    let withdrawn = written(&a, name, &write(version(&kept), renew(Some(BTreeSet::new()))), Some(kept)).await;
+    assert_eq!(annotation(&withdrawn), None, "an empty set removes it");
 }

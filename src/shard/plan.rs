@@ -1,15 +1,13 @@
-//! The coordinator's decisions in one pass (pure): which held shards are
-//! overdue (lost), which are due for renewal, which desired shards to try to
-//! acquire, which to hand over and which of those may be released now.
+//! Parts of the coordinator core's pass (pure): which held shards are
+//! overdue (lost), which are due for renewal, which desired shards are
+//! incoming, which to hand over and which of those may be released now.
 //!
-//! In: when each held Lease was last renewed, the Lease records, the shards
-//! the assignment gives this replica, the drained reports, the time. Out: a
-//! [`PassPlan`]; `coordinator` does the Lease writes and feeds results back.
+//! In: when each held Lease was last renewed, the shards the assignment
+//! gives this replica, the drained reports, the time. Out: a [`PassPlan`]
+//! and the shards to release; `core` turns them into Lease writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-
-use super::records::Record;
 
 /// The timing settings a pass decides with.
 #[derive(Clone, Copy, Debug)]
@@ -42,27 +40,6 @@ pub fn held_shards(held: &BTreeMap<u32, Option<Instant>>, timing: Timing, now: I
         }
     }
     plan
-}
-
-/// Desired shards this replica does not hold that it may take: free ones,
-/// and ones whose Lease still names it (it restarted, or a renewal's answer
-/// was lost).
-pub fn to_acquire(
-    desired: &BTreeSet<u32>,
-    held: &BTreeSet<u32>,
-    records: &BTreeMap<u32, Record>,
-    me: &str,
-) -> Vec<u32> {
-    desired
-        .iter()
-        .filter(|s| !held.contains(s))
-        .filter(|s| match records.get(s) {
-            Some(Record::Free) => true,
-            Some(Record::Live { holder, .. }) => holder == me,
-            None => false,
-        })
-        .copied()
-        .collect()
 }
 
 /// Desired shards not held yet: another live replica still holds them, or
@@ -132,8 +109,6 @@ impl Handover {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::jiff::Timestamp;
-
     use super::*;
 
     const TIMING: Timing =
@@ -149,19 +124,6 @@ mod tests {
             (3, None),
         ]);
         assert_eq!(held_shards(&held, TIMING, now), PassPlan { lose: vec![2, 3], renew: vec![1] });
-    }
-
-    #[test]
-    fn free_shards_and_our_own_stale_leases_are_acquired() {
-        let records = BTreeMap::from([
-            (0, Record::Free),
-            (1, Record::Live { holder: "me".into(), expires_at: Timestamp::UNIX_EPOCH }),
-            (2, Record::Live { holder: "other".into(), expires_at: Timestamp::UNIX_EPOCH }),
-            (3, Record::Free),
-        ]);
-        let desired = BTreeSet::from([0, 1, 2, 3, 4]);
-        let held = BTreeSet::from([3]);
-        assert_eq!(to_acquire(&desired, &held, &records, "me"), vec![0, 1]);
     }
 
     #[test]

@@ -205,21 +205,3 @@ mod tests {
         assert_eq!(s.member_lease(), "gitops-reverser-member-gitops-reverser-7d9f-abcde");
     }
 }
-
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    pub fn settings(prefix: &str, identity: &str) -> ShardSettings {
-        ShardSettings {
-            shards: 4,
-            namespace: "ns".into(),
-            prefix: prefix.into(),
-            identity: identity.into(),
-            lease_duration: Duration::from_secs(8),
-            renew_deadline: Duration::from_secs(5),
-            retry_period: Duration::from_secs(2),
-            push_timeout: Duration::from_secs(4),
-        }
-    }
-}

@@ -1,0 +1,794 @@
+//! The shard coordinator's decisions, as a pure synchronous core: no I/O,
+//! no clock reads. The shell (`coordinator`) feeds it Lease observations,
+//! write results, the controller's reports and ticks with the local
+//! monotonic time, and carries out the commands it returns.
+//!
+//! **Inputs** ([`Input`]): every version of every Lease of the installation
+//! the watch sees (holder, acquire and renew time, duration,
+//! resourceVersion, standby announcement), the end of the first list, the
+//! outcome of each write (written, conflict, failed, timed out), "drained"
+//! and "standby ready" reports from the controller, the stop signal, ticks.
+//!
+//! **Commands** ([`Command`]): write a Lease (acquire, renew, release) with
+//! a resourceVersion precondition (or "absent": a create), publish the
+//! [`Ownership`] that the controller and the push fences read, emit an
+//! event, wake at a time.
+//!
+//! **States.** The membership: not a member, joining (an acquire in
+//! flight), member (renewed at a time), lapsed (not renewed within the
+//! renew deadline: the next join is a rejoin, with a grace period in which
+//! shards held by others are left to them), leaving (stopped). Each shard:
+//! not held, acquiring (write in flight), held (renewed at a time, a
+//! tenure), held and releasing (handed over, waiting to be drained),
+//! release in flight. At most one write per Lease is in flight.
+//!
+//! **Time and clock skew.** Another replica's record counts as expired
+//! once this replica has seen the same resourceVersion, unchanged, for the
+//! record's lease duration by its own monotonic clock (as client-go's
+//! leader election does), never by comparing the writer's wall-clock
+//! `renewTime` with its own. The holder's fence closes at `sent + duration
+//! − START_MARGIN` of its own monotonic clock, where `sent` is when the
+//! winning write was sent, before the version existed and so before anyone
+//! could see it. So clock offsets between replicas do not matter at all;
+//! only the clocks' rates do: with rates within 1 ± ρ, two fences of one
+//! shard never overlap while (D − m)/(1 − ρ) < D/(1 + ρ), that is
+//! ρ < m / (2D − m) (D the lease duration, m = START_MARGIN: with the
+//! defaults 8 s and 1 s, ρ < 6.6 %). The simulation checks it.
+//!
+//! A member Lease counts for the assignment only while it was renewed
+//! within the renew deadline (by the same local rule): its holder drops
+//! out by itself at that point, and a replica that starts sees every
+//! listed record as new, so dead members must not count for a whole lease
+//! duration. Only whom a shard is desired by depends on it, never when a
+//! shard may be taken.
+
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+pub use types::{
+    Action, Command, CoreSettings, Event, Input, LeaseName, LeaseRecord, Precondition, Write, WriteOutcome,
+};
+
+use super::hash::assignment;
+use super::ownership::{HeldShard, Ownership};
+use super::plan::{self, Timing};
+
+/// Lets a burst of Lease events settle into one pass.
+pub const SETTLE: Duration = Duration::from_millis(20);
+/// The shortest wait between two passes the core asks for.
+const MIN_WAKE: Duration = Duration::from_millis(10);
+/// Look again this long after a record is due to expire.
+const EXPIRY_SLACK: Duration = Duration::from_millis(50);
+
+/// A version of a Lease, and when this replica first saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    record: LeaseRecord,
+    since: Instant,
+}
+
+impl Seen {
+    /// Until when the holder may still be using it, by this replica's
+    /// clock: `None` if it is free now (released, no duration, or expired).
+    fn live_until(&self, now: Instant) -> Option<Instant> {
+        self.record.holder()?;
+        let until = self.since + self.record.duration?;
+        (now < until).then_some(until)
+    }
+}
+
+/// A Lease this replica holds.
+#[derive(Clone, Debug)]
+struct Held {
+    resource_version: String,
+    /// When the last winning write was sent (local monotonic).
+    renewed_at: Instant,
+    tenure: u64,
+}
+
+/// A write in flight.
+#[derive(Clone, Debug)]
+struct Pending {
+    action: Action,
+    /// The version it requires (`None`: absent or unconditional).
+    precondition: Option<String>,
+    sent_at: Instant,
+    /// For an acquire: the holder the replaced version named.
+    previous: Option<String>,
+}
+
+pub struct ShardCore {
+    settings: CoreSettings,
+    listed: bool,
+    stopping: bool,
+    seen: BTreeMap<LeaseName, Seen>,
+    /// The shards whose seen record names this replica.
+    named_me: BTreeSet<u32>,
+    /// Versions a write already required whose outcome is final (written
+    /// over, or stale): never required again.
+    spent: BTreeMap<LeaseName, String>,
+    /// After a failed write (no answer, an API error): no new try before.
+    backoff: BTreeMap<LeaseName, Instant>,
+    pending: BTreeMap<LeaseName, Pending>,
+    member: Option<Held>,
+    /// When this replica joined (its member Lease's `acquireTime`).
+    joined_at: Option<Instant>,
+    membership_lapsed: bool,
+    /// After a lapse, until then, shards whose Lease names another replica
+    /// are left to it: it was cut off too, and is likely coming back.
+    rejoin_grace_until: Option<Instant>,
+    held: BTreeMap<u32, Held>,
+    handover: plan::Handover,
+    drained: BTreeSet<u32>,
+    standby_ready: BTreeSet<u32>,
+    /// What the member Lease announces.
+    announced: BTreeSet<u32>,
+    incoming: BTreeSet<u32>,
+    next_tenure: u64,
+    published: Ownership,
+    wake_at: Option<Instant>,
+    /// The last assignment (members, desired shards): recomputed only
+    /// when the members change.
+    assigned: Option<(Vec<String>, BTreeSet<u32>)>,
+    #[cfg(test)]
+    sabotage: super::sim::Sabotage,
+}
+
+impl ShardCore {
+    pub fn new(settings: CoreSettings) -> Self {
+        Self {
+            settings,
+            listed: false,
+            stopping: false,
+            seen: BTreeMap::new(),
+            named_me: BTreeSet::new(),
+            spent: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            member: None,
+            joined_at: None,
+            membership_lapsed: false,
+            rejoin_grace_until: None,
+            held: BTreeMap::new(),
+            handover: plan::Handover::default(),
+            drained: BTreeSet::new(),
+            standby_ready: BTreeSet::new(),
+            announced: BTreeSet::new(),
+            incoming: BTreeSet::new(),
+            next_tenure: 0,
+            published: Ownership::default(),
+            wake_at: None,
+            assigned: None,
+            #[cfg(test)]
+            sabotage: super::sim::Sabotage::None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn sabotaged(mut self, sabotage: super::sim::Sabotage) -> Self {
+        self.sabotage = sabotage;
+        self
+    }
+
+    /// The view last published.
+    pub fn ownership(&self) -> &Ownership {
+        &self.published
+    }
+
+    /// What this core knows and plans about one shard (for the
+    /// simulation's failure reports).
+    #[cfg(test)]
+    pub(super) fn describe(&self, shard: u32, now: Instant) -> String {
+        let lease = LeaseName::Shard(shard);
+        let seen = self.seen.get(&lease).map(|s| {
+            let age = now.saturating_duration_since(s.since);
+            format!("{:?}@{} seen {age:?} ago", s.record.holder, s.record.resource_version)
+        });
+        format!(
+            "seen {seen:?}, held {:?}, pending {:?}, spent {:?}, backoff {:?}, grace {:?}, member {}",
+            self.held.get(&shard).map(|h| &h.resource_version),
+            self.pending.get(&lease).map(|p| (
+                &p.action,
+                &p.precondition,
+                now.saturating_duration_since(p.sent_at)
+            )),
+            self.spent.get(&lease),
+            self.backoff.get(&lease).map(|b| b.saturating_duration_since(now)),
+            self.rejoin_grace_until.map(|g| g.saturating_duration_since(now)),
+            self.is_member(),
+        )
+    }
+
+    /// The members and desired shards of the last pass.
+    pub fn assigned(&self) -> Option<&(Vec<String>, BTreeSet<u32>)> {
+        self.assigned.as_ref()
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.member.is_some() && !self.stopping
+    }
+
+    /// Stopping, and every shard Lease given back (or given up).
+    pub fn is_done(&self) -> bool {
+        self.stopping
+            && self.held.is_empty()
+            && self.pending.keys().all(|l| matches!(l, LeaseName::Member(_)))
+    }
+
+    /// Shards with no live holder, as this replica sees them.
+    pub fn unowned(&self, now: Instant) -> usize {
+        (0..self.settings.shards)
+            .filter(|shard| !self.held.contains_key(shard))
+            .filter(|shard| {
+                self.seen.get(&LeaseName::Shard(*shard)).is_none_or(|seen| self.is_free(seen, now))
+            })
+            .count()
+    }
+
+    /// Feeds one input at local monotonic time `now`; returns what to do.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Command> {
+        let mut out = Vec::new();
+        match input {
+            Input::Observed { lease, record } => {
+                if self.observe(lease, record, now) {
+                    self.wake_soon(now, &mut out);
+                }
+                return out;
+            }
+            Input::Listed => self.listed = true,
+            Input::Written { lease, outcome } => self.on_written(lease, outcome, now, &mut out),
+            Input::Drained(shard) => {
+                self.drained.insert(shard);
+            }
+            Input::Standby(shards) => self.standby_ready = shards,
+            Input::Stop => self.stopping = true,
+            Input::Tick => {}
+        }
+        self.pass(now, &mut out);
+        out
+    }
+
+    /// The member Leases seen (they sort before the shard Leases).
+    fn member_records(&self) -> impl Iterator<Item = &Seen> {
+        self.seen.iter().take_while(|(lease, _)| matches!(lease, LeaseName::Member(_))).map(|(_, seen)| seen)
+    }
+
+    /// Records a version; true if it may change a decision.
+    fn observe(&mut self, lease: LeaseName, record: Option<LeaseRecord>, now: Instant) -> bool {
+        if let LeaseName::Shard(shard) = lease {
+            let mine = record.as_ref().is_some_and(|r| r.holder() == Some(self.settings.identity.as_str()));
+            if mine {
+                self.named_me.insert(shard);
+            } else {
+                self.named_me.remove(&shard);
+            }
+        }
+        let Some(record) = record else {
+            self.spent.remove(&lease);
+            return self.seen.remove(&lease).is_some();
+        };
+        if self.spent.get(&lease).is_some_and(|v| *v != record.resource_version) {
+            self.spent.remove(&lease);
+        }
+        let previous = self.seen.get(&lease);
+        if previous.is_some_and(|p| p.record.resource_version == record.resource_version) {
+            return false;
+        }
+        let changed_roles = previous
+            .is_none_or(|p| p.record.holder() != record.holder() || p.record.standby != record.standby);
+        let mine = match &lease {
+            LeaseName::Shard(shard) => {
+                self.held.contains_key(shard)
+                    || self.incoming.contains(shard)
+                    || self.pending.contains_key(&lease)
+                    || record.holder() == Some(self.settings.identity.as_str())
+            }
+            LeaseName::Member(name) => *name == self.settings.identity,
+        };
+        self.seen.insert(lease, Seen { record, since: now });
+        changed_roles || mine
+    }
+
+    fn wake_soon(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let soon = now + SETTLE;
+        if self.wake_at.is_none_or(|at| at > soon) {
+            self.wake_at = Some(soon);
+            out.push(Command::WakeAt(soon));
+        }
+    }
+
+    fn write(
+        &mut self,
+        lease: LeaseName,
+        precondition: Precondition,
+        action: Action,
+        previous: Option<String>,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        let required = match &precondition {
+            Precondition::Version(v) => Some(v.clone()),
+            _ => None,
+        };
+        self.pending.insert(
+            lease.clone(),
+            Pending { action: action.clone(), precondition: required, sent_at: now, previous },
+        );
+        #[cfg(test)]
+        let precondition = match (self.sabotage, precondition) {
+            (super::sim::Sabotage::SkipPreconditions, Precondition::Version(_)) => {
+                Precondition::Unconditional
+            }
+            (_, precondition) => precondition,
+        };
+        out.push(Command::Write(Write { lease, precondition, action }));
+    }
+
+    fn on_written(&mut self, lease: LeaseName, outcome: WriteOutcome, now: Instant, out: &mut Vec<Command>) {
+        let Some(pending) = self.pending.remove(&lease) else { return };
+        let final_outcome = matches!(outcome, WriteOutcome::Written { .. } | WriteOutcome::Conflict);
+        if final_outcome {
+            // An "absent" that failed is spent as "".
+            self.spent.insert(lease.clone(), pending.precondition.clone().unwrap_or_default());
+        }
+        let error = match &outcome {
+            WriteOutcome::Failed(error) => Some(error.clone()),
+            WriteOutcome::TimedOut => Some("no answer in time".to_owned()),
+            _ => None,
+        };
+        if let Some(error) = error {
+            let renewal = matches!(pending.action, Action::Renew { .. });
+            out.push(Command::Event(Event::WriteFailed { lease: lease.clone(), renewal, error }));
+        }
+        // The server refused: a short pause. A write that timed out waited
+        // long enough.
+        if matches!(outcome, WriteOutcome::Failed(_)) {
+            self.backoff.insert(lease.clone(), now + self.settings.retry_period / 4);
+        }
+        match lease {
+            LeaseName::Member(_) => self.on_member_written(pending, outcome, out),
+            LeaseName::Shard(shard) => self.on_shard_written(shard, pending, outcome, out),
+        }
+    }
+
+    fn on_member_written(&mut self, pending: Pending, outcome: WriteOutcome, out: &mut Vec<Command>) {
+        match (pending.action, outcome) {
+            (Action::Release, _) => {}
+            (Action::Acquire, WriteOutcome::Written { resource_version }) if !self.stopping => {
+                // A Lease that already named this replica keeps its
+                // acquireTime: the replica joined back then (when this
+                // process joined before, it knows; else the record says).
+                let record = self.seen.get(&LeaseName::Member(self.settings.identity.clone()));
+                let named_me = record.filter(|s| s.record.holder() == Some(self.settings.identity.as_str()));
+                self.joined_at = match (named_me, self.joined_at) {
+                    (Some(_), Some(joined)) => Some(joined),
+                    (Some(seen), None) => {
+                        let held_for =
+                            seen.record.held_for() + pending.sent_at.saturating_duration_since(seen.since);
+                        Some(pending.sent_at.checked_sub(held_for).unwrap_or(pending.sent_at))
+                    }
+                    (None, _) => Some(pending.sent_at),
+                };
+                self.member = Some(Held { resource_version, renewed_at: pending.sent_at, tenure: 0 });
+                let rejoined = std::mem::take(&mut self.membership_lapsed);
+                if rejoined {
+                    self.rejoin_grace_until = Some(pending.sent_at + self.settings.lease_duration);
+                }
+                self.announced.clear();
+                out.push(Command::Event(Event::Joined { rejoined }));
+            }
+            (Action::Renew { standby }, WriteOutcome::Written { resource_version }) => {
+                if let Some(member) = &mut self.member {
+                    member.resource_version = resource_version;
+                    member.renewed_at = pending.sent_at;
+                    let standby = standby.unwrap_or_default();
+                    if standby != self.announced {
+                        out.push(Command::Event(Event::Announced(standby.clone())));
+                        self.announced = standby;
+                    }
+                }
+            }
+            (Action::Renew { .. }, WriteOutcome::Conflict) => self.member = None,
+            _ => {}
+        }
+    }
+
+    fn on_shard_written(
+        &mut self,
+        shard: u32,
+        pending: Pending,
+        outcome: WriteOutcome,
+        out: &mut Vec<Command>,
+    ) {
+        match (pending.action, outcome) {
+            (Action::Acquire, WriteOutcome::Written { resource_version }) => {
+                self.next_tenure += 1;
+                let tenure = self.next_tenure;
+                let me = self.settings.identity.as_str();
+                let previous = pending.previous.filter(|p| p != me);
+                out.push(Command::Event(Event::Acquired { shard, tenure, previous: previous.clone() }));
+                if let Some(previous) = previous {
+                    out.push(Command::Event(Event::TakenOver { shard, previous }));
+                }
+                self.held.insert(shard, Held { resource_version, renewed_at: pending.sent_at, tenure });
+            }
+            (Action::Renew { .. }, WriteOutcome::Written { resource_version }) => {
+                // A renewal answered after the shard was dropped changes
+                // nothing: the Lease still names this replica, and is
+                // acquired or released again by its version.
+                if let Some(held) = self.held.get_mut(&shard) {
+                    held.resource_version = resource_version;
+                    held.renewed_at = pending.sent_at;
+                }
+            }
+            (Action::Renew { .. }, WriteOutcome::Conflict) if self.held.contains_key(&shard) => {
+                self.lose(shard, "another replica wrote the Lease", out);
+            }
+            (Action::Release, WriteOutcome::Written { .. }) => {
+                out.push(Command::Event(Event::Released(shard)))
+            }
+            _ => {}
+        }
+    }
+
+    fn lose(&mut self, shard: u32, why: &'static str, out: &mut Vec<Command>) {
+        self.held.remove(&shard);
+        self.handover.forget(shard);
+        out.push(Command::Event(Event::Lost { shard, why }));
+    }
+
+    fn may_write(&self, lease: &LeaseName, version: Option<&str>, now: Instant) -> bool {
+        !self.pending.contains_key(lease)
+            && self.backoff.get(lease).is_none_or(|until| *until <= now)
+            && (version.is_none() || self.spent.get(lease).map(String::as_str) != version)
+    }
+
+    /// One level-based pass over everything.
+    fn pass(&mut self, now: Instant, out: &mut Vec<Command>) {
+        self.backoff.retain(|_, until| *until > now);
+        if self.listed {
+            self.keep_membership(now, out);
+            self.drop_overdue(now, out);
+            self.renew_due(now, out);
+            let desired = self.desired(now);
+            self.acquire(&desired, now, out);
+            self.hand_over(&desired, now, out);
+            self.release_stale(&desired, now, out);
+        }
+        self.publish(out);
+        let wake = self.next_wake(now);
+        self.wake_at = Some(wake);
+        out.push(Command::WakeAt(wake));
+    }
+
+    fn keep_membership(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let lease = LeaseName::Member(self.settings.identity.clone());
+        // A renewal that hangs must not keep the membership alive.
+        if !self.stopping
+            && self.member.as_ref().is_some_and(|m| m.renewed_at + self.settings.renew_deadline <= now)
+        {
+            self.member = None;
+            self.membership_lapsed = true;
+            out.push(Command::Event(Event::MembershipLapsed));
+        }
+        if self.pending.contains_key(&lease) {
+            return;
+        }
+        if self.stopping {
+            if let Some(member) = self.member.take() {
+                let version = Precondition::Version(member.resource_version);
+                self.write(lease, version, Action::Release, None, now, out);
+            }
+            return;
+        }
+        if let Some(member) = &self.member {
+            // Announce only what is still incoming.
+            let standby: BTreeSet<u32> = self.standby_ready.intersection(&self.incoming).copied().collect();
+            if member.renewed_at + self.settings.retry_period <= now || standby != self.announced {
+                let version = Precondition::Version(member.resource_version.clone());
+                self.write(lease, version, Action::Renew { standby: Some(standby) }, None, now, out);
+            }
+            return;
+        }
+        if !self.may_write(&lease, None, now) {
+            return;
+        }
+        let precondition = match self.seen.get(&lease) {
+            None => Precondition::Absent,
+            Some(seen) => {
+                let holder = seen.record.holder();
+                if holder.is_some_and(|h| h != self.settings.identity) && seen.live_until(now).is_some() {
+                    let holder = holder.unwrap_or_default().to_owned();
+                    out.push(Command::Event(Event::DuplicateIdentity { holder }));
+                    return;
+                }
+                Precondition::Version(seen.record.resource_version.clone())
+            }
+        };
+        if let Precondition::Version(v) = &precondition
+            && self.spent.get(&lease) == Some(v)
+        {
+            return;
+        }
+        self.write(lease, precondition, Action::Acquire, None, now, out);
+    }
+
+    /// Shards not renewed within the renew deadline stop at once: others
+    /// may take them once they expire, later.
+    fn drop_overdue(&mut self, now: Instant, out: &mut Vec<Command>) {
+        for shard in self.held_plan(now).lose {
+            self.lose(shard, "not renewed within the renew deadline", out);
+        }
+    }
+
+    fn held_plan(&self, now: Instant) -> plan::PassPlan {
+        let held = self.held.iter().map(|(s, h)| (*s, Some(h.renewed_at))).collect();
+        let timing =
+            Timing { renew_deadline: self.settings.renew_deadline, retry_period: self.settings.retry_period };
+        plan::held_shards(&held, timing, now)
+    }
+
+    fn renew_due(&mut self, now: Instant, out: &mut Vec<Command>) {
+        for shard in self.held_plan(now).renew {
+            let lease = LeaseName::Shard(shard);
+            if !self.may_write(&lease, None, now) {
+                continue;
+            }
+            let version = Precondition::Version(self.held[&shard].resource_version.clone());
+            self.write(lease, version, Action::Renew { standby: None }, None, now, out);
+        }
+    }
+
+    /// When a record seen at `since` counts as expired (see the module docs).
+    fn expiry(&self, seen: &Seen) -> Option<Instant> {
+        let duration = seen.record.duration?;
+        #[cfg(test)]
+        if self.sabotage == super::sim::Sabotage::TakeOverEarly {
+            return Some(seen.since + duration / 2);
+        }
+        Some(seen.since + duration)
+    }
+
+    fn is_free(&self, seen: &Seen, now: Instant) -> bool {
+        seen.record.holder().is_none() || self.expiry(seen).is_none_or(|until| until <= now)
+    }
+
+    /// Until when a member Lease counts: its holder drops out by itself
+    /// once it could not renew for the renew deadline, so the others do
+    /// too (only the assignment depends on it; taking a shard still waits
+    /// for the shard Lease to expire). A replica that (re)starts sees every
+    /// listed record as new: this bounds how long it counts dead ones.
+    fn member_until(&self, seen: &Seen) -> Option<Instant> {
+        seen.record.holder()?;
+        let until = self.expiry(seen)?;
+        Some(until.min(seen.since + self.settings.renew_deadline))
+    }
+
+    fn is_live_member(&self, seen: &Seen, now: Instant) -> bool {
+        self.member_until(seen).is_some_and(|until| now < until)
+    }
+
+    /// The members shards are assigned among: the live member Leases whose
+    /// holders joined at least the warm-up ago, or all of them if none did
+    /// (a fresh installation). This replica counts only as a member.
+    fn members(&self, now: Instant) -> Vec<String> {
+        let me = self.settings.identity.as_str();
+        let mut live: Vec<(String, Duration)> = self
+            .member_records()
+            .filter(|seen| self.is_live_member(seen, now))
+            .filter_map(|seen| {
+                let holder = seen.record.holder().filter(|h| *h != me)?;
+                Some((holder.to_owned(), seen.record.held_for() + now.saturating_duration_since(seen.since)))
+            })
+            .collect();
+        if self.is_member() {
+            // By its own record, as the others see it (a crash in between
+            // counts as membership for them too); until that is seen, by
+            // when it joined.
+            let own =
+                self.seen.get(&LeaseName::Member(me.to_owned())).filter(|s| s.record.holder() == Some(me));
+            let age = match (own, self.joined_at) {
+                (Some(seen), _) => Some(seen.record.held_for() + now.saturating_duration_since(seen.since)),
+                (None, Some(joined)) => Some(now.saturating_duration_since(joined)),
+                (None, None) => None,
+            };
+            live.extend(age.map(|age| (me.to_owned(), age)));
+        }
+        let settled = |age: &Duration| *age >= self.settings.warmup;
+        let any_settled = live.iter().any(|(_, age)| settled(age));
+        let mut members: Vec<String> =
+            live.into_iter().filter(|(_, age)| !any_settled || settled(age)).map(|(m, _)| m).collect();
+        members.sort();
+        members.dedup();
+        members
+    }
+
+    fn desired(&mut self, now: Instant) -> BTreeSet<u32> {
+        let members = self.members(now);
+        if let Some((cached, desired)) = &self.assigned
+            && *cached == members
+        {
+            return desired.clone();
+        }
+        let desired: BTreeSet<u32> = if members.contains(&self.settings.identity) {
+            assignment(self.settings.shards, &members)
+                .remove(&self.settings.identity)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.assigned = Some((members, desired.clone()));
+        desired
+    }
+
+    /// Desired shards that are free, or whose Lease still names this
+    /// replica (it restarted, or a renewal's answer was lost).
+    fn acquire(&mut self, desired: &BTreeSet<u32>, now: Instant, out: &mut Vec<Command>) {
+        let me = self.settings.identity.clone();
+        let in_grace = self.rejoin_grace_until.is_some_and(|until| now < until);
+        for shard in desired {
+            if self.held.contains_key(shard) {
+                continue;
+            }
+            let lease = LeaseName::Shard(*shard);
+            let (precondition, previous) = match self.seen.get(&lease) {
+                None => (Precondition::Absent, None),
+                Some(seen) => {
+                    let holder = seen.record.holder();
+                    let mine = holder == Some(me.as_str());
+                    if !mine && !self.is_free(seen, now) {
+                        continue;
+                    }
+                    if in_grace && holder.is_some() && !mine {
+                        continue;
+                    }
+                    (Precondition::Version(seen.record.resource_version.clone()), holder.map(str::to_owned))
+                }
+            };
+            let version = match &precondition {
+                Precondition::Version(v) => Some(v.as_str()),
+                _ => None,
+            };
+            if !self.may_write(&lease, version, now) {
+                continue;
+            }
+            // A version that failed as "absent" is spent as "".
+            if version.is_none() && self.spent.get(&lease).is_some_and(String::is_empty) {
+                continue;
+            }
+            self.write(lease, precondition, Action::Acquire, previous, now, out);
+        }
+        let held: BTreeSet<u32> = self.held.keys().copied().collect();
+        self.incoming = plan::incoming(desired, &held);
+    }
+
+    /// Held shards no longer desired: written until the new owner announced
+    /// a standby (or a wait passed), then drained by the controller, then
+    /// released. Their fences shut before the release is sent.
+    fn hand_over(&mut self, desired: &BTreeSet<u32>, now: Instant, out: &mut Vec<Command>) {
+        let held: BTreeSet<u32> = self.held.keys().copied().collect();
+        let me = self.settings.identity.as_str();
+        // With no other member nobody will announce: no wait.
+        let others = self.assigned.as_ref().is_some_and(|(members, _)| members.iter().any(|m| m != me));
+        let mut standby_elsewhere = BTreeSet::new();
+        for seen in self.member_records() {
+            if seen.record.holder().is_some_and(|h| h != me) && self.is_live_member(seen, now) {
+                standby_elsewhere.extend(seen.record.standby.iter().copied());
+            }
+        }
+        let release = self.handover.pass(
+            &held,
+            desired,
+            &self.drained,
+            others.then_some(&standby_elsewhere),
+            now,
+            self.settings.handover_wait,
+        );
+        self.drained.retain(|s| self.handover.releasing.contains(s));
+        for shard in release {
+            let lease = LeaseName::Shard(shard);
+            if self.pending.contains_key(&lease) {
+                continue;
+            }
+            let Some(held) = self.held.remove(&shard) else { continue };
+            self.handover.forget(shard);
+            self.drained.remove(&shard);
+            let version = Precondition::Version(held.resource_version);
+            self.write(lease, version, Action::Release, None, now, out);
+        }
+    }
+
+    /// Leases that name this replica but that it neither holds nor desires
+    /// (it restarted, or a write's answer was lost): given back at once,
+    /// so their new owner need not wait for them to expire.
+    fn release_stale(&mut self, desired: &BTreeSet<u32>, now: Instant, out: &mut Vec<Command>) {
+        // Until it joined, it does not know what it will be given.
+        if !self.is_member() && !self.stopping {
+            return;
+        }
+        let stale: Vec<(LeaseName, String)> = self
+            .named_me
+            .iter()
+            .filter(|shard| !self.held.contains_key(shard) && !desired.contains(shard))
+            .filter_map(|shard| {
+                let lease = LeaseName::Shard(*shard);
+                let seen = self.seen.get(&lease).filter(|seen| seen.live_until(now).is_some())?;
+                Some((lease, seen.record.resource_version.clone()))
+            })
+            .collect();
+        for (lease, version) in stale {
+            if self.may_write(&lease, Some(&version), now) {
+                self.write(lease, Precondition::Version(version), Action::Release, None, now, out);
+            }
+        }
+    }
+
+    fn publish(&mut self, out: &mut Vec<Command>) {
+        let ownership = Ownership {
+            held: self
+                .held
+                .iter()
+                .map(|(shard, held)| {
+                    let shard_view = HeldShard {
+                        expires: held.renewed_at + self.settings.lease_duration,
+                        releasing: self.handover.releasing.contains(shard),
+                        tenure: held.tenure,
+                    };
+                    (*shard, shard_view)
+                })
+                .collect(),
+            incoming: self.incoming.clone(),
+            // Suspension stays off, as in the coordinator before: a lapse
+            // ends the tenure and fresh workers resync.
+            suspended: BTreeMap::new(),
+        };
+        if ownership != self.published {
+            self.published = ownership.clone();
+            out.push(Command::Publish(ownership));
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Instant {
+        let retry = self.settings.retry_period;
+        let deadline = self.settings.renew_deadline;
+        let mut next = now + retry;
+        // Only what lies ahead: an expiry already past was acted on.
+        let mut consider = |at: Instant| {
+            if at > now {
+                next = next.min(at);
+            }
+        };
+        for held in self.held.values().chain(self.member.iter()) {
+            consider(held.renewed_at + retry);
+            consider(held.renewed_at + deadline);
+        }
+        if let Some(at) = self.handover.next_deadline(self.settings.handover_wait) {
+            consider(at);
+        }
+        for until in self.backoff.values() {
+            consider(*until);
+        }
+        // A desired shard whose holder stopped renewing becomes free at its
+        // expiry, and a member that stopped renewing leaves the assignment
+        // at its own: look again then.
+        let desired = self.incoming.iter().map(|s| LeaseName::Shard(*s));
+        for lease in desired {
+            if let Some(at) = self.seen.get(&lease).and_then(|seen| self.expiry(seen)) {
+                consider(at + EXPIRY_SLACK);
+            }
+        }
+        for seen in self.member_records() {
+            if let Some(at) = self.member_until(seen) {
+                consider(at + EXPIRY_SLACK);
+            }
+        }
+        next.max(now + MIN_WAKE)
+    }
+}
