@@ -595,7 +595,14 @@ impl Controller {
             .collect();
         for (key, folder, queue) in handing_over {
             let id = self.target_id(&key);
-            infos.insert(key.clone(), TargetInfo { id, base_folder: folder, sealer: None });
+            // Its Secrets stay sealed for it: withheld, a relist's sweep
+            // would delete their files from the branch it still writes.
+            let sealer = self.targets.get(&key).and_then(|state| state.resolved()).and_then(|resolved| {
+                let branch = resolved.branch_key.clone();
+                resolved.encryption.clone().map(|sealer| (sealer, branch))
+            });
+            let sealer = sealer.map(|(sealer, branch)| self.following(&sealer, &branch));
+            infos.insert(key.clone(), TargetInfo { id, base_folder: folder, sealer });
             queues.insert(key, queue);
         }
         // A target that leaves this replica (its shard moved, its worker
