@@ -264,7 +264,11 @@ impl WatchTask {
                     let _ = self.notices.send(Notice::Backlogged { target: target.clone() });
                     false
                 }
-                Some(Offered::Closed | Offered::Resyncing) | None => false,
+                Some(Offered::Closed | Offered::Resyncing) => false,
+                None => {
+                    debug!(git_target = %target, "no branch worker for this target; its start resyncs it");
+                    false
+                }
             };
             match (change, sent) {
                 (false, _) => {}

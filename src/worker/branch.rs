@@ -243,7 +243,10 @@ async fn run(
                 None => continue,
             },
             item = intake.recv(), if intake_open && core.wants_items() => match item {
-                Some(item) => Input::Item(item),
+                Some(item) => {
+                    log_listing(&shell.settings.key, &item);
+                    Input::Item(item)
+                }
                 None => {
                     intake_open = false;
                     Input::Drain
@@ -252,6 +255,19 @@ async fn run(
             _ = tokio::time::sleep_until(wake.into()) => Input::Tick,
         };
         commands = core.handle(input, at());
+    }
+}
+
+/// Where a target's resync begins and each list ends, for the logs.
+fn log_listing(branch: &BranchKey, item: &WorkItem) {
+    match item {
+        WorkItem::Retain { target, owned } => {
+            debug!(%branch, git_target = %target, resources = owned.len(), "resync begins");
+        }
+        WorkItem::Sweep { scope, live } => {
+            debug!(%branch, git_target = %scope.target, resource = %scope.plural, live = live.len(), "list ended");
+        }
+        _ => {}
     }
 }
 
@@ -302,9 +318,11 @@ impl Shell {
     fn run(&mut self, command: Command, behind: usize) -> Option<BoxFuture<'static, Option<Input>>> {
         match command {
             Command::Fetch { known, since, history_after } => {
+                debug!(branch = %self.settings.key, known = known.len(), takeover = history_after.is_some(), "fetching");
                 Some(self.fetch(known, since, history_after).map(Some).boxed())
             }
             Command::Commit { parent, changes, message, source, author, allow_empty } => {
+                debug!(branch = %self.settings.key, changes = changes.len(), "committing");
                 Some(self.commit(parent, changes, message, source, author, allow_empty).map(Some).boxed())
             }
             Command::Push { local, expected, commits, sources } => {
@@ -367,6 +385,9 @@ impl Shell {
             Note::Unwritable { path, message } => {
                 warn!(branch = %key, path, %message, "a change can never be written; skipped");
             }
+            Note::TakenOver { dropped, pending, by_history } => {
+                info!(branch = %key, dropped, pending, by_history, "took the branch over from standby");
+            }
         }
     }
 
@@ -402,7 +423,10 @@ impl Shell {
                         })
                     })
                     .transpose()?;
-                let Some(tip) = tip else { return Ok(Fetched::default()) };
+                let Some(tip) = tip else {
+                    debug!(%branch, "fetched: the branch does not exist");
+                    return Ok(Fetched::default());
+                };
                 let history = match history_after {
                     Some(after) => takeover_history(&repo, &remote, &dir, &branch, tip, after).await?,
                     None => None,
@@ -447,6 +471,7 @@ impl Shell {
     ) -> impl Future<Output = Input> + 'static {
         let (repo, committer, metrics) =
             (self.repo.clone(), self.settings.committer.clone(), self.metrics.clone());
+        let branch = self.settings.key.clone();
         let signer = self.settings.signing.clone();
         let url = self.remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_default();
         let span =
@@ -473,6 +498,9 @@ impl Shell {
             if let Ok(Some(id)) = &result {
                 metrics.committed_change(source.received_at.elapsed(), source.trace_id());
                 span.record("sha", id.to_string());
+            }
+            if let Err(error) = &result {
+                warn!(%branch, error = %with_causes(error), "commit failed");
             }
             Input::Committed(result.map_err(|error| CommitFailure {
                 conflict: matches!(error, RepoError::PathConflict { .. } | RepoError::InvalidPath { .. }),

@@ -1,7 +1,7 @@
 //! The local side of the core: queued items become drafts, drafts become
 //! commits, and a failed commit keeps its place in line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::{
@@ -102,9 +102,13 @@ impl BranchCore {
         );
     }
 
-    /// The changes that alter the local tip.
+    /// The changes that alter the local tip: per file the last (the only
+    /// one a commit writes), where it differs from the view.
     pub(super) fn effective(&self, changes: &[Change]) -> Vec<Change> {
-        changes.iter().filter(|c| self.files.get(&c.path).copied() != c.content.blob_id()).cloned().collect()
+        last_per_path(changes.to_vec())
+            .into_iter()
+            .filter(|c| self.files.get(&c.path).copied() != c.content.blob_id())
+            .collect()
     }
 
     /// Turns a queued item into a draft (None: it changes nothing).
@@ -202,11 +206,13 @@ impl BranchCore {
                 break;
             }
         }
-        let mut changes = Vec::with_capacity(items.len());
-        let mut metas = Vec::with_capacity(items.len());
-        // Only what differs from the branch counts, so the message is true.
+        // Per file the last listed value: two lists queued before a commit
+        // (a standby keeps them apart) must not make one commit write a
+        // file twice, where only the last would be written.
+        let mut latest: Vec<(&String, Content, &ChangeMeta)> = Vec::with_capacity(items.len());
+        let mut position: HashMap<&str, usize> = HashMap::new();
         for item in &items {
-            let (path, content, meta) = match item {
+            let entry = match item {
                 WorkItem::Write { path, content, meta } => {
                     (path, self.files.settle(path, content.clone()), meta)
                 }
@@ -215,6 +221,18 @@ impl BranchCore {
                 WorkItem::Delete { path, meta } => (path, Content::Gone, meta),
                 _ => continue,
             };
+            match position.get(entry.0.as_str()) {
+                Some(&at) => latest[at] = entry,
+                None => {
+                    position.insert(entry.0.as_str(), latest.len());
+                    latest.push(entry);
+                }
+            }
+        }
+        let mut changes = Vec::with_capacity(latest.len());
+        let mut metas = Vec::with_capacity(latest.len());
+        // Only what differs from the branch counts, so the message is true.
+        for (path, content, meta) in latest {
             if self.files.get(path).copied() != content.blob_id() {
                 changes.push(Change { path: path.clone(), content });
                 metas.push(meta);
@@ -260,6 +278,7 @@ impl BranchCore {
 
     /// A draft written by the operator (the shell's committer is its author).
     pub(super) fn draft(&self, changes: Vec<Change>, message: Message, source: Source) -> Draft {
+        let changes = last_per_path(changes);
         let message = message
             .trailer("Replica", &self.settings.replica)
             .trailer("Trace-Id", source.trace_id().unwrap_or_default())
@@ -316,6 +335,22 @@ impl BranchCore {
             }
         }
     }
+}
+
+/// One change per file, its last, in the order of the files' first changes.
+pub(super) fn last_per_path(changes: Vec<Change>) -> Vec<Change> {
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(changes.len());
+    let mut unique: Vec<Change> = Vec::with_capacity(changes.len());
+    for change in changes {
+        match position.get(&change.path) {
+            Some(&at) => unique[at] = change,
+            None => {
+                position.insert(change.path.clone(), unique.len());
+                unique.push(change);
+            }
+        }
+    }
+    unique
 }
 
 fn gone(paths: Vec<String>) -> Vec<Change> {

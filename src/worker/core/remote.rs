@@ -241,7 +241,10 @@ impl BranchCore {
             #[cfg(not(test))]
             let sabotaged = false;
             if !sabotaged {
-                self.drop_written_by_previous_owner(&fetched.files, fetched.history.as_deref());
+                let (dropped, pending) =
+                    self.drop_written_by_previous_owner(&fetched.files, fetched.history.as_deref());
+                let by_history = fetched.history.is_some();
+                out.push(Command::Note(Note::TakenOver { dropped, pending, by_history }));
             }
         }
         // At a takeover the standby's view is the cluster as it received it,
@@ -331,12 +334,12 @@ impl BranchCore {
     /// After a takeover from standby: drops from the commits and the queue
     /// what the previous owner wrote (see `replay::takeover_drops`), and
     /// the queued sweeps before it (they would delete what it wrote after
-    /// the list they end).
+    /// the list they end). Returns (dropped, pending) changes.
     fn drop_written_by_previous_owner(
         &mut self,
         tip: &[(String, gix::ObjectId)],
         history: Option<&[(String, Option<gix::ObjectId>)]>,
-    ) {
+    ) -> (usize, usize) {
         let committed =
             self.chain.iter().map(|c| &c.changes).chain(self.drafts.iter().map(|d| &d.changes)).flatten();
         let mut pending: Vec<(&str, Option<gix::ObjectId>)> =
@@ -349,6 +352,7 @@ impl BranchCore {
             Some(history) => replay::takeover_drops_by_history(&pending, tip, history),
             None => replay::takeover_drops(&pending, tip, &base),
         };
+        let counts = (drops.iter().filter(|d| **d).count(), drops.len());
         let mut drops = drops.into_iter();
         let changes = self
             .chain
@@ -371,5 +375,6 @@ impl BranchCore {
             // The retry delay belonged to a failed draft that is gone.
             self.commit_retry_at = None;
         }
+        counts
     }
 }

@@ -653,7 +653,8 @@ impl Sim {
                     .collect();
                 let before = self.store.tree(parent);
                 let mut tree = before.clone();
-                for change in changes {
+                // As the repository does: only the last change per file is written.
+                for change in super::local::last_per_path(changes) {
                     match change.content {
                         Content::Bytes(bytes) => {
                             let id = self.blob(bytes.to_vec());

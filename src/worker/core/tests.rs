@@ -975,3 +975,55 @@ fn resyncs_of_an_unchanged_sealed_secret_commit_nothing() {
     h.input(Input::Item(WorkItem::Write { path: path.clone(), content: seal("aA=="), meta: h.meta(true) }));
     assert!(h.commit().is_none(), "the fetched tip already holds this Secret");
 }
+
+/// CI's ha_steady: a standby whose first fetch was slow took in two relists
+/// of the same Secret (sealed anew each time: other bytes, one digest) and
+/// committed both in one commit, where only the last is written. Its
+/// takeover settled the second to the first's blob, which no commit ever
+/// wrote: the commit failed for good and the branch was never written.
+#[test]
+fn a_commit_writes_each_file_once_and_restores_only_blobs_that_exist() {
+    let path = "f/ns/core/secrets/db.sops.yaml";
+    let identity = age::x25519::Identity::generate();
+    let recipients = crate::sops::Recipients::parse([identity.to_public().to_string()]).unwrap();
+    let sealer = crate::sops::Sealer::new(recipients, crate::sops::DigestKey::new(vec![4; 32]).unwrap());
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": "aA=="}});
+    let mut h = Harness::new();
+    h.set_standby(true);
+    assert!(h.fetch().is_some(), "a standby starts by fetching");
+    let target = TargetKey::new("ns", "t");
+    let scope = SweepScope { target, group: String::new(), plural: "secrets".into(), namespace: None };
+    for _ in 0..2 {
+        let content: Arc<[u8]> = sealer.seal(path, &secret).unwrap().file.into();
+        let meta =
+            ChangeMeta { kind: "Secret".into(), plural: "secrets".into(), name: "db".into(), ..h.meta(true) };
+        h.input(Input::Item(WorkItem::Write { path: path.into(), content, meta }));
+        let live = HashSet::from(["ns/db".to_owned()]);
+        h.input(Input::Item(WorkItem::Sweep { scope: scope.clone(), live }));
+    }
+    // The branch does not exist yet.
+    h.input(Input::Fetched(Ok(Fetched::default())));
+    let mut written = HashSet::new();
+    let mut check = |h: &Harness| {
+        let (_, changes) = h.commit().expect("a commit");
+        let paths: HashSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        let listed: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths.len(), changes.len(), "one change per file: {listed:?}");
+        for change in &changes {
+            match &change.content {
+                Content::Bytes(bytes) => {
+                    written.insert(LocalRepo::blob_id(bytes));
+                }
+                Content::Blob(id) => assert!(written.contains(id), "a restore of a blob no commit wrote"),
+                Content::Gone => {}
+            }
+        }
+    };
+    check(&h);
+    h.committed();
+    h.set_standby(false);
+    h.fetch().expect("the takeover fetches first");
+    h.input(Input::Fetched(Ok(Fetched::default())));
+    check(&h);
+}

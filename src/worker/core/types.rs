@@ -188,6 +188,8 @@ pub enum Note {
     Drift { paths: usize },
     /// A change that can never be written (a path conflict), with why.
     Unwritable { path: String, message: String },
+    /// A takeover dropped pending changes the previous owner had written.
+    TakenOver { dropped: usize, pending: usize, by_history: bool },
 }
 
 /// Where the worker is in its life.
