@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::fixtures::{self, Access};
@@ -99,7 +99,8 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
                                        "age": {"recipients": [identity.to_public().to_string()]}}}}),
     )
     .await;
-    let selector = json!([{"resources": ["secrets"], "labelSelector": {"matchLabels": {"mirror": "yes"}}}]);
+    let selector = json!([{"resources": ["secrets", "configmaps"],
+                            "labelSelector": {"matchLabels": {"mirror": "yes"}}}]);
     fixtures::watch_rule(&client, &ns.name, "secrets", "audit", selector).await;
     let operator = Operator::start(env, &ns.name);
     operator.wait_log("initial list complete").await;
@@ -187,6 +188,32 @@ async fn secrets_are_written_sealed_decrypt_to_the_live_data_and_make_no_churn()
     assert!(out.status.success(), "the new key cannot decrypt: {}", String::from_utf8_lossy(&out.stderr));
     let rotated_commits = commits_touching(&git, &url, &path).unwrap();
     assert_eq!(rotated_commits.len(), 3, "one commit re-seals for the new recipients: {rotated_commits:?}");
+
+    // Encryption removed: the Secret is withheld, and the relist that
+    // follows keeps its sealed file (a Flux applying the folder must not
+    // prune the Secret). A ConfigMap made once the worker took in the
+    // relist's sweep of Secrets proves that sweep was committed.
+    let swept = |operator: &Operator| {
+        operator.logs().lines().filter(|l| l.contains("list ended") && l.contains("secrets")).count()
+    };
+    let before_sweep = swept(&operator);
+    let patch = json!({"spec": {"encryption": null}});
+    targets.patch("audit", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    wait_for("the relist's sweep of Secrets", WAIT, || async {
+        (swept(&operator) > before_sweep).then_some(())
+    })
+    .await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let marker = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "marker", "namespace": ns.name, "labels": {"mirror": "yes"}}});
+    configmaps.patch("marker", &PatchParams::apply("test"), &Patch::Apply(&marker)).await.unwrap();
+    let marker_path = format!("clusters/test/{}/core/configmaps/marker.yaml", ns.name);
+    let view = wait_for("the marker after the sweep", WAIT, || async {
+        git.read_branch(&url, "main").filter(|v| v.files.contains_key(&marker_path))
+    })
+    .await;
+    assert!(view.files.contains_key(&path), "the relist deleted the withheld Secret's sealed file");
+    assert_eq!(commits_touching(&git, &url, &path).unwrap(), rotated_commits, "nothing touched it since");
 
     // No value or key in any object of the repository, the log, any status or Event.
     let mut scan = LeakScan::new()

@@ -146,6 +146,32 @@ pub fn on_apply(
     at: Instant,
     listing: bool,
 ) -> Result<Dispatched, Unsanitizable> {
+    let dispatched = route_apply(routing, resource, object, index, at, listing);
+    let Some(meta) = meta_of(object) else { return dispatched };
+    // The targets not sent it keep their files of it, even past a relist.
+    let withheld: Vec<TargetId> = match &dispatched {
+        Ok(dispatched) => {
+            dispatched.withheld_secrets.iter().map(|target| routing.targets[target].id).collect()
+        }
+        Err(_) => routing
+            .table
+            .selecting(resource, meta.namespace, &meta.labels)
+            .into_keys()
+            .filter_map(|target| routing.targets.get(&target).map(|info| info.id))
+            .collect(),
+    };
+    index.withhold(&ObjectIndex::key(meta.namespace, meta.name), withheld);
+    dispatched
+}
+
+fn route_apply(
+    routing: &Routing,
+    resource: &ServedResource,
+    object: &Value,
+    index: &mut ObjectIndex,
+    at: Instant,
+    listing: bool,
+) -> Result<Dispatched, Unsanitizable> {
     let rref = resource_ref(resource);
     let Some(meta) = meta_of(object) else { return Ok(Dispatched::default()) };
     let mut selected: Vec<(TargetKey, Selected)> =
@@ -402,7 +428,7 @@ pub fn on_list_complete(
             continue;
         }
         let live = index
-            .keys_for(info.id)
+            .kept_by(info.id)
             .map(|key| {
                 let (namespace, name) = split_key(key);
                 let relative = sanitize::object_path(

@@ -55,6 +55,10 @@ pub struct ObjectIndex {
     entries: HashMap<Box<str>, Entry>,
     /// Only for objects some target with ignore rules selects.
     quiet: HashMap<Box<str>, Quiet>,
+    /// Targets that select an object but were not sent it (a Secret they
+    /// cannot seal, an object that does not sanitize): their files of it
+    /// are kept, so a relist's sweep must count it as live for them.
+    withheld: HashMap<Box<str>, Box<[TargetId]>>,
 }
 
 impl ObjectIndex {
@@ -80,7 +84,27 @@ impl ObjectIndex {
         if !self.quiet.is_empty() {
             self.quiet.remove(key);
         }
+        self.withhold(key, Vec::new());
         self.entries.remove(key)
+    }
+
+    /// Records the targets that select the object but were not sent it
+    /// (none: forgets them).
+    pub fn withhold(&mut self, key: &str, mut targets: Vec<TargetId>) {
+        if targets.is_empty() {
+            if !self.withheld.is_empty() {
+                self.withheld.remove(key);
+            }
+            return;
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        self.withheld.insert(key.into(), targets.into_boxed_slice());
+    }
+
+    /// The targets the object is withheld from.
+    pub fn withheld(&self, key: &str) -> &[TargetId] {
+        self.withheld.get(key).map_or(&[], |targets| targets)
     }
 
     /// Takes the object's [`Quiet`] entry out; costs no lookup while no
@@ -109,11 +133,20 @@ impl ObjectIndex {
         self.entries.iter().filter(move |(_, e)| e.targets.binary_search(&target).is_ok()).map(|(k, _)| &**k)
     }
 
+    /// Keys of objects whose files `target` keeps: those routed to it and
+    /// those withheld from it.
+    /// A key may come twice (routed before, withheld now).
+    pub fn kept_by(&self, target: TargetId) -> impl Iterator<Item = &str> {
+        let withheld = self.withheld.iter().filter(move |(_, t)| t.binary_search(&target).is_ok());
+        self.keys_for(target).chain(withheld.map(|(k, _)| &**k))
+    }
+
     /// Keeps only the keys in `live`, returning the removed entries: used when
     /// a relist shows which objects vanished while the watch was down.
     pub fn retain_live(&mut self, live: &std::collections::HashSet<String>) -> Vec<(String, Entry)> {
         let gone: Vec<Box<str>> = self.entries.keys().filter(|k| !live.contains(&***k)).cloned().collect();
         self.quiet.retain(|k, _| live.contains(&**k));
+        self.withheld.retain(|k, _| live.contains(&**k));
         gone.into_iter().filter_map(|k| self.entries.remove(&k).map(|e| (k.into_string(), e))).collect()
     }
 }

@@ -344,3 +344,67 @@ fn an_object_that_does_not_sanitize_names_the_targets_that_select_it() {
     assert_eq!(failed.error.category(), "type_mismatch", "{}", failed.error);
     assert!(index.is_empty(), "the index keeps what was last written, and nothing was");
 }
+
+/// A relist's sweep counts as live what a target selects but was not sent:
+/// a Secret it cannot seal (its encryption went away, or its rules are not
+/// read yet) and an object that no longer sanitizes keep their files, as
+/// promised, instead of being deleted by the next relist. Once gone from
+/// the cluster, they are swept.
+#[test]
+fn a_relist_keeps_the_files_of_objects_withheld_from_a_target() {
+    let routing = routing(serde_json::json!([{"resources": ["*"]}]), &[("t", "base")]);
+    let now = Instant::now();
+    let spec = |resource| WatchSpec { resource, scope: Scope::Namespace("ns".into()) };
+    let live_after = |resource: ServedResource, objects: &[Value], listed: &[&str]| {
+        // A relist starts from a fresh index.
+        let mut index = ObjectIndex::default();
+        for object in objects {
+            let _ = on_apply(&routing, &resource, object, &mut index, now, true);
+        }
+        let listed = listed.iter().map(|k| k.to_string()).collect();
+        let items = on_list_complete(&routing, &spec(resource), &listed, &mut index, now);
+        let sweeps: Vec<HashSet<String>> = items
+            .into_iter()
+            .filter_map(|(_, item)| match item {
+                WorkItem::Sweep { live, .. } => Some(live),
+                _ => None,
+            })
+            .collect();
+        let [live] = &sweeps[..] else { panic!("one sweep: {sweeps:?}") };
+        live.clone()
+    };
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "ns"}, "data": {"password": "aHVudGVyMg=="}
+    });
+    assert_eq!(
+        live_after(secrets(), std::slice::from_ref(&secret), &["ns/db"]),
+        HashSet::from(["base/ns/core/secrets/db.sops.yaml".to_owned()]),
+        "a withheld Secret's sealed file stays"
+    );
+    let mut wrong = configmap("cm", "1", serde_json::json!({}));
+    wrong["kind"] = "Widget".into();
+    let fine = configmap("ok", "1", serde_json::json!({}));
+    assert_eq!(
+        live_after(configmaps(), &[wrong, fine], &["ns/cm", "ns/ok"]),
+        HashSet::from([
+            "base/ns/core/configmaps/cm.yaml".to_owned(),
+            "base/ns/core/configmaps/ok.yaml".to_owned()
+        ]),
+        "an object that does not sanitize keeps its last file"
+    );
+
+    // Withheld, then deleted, or sent after all: nothing is left over.
+    let mut index = ObjectIndex::default();
+    on_apply(&routing, &secrets(), &secret, &mut index, now, false).unwrap();
+    on_delete(&routing, &secrets(), &secret, &mut index, now, false);
+    assert_eq!(index.kept_by(0).count(), 0, "a deleted object is forgotten");
+    let mut wrong = configmap("cm", "1", serde_json::json!({}));
+    wrong["kind"] = "Widget".into();
+    let _ = on_apply(&routing, &configmaps(), &wrong, &mut index, now, false);
+    assert_eq!(index.withheld("ns/cm"), [0]);
+    on_apply(&routing, &configmaps(), &configmap("cm", "2", serde_json::json!({})), &mut index, now, false)
+        .unwrap();
+    assert!(index.withheld("ns/cm").is_empty(), "sent after all");
+    assert_eq!(index.kept_by(0).collect::<Vec<_>>(), ["ns/cm"]);
+}
