@@ -172,6 +172,25 @@ pub fn gaps(disruptions: &[Disruption], pushes: &[PushInfo]) -> Vec<Gap> {
 }
 
 /// max/avg of shards per live replica in a sample (None: no live holder).
+/// How often shards changed hands over the samples: a shard moves when a
+/// sample shows a holder other than its last one (a gap with no holder in
+/// between is no move; a move and back within one sample interval is missed).
+/// Returns (moves in all, the most any one shard made).
+pub fn shard_moves(samples: &[Sample]) -> (u64, u64) {
+    let mut last: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut moves: BTreeMap<u32, u64> = BTreeMap::new();
+    for sample in samples {
+        for (shard, holder) in &sample.holders {
+            if let Some(before) = last.insert(*shard, holder) {
+                if before != holder {
+                    *moves.entry(*shard).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    (moves.values().sum(), moves.values().copied().max().unwrap_or(0))
+}
+
 pub fn balance(sample: &Sample, shards: usize) -> Option<f64> {
     let live = sample.replicas.iter().filter(|r| !r.frozen).count();
     let max = *sample.shards.values().max()?;
@@ -181,6 +200,25 @@ pub fn balance(sample: &Sample, shards: usize) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_moves_count_holder_changes_not_gaps() {
+        let sample = |holders: &[(u32, &str)]| Sample {
+            at: 0.0,
+            replicas: Vec::new(),
+            shards: BTreeMap::new(),
+            unowned: 0,
+            holders: holders.iter().map(|(shard, holder)| (*shard, holder.to_string())).collect(),
+        };
+        // Shard 0: a, unowned, a again, then b (one move); shard 1: b, b, c, b (two).
+        let samples = [
+            sample(&[(0, "a"), (1, "b")]),
+            sample(&[(1, "b")]),
+            sample(&[(0, "a"), (1, "c")]),
+            sample(&[(0, "b"), (1, "b")]),
+        ];
+        assert_eq!(shard_moves(&samples), (3, 2));
+    }
 
     fn push(at: f64, branch: &str, replica: &str, values: &[(usize, u64)]) -> PushInfo {
         PushInfo {

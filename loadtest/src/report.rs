@@ -32,6 +32,15 @@ fn replicas(outcome: &Outcome) -> Vec<Value> {
         .collect()
 }
 
+/// Shard moves against the replicas stopped (terminated or killed): a
+/// rolling update should move each shard at most once per restart.
+fn shard_moves(outcome: &Outcome) -> Value {
+    let (moves, most) = measure::shard_moves(&outcome.samples);
+    let restarts = outcome.disruptions.iter().filter(|d| d.kind == "terminate" || d.kind == "kill").count();
+    json!({"moves": moves, "most_by_one_shard": most, "restarts": restarts,
+           "per_shard_per_restart": (restarts > 0).then(|| most as f64 / restarts as f64)})
+}
+
 fn gap_summary(gaps: &[measure::Gap], kinds: &[&str]) -> Value {
     let values: Vec<f64> =
         gaps.iter().filter(|g| kinds.contains(&g.kind.as_str())).filter_map(|g| g.max_seconds).collect();
@@ -84,6 +93,7 @@ pub fn json(outcome: &Outcome, lags: &[Option<f64>], plots: &[String], plot_erro
                    "commits": commits, "commits_per_second": commits as f64 / window},
         "replicas": replicas(outcome),
         "shard_balance": {"end": balance_end, "max_over_run": balance_max},
+        "shard_moves": shard_moves(outcome),
         "gaps": gaps,
         "failover": gap_summary(&gaps, &["kill", "freeze"]),
         "handover": gap_summary(&gaps, &["terminate"]),
@@ -150,7 +160,7 @@ pub fn markdown(report: &Value) -> String {
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
     let c = &r["completeness"];
-    let rows: [(&str, &Value); 29] = [
+    let rows: [(&str, &Value); 32] = [
         ("changes accepted", &r["changes"]["accepted"]),
         ("changes accepted per second", &r["changes"]["accepted_per_second"]),
         ("changes pushed per second", &r["changes"]["pushed_per_second"]),
@@ -166,6 +176,9 @@ pub fn markdown(report: &Value) -> String {
         ("pushes per second", &r["pushes"]["per_second"]),
         ("commits pushed", &r["pushes"]["commits"]),
         ("shard balance max/avg at the end", &r["shard_balance"]["end"]),
+        ("shard moves (holder changes in 0.5 s samples)", &r["shard_moves"]["moves"]),
+        ("shard moves: most by one shard", &r["shard_moves"]["most_by_one_shard"]),
+        ("replicas stopped (SIGTERM or kill)", &r["shard_moves"]["restarts"]),
         ("failover gap median (s)", &r["failover"]["median_seconds"]),
         ("failover gap max (s)", &r["failover"]["max_seconds"]),
         ("handover gap median (s)", &r["handover"]["median_seconds"]),

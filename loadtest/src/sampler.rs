@@ -39,33 +39,42 @@ pub struct Sample {
     pub shards: BTreeMap<String, usize>,
     /// Shards with no unexpired holder.
     pub unowned: usize,
+    /// Each shard's unexpired holder, by the shard number in its Lease's name.
+    pub holders: BTreeMap<u32, String>,
 }
 
 pub fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
-async fn shard_holders(api: &Api<Lease>, shards: usize) -> (BTreeMap<String, usize>, usize) {
+/// Shards per holder, shards unowned, and each owned shard's holder.
+async fn shard_holders(
+    api: &Api<Lease>,
+    shards: usize,
+) -> (BTreeMap<String, usize>, usize, BTreeMap<u32, String>) {
     let selector = format!("configbutler.ai/lease-set={LEASE_PREFIX}");
     let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
-        return (BTreeMap::new(), shards);
+        return (BTreeMap::new(), shards, BTreeMap::new());
     };
     let now_ms = (now() * 1000.0) as i64;
     let mut held = BTreeMap::new();
+    let mut holders = BTreeMap::new();
     for lease in list.items {
-        let is_shard = lease.metadata.name.as_deref().is_some_and(|n| n.contains("-shard-"));
-        let Some(spec) = lease.spec.filter(|_| is_shard) else { continue };
+        let shard =
+            lease.metadata.name.as_deref().and_then(|n| n.rsplit_once("-shard-")?.1.parse::<u32>().ok());
+        let (Some(shard), Some(spec)) = (shard, lease.spec) else { continue };
         let (Some(holder), Some(renew), Some(duration)) =
             (spec.holder_identity, spec.renew_time, spec.lease_duration_seconds)
         else {
             continue;
         };
         if !holder.is_empty() && renew.0.as_millisecond() + i64::from(duration) * 1000 > now_ms {
-            *held.entry(holder).or_insert(0) += 1;
+            *held.entry(holder.clone()).or_insert(0) += 1;
+            holders.insert(shard, holder);
         }
     }
     let owned: usize = held.values().sum();
-    (held, shards.saturating_sub(owned))
+    (held, shards.saturating_sub(owned), holders)
 }
 
 /// What one read of a replica's `/metrics` gave.
@@ -166,8 +175,8 @@ pub fn spawn(
                     })
                     .collect()
             };
-            let (held, unowned) = shard_holders(&api, shards).await;
-            timeline.push(Sample { at, replicas, shards: held, unowned });
+            let (held, unowned, holders) = shard_holders(&api, shards).await;
+            timeline.push(Sample { at, replicas, shards: held, unowned, holders });
         }
         scrape_all(&fleet, &last).await;
         Sampled { timeline }
