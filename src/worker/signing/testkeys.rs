@@ -8,7 +8,15 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 /// Runs `program` with `args` and `stdin`; panics with its stderr if it fails.
-fn run(mut command: Command, stdin: &[u8]) -> Output {
+fn run(command: Command, stdin: &[u8]) -> Output {
+    let what = format!("{command:?}");
+    let output = try_run(command, stdin);
+    assert!(output.status.success(), "{what} failed: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Runs `program` with `args` and `stdin`.
+fn try_run(mut command: Command, stdin: &[u8]) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
     let mut child = command
@@ -18,9 +26,7 @@ fn run(mut command: Command, stdin: &[u8]) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
     child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    output
+    child.wait_with_output().unwrap()
 }
 
 /// An SSH key pair as `ssh-keygen` writes it.
@@ -94,9 +100,20 @@ impl GpgHome {
     }
 
     fn gpg(&self, args: &[&str], stdin: &[u8]) -> String {
-        let mut gpg = self.command();
-        gpg.args(args);
-        String::from_utf8(run(gpg, stdin).stdout).unwrap()
+        // gpg starts an agent per home on first use; on a loaded machine
+        // (the simulations of `cargo test` use both cores) that start can
+        // time out. Only such a failure is tried again.
+        for attempt in 1..=3 {
+            let mut gpg = self.command();
+            gpg.args(args);
+            let output = try_run(gpg, stdin);
+            if output.status.success() {
+                return String::from_utf8(output.stdout).unwrap();
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("agent") && attempt < 3, "gpg {args:?} failed: {stderr}");
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// A new key for `uid` (`Name <email>`): an `algo` primary key with
