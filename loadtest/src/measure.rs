@@ -181,10 +181,10 @@ pub fn shard_moves(samples: &[Sample]) -> (u64, u64) {
     let mut moves: BTreeMap<u32, u64> = BTreeMap::new();
     for sample in samples {
         for (shard, holder) in &sample.holders {
-            if let Some(before) = last.insert(*shard, holder) {
-                if before != holder {
-                    *moves.entry(*shard).or_insert(0) += 1;
-                }
+            if let Some(before) = last.insert(*shard, holder)
+                && before != holder
+            {
+                *moves.entry(*shard).or_insert(0) += 1;
             }
         }
     }
