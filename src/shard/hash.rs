@@ -47,11 +47,20 @@ fn key_hash(key: &BranchKey) -> u64 {
 
 /// The rendezvous weight of `member` for `shard`.
 fn weight(shard: u32, member: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(5 + member.len());
-    bytes.extend_from_slice(&shard.to_be_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(member.as_bytes());
-    xxh3_64(&bytes)
+    // On the stack for any name a Kubernetes pod can have (≤ 63 bytes).
+    let mut buffer = [0u8; 80];
+    let len = 5 + member.len();
+    let mut heap;
+    let bytes: &mut [u8] = if len <= buffer.len() {
+        &mut buffer[..len]
+    } else {
+        heap = vec![0u8; len];
+        &mut heap
+    };
+    bytes[..4].copy_from_slice(&shard.to_be_bytes());
+    bytes[4] = 0;
+    bytes[5..].copy_from_slice(member.as_bytes());
+    xxh3_64(bytes)
 }
 
 /// The desired owner of `shard` among `members`: the highest rendezvous
@@ -90,16 +99,54 @@ pub fn assignment(shards: u32, members: &[String]) -> BTreeMap<String, Vec<u32>>
     let mut names: Vec<&String> = members.iter().collect();
     names.sort();
     names.dedup();
+    // Replicas that share a process (the simulation runs a hundred) and see
+    // the same members share the work: O(shards × members) hashes each.
+    let key: Vec<String> = names.iter().map(|name| (*name).clone()).collect();
+    if let Some(known) = RECENT.with_borrow(|recent| {
+        recent.iter().find(|(s, m, _)| *s == shards && *m == key).map(|(_, _, owned)| owned.clone())
+    }) {
+        return known;
+    }
+    let owned = place(shards, &names);
+    RECENT.with_borrow_mut(|recent| {
+        if recent.len() == RECENT_KEPT {
+            recent.remove(0);
+        }
+        recent.push((shards, key, owned.clone()));
+    });
+    owned
+}
+
+/// Assignments this thread computed last, newest at the end.
+const RECENT_KEPT: usize = 8;
+
+type Placed = (u32, Vec<String>, BTreeMap<String, Vec<u32>>);
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Vec<Placed>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`assignment`] of sorted, distinct `names`.
+fn place(shards: u32, names: &[&String]) -> BTreeMap<String, Vec<u32>> {
     let mut owned: BTreeMap<String, Vec<u32>> = names.iter().map(|m| ((*m).clone(), Vec::new())).collect();
     let cap = capacity(shards, names.len());
-    let mut ranked: Vec<(u64, &String)> = Vec::with_capacity(names.len());
+    let mut loads = vec![0usize; names.len()];
     for shard in 0..shards {
-        ranked.clear();
-        ranked.extend(names.iter().map(|m| (weight(shard, m), *m)));
-        // Highest weight first; equal weights to the smallest name.
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        if let Some((_, owner)) = ranked.iter().find(|(_, m)| owned[*m].len() < cap) {
-            owned.get_mut(*owner).expect("the owner is a member").push(shard);
+        // The highest weight among members below capacity; equal weights
+        // to the smallest name (`names` is sorted, so the first seen).
+        let mut best: Option<(u64, usize)> = None;
+        for (index, name) in names.iter().enumerate() {
+            if loads[index] >= cap {
+                continue;
+            }
+            let w = weight(shard, name);
+            if best.is_none_or(|(bw, _)| w > bw) {
+                best = Some((w, index));
+            }
+        }
+        if let Some((_, index)) = best {
+            loads[index] += 1;
+            owned.get_mut(names[index]).expect("the owner is a member").push(shard);
         }
     }
     owned
@@ -108,6 +155,42 @@ pub fn assignment(shards: u32, members: &[String]) -> BTreeMap<String, Vec<u32>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The placement as first written: every member ranked by weight for
+    /// each shard, the first below capacity wins. `place` must agree with it
+    /// everywhere, or two builds would disagree during a rolling upgrade.
+    fn ranked_placement(shards: u32, members: &[String]) -> BTreeMap<String, Vec<u32>> {
+        let mut names: Vec<&String> = members.iter().collect();
+        names.sort();
+        let mut owned: BTreeMap<String, Vec<u32>> =
+            names.iter().map(|m| ((*m).clone(), Vec::new())).collect();
+        let cap = capacity(shards, names.len());
+        for shard in 0..shards {
+            let mut ranked: Vec<(u64, &String)> = names.iter().map(|m| (weight(shard, m), *m)).collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            if let Some((_, owner)) = ranked.iter().find(|(_, m)| owned[*m].len() < cap) {
+                owned.get_mut(*owner).unwrap().push(shard);
+            }
+        }
+        owned
+    }
+
+    #[test]
+    fn placement_and_its_memo_agree_with_the_ranking() {
+        for n in [1, 2, 3, 5, 7, 20, 64] {
+            for shards in [1, 32, 100, 1000] {
+                let fleet = members(n);
+                let expected = ranked_placement(shards, &fleet);
+                assert_eq!(assignment(shards, &fleet), expected, "{n} members, {shards} shards");
+                let mut shuffled = fleet.clone();
+                shuffled.reverse();
+                shuffled.push(fleet[0].clone());
+                assert_eq!(assignment(shards, &shuffled), expected, "remembered, in any order");
+            }
+        }
+        let long = vec!["r".repeat(200), "s".into()];
+        assert_eq!(assignment(32, &long), ranked_placement(32, &long), "a name past the stack buffer");
+    }
 
     fn members(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("gitops-reverser-{i}")).collect()

@@ -286,6 +286,24 @@ impl Fleet {
             .collect()
     }
 
+    /// The status of each of `targets` (its conditions and worker), one line each.
+    async fn statuses(&self, targets: &[&String]) -> String {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("configbutler.ai", "v1alpha1", "GitTarget"),
+            "gittargets",
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace(), &resource);
+        let mut lines = Vec::new();
+        for name in targets {
+            let status = match api.get(name).await {
+                Ok(target) => target.data.get("status").cloned().unwrap_or(Value::Null).to_string(),
+                Err(error) => format!("unreadable: {error}"),
+            };
+            lines.push(format!("{name}: {status}"));
+        }
+        lines.join("\n")
+    }
+
     /// Acceptance 8: waits until, for every target, the files under its
     /// folder equal the sanitized live objects byte for byte. Returns the
     /// number of files compared; panics with the differences at the deadline.
@@ -298,9 +316,15 @@ impl Fleet {
                 return expected.values().map(BTreeMap::len).sum();
             }
             if Instant::now() >= deadline {
+                let differing: Vec<&String> = expected
+                    .iter()
+                    .filter(|(name, files)| actual.get(*name) != Some(*files))
+                    .map(|(n, _)| n)
+                    .collect();
                 panic!(
-                    "after {timeout:?} the remote still differs from the cluster:\n{}",
-                    diff(&expected, &actual)
+                    "after {timeout:?} the remote still differs from the cluster:\n{}\nwhat those targets say:\n{}",
+                    diff(&expected, &actual),
+                    self.statuses(&differing).await
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
