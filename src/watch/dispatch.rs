@@ -147,6 +147,10 @@ pub fn on_apply(
     listing: bool,
 ) -> Result<Dispatched, Unsanitizable> {
     let dispatched = route_apply(routing, resource, object, index, at, listing);
+    // The common case costs nothing more: sent to all, and nothing withheld before.
+    if dispatched.as_ref().is_ok_and(|d| d.withheld_secrets.is_empty()) && !index.withholds_any() {
+        return dispatched;
+    }
     let Some(meta) = meta_of(object) else { return dispatched };
     // The targets not sent it keep their files of it, even past a relist.
     let withheld: Vec<TargetId> = match &dispatched {

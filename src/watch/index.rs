@@ -102,7 +102,13 @@ impl ObjectIndex {
         self.withheld.insert(key.into(), targets.into_boxed_slice());
     }
 
+    /// Whether any object is withheld from any target.
+    pub fn withholds_any(&self) -> bool {
+        !self.withheld.is_empty()
+    }
+
     /// The targets the object is withheld from.
+    #[cfg(test)]
     pub fn withheld(&self, key: &str) -> &[TargetId] {
         self.withheld.get(key).map_or(&[], |targets| targets)
     }

@@ -209,26 +209,19 @@ impl BranchCore {
         // Per file the last listed value: two lists queued before a commit
         // (a standby keeps them apart) must not make one commit write a
         // file twice, where only the last would be written.
-        let mut latest: Vec<(&String, Content, &ChangeMeta)> = Vec::with_capacity(items.len());
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        for item in &items {
-            let entry = match item {
+        let listed: Vec<(&String, Content, &ChangeMeta)> = items
+            .iter()
+            .filter_map(|item| match item {
                 WorkItem::Write { path, content, meta } => {
-                    (path, self.files.settle(path, content.clone()), meta)
+                    Some((path, self.files.settle(path, content.clone()), meta))
                 }
                 // A relist found it gone: a `prune: Never` target keeps the file.
-                WorkItem::Delete { meta, .. } if self.prune(&meta.target) == Prune::Never => continue,
-                WorkItem::Delete { path, meta } => (path, Content::Gone, meta),
-                _ => continue,
-            };
-            match position.get(entry.0.as_str()) {
-                Some(&at) => latest[at] = entry,
-                None => {
-                    position.insert(entry.0.as_str(), latest.len());
-                    latest.push(entry);
-                }
-            }
-        }
+                WorkItem::Delete { meta, .. } if self.prune(&meta.target) == Prune::Never => None,
+                WorkItem::Delete { path, meta } => Some((path, Content::Gone, meta)),
+                _ => None,
+            })
+            .collect();
+        let latest = last_per_key(listed, |(path, _, _)| path.as_str());
         let mut changes = Vec::with_capacity(latest.len());
         let mut metas = Vec::with_capacity(latest.len());
         // Only what differs from the branch counts, so the message is true.
@@ -278,7 +271,6 @@ impl BranchCore {
 
     /// A draft written by the operator (the shell's committer is its author).
     pub(super) fn draft(&self, changes: Vec<Change>, message: Message, source: Source) -> Draft {
-        let changes = last_per_path(changes);
         let message = message
             .trailer("Replica", &self.settings.replica)
             .trailer("Trace-Id", source.trace_id().unwrap_or_default())
@@ -339,14 +331,19 @@ impl BranchCore {
 
 /// One change per file, its last, in the order of the files' first changes.
 pub(super) fn last_per_path(changes: Vec<Change>) -> Vec<Change> {
-    let mut position: HashMap<String, usize> = HashMap::with_capacity(changes.len());
-    let mut unique: Vec<Change> = Vec::with_capacity(changes.len());
-    for change in changes {
-        match position.get(&change.path) {
-            Some(&at) => unique[at] = change,
+    last_per_key(changes, |change| change.path.as_str())
+}
+
+/// The last item per key, in the order of the keys' first items.
+fn last_per_key<T>(items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    let mut unique: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        match position.get(key(&item)) {
+            Some(&at) => unique[at] = item,
             None => {
-                position.insert(change.path.clone(), unique.len());
-                unique.push(change);
+                position.insert(key(&item).to_owned(), unique.len());
+                unique.push(item);
             }
         }
     }
