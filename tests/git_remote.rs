@@ -685,3 +685,55 @@ async fn a_shallow_repository_is_deepened_to_the_commits_since_a_time() {
         assert_eq!(worker.rev(&format!("{first}^{{commit}}")), None, "{url}: older commits stay out");
     }
 }
+
+/// Issue 18: branches of one store that wait to fetch at once share one
+/// `git fetch`; a branch the remote lacks is answered alone, and the others
+/// still get their tips.
+#[tokio::test]
+async fn waiting_fetches_of_one_store_share_one_git_fetch() {
+    use gitops_reverser::worker::fetches::{self, Depth};
+    use std::sync::Arc;
+
+    let env = env();
+    let repo = env.new_repo("remote-batched-fetch");
+    let url = &repo.sshd_url;
+    let remote = Arc::new(new_remote(url, ssh_credentials(env, "GITENV_SSH_KEY_RW", url)));
+    let seed = LocalRepo::new();
+    let names: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
+    let mut tips = Vec::new();
+    for name in &names {
+        let base = seed.commit(None, &format!("{name}.yaml"), "v: 0\n");
+        let tip = seed.commit(Some(&base), &format!("{name}.yaml"), "v: 1\n");
+        assert_eq!(remote.push(seed.path(), &tip, name, None).await.unwrap(), PushOutcome::Pushed);
+        tips.push((base, tip));
+    }
+
+    let store = LocalRepo::new();
+    let before = fetches::runs();
+    let fetched = futures::future::join_all(
+        names.iter().map(|name| fetches::fetch(store.path(), &remote, name, Depth::Full)),
+    )
+    .await;
+    let runs = fetches::runs() - before;
+    for ((fetched, (base, tip)), name) in fetched.into_iter().zip(&tips).zip(&names) {
+        let fetched = fetched.unwrap_or_else(|e| panic!("{name}: {}", checked(&e)));
+        assert_eq!(fetched.as_deref(), Some(tip.as_str()), "{name}");
+        assert_eq!(
+            store.rev(&format!("{tip}~1")).as_deref(),
+            Some(base.as_str()),
+            "{name}: the full history"
+        );
+    }
+    assert!(runs <= 2, "six waiting fetches took {runs} git fetches");
+
+    // A branch the remote lacks fails the batch; each is then fetched alone.
+    let mixed = ["b0", "absent", "b5"];
+    let fetched = futures::future::join_all(
+        mixed.iter().map(|name| fetches::fetch(store.path(), &remote, name, Depth::Tip)),
+    )
+    .await;
+    let fetched: Vec<Option<String>> =
+        fetched.into_iter().map(|f| f.unwrap_or_else(|e| panic!("{}", checked(&e)))).collect();
+    assert_eq!(fetched, [Some(tips[0].1.clone()), None, Some(tips[5].1.clone())]);
+    assert_eq!(store.rev("refs/remotes/origin/absent"), None);
+}

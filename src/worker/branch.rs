@@ -21,6 +21,7 @@ use super::core::{
     Input, Note, PushReply, TargetPolicy,
 };
 use super::credentials::Credentials;
+use super::fetches::{self, Depth};
 use super::files::fingerprint;
 use super::limits::Limits;
 use super::observe::{self, Source};
@@ -407,15 +408,15 @@ impl Shell {
                 tokio::fs::create_dir_all(&dir)
                     .await
                     .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
-                let store = store::exclusive(&dir).await;
                 ensure_open(&repo, &dir, limits).await?;
                 // Shallow only when no local commit's fate, nor history, must be known.
-                let tip = if known.is_empty() && history_after.is_none() {
-                    remote.fetch(&dir, &branch).await
-                } else {
-                    remote.fetch_full(&dir, &branch).await
-                }
-                .map_err(Failure::from)?;
+                let depth = match known.is_empty() && history_after.is_none() {
+                    true => Depth::Tip,
+                    false => Depth::Full,
+                };
+                let tip = fetches::fetch(&dir, &remote, &branch, depth)
+                    .await
+                    .map_err(|error| Failure::Remote(error.reason(), error.to_string()))?;
                 let tip = tip
                     .map(|t| {
                         ObjectId::from_hex(t.as_bytes()).map_err(|_| {
@@ -431,7 +432,6 @@ impl Shell {
                     Some(after) => takeover_history(&repo, &remote, &dir, &branch, tip, after).await?,
                     None => None,
                 };
-                drop(store);
                 with_repo(repo, move |r| {
                     let files = r.list_files(tip, "")?;
                     let contains = r.newest_contained(tip, &known, since, ANCESTRY_LIMIT)?;
@@ -642,7 +642,10 @@ async fn takeover_history(
     if history.as_ref().is_some_and(|h| h.complete) {
         return Ok(history.map(|h| h.changes));
     }
-    if let Err(error) = remote.deepen_since(dir, branch, after).await {
+    let store = store::exclusive(dir).await;
+    let deepened = remote.deepen_since(dir, branch, after).await;
+    drop(store);
+    if let Err(error) = deepened {
         debug!(branch, %error, "cannot deepen the history for a takeover; using what is here");
         return Ok(history.map(|h| h.changes));
     }
@@ -654,6 +657,11 @@ async fn ensure_open(
     dir: &std::path::Path,
     limits: Limits,
 ) -> Result<(), Failure> {
+    if repo.lock().expect("the repository lock is never poisoned").is_some() {
+        return Ok(());
+    }
+    // Two workers of one store may open it first at once: one creates it.
+    let _store = store::exclusive(dir).await;
     let (repo, dir) = (repo.clone(), dir.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut slot = repo.lock().expect("the repository lock is never poisoned");

@@ -6,6 +6,7 @@ pub mod author;
 pub mod branch;
 pub mod core;
 pub mod credentials;
+pub mod fetches;
 pub mod files;
 pub mod kustomization;
 pub mod limits;

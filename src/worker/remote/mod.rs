@@ -201,6 +201,20 @@ impl Remote {
         self.bounded(Op::Fetch, self.fetch_branch(git_dir, branch, None)).await
     }
 
+    /// Fetches several branches in one `git fetch` (one connection, one
+    /// negotiation, one pack), shallow (`--depth=1`) or with every commit
+    /// since what `git_dir` has. Returns each branch's tip, in order. Fails
+    /// as a whole: a branch the remote lacks fails it, and so does a pack
+    /// past the size limit; the caller then fetches each on its own.
+    pub async fn fetch_branches(
+        &self,
+        git_dir: &Path,
+        branches: &[&str],
+        shallow: bool,
+    ) -> Result<Vec<String>, RemoteError> {
+        self.bounded(Op::Fetch, self.fetch_many(git_dir, branches, shallow.then_some("--depth=1"))).await
+    }
+
     /// Compare-and-swap push of commit `local` (in `git_dir`) to `refs/heads/<branch>`,
     /// expecting the remote branch at `expected` (`None`: it must not exist yet).
     /// A wrong expectation gives `Ok(PushOutcome::Stale)` and changes nothing.
@@ -357,6 +371,38 @@ impl Remote {
             return Err(self.failure(Op::Local, &parsed.stderr));
         }
         Ok(Some(parsed.stdout.trim().to_owned()))
+    }
+
+    async fn fetch_many(
+        &self,
+        git_dir: &Path,
+        branches: &[&str],
+        depth: Option<&str>,
+    ) -> Result<Vec<String>, RemoteError> {
+        let mut refspecs = Vec::with_capacity(branches.len());
+        let mut tracking = Vec::with_capacity(branches.len());
+        for branch in branches {
+            refspecs.push(format!("+{}:refs/remotes/origin/{branch}", branch_ref(branch)?));
+            tracking.push(format!("refs/remotes/origin/{branch}^{{commit}}"));
+        }
+        let mut fetch = intake::ONE_PACK.to_vec();
+        fetch.push("fetch");
+        fetch.extend(depth);
+        fetch.extend(["--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--quiet", "--"]);
+        fetch.push(&self.url.for_git);
+        fetch.extend(refspecs.iter().map(String::as_str));
+        let output = self.receive(git_dir, in_repo(git_dir, fetch)).await?;
+        if !output.success {
+            return Err(self.failure(Op::Fetch, &output.stderr));
+        }
+        let mut parse = vec!["rev-parse"];
+        parse.extend(tracking.iter().map(String::as_str));
+        let parsed = self.git(Op::Local, in_repo(git_dir, parse)).await?;
+        let tips: Vec<String> = parsed.stdout.lines().map(str::to_owned).collect();
+        if !parsed.success || tips.len() != branches.len() {
+            return Err(self.failure(Op::Local, &parsed.stderr));
+        }
+        Ok(tips)
     }
 
     async fn push_refs(
