@@ -337,20 +337,7 @@ impl Remote {
         let refname = branch_ref(branch)?;
         let tracking = format!("refs/remotes/origin/{branch}");
         let target = format!("+{refname}:{tracking}");
-        // Every object through one pack file, which `intake` watches.
-        let mut fetch = intake::ONE_PACK.to_vec();
-        fetch.push("fetch");
-        fetch.extend(depth);
-        fetch.extend([
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-recurse-submodules",
-            "--quiet",
-            "--",
-            &self.url.for_git,
-            &target,
-        ]);
-        let output = self.receive(git_dir, in_repo(git_dir, fetch)).await?;
+        let output = self.receive(git_dir, in_repo(git_dir, self.fetch_args(depth, &[target]))).await?;
         if !output.success {
             if output.stderr.contains("couldn't find remote ref") {
                 let delete = self.git(Op::Local, in_repo(git_dir, ["update-ref", "-d", &tracking])).await?;
@@ -373,6 +360,19 @@ impl Remote {
         Ok(Some(parsed.stdout.trim().to_owned()))
     }
 
+    /// `git fetch` of `refspecs` from this remote, `depth` as for
+    /// [`Self::fetch_branch`]; every object through one pack file, which
+    /// `intake` watches.
+    fn fetch_args<'a>(&'a self, depth: Option<&'a str>, refspecs: &'a [String]) -> Vec<&'a str> {
+        let mut fetch = intake::ONE_PACK.to_vec();
+        fetch.push("fetch");
+        fetch.extend(depth);
+        fetch.extend(["--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--quiet", "--"]);
+        fetch.push(&self.url.for_git);
+        fetch.extend(refspecs.iter().map(String::as_str));
+        fetch
+    }
+
     async fn fetch_many(
         &self,
         git_dir: &Path,
@@ -385,13 +385,7 @@ impl Remote {
             refspecs.push(format!("+{}:refs/remotes/origin/{branch}", branch_ref(branch)?));
             tracking.push(format!("refs/remotes/origin/{branch}^{{commit}}"));
         }
-        let mut fetch = intake::ONE_PACK.to_vec();
-        fetch.push("fetch");
-        fetch.extend(depth);
-        fetch.extend(["--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--quiet", "--"]);
-        fetch.push(&self.url.for_git);
-        fetch.extend(refspecs.iter().map(String::as_str));
-        let output = self.receive(git_dir, in_repo(git_dir, fetch)).await?;
+        let output = self.receive(git_dir, in_repo(git_dir, self.fetch_args(depth, &refspecs))).await?;
         if !output.success {
             return Err(self.failure(Op::Fetch, &output.stderr));
         }
