@@ -1,12 +1,16 @@
 //! Benchmarks of shard placement (pure CPU).
 //!
-//! In: 1,000 branch keys, and 5 member names. Out: criterion timings for
-//! hashing the keys onto 32 shards, and for choosing the owners of 32 shards
-//! among 5 members by rendezvous.
+//! In: 1,000 branch keys, and 5 or 100 member names. Out: criterion timings
+//! for hashing the keys onto 32 shards, for choosing the owners of 32 shards
+//! among 5 members by rendezvous, and for placing 1,000 shards on 100
+//! members after one of them left (what every replica computes then).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gitops_reverser::route::BranchKey;
-use gitops_reverser::shard::hash::{assignment, owner_of, shard_of};
+use gitops_reverser::shard::balance::{Holding, placement};
+use gitops_reverser::shard::hash::{owner_of, shard_of};
+use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 fn bench_shard(c: &mut Criterion) {
@@ -26,8 +30,23 @@ fn bench_shard(c: &mut Criterion) {
             (0..32).filter_map(|shard| owner_of(shard, black_box(&members))).map(str::len).sum::<usize>()
         })
     });
-    group.bench_function("assignment 32 shards x 5 members", |b| {
-        b.iter(|| assignment(32, black_box(&members)))
+    group.finish();
+
+    let fleet: Vec<String> = (0..100).map(|i| format!("gitops-reverser-7d9f8c6b5-{i:05}")).collect();
+    let placed = placement(1000, &fleet, &BTreeMap::new());
+    let holdings: BTreeMap<u32, Holding> = placed
+        .iter()
+        .flat_map(|(member, shards)| {
+            shards.iter().map(|s| {
+                (*s, Holding { holder: member.clone(), since: Timestamp::UNIX_EPOCH, bound_for: None })
+            })
+        })
+        .collect();
+    let survivors = &fleet[1..];
+    let mut group = c.benchmark_group("placement");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("1000 shards on 100 members, one left", |b| {
+        b.iter(|| placement(1000, black_box(survivors), black_box(&holdings)))
     });
     group.finish();
 }

@@ -1,10 +1,11 @@
 //! Sharding for high availability: branch keys map onto a fixed number of
 //! shards, each shard has one desired owner among the live replicas, and
 //! shard Leases give that owner exclusivity through the API server.
-//! `hash`, `records`, `settings`, `ownership`, `plan` and `core` (every
+//! `hash`, `balance`, `records`, `settings`, `ownership`, `plan` and `core` (every
 //! decision of the coordinator) are pure; `lease` and `coordinator` talk to
 //! the API server. `sim` runs many cores against a simulated API server.
 
+pub mod balance;
 pub mod coordinator;
 pub mod core;
 pub mod hash;

@@ -53,14 +53,14 @@ pub enum SettingsError {
     Zero,
 }
 
-/// The shortest time a joining replica waits for shards.
-const MIN_WARMUP: Duration = Duration::from_secs(15);
-
-/// How long a joining replica waits before shards are assigned to it:
-/// longer than a handover takes (a running standby announces in seconds,
-/// the old owner drains within the shutdown timeout).
+/// How long a joining replica waits before shards are assigned to it: one
+/// lease duration, so that a replica killed and restarted finds the Leases
+/// of its last life expired or taken, and its arrival is one membership
+/// change, not a stream of them while its process starts. Shorter than
+/// the gap between two restarts of a rolling update, so each restarted
+/// replica takes the shards that did not move yet.
 pub fn warmup(lease_duration: Duration) -> Duration {
-    (lease_duration * 2).max(MIN_WARMUP)
+    lease_duration
 }
 
 impl ShardSettings {

@@ -350,15 +350,15 @@ impl Replicas {
         leases::Poller::start(self.client.clone(), self.namespace.clone(), self.prefix.clone(), SHARDS)
     }
 
-    /// Waits until every shard is held by its desired owner among
-    /// `members`; returns the holders.
+    /// Waits until the placement among `members` is at rest: every shard
+    /// held by one of them, and each holding ⌊S/n⌋ or ⌈S/n⌉ (the operator
+    /// then moves nothing until the members change); returns the holders.
     pub async fn wait_settled(&self, members: &[&str], timeout: Duration) -> Vec<Option<String>> {
-        let desired = desired_owners(members);
-        let what = format!("every shard to be held by its owner among {members:?}");
+        let what = format!("every shard to be held by one of {members:?}, evenly");
         let started = std::time::Instant::now();
         let last = loop {
             let holders = self.holders().await;
-            if holders == desired {
+            if is_settled(&holders, members) {
                 return holders;
             }
             if started.elapsed() >= timeout {
@@ -370,17 +370,18 @@ impl Replicas {
     }
 }
 
-/// The desired owner of every shard among `members`: the operator's own
-/// assignment (rendezvous with bounded loads), which every replica computes.
-pub fn desired_owners(members: &[&str]) -> Vec<Option<String>> {
-    let members: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
-    let mut owners = vec![None; SHARDS as usize];
-    for (member, shards) in gitops_reverser::shard::hash::assignment(SHARDS, &members) {
-        for shard in shards {
-            owners[shard as usize] = Some(member.clone());
+/// Every shard held by one of `members`, and their loads within one of
+/// each other, as the operator's placement keeps them at rest.
+pub fn is_settled(holders: &[Option<String>], members: &[&str]) -> bool {
+    let mut loads: BTreeMap<&str, usize> = members.iter().map(|m| (*m, 0)).collect();
+    for holder in holders {
+        match holder.as_deref().and_then(|h| loads.get_mut(h)) {
+            Some(load) => *load += 1,
+            None => return false,
         }
     }
-    owners
+    let floor = holders.len() / members.len().max(1);
+    loads.values().all(|load| *load == floor || *load == floor + 1)
 }
 
 impl Drop for Replicas {

@@ -54,7 +54,7 @@ pub use types::{
     Action, Command, CoreSettings, Event, Input, LeaseName, LeaseRecord, Precondition, Write, WriteOutcome,
 };
 
-use super::hash::assignment;
+use super::balance::{Holding, placement};
 use super::ownership::{HeldShard, Ownership};
 use super::plan::{self, Timing};
 
@@ -64,6 +64,11 @@ pub const SETTLE: Duration = Duration::from_millis(20);
 const MIN_WAKE: Duration = Duration::from_millis(10);
 /// Look again this long after a record is due to expire.
 const EXPIRY_SLACK: Duration = Duration::from_millis(50);
+/// A shard held by a member that is not stopping (a rebalance, not a
+/// rescue) is prepared for only once this replica desired it this long:
+/// a view that lags (a slow watch makes members look gone) must not move
+/// shards, since a moved shard stays where it went.
+pub const MOVE_SETTLE: Duration = Duration::from_secs(2);
 
 /// A version of a Lease, and when this replica first saw it.
 #[derive(Clone, Debug)]
@@ -129,12 +134,18 @@ pub struct ShardCore {
     /// What the member Lease announces.
     announced: BTreeSet<u32>,
     incoming: BTreeSet<u32>,
+    /// Desired shards not held, and since when.
+    wanted_since: BTreeMap<u32, Instant>,
     next_tenure: u64,
     published: Ownership,
     wake_at: Option<Instant>,
     /// The last assignment (members, desired shards): recomputed only
-    /// when the members change.
+    /// when the members or the holdings change.
     assigned: Option<(Vec<String>, BTreeSet<u32>)>,
+    /// Counts changes of shard holders and standby announcements.
+    holdings_changed: u64,
+    /// `holdings_changed` when `assigned` was computed.
+    assigned_at: u64,
     #[cfg(test)]
     sabotage: super::sim::Sabotage,
 }
@@ -160,10 +171,13 @@ impl ShardCore {
             standby_ready: BTreeSet::new(),
             announced: BTreeSet::new(),
             incoming: BTreeSet::new(),
+            wanted_since: BTreeMap::new(),
             next_tenure: 0,
             published: Ownership::default(),
             wake_at: None,
             assigned: None,
+            holdings_changed: 0,
+            assigned_at: 0,
             #[cfg(test)]
             sabotage: super::sim::Sabotage::None,
         }
@@ -270,7 +284,9 @@ impl ShardCore {
         }
         let Some(record) = record else {
             self.spent.remove(&lease);
-            return self.seen.remove(&lease).is_some();
+            let removed = self.seen.remove(&lease).is_some();
+            self.holdings_changed += u64::from(removed);
+            return removed;
         };
         if self.spent.get(&lease).is_some_and(|v| *v != record.resource_version) {
             self.spent.remove(&lease);
@@ -281,6 +297,10 @@ impl ShardCore {
         }
         let changed_roles = previous
             .is_none_or(|p| p.record.holder() != record.holder() || p.record.standby != record.standby);
+        let changed_since = previous.is_some_and(|p| p.record.acquire_time != record.acquire_time);
+        if changed_roles || changed_since {
+            self.holdings_changed += 1;
+        }
         let mine = match &lease {
             LeaseName::Shard(shard) => {
                 self.held.contains_key(shard)
@@ -612,20 +632,43 @@ impl ShardCore {
         let members = self.members(now);
         if let Some((cached, desired)) = &self.assigned
             && *cached == members
+            && self.assigned_at == self.holdings_changed
         {
             return desired.clone();
         }
         let desired: BTreeSet<u32> = if members.contains(&self.settings.identity) {
-            assignment(self.settings.shards, &members)
+            placement(self.settings.shards, &members, &self.holdings())
                 .remove(&self.settings.identity)
                 .unwrap_or_default()
-                .into_iter()
-                .collect()
         } else {
             BTreeSet::new()
         };
         self.assigned = Some((members, desired.clone()));
+        self.assigned_at = self.holdings_changed;
         desired
+    }
+
+    /// Who holds each shard, as the Leases say, and where the shards a
+    /// member announced a standby for are bound.
+    fn holdings(&self) -> BTreeMap<u32, Holding> {
+        let mut bound: BTreeMap<u32, &str> = BTreeMap::new();
+        for seen in self.member_records() {
+            if let Some(member) = seen.record.holder() {
+                bound.extend(seen.record.standby.iter().map(|shard| (*shard, member)));
+            }
+        }
+        let mut holdings = BTreeMap::new();
+        for (lease, seen) in self.seen.range(LeaseName::Shard(0)..) {
+            if let (LeaseName::Shard(shard), Some(holder)) = (lease, seen.record.holder()) {
+                let holding = Holding {
+                    holder: holder.to_owned(),
+                    since: seen.record.acquire_time.unwrap_or_default(),
+                    bound_for: bound.get(shard).map(|m| (*m).to_owned()),
+                };
+                holdings.insert(*shard, holding);
+            }
+        }
+        holdings
     }
 
     /// Desired shards that are free, or whose Lease still names this
@@ -666,7 +709,26 @@ impl ShardCore {
             self.write(lease, precondition, Action::Acquire, previous, now, out);
         }
         let held: BTreeSet<u32> = self.held.keys().copied().collect();
-        self.incoming = plan::incoming(desired, &held);
+        let wanted = plan::incoming(desired, &held);
+        self.wanted_since.retain(|shard, _| wanted.contains(shard));
+        for shard in &wanted {
+            self.wanted_since.entry(*shard).or_insert(now);
+        }
+        self.incoming = wanted
+            .into_iter()
+            .filter(|shard| self.is_rescue(*shard, now) || self.wanted_since[shard] + MOVE_SETTLE <= now)
+            .collect();
+    }
+
+    /// A shard nobody holds, or whose holder is stopping (it gave up its
+    /// member Lease): taken without waiting for the view to settle.
+    fn is_rescue(&self, shard: u32, now: Instant) -> bool {
+        let Some(seen) = self.seen.get(&LeaseName::Shard(shard)) else { return true };
+        if self.is_free(seen, now) {
+            return true;
+        }
+        let holder = seen.record.holder().unwrap_or_default();
+        self.seen.get(&LeaseName::Member(holder.to_owned())).is_none_or(|m| m.record.holder() != Some(holder))
     }
 
     /// Held shards no longer desired: written until the new owner announced
@@ -778,7 +840,12 @@ impl ShardCore {
         // A desired shard whose holder stopped renewing becomes free at its
         // expiry, and a member that stopped renewing leaves the assignment
         // at its own: look again then.
-        let desired = self.incoming.iter().map(|s| LeaseName::Shard(*s));
+        for (shard, since) in &self.wanted_since {
+            if !self.incoming.contains(shard) {
+                consider(*since + MOVE_SETTLE);
+            }
+        }
+        let desired = self.wanted_since.keys().map(|s| LeaseName::Shard(*s));
         for lease in desired {
             if let Some(at) = self.seen.get(&lease).and_then(|seen| self.expiry(seen)) {
                 consider(at + EXPIRY_SLACK);

@@ -1,0 +1,238 @@
+//! Placement that keeps shards where they are.
+//!
+//! In: the shard count S, the live members, and who holds each shard (its
+//! holder and when it acquired it, by the holder's own clock). Out: the
+//! desired shards of every member.
+//!
+//! Every member gets a quota of ⌊S/n⌋ or ⌈S/n⌉; the extra shards go to the
+//! members that hold most (ties to the smaller name), so a balanced
+//! installation stays as it is. A member keeps the shards it holds up to
+//! its quota, the **newest** first: a shard that just came to it (because
+//! its owner stopped) stays, and older ones go to a member that joins. So a
+//! rolling restart moves each shard once per restarted replica, not away
+//! and back. The rest (free shards, shards of members that left, a
+//! member's overflow) go by rendezvous weight ([`super::hash`]) among the
+//! members below their quota, in ascending shard order.
+//!
+//! The moves of a membership change are the ideal: S/n' shards to a new
+//! member, a leaving member's shards to the others. Replicas that see the
+//! same Leases compute the same placement; acquire times are only compared
+//! among one holder's own shards, so clock skew between replicas does not
+//! matter.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::hash::weight;
+
+/// Who holds a shard, as the Leases say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// The Lease's holder.
+    pub holder: String,
+    /// The holder's `acquireTime`.
+    pub since: Timestamp,
+    /// A member that announced a standby for it: the shard is on its way
+    /// there, and counts as that member's newest (it stays with it). The
+    /// quotas still count it for its holder until the Lease moves, so an
+    /// announcement cannot change the quotas that called for it.
+    pub bound_for: Option<String>,
+}
+
+/// The desired shards of every member (each appears, maybe with none).
+pub fn placement(
+    shards: u32,
+    members: &[String],
+    holdings: &BTreeMap<u32, Holding>,
+) -> BTreeMap<String, BTreeSet<u32>> {
+    let mut names: Vec<&str> = members.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut placed: BTreeMap<String, BTreeSet<u32>> =
+        names.iter().map(|name| ((*name).to_owned(), BTreeSet::new())).collect();
+    if names.is_empty() {
+        return placed;
+    }
+    let index = |name: &str| names.binary_search(&name).ok();
+    // Each member's Lease count, and what it may keep, newest first.
+    let mut counts = vec![0usize; names.len()];
+    let mut held: Vec<Vec<(Timestamp, u32)>> = vec![Vec::new(); names.len()];
+    for (shard, holding) in holdings.range(..shards) {
+        let holder = index(&holding.holder);
+        if let Some(i) = holder {
+            counts[i] += 1;
+        }
+        match holding.bound_for.as_deref().and_then(index) {
+            Some(i) => held[i].push((Timestamp::MAX, *shard)),
+            None => holder.into_iter().for_each(|i| held[i].push((holding.since, *shard))),
+        }
+    }
+    for list in &mut held {
+        list.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    let quotas = quotas(shards, &counts);
+    let mut loads = vec![0usize; names.len()];
+    let mut kept = vec![false; shards as usize];
+    for (i, list) in held.iter().enumerate() {
+        for (_, shard) in list.iter().take(quotas[i]) {
+            kept[*shard as usize] = true;
+            loads[i] += 1;
+            placed.get_mut(names[i]).expect("a member").insert(*shard);
+        }
+    }
+    for shard in (0..shards).filter(|s| !kept[*s as usize]) {
+        // The highest weight below quota; equal weights to the smaller
+        // name (`names` is sorted, so the first seen).
+        let mut best: Option<(u64, usize)> = None;
+        for (i, name) in names.iter().enumerate() {
+            if loads[i] >= quotas[i] {
+                continue;
+            }
+            let w = weight(shard, name);
+            if best.is_none_or(|(bw, _)| w > bw) {
+                best = Some((w, i));
+            }
+        }
+        let (_, i) = best.expect("the quotas add up to the shards");
+        loads[i] += 1;
+        placed.get_mut(names[i]).expect("a member").insert(shard);
+    }
+    placed
+}
+
+/// ⌊S/n⌋ for every member, plus one for the S mod n members whose Leases
+/// hold most (ties to the smaller name: `counts` is in name order).
+fn quotas(shards: u32, counts: &[usize]) -> Vec<usize> {
+    let n = counts.len();
+    let base = shards as usize / n;
+    let extra = shards as usize % n;
+    let mut order: Vec<usize> = (0..n).collect();
+    // A stable sort leaves ties in name order.
+    order.sort_by(|a, b| counts[*b].cmp(&counts[*a]));
+    let mut quotas = vec![base; n];
+    for i in order.into_iter().take(extra) {
+        quotas[i] += 1;
+    }
+    quotas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("gitops-reverser-{i}")).collect()
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    /// The Leases after every member took what it was given at `time`.
+    fn held_as(placed: &BTreeMap<String, BTreeSet<u32>>, time: i64) -> BTreeMap<u32, Holding> {
+        placed
+            .iter()
+            .flat_map(|(member, shards)| shards.iter().map(move |s| (*s, held_by(member, at(time)))))
+            .collect()
+    }
+
+    fn held_by(member: &str, since: Timestamp) -> Holding {
+        Holding { holder: member.to_owned(), since, bound_for: None }
+    }
+
+    fn owners(placed: &BTreeMap<String, BTreeSet<u32>>) -> BTreeMap<u32, String> {
+        placed.iter().flat_map(|(m, shards)| shards.iter().map(move |s| (*s, m.clone()))).collect()
+    }
+
+    fn moved(before: &BTreeMap<String, BTreeSet<u32>>, after: &BTreeMap<String, BTreeSet<u32>>) -> usize {
+        let (before, after) = (owners(before), owners(after));
+        after.iter().filter(|(s, m)| before.get(s) != Some(m)).count()
+    }
+
+    #[test]
+    fn every_shard_is_placed_within_the_quotas() {
+        for n in [1, 2, 3, 7, 20, 100] {
+            for shards in [1, 32, 1000] {
+                let placed = placement(shards, &members(n), &BTreeMap::new());
+                let loads: Vec<usize> = placed.values().map(BTreeSet::len).collect();
+                assert_eq!(loads.iter().sum::<usize>(), shards as usize, "{n} members, {shards} shards");
+                let floor = shards as usize / n;
+                assert!(loads.iter().all(|l| *l == floor || *l == floor + 1), "{n}, {shards}: {loads:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_balanced_installation_stays_as_it_is() {
+        let fleet = members(3);
+        let first = placement(32, &fleet, &BTreeMap::new());
+        let again = placement(32, &fleet, &held_as(&first, 10));
+        assert_eq!(again, first);
+        let mut reversed = fleet.clone();
+        reversed.reverse();
+        assert_eq!(placement(32, &reversed, &held_as(&first, 10)), first, "in any order");
+    }
+
+    #[test]
+    fn a_join_or_a_leave_moves_the_ideal() {
+        let fleet = members(3);
+        let three = placement(1000, &fleet, &BTreeMap::new());
+        let four = placement(1000, &members(4), &held_as(&three, 10));
+        // The new member gets its quota, all from the others.
+        assert_eq!(moved(&three, &four), 250);
+        assert_eq!(four["gitops-reverser-3"].len(), 250);
+        let back = placement(1000, &fleet, &held_as(&four, 20));
+        assert_eq!(moved(&four, &back), 250, "the leaving member's shards only");
+    }
+
+    #[test]
+    fn a_restart_moves_each_shard_once() {
+        // gitops-reverser-1 stops: its shards go to the others, at time 20.
+        let fleet = members(3);
+        let before = placement(32, &fleet, &held_as(&placement(32, &fleet, &BTreeMap::new()), 10));
+        let survivors = vec![fleet[0].clone(), fleet[2].clone()];
+        let mut holdings = held_as(&before, 10);
+        holdings.retain(|_, h| h.holder != fleet[1]);
+        let during = placement(32, &survivors, &holdings);
+        for (shard, owner) in owners(&during) {
+            if before[&fleet[1]].contains(&shard) {
+                holdings.insert(shard, held_by(&owner, at(20)));
+            }
+        }
+        // It comes back: it gets older shards, never the ones that just moved.
+        let after = placement(32, &fleet, &holdings);
+        let moved_twice: Vec<u32> =
+            after[&fleet[1]].iter().copied().filter(|s| before[&fleet[1]].contains(s)).collect();
+        assert!(moved_twice.is_empty(), "moved away and back: {moved_twice:?}");
+        assert!(after[&fleet[1]].len() >= 10);
+        assert_eq!(moved(&during, &after), after[&fleet[1]].len());
+    }
+
+    #[test]
+    fn a_shard_on_its_way_stays_with_the_standby() {
+        let fleet = members(2);
+        let mut holdings: BTreeMap<u32, Holding> =
+            (0..4).map(|s| (s, held_by(&fleet[0], at(10 + i64::from(s))))).collect();
+        // Shard 3 is the newest of its holder, but on its way.
+        holdings.get_mut(&3).unwrap().bound_for = Some(fleet[1].clone());
+        let placed = placement(4, &fleet, &holdings);
+        assert!(placed[&fleet[1]].contains(&3));
+        assert_eq!(placed[&fleet[1]].len(), 2);
+        // The other goes from the oldest of the rest: shard 0.
+        assert!(placed[&fleet[1]].contains(&0), "{placed:?}");
+        // Until the Lease moves, the quotas count it for its holder.
+        let mut five = holdings.clone();
+        five.insert(4, held_by(&fleet[1], at(1)));
+        let placed = placement(5, &fleet, &five);
+        assert_eq!(placed[&fleet[0]].len(), 3, "the extra shard stays with the holder of most: {placed:?}");
+        assert!(placed[&fleet[1]].contains(&3));
+    }
+
+    #[test]
+    fn holders_that_are_not_members_count_as_free() {
+        let fleet = members(2);
+        let holdings: BTreeMap<u32, Holding> = (0..8).map(|s| (s, held_by("gone", at(1)))).collect();
+        assert_eq!(placement(8, &fleet, &holdings), placement(8, &fleet, &BTreeMap::new()));
+    }
+}
