@@ -129,6 +129,9 @@ pub struct Gap {
     /// those branches: median and max over the branches (None: none seen).
     pub median_seconds: Option<f64>,
     pub max_seconds: Option<f64>,
+    /// Every branch's gap, ascending.
+    #[serde(skip)]
+    pub seconds: Vec<f64>,
 }
 
 /// Failover (kill, freeze) and handover (terminate) gaps.
@@ -166,6 +169,7 @@ pub fn gaps(disruptions: &[Disruption], pushes: &[PushInfo]) -> Vec<Gap> {
                 branches: victims.len(),
                 median_seconds: found.get(found.len() / 2).copied(),
                 max_seconds: found.last().copied(),
+                seconds: found,
             }
         })
         .collect()
@@ -189,6 +193,31 @@ pub fn shard_moves(samples: &[Sample]) -> (u64, u64) {
         }
     }
     (moves.values().sum(), moves.values().copied().max().unwrap_or(0))
+}
+
+/// The most moves one shard made between two consecutive stops (SIGTERM
+/// or kill) of a replica, counted from the first stop on: a rolling update
+/// should move each shard at most once per restart.
+pub fn most_moves_between_stops(samples: &[Sample], disruptions: &[Disruption]) -> u64 {
+    let stops: Vec<f64> = disruptions
+        .iter()
+        .filter(|d| matches!(d.kind.as_str(), "terminate" | "kill"))
+        .map(|d| d.at)
+        .collect();
+    let mut last: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut moves: BTreeMap<(usize, u32), u64> = BTreeMap::new();
+    for sample in samples {
+        let window = stops.iter().take_while(|at| **at <= sample.at).count();
+        for (shard, holder) in &sample.holders {
+            if let Some(before) = last.insert(*shard, holder)
+                && before != holder
+                && window > 0
+            {
+                *moves.entry((window, *shard)).or_insert(0) += 1;
+            }
+        }
+    }
+    moves.values().copied().max().unwrap_or(0)
 }
 
 pub fn balance(sample: &Sample, shards: usize) -> Option<f64> {
@@ -218,6 +247,30 @@ mod tests {
             sample(&[(0, "b"), (1, "b")]),
         ];
         assert_eq!(shard_moves(&samples), (3, 2));
+    }
+
+    #[test]
+    fn moves_count_per_window_between_stops() {
+        let sample = |at: f64, holders: &[(u32, &str)]| Sample {
+            at,
+            replicas: Vec::new(),
+            shards: BTreeMap::new(),
+            unowned: 0,
+            holders: holders.iter().map(|(shard, holder)| (*shard, holder.to_string())).collect(),
+        };
+        let stop = |at: f64| Disruption { at, kind: "terminate".into(), replica: "a".into() };
+        // Shard 0 goes a → b after the first stop, b → a after the second:
+        // once per window. Shard 1 goes b → c → b within the second.
+        let samples = [
+            sample(0.0, &[(0, "a"), (1, "b")]),
+            sample(1.5, &[(0, "b"), (1, "b")]),
+            sample(2.5, &[(0, "a"), (1, "c")]),
+            sample(3.0, &[(0, "a"), (1, "b")]),
+        ];
+        assert_eq!(most_moves_between_stops(&samples, &[]), 0, "before the first stop");
+        assert_eq!(most_moves_between_stops(&samples, &[stop(1.0)]), 2);
+        assert_eq!(most_moves_between_stops(&samples[..3], &[stop(1.0)]), 2);
+        assert_eq!(most_moves_between_stops(&samples[..3], &[stop(1.0), stop(2.0)]), 1);
     }
 
     fn push(at: f64, branch: &str, replica: &str, values: &[(usize, u64)]) -> PushInfo {

@@ -37,15 +37,23 @@ fn replicas(outcome: &Outcome) -> Vec<Value> {
 fn shard_moves(outcome: &Outcome) -> Value {
     let (moves, most) = measure::shard_moves(&outcome.samples);
     let restarts = outcome.disruptions.iter().filter(|d| d.kind == "terminate" || d.kind == "kill").count();
+    let between_stops = measure::most_moves_between_stops(&outcome.samples, &outcome.disruptions);
     json!({"moves": moves, "most_by_one_shard": most, "restarts": restarts,
-           "per_shard_per_restart": (restarts > 0).then(|| most as f64 / restarts as f64)})
+           "per_shard_per_restart": (restarts > 0).then(|| most as f64 / restarts as f64),
+           "most_by_one_shard_between_two_stops": between_stops})
 }
 
 fn gap_summary(gaps: &[measure::Gap], kinds: &[&str]) -> Value {
     let values: Vec<f64> =
         gaps.iter().filter(|g| kinds.contains(&g.kind.as_str())).filter_map(|g| g.max_seconds).collect();
+    let branches: Vec<f64> = gaps
+        .iter()
+        .filter(|g| kinds.contains(&g.kind.as_str()))
+        .flat_map(|g| g.seconds.iter().copied())
+        .collect();
     json!({"count": values.len(), "median_seconds": stats::median(&values),
-           "max_seconds": values.iter().copied().reduce(f64::max)})
+           "max_seconds": values.iter().copied().reduce(f64::max),
+           "median_over_branches_seconds": stats::median(&branches)})
 }
 
 pub fn json(outcome: &Outcome, lags: &[Option<f64>], plots: &[String], plot_error: Option<&str>) -> Value {
@@ -160,7 +168,7 @@ pub fn markdown(report: &Value) -> String {
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
     let c = &r["completeness"];
-    let rows: [(&str, &Value); 32] = [
+    let rows: [(&str, &Value); 35] = [
         ("changes accepted", &r["changes"]["accepted"]),
         ("changes accepted per second", &r["changes"]["accepted_per_second"]),
         ("changes pushed per second", &r["changes"]["pushed_per_second"]),
@@ -178,11 +186,17 @@ pub fn markdown(report: &Value) -> String {
         ("shard balance max/avg at the end", &r["shard_balance"]["end"]),
         ("shard moves (holder changes in 0.5 s samples)", &r["shard_moves"]["moves"]),
         ("shard moves: most by one shard", &r["shard_moves"]["most_by_one_shard"]),
+        (
+            "shard moves: most by one shard between two stops",
+            &r["shard_moves"]["most_by_one_shard_between_two_stops"],
+        ),
         ("replicas stopped (SIGTERM or kill)", &r["shard_moves"]["restarts"]),
         ("failover gap median (s)", &r["failover"]["median_seconds"]),
         ("failover gap max (s)", &r["failover"]["max_seconds"]),
+        ("failover gap median over branches (s)", &r["failover"]["median_over_branches_seconds"]),
         ("handover gap median (s)", &r["handover"]["median_seconds"]),
         ("handover gap max (s)", &r["handover"]["max_seconds"]),
+        ("handover gap median over branches (s)", &r["handover"]["median_over_branches_seconds"]),
         ("final state: objects compared", &r["final_check"]["objects"]),
         ("**lost changes**", &r["lost"]),
         ("completeness: values written", &c["written"]),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use tracing::warn;
@@ -20,6 +21,10 @@ use crate::worker::remote::strip_userinfo;
 
 /// Counters such as queuedEvents change constantly; write them this often.
 const COUNTER_WRITE_INTERVAL: Duration = Duration::from_secs(2);
+/// GitTarget status writes in flight at once: one by one, 32 targets whose
+/// counters changed held a controller pass (and with it a handover) for
+/// hundreds of milliseconds.
+const STATUS_WRITES_AT_ONCE: usize = 8;
 
 /// What was last written per object, so a lagging cache never causes a
 /// duplicate write or a duplicate Event.
@@ -33,6 +38,7 @@ impl Controller {
     pub(super) async fn publish_statuses(&mut self) {
         let now = SystemTime::now();
         let mut ready = Vec::new();
+        let mut writes = Vec::new();
         for target in self.stores.targets.state() {
             let key = key_of(&target);
             let Some(state) = self.targets.get(&key) else { continue };
@@ -90,13 +96,27 @@ impl Controller {
             if !conditions_changed && (!counters_changed || recently) {
                 continue;
             }
-            match self.writer.patch(target.as_ref(), &next).await {
-                Ok(()) => {
-                    self.writer.record_transitions(target.as_ref(), &before, &next.conditions).await;
-                    self.written.targets.insert(key, (next, Instant::now()));
+            writes.push((target, key, before, next));
+        }
+        let writer = &self.writer;
+        let written: Vec<_> = futures::stream::iter(writes)
+            .map(|(target, key, before, next)| async move {
+                match writer.patch(target.as_ref(), &next).await {
+                    Ok(()) => {
+                        writer.record_transitions(target.as_ref(), &before, &next.conditions).await;
+                        Some((key, next))
+                    }
+                    Err(error) => {
+                        warn!(target = %key, %error, "cannot write GitTarget status");
+                        None
+                    }
                 }
-                Err(error) => warn!(target = %key, %error, "cannot write GitTarget status"),
-            }
+            })
+            .buffer_unordered(STATUS_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        for (key, next) in written.into_iter().flatten() {
+            self.written.targets.insert(key, (next, Instant::now()));
         }
         self.settings.metrics.set_targets_ready(ready);
         self.publish_rules().await;
