@@ -458,3 +458,46 @@ fn the_member_lease_announces_the_standby_of_incoming_shards() {
     assert!(writes(&out).contains(&announce), "only what is incoming: {out:?}");
     assert!(events(&out).contains(&Event::Announced(BTreeSet::from([0]))));
 }
+
+#[test]
+fn a_rebalancing_move_waits_for_the_view_to_settle_and_a_rescue_does_not() {
+    let t0 = Instant::now();
+    let mut h = Harness::new("a");
+    // "b", a member for long, holds every shard and renews them.
+    let b_renews = |h: &mut Harness, now: Instant| {
+        let at = now.duration_since(t0);
+        let age = Duration::from_secs(100) + at;
+        h.observe(member("b"), member_record(&format!("mb{}", at.as_millis()), "b", age, &[]), now);
+        for shard in 0..4 {
+            h.observe(
+                LeaseName::Shard(shard),
+                record(&format!("b{shard}-{}", at.as_millis()), Some("b")),
+                now,
+            );
+        }
+    };
+    let mut now = t0;
+    b_renews(&mut h, now);
+    h.feed(Input::Listed, now);
+    let mut wanted_at = None;
+    while now < t0 + Duration::from_secs(30) && h.core.ownership().incoming.is_empty() {
+        now += Duration::from_millis(250);
+        b_renews(&mut h, now);
+        let out = h.feed(Input::Tick, now);
+        assert!(shard_writes(&out).is_empty(), "b's shards are live: {out:?}");
+        if wanted_at.is_none() && h.core.assigned().is_some_and(|(_, desired)| !desired.is_empty()) {
+            wanted_at = Some(now);
+        }
+    }
+    let wanted_at = wanted_at.expect("a is given shards after its warm-up");
+    // Equal acquire times: b keeps its lowest shards, a is given the rest.
+    assert_eq!(h.core.ownership().incoming, BTreeSet::from([2, 3]));
+    let waited = now.duration_since(wanted_at);
+    assert!(waited >= MOVE_SETTLE && waited < MOVE_SETTLE + SECOND / 2, "prepared after {waited:?}");
+
+    // b stops: it gives up its member Lease first. Its shards are rescued
+    // without a settle.
+    h.observe(member("b"), record("mb-stopping", None), now);
+    h.feed(Input::Tick, now + SETTLE);
+    assert_eq!(h.core.ownership().incoming, BTreeSet::from([0, 1, 2, 3]));
+}
