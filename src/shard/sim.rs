@@ -42,10 +42,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::balance::{Holding, placement};
+use super::balance::placement;
 use super::core::{
     Action, Command, CoreSettings, Event, Input, LeaseName, LeaseRecord, Precondition, ShardCore, Write,
-    WriteOutcome,
+    WriteOutcome, holdings,
 };
 use super::ownership::{Ownership, START_MARGIN};
 
@@ -715,7 +715,10 @@ impl Sim {
         }
         // And what the others are about to give it.
         let members: Vec<String> = self.server_members().into_iter().collect();
-        if let Some(given) = placement(self.shape.shards, &members, &self.server_holdings()).get(&r.name) {
+        if let Some(given) =
+            placement(self.shape.shards, &members, &holdings(self.leases.iter().map(|(l, s)| (l, &s.record))))
+                .get(&r.name)
+        {
             shards.extend(given);
         }
         for shard in shards {
@@ -885,29 +888,6 @@ impl Sim {
             .filter(|(_, s)| s.record.holder().is_some() && s.written_at + live > self.now)
             .filter_map(|(_, s)| s.record.holder.clone())
             .collect()
-    }
-
-    /// Who holds each shard by the API server's records, and the shards
-    /// on their way to a standby (as `ShardCore` counts them).
-    fn server_holdings(&self) -> BTreeMap<u32, Holding> {
-        let mut bound: BTreeMap<u32, &str> = BTreeMap::new();
-        let mut holdings = BTreeMap::new();
-        // Member Leases sort before shard Leases.
-        for (lease, stored) in &self.leases {
-            let Some(holder) = stored.record.holder() else { continue };
-            match lease {
-                LeaseName::Member(_) => bound.extend(stored.record.standby.iter().map(|s| (*s, holder))),
-                LeaseName::Shard(shard) => {
-                    let holding = Holding {
-                        holder: holder.to_owned(),
-                        since: stored.record.acquire_time.unwrap_or_default(),
-                        bound_for: bound.get(shard).map(|m| (*m).to_owned()),
-                    };
-                    holdings.insert(*shard, holding);
-                }
-            }
-        }
-        holdings
     }
 
     fn count_moves(&mut self) {

@@ -70,6 +70,32 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 /// shards, since a moved shard stays where it went.
 pub const MOVE_SETTLE: Duration = Duration::from_secs(2);
 
+/// Who holds each shard, from Lease records in `LeaseName` order (member
+/// Leases first): the shard Leases' holders, and where the shards that a
+/// member announced a standby for are bound. The simulation's API server
+/// counts moves with the same view.
+pub(super) fn holdings<'a>(
+    records: impl Iterator<Item = (&'a LeaseName, &'a LeaseRecord)>,
+) -> BTreeMap<u32, Holding> {
+    let mut bound: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut holdings = BTreeMap::new();
+    for (lease, record) in records {
+        let Some(holder) = record.holder() else { continue };
+        match lease {
+            LeaseName::Member(_) => bound.extend(record.standby.iter().map(|shard| (*shard, holder))),
+            LeaseName::Shard(shard) => {
+                let holding = Holding {
+                    holder: holder.to_owned(),
+                    since: record.acquire_time.unwrap_or_default(),
+                    bound_for: bound.get(shard).map(|m| (*m).to_owned()),
+                };
+                holdings.insert(*shard, holding);
+            }
+        }
+    }
+    holdings
+}
+
 /// A version of a Lease, and when this replica first saw it.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -637,38 +663,19 @@ impl ShardCore {
             return desired.clone();
         }
         let desired: BTreeSet<u32> = if members.contains(&self.settings.identity) {
-            placement(self.settings.shards, &members, &self.holdings())
-                .remove(&self.settings.identity)
-                .unwrap_or_default()
+            placement(
+                self.settings.shards,
+                &members,
+                &holdings(self.seen.iter().map(|(l, s)| (l, &s.record))),
+            )
+            .remove(&self.settings.identity)
+            .unwrap_or_default()
         } else {
             BTreeSet::new()
         };
         self.assigned = Some((members, desired.clone()));
         self.assigned_at = self.holdings_changed;
         desired
-    }
-
-    /// Who holds each shard, as the Leases say, and where the shards a
-    /// member announced a standby for are bound.
-    fn holdings(&self) -> BTreeMap<u32, Holding> {
-        let mut bound: BTreeMap<u32, &str> = BTreeMap::new();
-        for seen in self.member_records() {
-            if let Some(member) = seen.record.holder() {
-                bound.extend(seen.record.standby.iter().map(|shard| (*shard, member)));
-            }
-        }
-        let mut holdings = BTreeMap::new();
-        for (lease, seen) in self.seen.range(LeaseName::Shard(0)..) {
-            if let (LeaseName::Shard(shard), Some(holder)) = (lease, seen.record.holder()) {
-                let holding = Holding {
-                    holder: holder.to_owned(),
-                    since: seen.record.acquire_time.unwrap_or_default(),
-                    bound_for: bound.get(shard).map(|m| (*m).to_owned()),
-                };
-                holdings.insert(*shard, holding);
-            }
-        }
-        holdings
     }
 
     /// Desired shards that are free, or whose Lease still names this
