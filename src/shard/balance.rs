@@ -40,15 +40,49 @@ pub struct Holding {
     pub bound_for: Option<String>,
 }
 
+/// The members' rendezvous weights, per shard as a placement first needs
+/// them. They depend on the members alone, so a replica keeps them while
+/// the members stay: at 1,000 shards and 100 members the weights were most
+/// of a placement's cost, and holdings change far more often than members.
+#[derive(Clone, Debug)]
+pub struct Rankings {
+    /// Sorted, without duplicates.
+    names: Vec<String>,
+    /// Per shard, each name's weight (empty until needed).
+    weights: Vec<Vec<u64>>,
+}
+
+impl Rankings {
+    pub fn new(shards: u32, members: &[String]) -> Self {
+        let mut names = members.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        Self { names, weights: vec![Vec::new(); shards as usize] }
+    }
+
+    /// True if these are the weights of exactly `members` (sorted, unique).
+    pub fn ranks(&self, members: &[String]) -> bool {
+        self.names == members
+    }
+}
+
 /// The desired shards of every member (each appears, maybe with none).
 pub fn placement(
     shards: u32,
     members: &[String],
     holdings: &BTreeMap<u32, Holding>,
 ) -> BTreeMap<String, BTreeSet<u32>> {
-    let mut names: Vec<&str> = members.iter().map(String::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
+    ranked_placement(shards, &mut Rankings::new(shards, members), holdings)
+}
+
+/// [`placement`] among the members that `rankings` ranks.
+pub fn ranked_placement(
+    shards: u32,
+    rankings: &mut Rankings,
+    holdings: &BTreeMap<u32, Holding>,
+) -> BTreeMap<String, BTreeSet<u32>> {
+    let Rankings { names, weights } = rankings;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut placed: BTreeMap<String, BTreeSet<u32>> =
         names.iter().map(|name| ((*name).to_owned(), BTreeSet::new())).collect();
     if names.is_empty() {
@@ -82,16 +116,16 @@ pub fn placement(
         }
     }
     for shard in (0..shards).filter(|s| !kept[*s as usize]) {
+        let weights = &mut weights[shard as usize];
+        if weights.is_empty() {
+            weights.extend(names.iter().map(|name| weight(shard, name)));
+        }
         // The highest weight below quota; equal weights to the smaller
         // name (`names` is sorted, so the first seen).
         let mut best: Option<(u64, usize)> = None;
-        for (i, name) in names.iter().enumerate() {
-            if loads[i] >= quotas[i] {
-                continue;
-            }
-            let w = weight(shard, name);
-            if best.is_none_or(|(bw, _)| w > bw) {
-                best = Some((w, i));
+        for (i, w) in weights.iter().enumerate() {
+            if loads[i] < quotas[i] && best.is_none_or(|(bw, _)| *w > bw) {
+                best = Some((*w, i));
             }
         }
         let (_, i) = best.expect("the quotas add up to the shards");
@@ -227,6 +261,22 @@ mod tests {
         let placed = placement(5, &fleet, &five);
         assert_eq!(placed[&fleet[0]].len(), 3, "the extra shard stays with the holder of most: {placed:?}");
         assert!(placed[&fleet[1]].contains(&3));
+    }
+
+    #[test]
+    fn kept_weights_place_as_fresh_ones_do() {
+        let fleet = members(7);
+        let mut rankings = Rankings::new(100, &fleet);
+        let mut holdings = BTreeMap::new();
+        for round in 0..3 {
+            let placed = placement(100, &fleet, &holdings);
+            assert_eq!(ranked_placement(100, &mut rankings, &holdings), placed, "round {round}");
+            holdings = held_as(&placed, round);
+            holdings.retain(|shard, _| shard % 3 != round as u32);
+        }
+        let mut shuffled = fleet.clone();
+        shuffled.swap(0, 3);
+        assert!(Rankings::new(8, &shuffled).ranks(&fleet), "the same members in any order");
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl Coordinator {
         let Some(lease) = self.lease_name(&name) else { return };
         let record = record_of(&object);
         self.objects.insert(name, object);
-        self.feed(Input::Observed { lease, record: Some(record) });
+        self.feed(Input::Observed { lease, record: Some(Arc::new(record)) });
     }
 
     fn lease_name(&self, name: &str) -> Option<LeaseName> {

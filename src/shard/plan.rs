@@ -26,18 +26,31 @@ pub struct PassPlan {
 }
 
 /// Decides about the held shards; `held` maps each to its last renewal
-/// (None: never confirmed).
+/// (None: never confirmed). Once one is due, every one renewed at least
+/// three quarters of a retry period ago goes with it: renewals fall into step, so a
+/// replica wakes and writes in bursts once per period instead of once
+/// per shard (at 1,000 shards that was most of a replica's CPU), and no
+/// Lease is written more than twice per period.
 pub fn held_shards(held: &BTreeMap<u32, Option<Instant>>, timing: Timing, now: Instant) -> PassPlan {
     let mut plan = PassPlan::default();
+    let mut any_due = false;
+    let mut early = Vec::new();
     for (shard, renewed) in held {
         match renewed {
             Some(at) if *at + timing.renew_deadline > now => {
                 if *at + timing.retry_period <= now {
+                    any_due = true;
                     plan.renew.push(*shard);
+                } else if *at + timing.retry_period * 3 / 4 <= now {
+                    early.push(*shard);
                 }
             }
             _ => plan.lose.push(*shard),
         }
+    }
+    if any_due {
+        plan.renew.extend(early);
+        plan.renew.sort_unstable();
     }
     plan
 }
@@ -124,6 +137,20 @@ mod tests {
             (3, None),
         ]);
         assert_eq!(held_shards(&held, TIMING, now), PassPlan { lose: vec![2, 3], renew: vec![1] });
+    }
+
+    #[test]
+    fn renewals_fall_into_step_once_one_is_due() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let ago = |millis| Some(now - Duration::from_millis(millis));
+        let held = BTreeMap::from([(0, ago(1_400)), (1, ago(1_600)), (2, ago(2_000))]);
+        assert_eq!(
+            held_shards(&held, TIMING, now).renew,
+            vec![1, 2],
+            "2 is due; 1 goes with it, 0 is too fresh"
+        );
+        let none_due = BTreeMap::from([(0, ago(1_400)), (1, ago(1_900))]);
+        assert!(held_shards(&none_due, TIMING, now).renew.is_empty(), "nothing is due yet");
     }
 
     #[test]

@@ -33,11 +33,12 @@
 //! A failing seed prints itself; `SIM_SEED=<n> cargo test --lib
 //! shard::sim` replays it exactly (`SIM_TAIL=<lines>` prints more of its
 //! log). `cargo test` runs `SEEDS` seeds of `STEPS` steps; `SIM_SEEDS`,
-//! `SIM_STEPS`, `SIM_REPLICAS` (the most replicas), `SIM_SHARDS`,
+//! `SIM_STEPS`, `SIM_REPLICAS` (the most replicas), `SIM_MIN_REPLICAS`, `SIM_SHARDS`,
 //! `SIM_THREADS` (2) and `SIM_KEEP_GOING` make a long run.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -78,6 +79,8 @@ const STILL: Duration = Duration::from_secs(40);
 /// Replicas that start together hand most shards on once the first has
 /// created them all: moves count from the first still point after this.
 const FORMATION: Duration = Duration::from_secs(60);
+/// Watch deliveries fall on multiples of this.
+const WATCH_TICK: Duration = Duration::from_millis(10);
 
 /// SplitMix64: small, fast, and the same on every machine.
 struct Rng(u64);
@@ -159,12 +162,16 @@ struct Replica {
     restart_at: Option<Duration>,
     /// The watch delivers in order: nothing before this.
     watch_clear: Duration,
+    /// What the watch has yet to deliver, in order, and the latest time a
+    /// delivery of it is scheduled for.
+    watch: VecDeque<(Duration, Input)>,
+    watch_flush: Option<Duration>,
     /// The shards its last publish held (their fences are in `Sim::fences`).
     open: BTreeSet<u32>,
 }
 
 struct Stored {
-    record: LeaseRecord,
+    record: Arc<LeaseRecord>,
     written_at: Duration,
 }
 
@@ -176,6 +183,8 @@ enum Happening {
     Arrive { replica: usize, generation: u64, write: Write, sent: Duration, answer_lost: bool },
     /// A replica's process asked to be woken.
     Wake { replica: usize, generation: u64 },
+    /// A replica's watch delivers what is due.
+    Watch { replica: usize, generation: u64 },
 }
 
 struct Rolling {
@@ -352,6 +361,8 @@ impl Sim {
             trouble: Trouble::None,
             restart_at: None,
             watch_clear: Duration::ZERO,
+            watch: VecDeque::new(),
+            watch_flush: None,
             open: BTreeSet::new(),
         });
         self.start(index);
@@ -366,6 +377,7 @@ impl Sim {
             retry_period: RETRY_PERIOD,
             handover_wait: Duration::from_secs(20),
             warmup: crate::shard::settings::warmup(LEASE_DURATION),
+            formation_settle: super::core::FORMATION_SETTLE,
         };
         let r = &mut self.replicas[replica];
         r.generation += 1;
@@ -382,8 +394,7 @@ impl Sim {
         self.log(format!("{name}: starts"));
         self.list(replica);
         let at = self.replicas[replica].watch_clear;
-        let generation = self.replicas[replica].generation;
-        self.schedule(at, Happening::Deliver { replica, generation, input: Input::Listed });
+        self.watch_push(replica, at, Input::Listed);
     }
 
     /// The watch lists every Lease (a start, or after a partition).
@@ -405,9 +416,22 @@ impl Sim {
         let delay = if self.rng.chance(20) { self.rng.millis(1_000, 5_000) } else { self.rng.millis(1, 100) };
         let r = &mut self.replicas[replica];
         let at = r.watch_clear.max(self.now + delay);
+        // Versions due within one tick go in one delivery: at 100
+        // replicas a happening per version was most of the run's time.
+        let tick = WATCH_TICK.as_millis();
+        let at = Duration::from_millis((at.as_millis().div_ceil(tick) * tick) as u64);
         r.watch_clear = at;
-        let generation = r.generation;
-        self.schedule(at, Happening::Deliver { replica, generation, input });
+        self.watch_push(replica, at, input);
+    }
+
+    fn watch_push(&mut self, replica: usize, at: Duration, input: Input) {
+        let r = &mut self.replicas[replica];
+        r.watch.push_back((at, input));
+        if r.watch_flush.is_none_or(|flush| flush < at) {
+            r.watch_flush = Some(at);
+            let generation = r.generation;
+            self.schedule(at, Happening::Watch { replica, generation });
+        }
     }
 
     /// The process ends (a crash, or the end of a stop).
@@ -416,6 +440,8 @@ impl Sim {
         r.process = None;
         r.generation += 1;
         r.trouble = Trouble::None;
+        r.watch.clear();
+        r.watch_flush = None;
         let open = std::mem::take(&mut r.open);
         let name = r.name.clone();
         // A process that is gone pushes nothing.
@@ -592,7 +618,7 @@ impl Sim {
         }
         let me = self.replicas[replica].name.clone();
         let wall = self.wall(replica);
-        let old = current.map(|s| s.record.clone());
+        let old = current.map(|s| (*s.record).clone());
         let same_holder = old.as_ref().and_then(|o| o.holder.clone()).as_deref() == Some(me.as_str());
         self.version += 1;
         let mut record = old.clone().unwrap_or(LeaseRecord {
@@ -640,6 +666,7 @@ impl Sim {
             }
         }
         let resource_version = record.resource_version.clone();
+        let record = Arc::new(record);
         self.leases.insert(write.lease.clone(), Stored { record: record.clone(), written_at: self.now });
         for other in 0..self.replicas.len() {
             let r = &self.replicas[other];
@@ -651,23 +678,38 @@ impl Sim {
         WriteOutcome::Written { resource_version }
     }
 
+    fn deliver(&mut self, replica: usize, input: Input) {
+        if let Input::Written { lease, .. } | Input::Observed { lease, .. } = &input
+            && self.traced(lease)
+        {
+            let name = self.replicas[replica].name.clone();
+            self.log(format!("{name}: gets {input:?}"));
+        }
+        let r = &mut self.replicas[replica];
+        match (&mut r.process, r.trouble) {
+            (Some(process), Trouble::Frozen { .. }) => process.backlog.push(input),
+            (Some(_), _) => self.feed(replica, input),
+            (None, _) => {}
+        }
+    }
+
     fn happen(&mut self, happening: Happening) {
         match happening {
             Happening::Deliver { replica, generation, input } => {
+                if self.replicas[replica].generation == generation {
+                    self.deliver(replica, input);
+                }
+            }
+            Happening::Watch { replica, generation } => {
                 if self.replicas[replica].generation != generation {
                     return;
                 }
-                if let Input::Written { lease, .. } | Input::Observed { lease, .. } = &input
-                    && self.traced(lease)
+                let now = self.now;
+                while let Some((at, _)) = self.replicas[replica].watch.front()
+                    && *at <= now
                 {
-                    let name = self.replicas[replica].name.clone();
-                    self.log(format!("{name}: gets {input:?}"));
-                }
-                let r = &mut self.replicas[replica];
-                match (&mut r.process, r.trouble) {
-                    (Some(process), Trouble::Frozen { .. }) => process.backlog.push(input),
-                    (Some(_), _) => self.feed(replica, input),
-                    (None, _) => {}
+                    let Some((_, input)) = self.replicas[replica].watch.pop_front() else { break };
+                    self.deliver(replica, input);
                 }
             }
             Happening::Arrive { replica, generation, write, sent, answer_lost } => {
@@ -715,9 +757,12 @@ impl Sim {
         }
         // And what the others are about to give it.
         let members: Vec<String> = self.server_members().into_iter().collect();
-        if let Some(given) =
-            placement(self.shape.shards, &members, &holdings(self.leases.iter().map(|(l, s)| (l, &s.record))))
-                .get(&r.name)
+        if let Some(given) = placement(
+            self.shape.shards,
+            &members,
+            &holdings(self.leases.iter().map(|(l, s)| (l, &*s.record))),
+        )
+        .get(&r.name)
         {
             shards.extend(given);
         }
@@ -1078,6 +1123,9 @@ fn sim_seeds_keep_every_invariant() {
     if let Some(max) = env("SIM_REPLICAS") {
         shape.max_replicas = max as usize;
         shape.min_replicas = shape.min_replicas.min(shape.max_replicas);
+    }
+    if let Some(min) = env("SIM_MIN_REPLICAS") {
+        shape.min_replicas = (min as usize).min(shape.max_replicas);
     }
     if let Some(shards) = env("SIM_SHARDS") {
         shape.shards = shards as u32;

@@ -48,13 +48,15 @@ mod types;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use types::{
-    Action, Command, CoreSettings, Event, Input, LeaseName, LeaseRecord, Precondition, Write, WriteOutcome,
+    Action, Command, CoreSettings, Event, FORMATION_SETTLE, Input, LeaseName, LeaseRecord, Precondition,
+    Write, WriteOutcome,
 };
 
-use super::balance::{Holding, placement};
+use super::balance::{Holding, Rankings, ranked_placement};
 use super::ownership::{HeldShard, Ownership};
 use super::plan::{self, Timing};
 
@@ -99,7 +101,7 @@ pub(super) fn holdings<'a>(
 /// A version of a Lease, and when this replica first saw it.
 #[derive(Clone, Debug)]
 struct Seen {
-    record: LeaseRecord,
+    record: Arc<LeaseRecord>,
     since: Instant,
 }
 
@@ -172,6 +174,13 @@ pub struct ShardCore {
     holdings_changed: u64,
     /// `holdings_changed` when `assigned` was computed.
     assigned_at: u64,
+    /// The rendezvous rankings of the last members shards were placed among.
+    rankings: Option<Rankings>,
+    /// No member seen has finished its warm-up: the installation forms.
+    forming: bool,
+    /// The members seen by the last pass, and since when.
+    view: Vec<String>,
+    view_since: Option<Instant>,
     #[cfg(test)]
     sabotage: super::sim::Sabotage,
 }
@@ -204,6 +213,10 @@ impl ShardCore {
             assigned: None,
             holdings_changed: 0,
             assigned_at: 0,
+            rankings: None,
+            forming: true,
+            view: Vec::new(),
+            view_since: None,
             #[cfg(test)]
             sabotage: super::sim::Sabotage::None,
         }
@@ -281,7 +294,19 @@ impl ShardCore {
                 return out;
             }
             Input::Listed => self.listed = true,
-            Input::Written { lease, outcome } => self.on_written(lease, outcome, now, &mut out),
+            Input::Written { lease, outcome } => {
+                // A renewal that went through changes no decision: it only
+                // moves the fence's horizon. A full pass per answer cost
+                // O(shards) per held shard (see `sim`, 1,000 shards).
+                let renewed = matches!(&lease, LeaseName::Shard(s) if self.held.contains_key(s))
+                    && matches!(outcome, WriteOutcome::Written { .. })
+                    && self.pending.get(&lease).is_some_and(|p| matches!(p.action, Action::Renew { .. }));
+                self.on_written(lease, outcome, now, &mut out);
+                if renewed {
+                    self.publish(&mut out);
+                    return out;
+                }
+            }
             Input::Drained(shard) => {
                 self.drained.insert(shard);
             }
@@ -299,7 +324,7 @@ impl ShardCore {
     }
 
     /// Records a version; true if it may change a decision.
-    fn observe(&mut self, lease: LeaseName, record: Option<LeaseRecord>, now: Instant) -> bool {
+    fn observe(&mut self, lease: LeaseName, record: Option<Arc<LeaseRecord>>, now: Instant) -> bool {
         if let LeaseName::Shard(shard) = lease {
             let mine = record.as_ref().is_some_and(|r| r.holder() == Some(self.settings.identity.as_str()));
             if mine {
@@ -622,14 +647,15 @@ impl ShardCore {
     /// The members shards are assigned among: the live member Leases whose
     /// holders joined at least the warm-up ago, or all of them if none did
     /// (a fresh installation). This replica counts only as a member.
-    fn members(&self, now: Instant) -> Vec<String> {
+    /// Also says whether the installation forms (no member settled yet).
+    fn members(&self, now: Instant) -> (Vec<&str>, bool) {
         let me = self.settings.identity.as_str();
-        let mut live: Vec<(String, Duration)> = self
+        let mut live: Vec<(&str, Duration)> = self
             .member_records()
             .filter(|seen| self.is_live_member(seen, now))
             .filter_map(|seen| {
                 let holder = seen.record.holder().filter(|h| *h != me)?;
-                Some((holder.to_owned(), seen.record.held_for() + now.saturating_duration_since(seen.since)))
+                Some((holder, seen.record.held_for() + now.saturating_duration_since(seen.since)))
             })
             .collect();
         if self.is_member() {
@@ -643,33 +669,52 @@ impl ShardCore {
                 (None, Some(joined)) => Some(now.saturating_duration_since(joined)),
                 (None, None) => None,
             };
-            live.extend(age.map(|age| (me.to_owned(), age)));
+            live.extend(age.map(|age| (me, age)));
         }
         let settled = |age: &Duration| *age >= self.settings.warmup;
         let any_settled = live.iter().any(|(_, age)| settled(age));
-        let mut members: Vec<String> =
+        let mut members: Vec<&str> =
             live.into_iter().filter(|(_, age)| !any_settled || settled(age)).map(|(m, _)| m).collect();
-        members.sort();
+        members.sort_unstable();
         members.dedup();
-        members
+        (members, !any_settled)
     }
 
     fn desired(&mut self, now: Instant) -> BTreeSet<u32> {
-        let members = self.members(now);
-        if let Some((cached, desired)) = &self.assigned
-            && *cached == members
-            && self.assigned_at == self.holdings_changed
+        // Every pass asks, most find nothing changed: compare before
+        // allocating the names.
+        let (members, forming) = self.members(now);
+        let same_view = self.view.iter().map(String::as_str).eq(members.iter().copied());
+        let members: Option<Vec<String>> =
+            (!same_view).then(|| members.iter().map(|m| (*m).to_owned()).collect());
+        self.forming = forming;
+        if let Some(members) = members {
+            self.view = members;
+            self.view_since = Some(now);
+        } else if self.view_since.is_none() {
+            self.view_since = Some(now);
+        }
+        // While a forming installation's view settles, the last assignment
+        // stands (nothing free is taken meanwhile): placing 1,000 shards
+        // anew for each of 100 members as it was seen was most of their
+        // start-up's CPU.
+        let fresh = self.assigned.as_ref().is_some_and(|(m, _)| *m == self.view)
+            && self.assigned_at == self.holdings_changed;
+        if let Some((_, desired)) = &self.assigned
+            && (fresh || self.formation_settling(now))
         {
             return desired.clone();
         }
+        let members = self.view.clone();
         let desired: BTreeSet<u32> = if members.contains(&self.settings.identity) {
-            placement(
-                self.settings.shards,
-                &members,
-                &holdings(self.seen.iter().map(|(l, s)| (l, &s.record))),
-            )
-            .remove(&self.settings.identity)
-            .unwrap_or_default()
+            if !self.rankings.as_ref().is_some_and(|r| r.ranks(&members)) {
+                self.rankings = Some(Rankings::new(self.settings.shards, &members));
+            }
+            let rankings = self.rankings.as_mut().expect("just set");
+            let holdings = holdings(self.seen.iter().map(|(l, s)| (l, &*s.record)));
+            ranked_placement(self.settings.shards, rankings, &holdings)
+                .remove(&self.settings.identity)
+                .unwrap_or_default()
         } else {
             BTreeSet::new()
         };
@@ -683,17 +728,19 @@ impl ShardCore {
     fn acquire(&mut self, desired: &BTreeSet<u32>, now: Instant, out: &mut Vec<Command>) {
         let me = self.settings.identity.clone();
         let in_grace = self.rejoin_grace_until.is_some_and(|until| now < until);
+        let view_settling = self.formation_settling(now);
         for shard in desired {
             if self.held.contains_key(shard) {
                 continue;
             }
             let lease = LeaseName::Shard(*shard);
             let (precondition, previous) = match self.seen.get(&lease) {
+                None if view_settling => continue,
                 None => (Precondition::Absent, None),
                 Some(seen) => {
                     let holder = seen.record.holder();
                     let mine = holder == Some(me.as_str());
-                    if !mine && !self.is_free(seen, now) {
+                    if !mine && (view_settling || !self.is_free(seen, now)) {
                         continue;
                     }
                     if in_grace && holder.is_some() && !mine {
@@ -725,6 +772,12 @@ impl ShardCore {
             .into_iter()
             .filter(|shard| self.is_rescue(*shard, now) || self.wanted_since[shard] + MOVE_SETTLE <= now)
             .collect();
+    }
+
+    /// The installation forms and the members seen changed within the
+    /// formation settle: free shards wait.
+    fn formation_settling(&self, now: Instant) -> bool {
+        self.forming && self.view_since.is_none_or(|since| now < since + self.settings.formation_settle)
     }
 
     /// A shard nobody holds, or whose holder is stopping (it gave up its
@@ -851,6 +904,12 @@ impl ShardCore {
             if !self.incoming.contains(shard) {
                 consider(*since + MOVE_SETTLE);
             }
+        }
+        if self.forming
+            && !self.wanted_since.is_empty()
+            && let Some(since) = self.view_since
+        {
+            consider(since + self.settings.formation_settle);
         }
         let desired = self.wanted_since.keys().map(|s| LeaseName::Shard(*s));
         for lease in desired {

@@ -16,6 +16,7 @@ fn settings(identity: &str) -> CoreSettings {
         retry_period: Duration::from_secs(2),
         handover_wait: Duration::from_secs(20),
         warmup: Duration::from_secs(16),
+        formation_settle: Duration::ZERO,
     }
 }
 
@@ -114,7 +115,7 @@ impl Harness {
     }
 
     fn observe(&mut self, lease: LeaseName, record: LeaseRecord, now: Instant) -> Vec<Command> {
-        self.feed(Input::Observed { lease, record: Some(record) }, now)
+        self.feed(Input::Observed { lease, record: Some(Arc::new(record)) }, now)
     }
 }
 
@@ -500,4 +501,30 @@ fn a_rebalancing_move_waits_for_the_view_to_settle_and_a_rescue_does_not() {
     h.observe(member("b"), record("mb-stopping", None), now);
     h.feed(Input::Tick, now + SETTLE);
     assert_eq!(h.core.ownership().incoming, BTreeSet::from([0, 1, 2, 3]));
+}
+
+#[test]
+fn a_forming_installation_takes_free_shards_only_once_the_members_seen_stay_the_same() {
+    let t0 = Instant::now();
+    let settings = CoreSettings { formation_settle: 2 * SECOND, ..settings("a") };
+    let mut h = Harness { core: ShardCore::new(settings), versions: 0, answer_members: true };
+    let out = h.feed(Input::Listed, t0);
+    assert_eq!(
+        writes(&out),
+        [Write { lease: member("a"), precondition: Precondition::Absent, action: Action::Acquire }]
+    );
+    assert!(shard_writes(&out).is_empty(), "just joined: the members seen may still grow");
+    h.observe(member("b"), member_record("b1", "b", Duration::ZERO, &[]), t0 + SECOND);
+    let out = h.feed(Input::Tick, t0 + 2 * SECOND);
+    assert!(shard_writes(&out).is_empty(), "this pass is the first to count b");
+    assert!(wake(&out).is_some_and(|at| at <= t0 + 4 * SECOND), "it looks again when the view settled");
+    let out = h.feed(Input::Tick, t0 + 4 * SECOND);
+    let taken: BTreeSet<u32> = shard_writes(&out)
+        .iter()
+        .filter_map(|w| match w.lease {
+            LeaseName::Shard(s) => Some(s),
+            LeaseName::Member(_) => None,
+        })
+        .collect();
+    assert_eq!(taken.len(), 2, "its half of the two members' shards, not all four: {taken:?}");
 }
