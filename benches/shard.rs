@@ -37,9 +37,9 @@ fn bench_shard(c: &mut Criterion) {
     let holdings: BTreeMap<u32, Holding> = placed
         .iter()
         .flat_map(|(member, shards)| {
-            shards.iter().map(|s| {
-                (*s, Holding { holder: member.clone(), since: Timestamp::UNIX_EPOCH, bound_for: None })
-            })
+            shards
+                .iter()
+                .map(|s| (*s, Holding { holder: member, since: Timestamp::UNIX_EPOCH, bound_for: None }))
         })
         .collect();
     let survivors = &fleet[1..];

@@ -242,6 +242,10 @@ pub(super) struct Sim {
     /// The shard a problem is about, to describe in the report.
     focus: Option<u32>,
     trace: Option<u64>,
+    /// Per 10,000 watch deliveries, how many stall for 1–5 s: 20 at the
+    /// default 32 shards and 20 replicas, fewer for more Leases, so a watch
+    /// stalls about as often per second at any size (once in about 20 s).
+    stall_chance: u64,
 }
 
 const LOG_KEEP: usize = 400;
@@ -288,6 +292,7 @@ impl Sim {
             problem: None,
             focus: None,
             trace: env("SIM_TRACE"),
+            stall_chance: (20 * 52 / (u64::from(shape.shards) + shape.max_replicas as u64)).clamp(1, 20),
         };
         for _ in 0..count {
             sim.add_replica();
@@ -413,7 +418,11 @@ impl Sim {
     }
 
     fn watch_deliver(&mut self, replica: usize, input: Input) {
-        let delay = if self.rng.chance(20) { self.rng.millis(1_000, 5_000) } else { self.rng.millis(1, 100) };
+        let delay = if self.rng.chance(self.stall_chance) {
+            self.rng.millis(1_000, 5_000)
+        } else {
+            self.rng.millis(1, 100)
+        };
         let r = &mut self.replicas[replica];
         let at = r.watch_clear.max(self.now + delay);
         // Versions due within one tick go in one delivery: at 100
@@ -1204,9 +1213,12 @@ fn sim_replays_a_seed_exactly() {
 #[test]
 fn sim_finds_deliberate_defects() {
     for sabotage in [Sabotage::SkipPreconditions, Sabotage::TakeOverEarly] {
-        let found = (0..200).find_map(|seed| run_seed(seed, 2_000, Shape::DEFAULT, sabotage).err());
-        let report = found.unwrap_or_else(|| panic!("no seed found {sabotage:?}"));
+        // Other checks may fail first (a takeover too early is also a
+        // move nobody asked for): the fences must fail for some seed.
+        let found = (0..200).find_map(|seed| {
+            run_seed(seed, 2_000, Shape::DEFAULT, sabotage).err().filter(|r| r.contains("two open fences"))
+        });
+        let report = found.unwrap_or_else(|| panic!("no seed found two open fences under {sabotage:?}"));
         eprintln!("{sabotage:?} found: {}", report.lines().take(2).collect::<Vec<_>>().join(" | "));
-        assert!(report.contains("two open fences"), "{report}");
     }
 }

@@ -78,7 +78,7 @@ pub const MOVE_SETTLE: Duration = Duration::from_secs(2);
 /// counts moves with the same view.
 pub(super) fn holdings<'a>(
     records: impl Iterator<Item = (&'a LeaseName, &'a LeaseRecord)>,
-) -> BTreeMap<u32, Holding> {
+) -> BTreeMap<u32, Holding<'a>> {
     let mut bound: BTreeMap<u32, &str> = BTreeMap::new();
     let mut holdings = BTreeMap::new();
     for (lease, record) in records {
@@ -87,9 +87,9 @@ pub(super) fn holdings<'a>(
             LeaseName::Member(_) => bound.extend(record.standby.iter().map(|shard| (*shard, holder))),
             LeaseName::Shard(shard) => {
                 let holding = Holding {
-                    holder: holder.to_owned(),
+                    holder,
                     since: record.acquire_time.unwrap_or_default(),
-                    bound_for: bound.get(shard).map(|m| (*m).to_owned()),
+                    bound_for: bound.get(shard).copied(),
                 };
                 holdings.insert(*shard, holding);
             }
@@ -174,8 +174,8 @@ pub struct ShardCore {
     holdings_changed: u64,
     /// `holdings_changed` when `assigned` was computed.
     assigned_at: u64,
-    /// The rendezvous rankings of the last members shards were placed among.
-    rankings: Option<Rankings>,
+    /// The members' rendezvous weights.
+    rankings: Rankings,
     /// No member seen has finished its warm-up: the installation forms.
     forming: bool,
     /// The members seen by the last pass, and since when.
@@ -188,6 +188,7 @@ pub struct ShardCore {
 impl ShardCore {
     pub fn new(settings: CoreSettings) -> Self {
         Self {
+            rankings: Rankings::new(settings.shards),
             settings,
             listed: false,
             stopping: false,
@@ -213,7 +214,6 @@ impl ShardCore {
             assigned: None,
             holdings_changed: 0,
             assigned_at: 0,
-            rankings: None,
             forming: true,
             view: Vec::new(),
             view_since: None,
@@ -707,12 +707,8 @@ impl ShardCore {
         }
         let members = self.view.clone();
         let desired: BTreeSet<u32> = if members.contains(&self.settings.identity) {
-            if !self.rankings.as_ref().is_some_and(|r| r.ranks(&members)) {
-                self.rankings = Some(Rankings::new(self.settings.shards, &members));
-            }
-            let rankings = self.rankings.as_mut().expect("just set");
             let holdings = holdings(self.seen.iter().map(|(l, s)| (l, &*s.record)));
-            ranked_placement(self.settings.shards, rankings, &holdings)
+            ranked_placement(&mut self.rankings, &members, &holdings)
                 .remove(&self.settings.identity)
                 .unwrap_or_default()
         } else {
