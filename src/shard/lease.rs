@@ -74,7 +74,8 @@ impl LeaseClient {
         write: &Write,
         base: Option<Lease>,
     ) -> (WriteOutcome, Option<Lease>) {
-        let now = Timestamp::now();
+        // As stored (microseconds): an unanswered write is recognised by it.
+        let now = micros(Timestamp::now());
         let result = match &write.precondition {
             Precondition::Absent => {
                 let lease = Lease {
@@ -140,10 +141,15 @@ impl LeaseClient {
             // No answer: it may have been applied.
             Err(error) => {
                 tracing::debug!(lease = name, %error, "a Lease write got no answer");
-                (WriteOutcome::TimedOut, None)
+                (WriteOutcome::TimedOut { renew_time: now }, None)
             }
         }
     }
+}
+
+/// `at` cut to the microseconds a `MicroTime` stores.
+fn micros(at: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(at.as_microsecond()).unwrap_or(at)
 }
 
 /// The spec this identity writes when acquiring the record `old` at `now`.
@@ -243,5 +249,16 @@ mod tests {
         assert_eq!(duration_seconds(Duration::from_millis(1_500)), 2);
         assert_eq!(duration_seconds(Duration::from_secs(15)), 15);
         assert_eq!(duration_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn a_stamp_survives_the_round_trip_through_the_api_server() {
+        // Nanoseconds past the microsecond would make an applied write
+        // look like someone else's.
+        let stamp = micros(Timestamp::from_nanosecond(1_764_000_000_123_456_789).unwrap());
+        let json = serde_json::to_string(&MicroTime(stamp)).unwrap();
+        assert_eq!(json, "\"2025-11-24T16:00:00.123456Z\"");
+        let back: MicroTime = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.0, stamp);
     }
 }

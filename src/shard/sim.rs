@@ -180,7 +180,15 @@ enum Happening {
     /// An input reaches a replica's process.
     Deliver { replica: usize, generation: u64, input: Input },
     /// A write reaches the API server.
-    Arrive { replica: usize, generation: u64, write: Write, sent: Duration, answer_lost: bool },
+    /// `stamp`: the wall-clock time the write carries (the shell's `now`).
+    Arrive {
+        replica: usize,
+        generation: u64,
+        write: Write,
+        sent: Duration,
+        stamp: Timestamp,
+        answer_lost: bool,
+    },
     /// A replica's process asked to be woken.
     Wake { replica: usize, generation: u64 },
     /// A replica's watch delivers what is due.
@@ -499,9 +507,11 @@ impl Sim {
                     let name = self.replicas[replica].name.clone();
                     self.log(format!("{name}: sends {write:?}"));
                 }
+                let stamp = self.wall(replica);
+                let timed_out = WriteOutcome::TimedOut { renew_time: stamp };
                 let partitioned = matches!(self.replicas[replica].trouble, Trouble::Partitioned { .. });
                 if partitioned || self.rng.chance(100) {
-                    let input = Input::Written { lease: write.lease, outcome: WriteOutcome::TimedOut };
+                    let input = Input::Written { lease: write.lease, outcome: timed_out };
                     self.schedule(
                         self.now + REQUEST_TIMEOUT,
                         Happening::Deliver { replica, generation, input },
@@ -515,13 +525,12 @@ impl Sim {
                 let delay = if slow { self.rng.millis(1_000, 6_000) } else { self.rng.millis(1, 50) };
                 let answer_lost = slow || self.rng.chance(100);
                 if slow {
-                    let input =
-                        Input::Written { lease: write.lease.clone(), outcome: WriteOutcome::TimedOut };
+                    let input = Input::Written { lease: write.lease.clone(), outcome: timed_out };
                     self.schedule(sent + REQUEST_TIMEOUT, Happening::Deliver { replica, generation, input });
                 }
                 self.schedule(
                     sent + delay,
-                    Happening::Arrive { replica, generation, write, sent, answer_lost },
+                    Happening::Arrive { replica, generation, write, sent, stamp, answer_lost },
                 );
             }
             Command::Publish(ownership) => self.published(replica, ownership),
@@ -609,7 +618,7 @@ impl Sim {
     }
 
     /// The API server applies a write, if its precondition holds.
-    fn apply(&mut self, replica: usize, write: &Write) -> WriteOutcome {
+    fn apply(&mut self, replica: usize, write: &Write, wall: Timestamp) -> WriteOutcome {
         if self.rng.chance(100) {
             return WriteOutcome::Failed("500 Internal Server Error".into());
         }
@@ -626,7 +635,6 @@ impl Sim {
             return WriteOutcome::Conflict;
         }
         let me = self.replicas[replica].name.clone();
-        let wall = self.wall(replica);
         let old = current.map(|s| (*s.record).clone());
         let same_holder = old.as_ref().and_then(|o| o.holder.clone()).as_deref() == Some(me.as_str());
         self.version += 1;
@@ -721,15 +729,15 @@ impl Sim {
                     self.deliver(replica, input);
                 }
             }
-            Happening::Arrive { replica, generation, write, sent, answer_lost } => {
-                let outcome = self.apply(replica, &write);
+            Happening::Arrive { replica, generation, write, sent, stamp, answer_lost } => {
+                let outcome = self.apply(replica, &write, stamp);
                 if answer_lost && sent + REQUEST_TIMEOUT <= self.now {
                     return; // its timeout was delivered already
                 }
                 let answer_at = self.now + self.rng.millis(1, 50);
                 let partitioned = matches!(self.replicas[replica].trouble, Trouble::Partitioned { .. });
                 let (at, outcome) = if answer_lost || partitioned || answer_at > sent + REQUEST_TIMEOUT {
-                    (sent + REQUEST_TIMEOUT, WriteOutcome::TimedOut)
+                    (sent + REQUEST_TIMEOUT, WriteOutcome::TimedOut { renew_time: stamp })
                 } else {
                     (answer_at, outcome)
                 };

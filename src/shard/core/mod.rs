@@ -22,6 +22,15 @@
 //! tenure), held and releasing (handed over, waiting to be drained),
 //! release in flight. At most one write per Lease is in flight.
 //!
+//! **Unanswered renewals.** A renewal without an answer may have been
+//! applied; its retry, which still requires the old version, then
+//! conflicts. That conflict alone does not lose the Lease: the core waits
+//! for the watch to show a version naming this replica with the
+//! `renewTime` the unanswered write carried (that write, applied: adopted
+//! as renewed when it was sent), or another holder (lost). The fence keeps
+//! counting from the last renewal known to have won, so waiting is safe;
+//! the renew deadline still ends it.
+//!
 //! **Time and clock skew.** Another replica's record counts as expired
 //! once this replica has seen the same resourceVersion, unchanged, for the
 //! record's lease duration by its own monotonic clock (as client-go's
@@ -50,6 +59,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 pub use types::{
     Action, Command, CoreSettings, Event, FORMATION_SETTLE, Input, LeaseName, LeaseRecord, Precondition,
@@ -122,6 +133,50 @@ struct Held {
     /// When the last winning write was sent (local monotonic).
     renewed_at: Instant,
     tenure: u64,
+    /// Renewals since that got no answer: any may have been applied.
+    unanswered: Vec<Unanswered>,
+    /// A renewal conflicted while one was unanswered: no more renewals
+    /// until the watch shows whose write it was.
+    awaiting: bool,
+}
+
+impl Held {
+    fn new(resource_version: String, renewed_at: Instant, tenure: u64) -> Self {
+        Self { resource_version, renewed_at, tenure, unanswered: Vec::new(), awaiting: false }
+    }
+
+    /// Takes `record` as written by this replica if it carries the
+    /// `renewTime` of an unanswered renewal: its version, renewed when that
+    /// write was sent. True if it did.
+    fn adopt(&mut self, record: &LeaseRecord, identity: &str) -> bool {
+        if record.holder() != Some(identity) {
+            return false;
+        }
+        let Some(renewed) = record.renew_time else { return false };
+        let Some(write) = self.unanswered.iter().find(|u| u.renew_time == renewed) else { return false };
+        self.renewed_at = self.renewed_at.max(write.sent_at);
+        self.resource_version = record.resource_version.clone();
+        // Later unanswered writes required the version before this one:
+        // they can only fail.
+        self.unanswered.clear();
+        self.awaiting = false;
+        true
+    }
+}
+
+/// What the version seen said of unanswered renewals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settled {
+    No,
+    Adopted,
+    Lost,
+}
+
+/// A renewal that got no answer in time.
+#[derive(Clone, Debug)]
+struct Unanswered {
+    renew_time: Timestamp,
+    sent_at: Instant,
 }
 
 /// A write in flight.
@@ -288,7 +343,11 @@ impl ShardCore {
         let mut out = Vec::new();
         match input {
             Input::Observed { lease, record } => {
-                if self.observe(lease, record, now) {
+                if self.observe(lease.clone(), record, now) {
+                    if self.adopt_seen(&lease, &mut out) != Settled::No {
+                        // The fence's horizon moved, or it shuts.
+                        self.publish(&mut out);
+                    }
                     self.wake_soon(now, &mut out);
                 }
                 return out;
@@ -409,7 +468,7 @@ impl ShardCore {
         }
         let error = match &outcome {
             WriteOutcome::Failed(error) => Some(error.clone()),
-            WriteOutcome::TimedOut => Some("no answer in time".to_owned()),
+            WriteOutcome::TimedOut { .. } => Some("no answer in time".to_owned()),
             _ => None,
         };
         if let Some(error) = error {
@@ -428,6 +487,7 @@ impl ShardCore {
     }
 
     fn on_member_written(&mut self, pending: Pending, outcome: WriteOutcome, out: &mut Vec<Command>) {
+        let lease = LeaseName::Member(self.settings.identity.clone());
         match (pending.action, outcome) {
             (Action::Release, _) => {}
             (Action::Acquire, WriteOutcome::Written { resource_version }) if !self.stopping => {
@@ -445,7 +505,7 @@ impl ShardCore {
                     }
                     (None, _) => Some(pending.sent_at),
                 };
-                self.member = Some(Held { resource_version, renewed_at: pending.sent_at, tenure: 0 });
+                self.member = Some(Held::new(resource_version, pending.sent_at, 0));
                 let rejoined = std::mem::take(&mut self.membership_lapsed);
                 if rejoined {
                     self.rejoin_grace_until = Some(pending.sent_at + self.settings.lease_duration);
@@ -455,18 +515,67 @@ impl ShardCore {
             }
             (Action::Renew { standby }, WriteOutcome::Written { resource_version }) => {
                 if let Some(member) = &mut self.member {
-                    member.resource_version = resource_version;
-                    member.renewed_at = pending.sent_at;
-                    let standby = standby.unwrap_or_default();
-                    if standby != self.announced {
-                        out.push(Command::Event(Event::Announced(standby.clone())));
-                        self.announced = standby;
-                    }
+                    *member = Held::new(resource_version, pending.sent_at, 0);
+                    self.announce(standby.unwrap_or_default(), out);
                 }
             }
-            (Action::Renew { .. }, WriteOutcome::Conflict) => self.member = None,
+            (Action::Renew { .. }, WriteOutcome::TimedOut { renew_time }) => {
+                if let Some(member) = &mut self.member {
+                    member.unanswered.push(Unanswered { renew_time, sent_at: pending.sent_at });
+                }
+                self.adopt_seen(&lease, out);
+            }
+            (Action::Renew { .. }, WriteOutcome::Conflict) => {
+                if self.adopt_seen(&lease, out) == Settled::Adopted {
+                    return;
+                }
+                match &mut self.member {
+                    Some(member) if !member.unanswered.is_empty() => {
+                        member.awaiting = true;
+                        self.adopt_seen(&lease, out);
+                    }
+                    _ => self.member = None,
+                }
+            }
             _ => {}
         }
+    }
+
+    fn announce(&mut self, standby: BTreeSet<u32>, out: &mut Vec<Command>) {
+        if standby != self.announced {
+            out.push(Command::Event(Event::Announced(standby.clone())));
+            self.announced = standby;
+        }
+    }
+
+    /// Settles a held Lease's unanswered renewals by the version seen: one
+    /// of them applied (adopted), or another holder wrote it while a
+    /// conflict waited for the watch (lost).
+    fn adopt_seen(&mut self, lease: &LeaseName, out: &mut Vec<Command>) -> Settled {
+        let held = match lease {
+            LeaseName::Member(_) => self.member.as_mut(),
+            LeaseName::Shard(shard) => self.held.get_mut(shard),
+        };
+        let Some(held) = held.filter(|h| !h.unanswered.is_empty()) else { return Settled::No };
+        let identity = self.settings.identity.as_str();
+        let record = self.seen.get(lease).map(|seen| &seen.record);
+        if let Some(record) = record.filter(|r| held.adopt(r, identity)) {
+            if matches!(lease, LeaseName::Member(_)) {
+                let standby = record.standby.clone();
+                self.announce(standby, out);
+            }
+            return Settled::Adopted;
+        }
+        // Not seen yet (or deleted): only the renew deadline decides.
+        let taken = record.is_some_and(|r| r.holder() != Some(identity));
+        if !(held.awaiting && taken) {
+            return Settled::No;
+        }
+        match lease {
+            LeaseName::Member(_) => self.member = None,
+            LeaseName::Shard(shard) => self.lose(*shard, "another replica wrote the Lease", out),
+        }
+        Settled::Lost
     }
 
     fn on_shard_written(
@@ -486,19 +595,35 @@ impl ShardCore {
                 if let Some(previous) = previous {
                     out.push(Command::Event(Event::TakenOver { shard, previous }));
                 }
-                self.held.insert(shard, Held { resource_version, renewed_at: pending.sent_at, tenure });
+                self.held.insert(shard, Held::new(resource_version, pending.sent_at, tenure));
             }
             (Action::Renew { .. }, WriteOutcome::Written { resource_version }) => {
                 // A renewal answered after the shard was dropped changes
                 // nothing: the Lease still names this replica, and is
                 // acquired or released again by its version.
                 if let Some(held) = self.held.get_mut(&shard) {
-                    held.resource_version = resource_version;
-                    held.renewed_at = pending.sent_at;
+                    *held = Held::new(resource_version, pending.sent_at, held.tenure);
+                }
+            }
+            (Action::Renew { .. }, WriteOutcome::TimedOut { renew_time }) => {
+                if let Some(held) = self.held.get_mut(&shard) {
+                    held.unanswered.push(Unanswered { renew_time, sent_at: pending.sent_at });
+                    self.adopt_seen(&LeaseName::Shard(shard), out);
                 }
             }
             (Action::Renew { .. }, WriteOutcome::Conflict) if self.held.contains_key(&shard) => {
-                self.lose(shard, "another replica wrote the Lease", out);
+                let lease = LeaseName::Shard(shard);
+                if self.adopt_seen(&lease, out) == Settled::Adopted {
+                    return;
+                }
+                match self.held.get_mut(&shard) {
+                    Some(held) if !held.unanswered.is_empty() => {
+                        held.awaiting = true;
+                        // The watch may have shown another holder already.
+                        self.adopt_seen(&lease, out);
+                    }
+                    _ => self.lose(shard, "another replica wrote the Lease", out),
+                }
             }
             (Action::Release, WriteOutcome::Written { .. }) => {
                 out.push(Command::Event(Event::Released(shard)))
@@ -558,6 +683,9 @@ impl ShardCore {
             return;
         }
         if let Some(member) = &self.member {
+            if member.awaiting {
+                return;
+            }
             // Announce only what is still incoming.
             let standby: BTreeSet<u32> = self.standby_ready.intersection(&self.incoming).copied().collect();
             if member.renewed_at + self.settings.retry_period <= now || standby != self.announced {
@@ -607,7 +735,7 @@ impl ShardCore {
     fn renew_due(&mut self, now: Instant, out: &mut Vec<Command>) {
         for shard in self.held_plan(now).renew {
             let lease = LeaseName::Shard(shard);
-            if !self.may_write(&lease, None, now) {
+            if self.held[&shard].awaiting || !self.may_write(&lease, None, now) {
                 continue;
             }
             let version = Precondition::Version(self.held[&shard].resource_version.clone());

@@ -81,6 +81,16 @@ fn written(lease: LeaseName, version: &str) -> Input {
     Input::Written { lease, outcome: WriteOutcome::Written { resource_version: version.into() } }
 }
 
+/// A write that got no answer, carrying `renewTime` `at` (seconds).
+fn timed_out(at: i64) -> WriteOutcome {
+    WriteOutcome::TimedOut { renew_time: Timestamp::from_second(at).unwrap() }
+}
+
+/// `holder`'s version `version` with `renewTime` `at` (seconds).
+fn renewed(version: &str, holder: &str, at: i64) -> LeaseRecord {
+    LeaseRecord { renew_time: Some(Timestamp::from_second(at).unwrap()), ..record(version, Some(holder)) }
+}
+
 fn member(name: &str) -> LeaseName {
     LeaseName::Member(name.into())
 }
@@ -194,8 +204,7 @@ fn a_shard_not_renewed_within_the_deadline_is_dropped() {
         h.feed(written(LeaseName::Shard(s), &format!("b{s}")), t0 + 2 * SECOND);
     }
     let lease = LeaseName::Shard(1);
-    let out =
-        h.feed(Input::Written { lease: lease.clone(), outcome: WriteOutcome::TimedOut }, t0 + 3 * SECOND);
+    let out = h.feed(Input::Written { lease: lease.clone(), outcome: timed_out(9) }, t0 + 3 * SECOND);
     let again = shard_write(1, version("a1"), Action::Renew { standby: None });
     assert_eq!(shard_writes(&out), [again], "a timeout waited long enough: at once");
     let out = h.feed(Input::Tick, t0 + Duration::from_millis(4_900));
@@ -217,6 +226,88 @@ fn a_renewal_that_conflicts_loses_the_shard() {
     assert!(events(&out).contains(&Event::Lost { shard: 3, why: "another replica wrote the Lease" }));
     assert!(!held(&h).contains(&3));
     assert!(!shard_writes(&out).iter().any(|w| w.lease == LeaseName::Shard(3)), "a3 is spent");
+}
+
+/// `alone`, whose renewal of shard 1 sent at t0 + 2 s (`renewTime` 100)
+/// got no answer, and whose retry at t0 + 3 s conflicted.
+fn conflict_after_an_unanswered_renewal(t0: Instant) -> (Harness, Vec<Command>) {
+    let mut h = alone(t0);
+    let lease = LeaseName::Shard(1);
+    h.feed(Input::Tick, t0 + 2 * SECOND);
+    let out = h.feed(Input::Written { lease: lease.clone(), outcome: timed_out(100) }, t0 + 3 * SECOND);
+    let again = shard_write(1, version("a1"), Action::Renew { standby: None });
+    assert_eq!(shard_writes(&out), [again], "the retry requires the version known");
+    let out = h.feed(Input::Written { lease, outcome: WriteOutcome::Conflict }, t0 + 3 * SECOND);
+    (h, out)
+}
+
+#[test]
+fn a_renewal_applied_without_an_answer_is_adopted_from_the_watch() {
+    // The API server applied a renewal but its answer was lost; the retry,
+    // with the old version, conflicts. The Lease still names "a" with the
+    // lost write's renewTime: that is "a"'s own write, not a takeover.
+    let t0 = Instant::now();
+    let (mut h, out) = conflict_after_an_unanswered_renewal(t0);
+    let lease = LeaseName::Shard(1);
+    assert!(!events(&out).iter().any(|e| matches!(e, Event::Lost { .. })), "{out:?}");
+    assert!(held(&h).contains(&1), "the fence stays open while the watch is awaited");
+    let out = h.feed(Input::Tick, t0 + Duration::from_millis(3_500));
+    assert!(!shard_writes(&out).iter().any(|w| w.lease == lease), "no renewal bound to conflict again");
+    h.observe(lease.clone(), renewed("a1-other", "a", 99), t0 + 4 * SECOND);
+    assert!(held(&h).contains(&1), "another renewTime of a's proves nothing yet");
+    h.observe(lease.clone(), renewed("a1+", "a", 100), t0 + 4 * SECOND);
+    let shard = h.core.ownership().held[&1];
+    assert_eq!(
+        shard.expires,
+        t0 + 2 * SECOND + Duration::from_secs(8),
+        "renewed when the lost write was sent"
+    );
+    assert_eq!(shard.tenure, 2, "the same tenure: the branch worker goes on");
+    let out = h.feed(Input::Tick, t0 + 6 * SECOND);
+    assert!(shard_writes(&out).contains(&shard_write(1, version("a1+"), Action::Renew { standby: None })));
+    assert!(!events(&out).iter().any(|e| matches!(e, Event::Lost { shard: 1, .. })), "{out:?}");
+}
+
+#[test]
+fn a_conflict_after_an_unanswered_renewal_loses_when_the_watch_shows_another_holder() {
+    let t0 = Instant::now();
+    let (mut h, _) = conflict_after_an_unanswered_renewal(t0);
+    let out = h.observe(LeaseName::Shard(1), renewed("b1", "b", 100), t0 + 4 * SECOND);
+    assert!(
+        events(&out).contains(&Event::Lost { shard: 1, why: "another replica wrote the Lease" }),
+        "{out:?}"
+    );
+    assert!(!held(&h).contains(&1));
+}
+
+#[test]
+fn an_unanswered_renewal_the_watch_never_settles_ends_at_the_renew_deadline() {
+    let t0 = Instant::now();
+    let (mut h, _) = conflict_after_an_unanswered_renewal(t0);
+    let out = h.feed(Input::Tick, t0 + 5 * SECOND);
+    assert!(events(&out).contains(&Event::Lost { shard: 1, why: "not renewed within the renew deadline" }));
+}
+
+#[test]
+fn a_member_renewal_applied_without_an_answer_keeps_the_membership() {
+    let t0 = Instant::now();
+    let mut h = alone(t0);
+    h.answer_members = false;
+    let out = h.feed(Input::Tick, t0 + 2 * SECOND);
+    let renewal = writes(&out).into_iter().find(|w| w.lease == member("a")).expect("a member renewal");
+    let out = h.feed(Input::Written { lease: member("a"), outcome: timed_out(100) }, t0 + 3 * SECOND);
+    assert!(writes(&out).iter().any(|w| w.lease == member("a") && w.precondition == renewal.precondition));
+    h.feed(Input::Written { lease: member("a"), outcome: WriteOutcome::Conflict }, t0 + 3 * SECOND);
+    assert!(h.core.is_member(), "awaiting the watch, still a member");
+    h.observe(member("a"), renewed("m9", "a", 100), t0 + 4 * SECOND);
+    h.answer_members = true;
+    let out = h.feed(Input::Tick, t0 + 6 * SECOND);
+    assert!(h.core.is_member());
+    assert!(!events(&out).iter().any(|e| matches!(e, Event::Joined { .. })), "no rejoin: {out:?}");
+    assert!(
+        writes(&out).iter().any(|w| w.lease == member("a") && w.precondition == version("m9")),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -429,7 +520,7 @@ fn after_a_lapse_shards_last_held_by_others_are_left_to_them_for_a_lease_duratio
     assert!(events(&out).contains(&Event::MembershipLapsed), "{out:?}");
     assert!(!h.core.is_member());
     h.answer_members = true;
-    let out = h.feed(Input::Written { lease: member("a"), outcome: WriteOutcome::TimedOut }, t0 + 7 * SECOND);
+    let out = h.feed(Input::Written { lease: member("a"), outcome: timed_out(9) }, t0 + 7 * SECOND);
     assert!(events(&out).contains(&Event::Joined { rejoined: true }), "{out:?}");
     let mut now = t0 + 7 * SECOND;
     while now < t0 + 15 * SECOND {

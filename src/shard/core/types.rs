@@ -69,8 +69,10 @@ pub enum WriteOutcome {
     Failed(String),
     /// No answer in time (the client's read timeout; the simulation uses
     /// half a retry period): it may or may not have been applied. Tried
-    /// again at once, as long as the renew deadline allows.
-    TimedOut,
+    /// again at once, as long as the renew deadline allows. `renew_time`
+    /// is the `renewTime` it carried (microseconds, as stored): a version
+    /// seen naming this replica with it is this write, applied.
+    TimedOut { renew_time: Timestamp },
 }
 
 /// What a write requires of the stored Lease.
