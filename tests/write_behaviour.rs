@@ -38,6 +38,11 @@ async fn batching(prefix: &str, push: serde_json::Value) -> (Scenario, Operator)
     let rules = json!([{"resources": ["configmaps"], "labelSelector": {"matchLabels": {"batch": "yes"}}}]);
     s.rule("r", "t", rules).await;
     let operator = s.operator_synced().await;
+    // A fresh installation takes its shards once its view settled (2 s):
+    // a worker that starts before then stands by and, taking over, pushes
+    // what it committed at once (a handover must not wait an interval).
+    // Batching is measured on a worker that owns its branch.
+    s.wait_condition("t", "Active", |c| c.0 == "True").await;
     (s, operator)
 }
 
