@@ -1139,7 +1139,11 @@ fn sim_seeds_keep_every_invariant() {
     let steps = env("SIM_STEPS").unwrap_or(STEPS);
     let seeds: Vec<u64> = match env("SIM_SEED") {
         Some(seed) => vec![seed],
-        None => (0..env("SIM_SEEDS").unwrap_or(SEEDS)).collect(),
+        // SIM_FIRST_SEED: a long run in parts.
+        None => {
+            let first = env("SIM_FIRST_SEED").unwrap_or(0);
+            (first..first + env("SIM_SEEDS").unwrap_or(SEEDS)).collect()
+        }
     };
     let mut shape = Shape::DEFAULT;
     if let Some(max) = env("SIM_REPLICAS") {
