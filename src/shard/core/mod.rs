@@ -520,23 +520,9 @@ impl ShardCore {
                 }
             }
             (Action::Renew { .. }, WriteOutcome::TimedOut { renew_time }) => {
-                if let Some(member) = &mut self.member {
-                    member.unanswered.push(Unanswered { renew_time, sent_at: pending.sent_at });
-                }
-                self.adopt_seen(&lease, out);
+                self.renewal_unanswered(&lease, renew_time, pending.sent_at, out)
             }
-            (Action::Renew { .. }, WriteOutcome::Conflict) => {
-                if self.adopt_seen(&lease, out) == Settled::Adopted {
-                    return;
-                }
-                match &mut self.member {
-                    Some(member) if !member.unanswered.is_empty() => {
-                        member.awaiting = true;
-                        self.adopt_seen(&lease, out);
-                    }
-                    _ => self.member = None,
-                }
-            }
+            (Action::Renew { .. }, WriteOutcome::Conflict) => self.renewal_conflicted(&lease, out),
             _ => {}
         }
     }
@@ -571,11 +557,53 @@ impl ShardCore {
         if !(held.awaiting && taken) {
             return Settled::No;
         }
+        self.give_up(lease, out);
+        Settled::Lost
+    }
+
+    fn held_mut(&mut self, lease: &LeaseName) -> Option<&mut Held> {
+        match lease {
+            LeaseName::Member(_) => self.member.as_mut(),
+            LeaseName::Shard(shard) => self.held.get_mut(shard),
+        }
+    }
+
+    /// Another replica wrote a Lease this replica held.
+    fn give_up(&mut self, lease: &LeaseName, out: &mut Vec<Command>) {
         match lease {
             LeaseName::Member(_) => self.member = None,
             LeaseName::Shard(shard) => self.lose(*shard, "another replica wrote the Lease", out),
         }
-        Settled::Lost
+    }
+
+    fn renewal_unanswered(
+        &mut self,
+        lease: &LeaseName,
+        renew_time: Timestamp,
+        sent_at: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        if let Some(held) = self.held_mut(lease) {
+            held.unanswered.push(Unanswered { renew_time, sent_at });
+            self.adopt_seen(lease, out);
+        }
+    }
+
+    /// A renewal's conflict ends the tenure, unless an unanswered renewal
+    /// may explain it: then the watch decides.
+    fn renewal_conflicted(&mut self, lease: &LeaseName, out: &mut Vec<Command>) {
+        if self.adopt_seen(lease, out) == Settled::Adopted {
+            return;
+        }
+        match self.held_mut(lease) {
+            Some(held) if !held.unanswered.is_empty() => {
+                held.awaiting = true;
+                // The watch may have shown another holder already.
+                self.adopt_seen(lease, out);
+            }
+            Some(_) => self.give_up(lease, out),
+            None => {}
+        }
     }
 
     fn on_shard_written(
@@ -606,24 +634,10 @@ impl ShardCore {
                 }
             }
             (Action::Renew { .. }, WriteOutcome::TimedOut { renew_time }) => {
-                if let Some(held) = self.held.get_mut(&shard) {
-                    held.unanswered.push(Unanswered { renew_time, sent_at: pending.sent_at });
-                    self.adopt_seen(&LeaseName::Shard(shard), out);
-                }
+                self.renewal_unanswered(&LeaseName::Shard(shard), renew_time, pending.sent_at, out)
             }
-            (Action::Renew { .. }, WriteOutcome::Conflict) if self.held.contains_key(&shard) => {
-                let lease = LeaseName::Shard(shard);
-                if self.adopt_seen(&lease, out) == Settled::Adopted {
-                    return;
-                }
-                match self.held.get_mut(&shard) {
-                    Some(held) if !held.unanswered.is_empty() => {
-                        held.awaiting = true;
-                        // The watch may have shown another holder already.
-                        self.adopt_seen(&lease, out);
-                    }
-                    _ => self.lose(shard, "another replica wrote the Lease", out),
-                }
+            (Action::Renew { .. }, WriteOutcome::Conflict) => {
+                self.renewal_conflicted(&LeaseName::Shard(shard), out)
             }
             (Action::Release, WriteOutcome::Written { .. }) => {
                 out.push(Command::Event(Event::Released(shard)))
