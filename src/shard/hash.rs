@@ -44,6 +44,19 @@ fn key_hash(key: &BranchKey) -> u64 {
     xxh3_64(&key.stable_bytes())
 }
 
+/// How many of `members` (other than `me`) outrank `me` for `shard`: a
+/// higher weight, or an equal one and a smaller name.
+pub(super) fn rank_among<'a>(shard: u32, me: &str, members: impl Iterator<Item = &'a str>) -> usize {
+    let mine = weight(shard, me);
+    members
+        .filter(|m| *m != me)
+        .filter(|m| {
+            let w = weight(shard, m);
+            w > mine || (w == mine && *m < me)
+        })
+        .count()
+}
+
 /// The rendezvous weight of `member` for `shard`.
 pub(super) fn weight(shard: u32, member: &str) -> u64 {
     // On the stack for any name a Kubernetes pod can have (≤ 63 bytes).

@@ -552,6 +552,8 @@ impl Sim {
             Event::MembershipLapsed => "membership lapsed",
             Event::DuplicateIdentity { .. } => "duplicate identity",
             Event::Announced(_) => "announced",
+            // A shard the placement gives another member: taken as a backup.
+            Event::Acquired { shard, .. } if !self.desires(replica, *shard) => "acquired as backup",
             Event::Acquired { .. } => "acquired",
             Event::TakenOver { .. } => "taken over",
             Event::Released(_) => "released",
@@ -563,6 +565,11 @@ impl Sim {
             let name = self.replicas[replica].name.clone();
             self.log(format!("{name}: {event:?}"));
         }
+    }
+
+    fn desires(&self, replica: usize, shard: u32) -> bool {
+        let process = self.replicas[replica].process.as_ref();
+        process.and_then(|p| p.core.assigned()).is_some_and(|(_, desired)| desired.contains(&shard))
     }
 
     /// A publish opens, extends and shuts fences; the controller reacts.

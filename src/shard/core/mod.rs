@@ -44,6 +44,12 @@
 //! ρ < m / (2D − m) (D the lease duration, m = START_MARGIN: with the
 //! defaults 8 s and 1 s, ρ < 6.6 %). The simulation checks it.
 //!
+//! **Backups.** A shard stays free when its desired owner cannot take it
+//! yet: it restarted (every record it lists is new to it, so it waits a
+//! whole lease), or its view lags. The other members take it
+//! [`BACKUP_DELAY`] after it became free in their view, one after another
+//! in rendezvous order, so the time to a rescue does not hang on one view.
+//!
 //! A member Lease counts for the assignment only while it was renewed
 //! within the renew deadline (by the same local rule): its holder drops
 //! out by itself at that point, and a replica that starts sees every
@@ -68,6 +74,7 @@ pub use types::{
 };
 
 use super::balance::{Holding, Rankings, ranked_placement};
+use super::hash::rank_among;
 use super::ownership::{HeldShard, Ownership};
 use super::plan::{self, Timing};
 
@@ -82,6 +89,11 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 /// a view that lags (a slow watch makes members look gone) must not move
 /// shards, since a moved shard stays where it went.
 pub const MOVE_SETTLE: Duration = Duration::from_secs(2);
+/// A shard free this long that its desired owner has not taken is taken
+/// by the other members, one after another ([`BACKUP_STEP`] apart, in
+/// rendezvous order).
+pub const BACKUP_DELAY: Duration = Duration::from_secs(2);
+pub const BACKUP_STEP: Duration = Duration::from_millis(500);
 
 /// Who holds each shard, from Lease records in `LeaseName` order (member
 /// Leases first): the shard Leases' holders, and where the shards that a
@@ -219,6 +231,9 @@ pub struct ShardCore {
     incoming: BTreeSet<u32>,
     /// Desired shards not held, and since when.
     wanted_since: BTreeMap<u32, Instant>,
+    /// When the next shard left free by its desired owner is this
+    /// replica's to take as a backup.
+    backup_due: Option<Instant>,
     next_tenure: u64,
     published: Ownership,
     wake_at: Option<Instant>,
@@ -263,6 +278,7 @@ impl ShardCore {
             announced: BTreeSet::new(),
             incoming: BTreeSet::new(),
             wanted_since: BTreeMap::new(),
+            backup_due: None,
             next_tenure: 0,
             published: Ownership::default(),
             wake_at: None,
@@ -767,8 +783,16 @@ impl ShardCore {
         Some(seen.since + duration)
     }
 
+    /// Since when a record is free: released, or expired.
+    fn free_at(&self, seen: &Seen) -> Instant {
+        match seen.record.holder() {
+            None => seen.since,
+            Some(_) => self.expiry(seen).unwrap_or(seen.since),
+        }
+    }
+
     fn is_free(&self, seen: &Seen, now: Instant) -> bool {
-        seen.record.holder().is_none() || self.expiry(seen).is_none_or(|until| until <= now)
+        self.free_at(seen) <= now
     }
 
     /// Until when a member Lease counts: its holder drops out by itself
@@ -910,6 +934,61 @@ impl ShardCore {
             .into_iter()
             .filter(|shard| self.is_rescue(*shard, now) || self.wanted_since[shard] + MOVE_SETTLE <= now)
             .collect();
+        self.back_up(desired, now, out);
+    }
+
+    /// Shards that stay free although another member desires them: their
+    /// desired owner restarted (it counts every record it lists as new, so
+    /// it waits a whole lease on them), or its view lags. The other members
+    /// take them [`BACKUP_DELAY`] after they became free, the next in
+    /// rendezvous order [`BACKUP_STEP`] later, so the wait for a rescue
+    /// does not hang on one replica's view. The placement then moves the
+    /// shard on as for any holder.
+    fn back_up(&mut self, desired: &BTreeSet<u32>, now: Instant, out: &mut Vec<Command>) {
+        self.backup_due = None;
+        if !self.is_member() || self.formation_settling(now) {
+            return;
+        }
+        let me = self.settings.identity.as_str();
+        let in_grace = self.rejoin_grace_until.is_some_and(|until| now < until);
+        let mut due_now = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (lease, seen) in self.seen.range(LeaseName::Shard(0)..) {
+            let LeaseName::Shard(shard) = lease else { continue };
+            let holder = seen.record.holder();
+            let free_at = self.free_at(seen);
+            let orphan = free_at <= now
+                && !desired.contains(shard)
+                && !self.held.contains_key(shard)
+                && holder != Some(me)
+                && !(in_grace && holder.is_some());
+            if !orphan {
+                continue;
+            }
+            // Ranks only for shards that may be due: while 1,000 shards
+            // are free at once for a moment, most are taken before.
+            let due = if free_at + BACKUP_DELAY <= now {
+                let rank = rank_among(*shard, me, self.view.iter().map(String::as_str));
+                free_at + BACKUP_DELAY + BACKUP_STEP * rank as u32
+            } else {
+                free_at + BACKUP_DELAY
+            };
+            if due <= now {
+                due_now.push((
+                    lease.clone(),
+                    seen.record.resource_version.clone(),
+                    holder.map(str::to_owned),
+                ));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        self.backup_due = next;
+        for (lease, version, previous) in due_now {
+            if self.may_write(&lease, Some(&version), now) {
+                self.write(lease, Precondition::Version(version), Action::Acquire, previous, now, out);
+            }
+        }
     }
 
     /// The installation forms and the members seen changed within the
@@ -1059,6 +1138,9 @@ impl ShardCore {
             if let Some(at) = self.member_until(seen) {
                 consider(at + EXPIRY_SLACK);
             }
+        }
+        if let Some(at) = self.backup_due {
+            consider(at);
         }
         next.max(now + MIN_WAKE)
     }

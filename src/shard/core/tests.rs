@@ -619,3 +619,52 @@ fn a_forming_installation_takes_free_shards_only_once_the_members_seen_stay_the_
         .collect();
     assert_eq!(taken.len(), 2, "its half of the two members' shards, not all four: {taken:?}");
 }
+
+#[test]
+fn a_shard_its_desired_owner_leaves_free_is_taken_by_the_others_in_rendezvous_order() {
+    let t0 = Instant::now();
+    let mut h = Harness::new("a");
+    // a and b are members for long; c, gone, holds every shard. b never
+    // takes its half (it restarted: it waits a lease on what it listed).
+    let old = Duration::from_secs(100);
+    h.observe(member("a"), member_record("ma", "a", old, &[]), t0);
+    for shard in 0..4 {
+        h.observe(LeaseName::Shard(shard), record(&format!("c{shard}"), Some("c")), t0);
+    }
+    let mut taken_at = BTreeMap::new();
+    let mut now = t0;
+    while now < t0 + 15 * SECOND {
+        if now.duration_since(t0).subsec_millis() == 0 {
+            let age = old + now.duration_since(t0);
+            h.observe(member("b"), member_record(&format!("mb{}", age.as_secs()), "b", age, &[]), now);
+        }
+        let out = if now == t0 { h.feed(Input::Listed, now) } else { h.feed(Input::Tick, now) };
+        for w in shard_writes(&out) {
+            let LeaseName::Shard(shard) = w.lease else { continue };
+            if w.action == Action::Acquire {
+                taken_at.insert(shard, now.duration_since(t0));
+            }
+            h.feed(written(w.lease, &format!("a{shard}-{}", now.duration_since(t0).as_millis())), now);
+        }
+        now += Duration::from_millis(50);
+    }
+    let (_, desired) = h.core.assigned().cloned().expect("assigned");
+    assert_eq!(desired.len(), 2, "a and b are given half each");
+    let expiry = Duration::from_secs(8);
+    for shard in 0..4 {
+        let at = taken_at.get(&shard).copied();
+        if desired.contains(&shard) {
+            assert!(
+                at.is_some_and(|at| at >= expiry && at <= expiry + EXPIRY_SLACK + SETTLE),
+                "{shard}: {at:?}"
+            );
+        } else {
+            let rank = rank_among(shard, "a", ["a", "b"].into_iter()) as u32;
+            assert_eq!(
+                at,
+                Some(expiry + BACKUP_DELAY + BACKUP_STEP * rank),
+                "b's shard {shard} waits its turn"
+            );
+        }
+    }
+}
