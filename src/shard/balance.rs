@@ -82,34 +82,64 @@ pub fn placement(
     ranked_placement(&mut Rankings::new(shards), members, holdings)
 }
 
+/// A held shard for [`place`], its members by index in the sorted names.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// The holder, if it is a member.
+    pub holder: Option<usize>,
+    /// The holder's `acquireTime`.
+    pub since: Timestamp,
+    /// The member it is bound for (see [`Holding::bound_for`]).
+    pub bound_for: Option<usize>,
+}
+
 /// [`placement`] with the weights kept in `rankings`.
 pub fn ranked_placement(
     rankings: &mut Rankings,
     members: &[String],
     holdings: &BTreeMap<u32, Holding<'_>>,
 ) -> BTreeMap<String, BTreeSet<u32>> {
-    let shards = rankings.shards;
     let mut names: Vec<&str> = members.iter().map(String::as_str).collect();
     names.sort_unstable();
     names.dedup();
-    let columns = rankings.columns(&names);
-    // By member index: looking a name up per shard was a fifth of the cost.
+    let index = |name: &str| names.binary_search(&name).ok();
+    let slots = holdings.iter().map(|(shard, holding)| {
+        let slot = Slot {
+            holder: index(holding.holder),
+            since: holding.since,
+            bound_for: holding.bound_for.and_then(index),
+        };
+        (*shard, slot)
+    });
+    let placed = place(rankings, &names, slots);
+    names.iter().map(|name| (*name).to_owned()).zip(placed).collect()
+}
+
+/// The placement by member index: `names` sorted and distinct, `slots`
+/// the shards whose Lease names a holder. The core keeps its holders
+/// resolved to indexes: looking up 1,000 names per placement was most of
+/// its cost at 100 replicas.
+pub fn place(
+    rankings: &mut Rankings,
+    names: &[&str],
+    slots: impl Iterator<Item = (u32, Slot)>,
+) -> Vec<BTreeSet<u32>> {
+    let shards = rankings.shards;
     let mut placed: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); names.len()];
     if names.is_empty() {
-        return BTreeMap::new();
+        return placed;
     }
-    let index = |name: &str| names.binary_search(&name).ok();
+    let columns = rankings.columns(names);
     // Each member's Lease count, and what it may keep, newest first.
     let mut counts = vec![0usize; names.len()];
     let mut held: Vec<Vec<(Timestamp, u32)>> = vec![Vec::new(); names.len()];
-    for (shard, holding) in holdings.range(..shards) {
-        let holder = index(holding.holder);
-        if let Some(i) = holder {
+    for (shard, slot) in slots.filter(|(shard, _)| *shard < shards) {
+        if let Some(i) = slot.holder {
             counts[i] += 1;
         }
-        match holding.bound_for.and_then(index) {
-            Some(i) => held[i].push((Timestamp::MAX, *shard)),
-            None => holder.into_iter().for_each(|i| held[i].push((holding.since, *shard))),
+        match slot.bound_for {
+            Some(i) => held[i].push((Timestamp::MAX, shard)),
+            None => slot.holder.into_iter().for_each(|i| held[i].push((slot.since, shard))),
         }
     }
     for list in &mut held {
@@ -139,7 +169,7 @@ pub fn ranked_placement(
         loads[i] += 1;
         placed[i].insert(shard);
     }
-    names.iter().map(|name| (*name).to_owned()).zip(placed).collect()
+    placed
 }
 
 /// ⌊S/n⌋ for every member, plus one for the S mod n members whose Leases

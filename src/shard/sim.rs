@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::balance::placement;
+use super::balance::{Rankings, ranked_placement};
 use super::core::{
     Action, Command, CoreSettings, Event, Input, LeaseName, LeaseRecord, Precondition, ShardCore, Write,
     WriteOutcome, holdings,
@@ -208,6 +208,8 @@ pub(super) struct Sim {
     rng: Rng,
     sabotage: Sabotage,
     epoch: Instant,
+    /// The members' weights for the placement `faulted` computes.
+    rankings: Rankings,
     now: Duration,
     seq: u64,
     /// Boxed: moving large values about in the tree costs more than the box.
@@ -269,6 +271,7 @@ impl Sim {
             rng,
             sabotage,
             epoch: Instant::now(),
+            rankings: Rankings::new(shape.shards),
             now: Duration::ZERO,
             seq: 0,
             queue: BTreeMap::new(),
@@ -781,8 +784,8 @@ impl Sim {
         }
         // And what the others are about to give it.
         let members: Vec<String> = self.server_members().into_iter().collect();
-        if let Some(given) = placement(
-            self.shape.shards,
+        if let Some(given) = ranked_placement(
+            &mut self.rankings,
             &members,
             &holdings(self.leases.iter().map(|(l, s)| (l, &*s.record))),
         )
