@@ -235,6 +235,8 @@ pub(super) struct Sim {
     pub steps: u64,
     pub stats: BTreeMap<&'static str, u64>,
     pub worst_unowned: Duration,
+    /// Which shard, and when (simulated seconds), for the report.
+    pub worst_unowned_at: (u32, f64),
     pub moves: u64,
     pub ideal_moves: f64,
     /// Still points at which moves were checked.
@@ -290,6 +292,7 @@ impl Sim {
             steps: 0,
             stats: BTreeMap::new(),
             worst_unowned: Duration::ZERO,
+            worst_unowned_at: (0, 0.0),
             moves: 0,
             ideal_moves: 0.0,
             windows: 0,
@@ -932,7 +935,10 @@ impl Sim {
                 *unowned = Duration::ZERO;
             } else if majority {
                 *unowned += elapsed;
-                self.worst_unowned = self.worst_unowned.max(*unowned);
+                if *unowned > self.worst_unowned {
+                    self.worst_unowned = *unowned;
+                    self.worst_unowned_at = (shard, now.as_secs_f64());
+                }
                 if *unowned > 2 * LEASE_DURATION {
                     self.focus.get_or_insert(shard);
                     self.problem.get_or_insert(format!(
@@ -1172,6 +1178,7 @@ fn sim_seeds_keep_every_invariant() {
     let mut failed = Vec::new();
     let (mut total_steps, mut seconds, mut moves, mut ideal, mut windows) = (0, 0.0, 0, 0.0, 0);
     let (mut worst_unowned, mut worst_load, mut worst_window) = (Duration::ZERO, 0.0f64, (0, 0.0));
+    let mut worst_at = (0, 0, 0.0);
     let mut stats: BTreeMap<&str, u64> = BTreeMap::new();
     for (seed, result) in results {
         match result {
@@ -1181,7 +1188,10 @@ fn sim_seeds_keep_every_invariant() {
                 moves += sim.moves;
                 ideal += sim.ideal_moves;
                 windows += sim.windows;
-                worst_unowned = worst_unowned.max(sim.worst_unowned);
+                if sim.worst_unowned > worst_unowned {
+                    worst_unowned = sim.worst_unowned;
+                    worst_at = (seed, sim.worst_unowned_at.0, sim.worst_unowned_at.1);
+                }
                 worst_load = worst_load.max(sim.write_load());
                 let (m, i) = sim.worst_window;
                 if i > 0.0 && m as f64 / i > worst_window.0 as f64 / f64::max(worst_window.1, 1e-9) {
@@ -1199,10 +1209,14 @@ fn sim_seeds_keep_every_invariant() {
         }
     }
     eprintln!(
-        "simulated {total_steps} steps ({seconds:.0} s) of {shape:?} in {:?}: worst unowned {worst_unowned:?}, \
+        "simulated {total_steps} steps ({seconds:.0} s) of {shape:?} in {:?}: worst unowned {worst_unowned:?} \
+         (seed {}, shard {} at {:.3} s), \
          {moves} moves, the ideal {ideal:.0} ({windows} windows checked, worst {} moves for an ideal {:.1}), \
          at most {worst_load:.2} Lease writes per renew period per (shards + replicas)",
         started.elapsed(),
+        worst_at.0,
+        worst_at.1,
+        worst_at.2,
         worst_window.0,
         worst_window.1
     );
