@@ -946,7 +946,7 @@ impl ShardCore {
     /// replica (it restarted, or a renewal's answer was lost).
     fn acquire(&mut self, desired: &BTreeSet<u32>, now: Instant, out: &mut Vec<Command>) {
         let me = self.settings.identity.clone();
-        let in_grace = self.rejoin_grace_until.is_some_and(|until| now < until);
+        let in_grace = self.in_rejoin_grace(now);
         let view_settling = self.formation_settling(now);
         for shard in desired {
             if self.held.contains_key(shard) {
@@ -1014,7 +1014,7 @@ impl ShardCore {
         }
         self.backup_scanned = Some(now);
         let me = self.settings.identity.as_str();
-        let in_grace = self.rejoin_grace_until.is_some_and(|until| now < until);
+        let in_grace = self.in_rejoin_grace(now);
         let mut due_now = Vec::new();
         let mut next: Option<Instant> = None;
         for (lease, seen) in self.seen.range(LeaseName::Shard(0)..) {
@@ -1053,6 +1053,11 @@ impl ShardCore {
                 self.write(lease, Precondition::Version(version), Action::Acquire, previous, now, out);
             }
         }
+    }
+
+    /// After a lapse: shards last held by others are left to them.
+    fn in_rejoin_grace(&self, now: Instant) -> bool {
+        self.rejoin_grace_until.is_some_and(|until| now < until)
     }
 
     /// The installation forms and the members seen changed within the
