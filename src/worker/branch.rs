@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 pub use super::core::WorkerState;
 use super::core::{
     At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, DEFAULT_AUDIT_INTERVAL, Fetched,
-    Input, Note, PushReply, TargetPolicy,
+    HistoryFrom, Input, Note, PushReply, TargetPolicy,
 };
 use super::credentials::Credentials;
 use super::fetches::{self, Depth};
@@ -318,9 +318,9 @@ impl Shell {
     /// `behind` is what the worker holds that no push carried yet.
     fn run(&mut self, command: Command, behind: usize) -> Option<BoxFuture<'static, Option<Input>>> {
         match command {
-            Command::Fetch { known, since, history_after } => {
-                debug!(branch = %self.settings.key, known = known.len(), takeover = history_after.is_some(), "fetching");
-                Some(self.fetch(known, since, history_after).map(Some).boxed())
+            Command::Fetch { known, since, history } => {
+                debug!(branch = %self.settings.key, known = known.len(), ?history, "fetching");
+                Some(self.fetch(known, since, history).map(Some).boxed())
             }
             Command::Commit { parent, changes, message, source, author, allow_empty } => {
                 debug!(branch = %self.settings.key, changes = changes.len(), "committing");
@@ -389,6 +389,9 @@ impl Shell {
             Note::TakenOver { dropped, pending, by_history } => {
                 info!(branch = %key, dropped, pending, by_history, "took the branch over from standby");
             }
+            Note::Trimmed { dropped, pending } => {
+                debug!(branch = %key, dropped, pending, "standby: dropped what the owner pushed");
+            }
         }
     }
 
@@ -396,7 +399,7 @@ impl Shell {
         &self,
         known: Vec<ObjectId>,
         since: Option<ObjectId>,
-        history_after: Option<SystemTime>,
+        history_from: Option<HistoryFrom>,
     ) -> impl Future<Output = Input> + 'static {
         let remote = self.remote.clone();
         let (repo, dir, branch) =
@@ -410,7 +413,7 @@ impl Shell {
                     .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
                 ensure_open(&repo, &dir, limits).await?;
                 // Shallow only when no local commit's fate, nor history, must be known.
-                let depth = match known.is_empty() && history_after.is_none() {
+                let depth = match known.is_empty() && history_from.is_none() {
                     true => Depth::Tip,
                     false => Depth::Full,
                 };
@@ -428,8 +431,8 @@ impl Shell {
                     debug!(%branch, "fetched: the branch does not exist");
                     return Ok(Fetched::default());
                 };
-                let history = match history_after {
-                    Some(after) => takeover_history(&repo, &remote, &dir, &branch, tip, after).await?,
+                let history = match history_from {
+                    Some(from) => takeover_history(&repo, &remote, &dir, &branch, tip, from).await?,
                     None => None,
                 };
                 with_repo(repo, move |r| {
@@ -623,22 +626,27 @@ fn remote_of(settings: &WorkerSettings) -> Result<Remote, RemoteError> {
 }
 
 /// Opens (or creates) the local repository once.
-/// What the previous owner wrote since `after` (see `Fetched::history`),
-/// for a takeover. A shallow repository may not reach that far back: it is
-/// deepened once (a server that cannot is only logged), and what it then
-/// reaches is used.
+/// What the owner wrote since `from` (see `Fetched::history`), for a
+/// takeover or a standby's trim. A shallow repository may not reach that
+/// far back: it is deepened once by time (a server that cannot is only
+/// logged), and what it then reaches is used.
 async fn takeover_history(
     repo: &Arc<Mutex<Option<LocalRepo>>>,
     remote: &Remote,
     dir: &std::path::Path,
     branch: &str,
     tip: ObjectId,
-    after: SystemTime,
+    from: HistoryFrom,
 ) -> Result<Option<Vec<(String, Option<ObjectId>)>>, Failure> {
     let walk = |repo: Arc<Mutex<Option<LocalRepo>>>| {
-        with_repo(repo, move |r| r.changes_after(tip, after, HISTORY_LIMIT))
+        with_repo(repo, move |r| r.changes_after(tip, from, HISTORY_LIMIT))
     };
     let history = walk(repo.clone()).await.map_err(Failure::from)?;
+    let after = match from {
+        HistoryFrom::Time(after) => after,
+        // A tip this store fetched before: its commits are here.
+        HistoryFrom::Commit(_) => return Ok(history.filter(|h| h.complete).map(|h| h.changes)),
+    };
     if history.as_ref().is_some_and(|h| h.complete) {
         return Ok(history.map(|h| h.changes));
     }

@@ -26,7 +26,7 @@ mod types;
 pub use types::*;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 
@@ -53,6 +53,11 @@ const RESYNC_HOLD: Duration = Duration::from_secs(10);
 const FENCE_RETRY: Duration = Duration::from_millis(250);
 /// Resync items committed together at most.
 const MAX_RESYNC_BATCH: usize = 5_000;
+/// How often a standby asks what the owner already pushed, to drop it:
+/// a successor stands by for as long as the owner lives, and must stay small.
+pub const STANDBY_TRIM: Duration = Duration::from_secs(30);
+/// A standby holding this many local commits trims at once.
+const TRIM_AT_COMMITS: usize = 1_000;
 /// Commits between two maintenance runs (`git gc --auto`).
 const COMMITS_PER_MAINTENANCE: usize = 1_000;
 /// Fetches between two maintenance runs: each leaves a pack, and git
@@ -76,6 +81,8 @@ enum FetchPurpose {
     Rebase,
     /// Anti-entropy: compare and repair.
     Audit,
+    /// On standby: drop what the owner already pushed (see `STANDBY_TRIM`).
+    Trim,
 }
 
 /// Where a takeover from a standby is: the branch moved under the previous
@@ -146,9 +153,16 @@ pub struct BranchCore {
     takeover: Takeover,
     /// The files the standby fetched (empty unless on standby).
     standby_base: HashMap<String, ObjectId>,
-    /// When this worker became a standby, before any change it keeps: the
-    /// takeover asks what the previous owner wrote since.
-    standby_since: Option<SystemTime>,
+    /// Where a history of what the owner wrote may start, oldest first,
+    /// each with the local time after which every change the owner
+    /// received was written after it: the standby's start (a committer
+    /// time), then each tip a trim fetched. A takeover or trim asks from
+    /// the newest mark before its oldest pending change arrived.
+    standby_marks: VecDeque<(HistoryFrom, Instant)>,
+    /// When the standby trims next.
+    trim_at: Option<Instant>,
+    /// `STANDBY_TRIM`, shorter in the simulation.
+    standby_trim: Duration,
     replays: u32,
     push_limit: usize,
     push_now: bool,
@@ -179,7 +193,11 @@ impl BranchCore {
         let first_audit = at.now + settings.first_audit;
         let mut queue = CoalescingQueue::default();
         queue.set_merging(!settings.standby);
-        let standby_since = settings.standby.then_some(at.wall);
+        let standby_marks = match settings.standby {
+            true => VecDeque::from([(HistoryFrom::Time(at.wall), at.now)]),
+            false => VecDeque::new(),
+        };
+        let settings_standby = settings.standby;
         Self {
             files: BranchFiles::with_kustomize([], settings.folders.clone(), settings.kustomize.clone()),
             settings,
@@ -197,7 +215,9 @@ impl BranchCore {
             rebase_needed: false,
             takeover: Takeover::No,
             standby_base: HashMap::new(),
-            standby_since,
+            standby_marks,
+            trim_at: settings_standby.then(|| at.now + STANDBY_TRIM),
+            standby_trim: STANDBY_TRIM,
             replays: 0,
             push_limit: MAX_COMMITS_PER_PUSH,
             push_now: false,
@@ -218,6 +238,22 @@ impl BranchCore {
             #[cfg(test)]
             sabotage: sim::Sabotage::None,
         }
+    }
+
+    /// A shorter trim interval, for the simulation.
+    #[cfg(test)]
+    fn set_standby_trim(&mut self, every: Duration, now: Instant) {
+        self.standby_trim = every;
+        self.trim_at = self.trim_at.map(|_| now + every);
+    }
+
+    /// Whether anything not pushed yet arrived before `since`: a successor
+    /// that started standing by then would not hold it.
+    #[cfg(test)]
+    fn holds_unpushed_from_before(&self, since: Instant) -> bool {
+        self.queue.holds_older_than(since)
+            || self.drafts.iter().chain(&self.commit_in_flight).any(|d| d.source.received_at < since)
+            || self.chain.iter().any(|c| c.source.received_at < since)
     }
 
     pub fn phase(&self) -> Phase {
@@ -332,6 +368,9 @@ impl BranchCore {
                     let retry = self.retry_at.unwrap_or(now);
                     wake.extend(self.audit_at.map(|audit| audit.max(retry)));
                 }
+                if self.commit_in_flight.is_none() {
+                    wake.extend(self.trim_wake(now));
+                }
             }
         }
         wake.into_iter().min()
@@ -358,9 +397,11 @@ impl BranchCore {
         // A standby keeps every change apart: the takeover needs each value.
         self.queue.set_merging(!settings.standby);
         if !self.settings.standby && settings.standby {
-            self.standby_since = Some(at.wall);
+            self.standby_marks = VecDeque::from([(HistoryFrom::Time(at.wall), at.now)]);
+            self.trim_at = Some(at.now + self.standby_trim);
         }
         if self.settings.standby && !settings.standby {
+            self.trim_at = None;
             // The previous owner pushed until it released: fetch its tip
             // before pushing, and audit soon in case a late push of it lands.
             self.takeover = Takeover::Due;
@@ -389,12 +430,14 @@ impl BranchCore {
         }
         if self.remote_op == RemoteOp::Idle && self.retry_due(now) {
             if self.phase == Phase::Starting {
-                self.fetch(FetchPurpose::Start, out);
+                self.fetch(FetchPurpose::Start, now, out);
             } else if self.rebase_needed && self.commit_in_flight.is_none() {
-                self.fetch(FetchPurpose::Rebase, out);
+                self.fetch(FetchPurpose::Rebase, now, out);
             }
         }
-        if self.phase != Phase::Starting && self.commit_in_flight.is_none() && !self.fetching() {
+        // A trim that is due goes first: commits would keep it waiting.
+        let trim = self.trim_due(now);
+        if self.phase != Phase::Starting && self.commit_in_flight.is_none() && !self.fetching() && !trim {
             self.start_commit(at, out);
         }
         if self.phase == Phase::Starting || self.remote_op != RemoteOp::Idle || self.rebase_needed {
@@ -412,8 +455,28 @@ impl BranchCore {
             && !self.settings.standby
         {
             self.audit_at = Some(now + self.settings.audit_interval);
-            self.fetch(FetchPurpose::Audit, out);
+            self.fetch(FetchPurpose::Audit, now, out);
+        } else if trim && self.commit_in_flight.is_none() {
+            self.trim_at = Some(now + self.standby_trim);
+            self.fetch(FetchPurpose::Trim, now, out);
         }
+    }
+
+    /// When a standby trims next (see `STANDBY_TRIM`), if it does.
+    fn trim_wake(&self, now: Instant) -> Option<Instant> {
+        if !self.settings.standby
+            || self.takeover != Takeover::No
+            || self.draining
+            || self.phase == Phase::Starting
+        {
+            return None;
+        }
+        let due = if self.chain.len() >= TRIM_AT_COMMITS { Some(now) } else { self.trim_at };
+        Some(due?.max(self.retry_at.unwrap_or(now)))
+    }
+
+    fn trim_due(&self, now: Instant) -> bool {
+        self.trim_wake(now).is_some_and(|due| due <= now)
     }
 
     /// Everything that arrived before the drain began is pushed. What came

@@ -1,13 +1,13 @@
 //! The remote side of the core: when to push, what a push's answer means,
 //! and how a fetched tip is reconciled with the pending commits.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::replay;
 use super::{
     At, BranchCore, COMMITS_PER_MAINTENANCE, Command, Draft, FENCE_RETRY, FETCHES_PER_MAINTENANCE,
-    FetchPurpose, Fetched, MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply, QUARANTINE_AFTER,
-    RemoteOp, Takeover,
+    FetchPurpose, Fetched, HistoryFrom, MAX_COMMITS_PER_PUSH, MAX_REPLAYS, Note, Phase, PushReply,
+    QUARANTINE_AFTER, RemoteOp, Takeover,
 };
 use crate::api::Reason;
 use crate::worker::files::BranchFiles;
@@ -21,11 +21,16 @@ use crate::worker::queue::WorkItem;
 use crate::worker::repo::LocalRepo;
 use std::time::{Duration, Instant};
 
+/// How much earlier than a standby the owner may receive a change (a
+/// watch's delivery differs between replicas): a history starts at least
+/// this long before the oldest pending change.
+const RECEIVE_SKEW: Duration = Duration::from_secs(2);
+
 /// How long a drain's push waits for the commits of what is queued.
 pub(super) const DRAIN_GATHER: Duration = Duration::from_secs(1);
 
 impl BranchCore {
-    pub(super) fn fetch(&mut self, purpose: FetchPurpose, out: &mut Vec<Command>) {
+    pub(super) fn fetch(&mut self, purpose: FetchPurpose, now: Instant, out: &mut Vec<Command>) {
         self.remote_op = RemoteOp::Fetching(purpose);
         let mut history_after = None;
         if self.takeover == Takeover::Due {
@@ -34,11 +39,30 @@ impl BranchCore {
             // margin for clock skew: a deletion from before the standby's
             // list (which then names no such file) must not be taken for a
             // later one; skew only makes the takeover write a value again.
-            history_after = self.standby_since;
+            history_after = self.history_start(now);
+        } else if purpose == FetchPurpose::Trim {
+            history_after = self.history_start(now);
         }
         // A push whose answer was lost may have carried any of them.
         let known = self.chain.iter().map(|c| c.id).collect();
-        out.push(Command::Fetch { known, since: self.remote_tip, history_after });
+        out.push(Command::Fetch { known, since: self.remote_tip, history: history_after });
+    }
+
+    /// Where the history of what the owner wrote starts: at the newest mark
+    /// set before the oldest pending change arrived, less a margin for the
+    /// owner receiving it first. Older marks are forgotten.
+    fn history_start(&mut self, now: Instant) -> Option<HistoryFrom> {
+        let oldest = [self.queue.oldest()]
+            .into_iter()
+            .chain(self.chain.iter().map(|c| Some(c.source.received_at)))
+            .chain(self.drafts.iter().chain(&self.commit_in_flight).map(|d| Some(d.source.received_at)))
+            .flatten()
+            .min()
+            .unwrap_or(now);
+        let covered = oldest.checked_sub(RECEIVE_SKEW).unwrap_or(oldest);
+        let usable = self.standby_marks.iter().rposition(|(_, at)| *at <= covered).unwrap_or(0);
+        self.standby_marks.drain(..usable);
+        self.standby_marks.front().map(|(from, _)| *from)
     }
 
     /// When the next push is due, if anything waits for one.
@@ -231,6 +255,10 @@ impl BranchCore {
         {
             self.acknowledge(index + 1, out);
         }
+        if purpose == FetchPurpose::Trim {
+            self.trim(&fetched, at, out);
+            return;
+        }
         let takeover = self.takeover == Takeover::Fetching;
         // Read before the takeover drops what the previous owner wrote.
         let lagging = if takeover { self.lagging_view() } else { None };
@@ -267,6 +295,7 @@ impl BranchCore {
             plan.repair.retain(|c| !lagging.contains(&c.path));
             plan.drift = plan.repair.len();
         }
+
         if plan.drift > 0 {
             out.push(Command::Note(Note::Drift { paths: plan.drift }));
         }
@@ -317,6 +346,52 @@ impl BranchCore {
         }
     }
 
+    /// On standby: drops what the owner pushed meanwhile. Only the pending
+    /// changes shrink: the view stays this worker's own (the owner's tip
+    /// may be mid-way through a replay), and so do its commits, which the
+    /// takeover writes again on the tip anyway. A trim that returns after
+    /// the standby ended changes nothing: the takeover fetch decides.
+    fn trim(&mut self, fetched: &Fetched, at: At, out: &mut Vec<Command>) {
+        self.remote_ok(at);
+        if !self.settings.standby || self.takeover != Takeover::No {
+            return;
+        }
+        // Only what is committed: those changes are in the view already,
+        // while a queued one dropped would leave the view behind the owner.
+        // The commits are a prefix of what it received, so a prefix of
+        // each file's changes, as the takeover's matching expects. Without
+        // the history nothing is dropped: guessing a cut may lose a value.
+        let pending: Vec<(&str, Option<gix::ObjectId>)> = self
+            .chain
+            .iter()
+            .flat_map(|c| &c.changes)
+            .map(|c| (c.path.as_str(), c.content.blob_id()))
+            .collect();
+        let Some(history) = fetched.history.as_deref() else { return };
+        let (mut drops, _) = replay::takeover_drops_by_history(&pending, &fetched.files, history);
+        // A file's written prefix that ends in a deletion keeps it: a later
+        // match against the same history would take the next pending
+        // deletion for the one the owner wrote, and drop what lies between.
+        let mut last_dropped: HashMap<&str, usize> = HashMap::new();
+        for (index, (path, _)) in pending.iter().enumerate().filter(|(i, _)| drops[*i]) {
+            last_dropped.insert(path, index);
+        }
+        for index in last_dropped.into_values().filter(|i| pending[*i].1.is_none()) {
+            drops[index] = false;
+        }
+        let (dropped, pending) = (drops.iter().filter(|d| **d).count(), drops.len());
+        let mut drops = drops.into_iter();
+        for commit in &mut self.chain {
+            commit.changes.retain(|_| !drops.next().unwrap_or(false));
+        }
+        self.chain.retain(|c| !c.changes.is_empty() || c.marker);
+        out.push(Command::Note(Note::Trimmed { dropped, pending }));
+        // Whatever the owner receives from now on, it writes after this tip.
+        if let Some(tip) = fetched.tip {
+            self.standby_marks.push_back((HistoryFrom::Commit(tip), at.now));
+        }
+    }
+
     /// The files where the view lags the cluster: those with changes not
     /// committed yet (queued, drafted, in flight; the takeover may drop
     /// them as written, yet the view lacks them). `None` while the view is
@@ -347,7 +422,7 @@ impl BranchCore {
         let in_commits = pending.len();
         pending.extend(self.queue.changes().map(|(path, content)| (path, content.map(LocalRepo::blob_id))));
         let base = std::mem::take(&mut self.standby_base);
-        self.standby_since = None;
+        self.standby_marks.clear();
         let (drops, cut) = match history {
             Some(history) => replay::takeover_drops_by_history(&pending, tip, history),
             None => replay::takeover_drops(&pending, tip, &base),

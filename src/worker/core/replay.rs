@@ -93,7 +93,7 @@ pub(super) fn takeover_drops(
 /// never had, from before its list or a hand edit, matches nothing), and
 /// past repeats of that same value. Deletions tell nothing by themselves (a
 /// file has many); but when the history's last word on a file is a
-/// deletion, the prefix runs to the first pending deletion after it.
+/// deletion, the prefix runs on through the pending deletions right after it.
 ///
 /// Every change in a prefix is dropped, except the newest change of a file
 /// when it still differs from the tip: the branch must end equal to the
@@ -147,10 +147,12 @@ fn received_prefix(values: &[Option<ObjectId>], wrote: &[Option<ObjectId>]) -> u
         next = at + 1;
     }
     let after = anchor.map_or(0, |at| at + 1);
-    if wrote.last().is_some_and(Option::is_none)
-        && let Some(offset) = values[after..].iter().position(Option::is_none)
-    {
-        let mut at = after + offset;
+    // Only a deletion right after the match: past a value the owner never
+    // wrote, its deletion may as well predate that value (it was made
+    // before this worker received it) as have absorbed it; then the value
+    // and the deletion are written again rather than lost.
+    if wrote.last().is_some_and(Option::is_none) && values.get(after) == Some(&None) {
+        let mut at = after;
         while values.get(at + 1) == Some(&None) {
             at += 1;
         }
@@ -437,12 +439,23 @@ mod tests {
 
     #[test]
     fn values_the_previous_owner_merged_count_as_received() {
-        // It merged A=1 into A=2, and C's value into C's deletion.
-        let pending =
-            [(A, Some(id("1"))), (A, Some(id("2"))), (C, Some(id("1"))), (C, None), (A, Some(id("3")))];
-        let wrote = [(C, Some("0")), (A, Some("2")), (C, None)];
+        // It merged A=1 into A=2.
+        let pending = [(A, Some(id("1"))), (A, Some(id("2"))), (A, Some(id("3")))];
+        let wrote = [(A, Some("2"))];
         let (drops, cut) = by_history(&pending, &[(A, "2")], &wrote);
-        assert_eq!((drops, cut), (vec![true, true, true, true, false], 4));
+        assert_eq!((drops, cut), (vec![true, true, false], 2));
+    }
+
+    #[test]
+    fn a_deletion_past_a_value_it_never_wrote_is_written_again_with_it() {
+        // Simulation seed 13618: the previous owner deleted C before this
+        // worker received C=1 (or merged C=1 into that deletion: the
+        // history cannot tell). Written again, C=1 reaches a commit; taken
+        // for merged, a C=1 made after the deletion would be lost.
+        let pending = [(A, Some(id("1"))), (C, Some(id("1"))), (C, None)];
+        let wrote = [(C, Some("0")), (A, Some("1")), (C, None)];
+        let (drops, cut) = by_history(&pending, &[(A, "1")], &wrote);
+        assert_eq!((drops, cut), (vec![true, false, false], 1));
     }
 
     #[test]

@@ -30,7 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 use gix::ObjectId;
 
 use super::{
-    At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, Fetched, Input, PushReply,
+    At, BranchCore, Change, Command, CommitFailure, Content, CoreSettings, Fetched, HistoryFrom, Input,
+    PushReply,
 };
 use crate::api::{Operation, Reason};
 use crate::route::TargetKey;
@@ -135,12 +136,16 @@ const KINDS: &[&str] = &[
     "answer lost",
     "remote: pushed",
     "standby announced",
+    "standby trimmed",
+    "owner crashed",
     "takes over",
 ];
 
 const OBJECTS: u64 = 8;
 const FOLDER: &str = "f";
 const AUDIT: Duration = Duration::from_secs(30);
+/// How often a standby trims: several times in a standby's life here.
+const STANDBY_TRIM: Duration = Duration::from_millis(1_500);
 const HAND: &str = "hand-edited\n";
 
 struct SimCommit {
@@ -196,9 +201,12 @@ impl Store {
     /// The files of the newest first-parent commit made before `after`
     /// (none if there is none), then what each later commit up to `tip`
     /// changed, oldest first.
-    fn changes_after(&self, tip: Option<ObjectId>, after: SystemTime) -> Vec<(String, Option<ObjectId>)> {
+    fn changes_after(&self, tip: Option<ObjectId>, from: HistoryFrom) -> Vec<(String, Option<ObjectId>)> {
         let history = self.first_parent_history(tip);
-        let start = history.iter().rposition(|id| self.commits[id].time < after);
+        let start = match from {
+            HistoryFrom::Time(after) => history.iter().rposition(|id| self.commits[id].time < after),
+            HistoryFrom::Commit(start) => history.iter().rposition(|id| *id == start),
+        };
         let mut out: Vec<_> = start
             .map(|i| {
                 self.commits[&history[i]].tree.iter().map(|(path, id)| (path.clone(), Some(*id))).collect()
@@ -236,7 +244,7 @@ impl Store {
 enum Pending {
     Commit { parent: Option<ObjectId>, changes: Vec<Change> },
     Push { local: ObjectId, expected: Option<ObjectId> },
-    Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history_after: Option<SystemTime> },
+    Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history: Option<HistoryFrom> },
 }
 
 /// One replica's worker of the branch, and its outstanding operations.
@@ -246,11 +254,13 @@ struct Replica {
     remote: Option<(Duration, Pending)>,
     /// Told to drain (the old owner of a handover); still receives changes.
     draining: bool,
+    /// When it started (on the simulated clock).
+    started: Duration,
 }
 
 impl Replica {
-    fn new(core: BranchCore) -> Self {
-        Self { core, commit: None, remote: None, draining: false }
+    fn new(core: BranchCore, started: Duration) -> Self {
+        Self { core, commit: None, remote: None, draining: false, started }
     }
 
     fn settled(&self) -> bool {
@@ -329,7 +339,7 @@ impl Sim {
             faults,
             base,
             clock: Duration::ZERO,
-            replicas: vec![Replica::new(core)],
+            replicas: vec![Replica::new(core, Duration::ZERO)],
             retired_coalesced: 0,
             settings,
             store: Store::default(),
@@ -407,6 +417,7 @@ impl Sim {
         let mut violations = Vec::new();
         let mut done = false;
         let mut coalesced = 0;
+        let mut trimmed = None;
         for command in commands {
             let delay = Duration::from_millis(1 + self.rng.below(300));
             let due = self.clock + delay;
@@ -427,19 +438,25 @@ impl Sim {
                     }
                     r.remote = Some((due, Pending::Push { local, expected }));
                 }
-                Command::Fetch { known, since, history_after } => {
+                Command::Fetch { known, since, history } => {
                     if r.remote.is_some() {
                         violations.push("two remote operations outstanding".to_owned());
                     }
-                    r.remote = Some((due, Pending::Fetch { known, since, history_after }));
+                    r.remote = Some((due, Pending::Fetch { known, since, history }));
                 }
                 Command::Done => done = true,
                 Command::Note(super::Note::Coalesced) => coalesced += 1,
+                Command::Note(super::Note::Trimmed { dropped, pending }) => {
+                    trimmed = Some((dropped, pending));
+                }
                 Command::KeepTip(_) | Command::Maintain | Command::Note(_) => {}
             }
         }
         if coalesced > 0 {
             self.note(&format!("replica {replica}: {coalesced} change merged into a queued one"));
+        }
+        if let Some((dropped, pending)) = trimmed {
+            self.note(&format!("replica {replica}: standby trimmed {dropped} of {pending} pending changes"));
         }
         self.violations.extend(violations);
         if done && replica == 0 && self.replicas.len() > 1 {
@@ -455,7 +472,9 @@ impl Sim {
         let mut core = BranchCore::new(settings, self.at());
         core.sabotage = self.replicas[0].core.sabotage;
         core.max_unpushed = self.replicas[0].core.max_unpushed;
-        self.replicas.push(Replica::new(core));
+        // A successor stands by for long: it trims often here.
+        core.set_standby_trim(STANDBY_TRIM, self.base + self.clock);
+        self.replicas.push(Replica::new(core, self.clock));
         self.feed(1, Input::Tick);
         self.list(1);
     }
@@ -478,6 +497,31 @@ impl Sim {
         self.feed(0, Input::Resume);
     }
 
+    /// The owner is killed (SIGKILL) while its successor stands by: what
+    /// it had not pushed dies with it, though a push already sent may land.
+    /// The standby takes over, and must write every value the owner lost.
+    fn crash_owner(&mut self) {
+        self.note("handover: owner crashed; the standby takes over");
+        let mut old = self.replicas.remove(0);
+        self.retired_coalesced += old.core.coalesced();
+        if let Some((_, pending @ Pending::Push { .. })) = old.remote.take()
+            && self.rng.chance(50)
+        {
+            self.note("remote: the dead owner's push lands");
+            let _ = self.complete(pending);
+        }
+        self.feed(0, Input::Settings(self.settings.clone()));
+    }
+
+    /// Every change the owner has not pushed reached the standby too: it
+    /// started before the oldest of them arrived. (A successor stands by
+    /// from when the members settle; only a crash within a push interval of
+    /// that start loses what the owner held before it.)
+    fn successor_covers_owner(&self) -> bool {
+        let started = self.base + self.replicas[1].started;
+        !self.replicas[0].core.holds_unpushed_from_before(started)
+    }
+
     /// The old owner is done: the standby owns the branch.
     fn take_over(&mut self) {
         self.note("handover: the new owner takes over");
@@ -496,6 +540,9 @@ impl Sim {
             5 if self.rng.chance(self.faults.foreign_push) => self.foreign_push(),
             6 if self.rng.chance(self.faults.handover) => match self.replicas.len() {
                 1 => self.start_handover(),
+                _ if !self.replicas[0].draining && self.successor_covers_owner() && self.rng.chance(30) => {
+                    self.crash_owner()
+                }
                 _ if !self.replicas[0].draining => self.announce_standby(),
                 _ => self.call_off_handover(),
             },
@@ -684,7 +731,7 @@ impl Sim {
                 Input::Committed(Ok(Some(id)))
             }
             Pending::Push { local, expected } => Input::Pushed(self.push(local, expected)),
-            Pending::Fetch { known, since, history_after } => {
+            Pending::Fetch { known, since, history } => {
                 if self.rng.chance(self.faults.fetch_fails) {
                     self.note("remote: fetch fails");
                     return Input::Fetched(Err((Reason::NetworkError, "connection reset".into())));
@@ -700,7 +747,7 @@ impl Sim {
                     tip.map(short),
                     contains.map(short)
                 ));
-                let history = history_after.map(|after| self.store.changes_after(tip, after));
+                let history = history.map(|from| self.store.changes_after(tip, from));
                 Input::Fetched(Ok(Fetched {
                     tip,
                     files,

@@ -657,16 +657,96 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The history the last input's fetch asked for.
+    fn fetch_history(&self) -> Option<HistoryFrom> {
+        self.out.iter().find_map(|c| match c {
+            Command::Fetch { history, .. } => *history,
+            _ => None,
+        })
+    }
+
+    /// Answers a fetch with a tip holding `files` and the owner's history.
+    fn fetched(&mut self, tip: u8, files: &[(&str, &str)], history: &[(&str, Option<&str>)]) {
+        let files = files.iter().map(|(p, c)| (p.to_string(), blob(c))).collect();
+        let history = history.iter().map(|(p, c)| (p.to_string(), c.map(blob))).collect();
+        let fetched = Fetched { tip: Some(oid(tip)), files, history: Some(history), ..Fetched::default() };
+        self.input(Input::Fetched(Ok(fetched)));
+    }
+}
+
 #[test]
-fn a_standby_commits_but_never_pushes_or_audits() {
+fn a_standby_never_pushes_or_audits_and_fetches_only_to_trim() {
     let mut h = Harness::on_standby();
     h.write_committed(&[(A, "1"), (A, "2"), (A, "3"), (A, "4")]);
     assert_eq!(h.core.state().unpushed, 4, "every change is committed locally");
+    assert_eq!(h.core.wake_at(h.at().now), Some(h.at().now + STANDBY_TRIM), "the first trim");
     for _ in 0..20 {
-        h.advance(Duration::from_secs(60));
-        assert!(h.push().is_none() && h.fetch().is_none(), "no push or audit: {:?}", h.out);
+        h.advance(STANDBY_TRIM);
+        assert!(h.push().is_none(), "no push: {:?}", h.out);
+        assert!(h.fetch_history().is_some(), "a trim asks what the owner wrote: {:?}", h.out);
+        // The owner pushed nothing meanwhile.
+        h.fetched(1, &[], &[]);
+        assert!(h.fetch().is_none() && h.commit().is_none(), "{:?}", h.out);
     }
-    assert_eq!(h.core.wake_at(h.at().now), None, "nothing to wake for");
+    assert_eq!(h.core.state().unpushed, 4, "nothing the owner did not write is dropped");
+}
+
+#[test]
+fn a_trim_drops_only_the_committed_changes_the_owner_pushed() {
+    let mut h = Harness::on_standby();
+    h.write_committed(&[(A, "1"), (A, "2"), (B, "1"), (A, "3")]);
+    h.write(B, "2");
+    // Queued behind that commit: the view has not taken it in.
+    h.write(B, "3");
+    h.advance(STANDBY_TRIM);
+    assert!(h.fetch().is_none(), "the trim waits for the commit in flight");
+    h.committed();
+    assert!(h.commit().is_none(), "a due trim goes before the next commit");
+    assert_eq!(
+        h.fetch_history(),
+        Some(HistoryFrom::Time(SystemTime::UNIX_EPOCH)),
+        "from the standby's start"
+    );
+    let owner = [(A, Some("1")), (A, Some("2")), (B, Some("2")), (B, Some("3"))];
+    h.fetched(2, &[(A, "2"), (B, "3")], &owner);
+    // A=1, A=2 and B=1 go; B=2 was written too, but is the newest committed
+    // B and differs from the tip, so it stays, as a takeover keeps it.
+    assert_eq!(h.core.state().unpushed, 2, "A=3 and B=2 stay");
+    let (_, changes) = h.commit().expect("the queued B=3 stays, though the owner wrote it");
+    assert_eq!(
+        changes.iter().map(|c| (c.path.as_str(), bytes(c))).collect::<Vec<_>>(),
+        vec![(B, Some("3".into()))]
+    );
+    h.committed();
+    // The takeover writes what is left on the owner's final tip, from the
+    // same history start: the oldest pending change is older than the trim.
+    h.set_standby(false);
+    assert_eq!(h.fetch_history(), Some(HistoryFrom::Time(SystemTime::UNIX_EPOCH)));
+    h.fetched(3, &[(A, "2"), (B, "3")], &owner);
+    let mut written = Vec::new();
+    while let Some((_, changes)) = h.commit() {
+        written.extend(changes.iter().map(|c| (c.path.clone(), bytes(c))));
+        h.committed();
+    }
+    assert_eq!(written, vec![(A.to_string(), Some("3".to_string()))], "B=2 and B=3 were written");
+}
+
+#[test]
+fn a_trim_asks_from_the_newest_tip_fetched_before_the_oldest_pending_change() {
+    let mut h = Harness::on_standby();
+    h.write_committed(&[(A, "1")]);
+    h.advance(STANDBY_TRIM);
+    h.fetched(2, &[(A, "1")], &[(A, Some("1"))]);
+    assert_eq!(h.core.state().unpushed, 0, "the owner wrote A=1");
+    h.advance(Duration::from_secs(10));
+    h.write_committed(&[(A, "2")]);
+    h.advance(STANDBY_TRIM - Duration::from_secs(10));
+    assert_eq!(h.fetch_history(), Some(HistoryFrom::Commit(oid(2))), "after the tip the last trim saw");
+    // The owner pushed A=2 in a commit it made before that trim (a push
+    // held back by an outage): the walk from the commit still finds it.
+    h.fetched(3, &[(A, "2")], &[(A, Some("1")), (A, Some("2"))]);
+    assert_eq!(h.core.state().unpushed, 0);
 }
 
 #[test]

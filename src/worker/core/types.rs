@@ -100,6 +100,8 @@ pub enum PushReply {
     Fenced,
 }
 
+pub use crate::worker::repo::HistoryFrom;
+
 /// A fetched branch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fetched {
@@ -109,8 +111,8 @@ pub struct Fetched {
     /// The newest of the commits the fetch was asked about that the tip
     /// contains (the tip itself or an ancestor), when known.
     pub contains: Option<ObjectId>,
-    /// When asked for (`history_after`): every file of the newest
-    /// first-parent commit made before that time (none if there is no such
+    /// When asked for (`history`): every file of the first-parent commit
+    /// it starts from (see [`HistoryFrom`]; none if there is no such
     /// commit), then what each commit after it changed, oldest first, as
     /// (path, new blob or `None` for deleted). `None` when not asked, or
     /// when that history is out of reach (a shallow boundary after the time,
@@ -152,8 +154,8 @@ pub enum Input {
 pub enum Command {
     /// Fetch the branch; answer with `Input::Fetched`, saying which of
     /// `known` (newest last) the tip contains. `known` descend from `since`.
-    /// With `history_after`, also what the commits since that time wrote.
-    Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history_after: Option<SystemTime> },
+    /// With `history`, also what the commits since that point wrote.
+    Fetch { known: Vec<ObjectId>, since: Option<ObjectId>, history: Option<HistoryFrom> },
     /// Write one commit on `parent`; answer with `Input::Committed`. The
     /// author is the committer unless named; `allow_empty`: write it even
     /// if the tree does not change (a marker).
@@ -190,6 +192,8 @@ pub enum Note {
     Unwritable { path: String, message: String },
     /// A takeover dropped pending changes the previous owner had written.
     TakenOver { dropped: usize, pending: usize, by_history: bool },
+    /// A standby dropped pending changes the owner has pushed meanwhile.
+    Trimmed { dropped: usize, pending: usize },
 }
 
 /// Where the worker is in its life.

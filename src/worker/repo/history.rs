@@ -15,6 +15,15 @@ use super::error::Context;
 use super::read::Budget;
 use super::{LocalRepo, RepoError};
 
+/// Where a history starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryFrom {
+    /// The newest first-parent commit made before this time.
+    Time(SystemTime),
+    /// This commit (a tip fetched before), if the first parents reach it.
+    Commit(ObjectId),
+}
+
 /// One changed path: its new blob, or `None` when it was deleted.
 pub type PathChange = (String, Option<ObjectId>);
 
@@ -23,25 +32,33 @@ pub type PathChange = (String, Option<ObjectId>);
 pub struct History {
     /// The files of the commit it started from, then each later commit's changes.
     pub changes: Vec<PathChange>,
-    /// It started from a commit made before the time asked for (or the
-    /// root); false when it stopped at a commit whose parent is not here
+    /// It started from the commit asked for (or the root); false when it stopped at a commit whose parent is not here
     /// (a shallow boundary) and started from that one instead.
     pub complete: bool,
 }
 
 impl LocalRepo {
-    /// Every file of the newest first-parent ancestor of `tip` made before
-    /// `after` (committer time), then the changes of each commit after it,
+    /// Every file of the first-parent ancestor of `tip` that `from` names
+    /// (the newest made before a committer time, or a commit), then the
+    /// changes of each commit after it,
     /// oldest first. Stops early at a missing parent (see [`History`]);
     /// `None` past `limit` commits.
     pub fn changes_after(
         &self,
         tip: ObjectId,
-        after: SystemTime,
+        from: HistoryFrom,
         limit: usize,
     ) -> Result<Option<History>, RepoError> {
-        let after =
-            after.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let (after, from_commit) = match from {
+            HistoryFrom::Time(after) => (
+                after
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                None,
+            ),
+            // Committer times never stop this walk: it ends at the commit.
+            HistoryFrom::Commit(id) => (i64::MIN, Some(id)),
+        };
         let mut line = Vec::new();
         let mut next = Some(tip);
         let mut start = None;
@@ -49,6 +66,10 @@ impl LocalRepo {
         while let Some(id) = next {
             if line.len() == limit {
                 return Ok(None);
+            }
+            if from_commit == Some(id) {
+                start = Some(id);
+                break;
             }
             let Some(object) = self.repo.try_find_object(id).context(|| format!("read commit {id}"))? else {
                 // The boundary's parent: start from the boundary itself.

@@ -28,6 +28,7 @@ pub use error::RepoError;
 pub use gix::ObjectId;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
+pub use history::HistoryFrom;
 
 use crate::worker::limits::Limits;
 use crate::worker::signing::SigningKey;

@@ -211,7 +211,7 @@ fn a_tree_bomb_is_refused_in_bounded_time() {
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     eprintln!("tree bomb refused after {took:?}");
     // The history walk of a takeover is bounded by the same budget.
-    let error = repo.changes_after(bomb, std::time::SystemTime::now(), 10).unwrap_err();
+    let error = repo.changes_after(bomb, HistoryFrom::Time(std::time::SystemTime::now()), 10).unwrap_err();
     assert!(matches!(&error, RepoError::TooLarge(e) if e.limit == Limit::TreeEntries), "{error}");
 }
 
@@ -462,8 +462,8 @@ fn commit_at(repo: &LocalRepo, parent: Option<ObjectId>, changes: &[FileChange],
     repo.commit(parent, changes, &spec).unwrap().expect("a change")
 }
 
-fn at(seconds: u64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+fn at(seconds: u64) -> HistoryFrom {
+    HistoryFrom::Time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
 }
 
 /// A takeover reads what the previous owner wrote since the standby began:
@@ -491,6 +491,32 @@ fn changes_after_a_time_are_the_files_then_each_commit() {
     let all = repo.changes_after(third, at(0), 100).unwrap().unwrap();
     assert_eq!(all.changes.len(), 5, "from the root: every commit's changes, no starting files");
     assert!(repo.changes_after(third, at(0), 2).unwrap().is_none(), "past the limit");
+}
+
+/// A standby's trim asks what came after the tip it fetched before: that
+/// commit's files, then each later commit, whatever the committer times
+/// say (an owner may push commits it made long before).
+#[test]
+fn changes_after_a_commit_start_at_that_commit() {
+    let sandbox = Sandbox::new();
+    let repo = LocalRepo::open_or_init(&sandbox.path("r.git")).unwrap();
+    let first = commit_at(&repo, None, &[write("f/a.yaml", b"1")], 3_000);
+    let second = commit_at(&repo, Some(first), &[write("f/a.yaml", b"2")], 1_000);
+    let third = commit_at(&repo, Some(second), &[delete("f/a.yaml")], 2_000);
+    let blob = |text: &str| Some(LocalRepo::blob_id(text.as_bytes()));
+    let history = repo.changes_after(third, HistoryFrom::Commit(first), 100).unwrap().unwrap();
+    assert!(history.complete);
+    assert_eq!(
+        history.changes,
+        vec![
+            ("f/a.yaml".to_owned(), blob("1")),
+            ("f/a.yaml".to_owned(), blob("2")),
+            ("f/a.yaml".to_owned(), None)
+        ]
+    );
+    let unknown = ObjectId::from_hex(b"00000000000000000000000000000000000000aa").unwrap();
+    let from_root = repo.changes_after(third, HistoryFrom::Commit(unknown), 100).unwrap().unwrap();
+    assert_eq!(from_root.changes.len(), 3, "a commit not on the line: from the root");
 }
 
 /// A shallow clone ends at its boundary: the walk starts there, and says so.
