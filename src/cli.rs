@@ -87,6 +87,15 @@ pub struct RunArgs {
     #[arg(long, env = "GITOPS_REVERSER_SSH_CONNECTION_SHARING", default_value_t = true, action = clap::ArgAction::Set)]
     pub ssh_connection_sharing: bool,
 
+    /// Whether each shard's next-in-line replica keeps its branches on warm
+    /// standby: it receives and commits every change locally, never pushes,
+    /// and drops what the owner pushed every 30 s. When the owner is
+    /// killed, what it had not pushed is written by the standby instead of
+    /// lost (the final state is restored either way). It costs a second
+    /// watch and local commit of every change; turn it off to halve that.
+    #[arg(long, env = "GITOPS_REVERSER_WARM_SUCCESSORS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub warm_successors: bool,
+
     /// Most pushes this replica runs at once, across all its branches.
     /// Beyond it, branches wait their turn and push larger batches: a git
     /// server past its ceiling slows every push down until they all time

@@ -107,6 +107,7 @@ pub async fn run(args: RunArgs, traces: Option<Exporter>) -> Result<(), RunError
             access_check_interval: args.access_check_interval,
             audit_interval: args.audit_interval,
             ssh_connection_sharing: args.ssh_connection_sharing,
+            warm_successors: args.warm_successors,
             limits: args.limits(),
             namespace: (!args.namespace.is_empty()).then(|| args.namespace.clone()),
             metrics: metrics.clone(),

@@ -54,6 +54,8 @@ pub struct Settings {
     pub audit_interval: Duration,
     /// One SSH connection per repository and identity.
     pub ssh_connection_sharing: bool,
+    /// Stand by for the shards this replica is next in line for.
+    pub warm_successors: bool,
     /// Bounds on what each remote may make its workers receive and read.
     pub limits: crate::worker::limits::Limits,
     /// Limit to one namespace; None: all.
@@ -437,7 +439,7 @@ impl Controller {
                 let shard = self.settings.shards.shard_of(&r.branch_key);
                 state.may_write()
                     && !state.suspended
-                    && (self.ownership.is_active(shard) || self.ownership.is_incoming(shard))
+                    && (self.ownership.is_active(shard) || self.stands_by(shard))
             }) {
                 branches
                     .entry(resolved.branch_key.clone())
@@ -775,8 +777,15 @@ impl Controller {
             audit_interval: self.settings.audit_interval,
             shared_ssh_connection: self.settings.ssh_connection_sharing,
             limits: self.settings.limits,
-            standby: self.ownership.is_incoming(shard),
+            standby: self.stands_by(shard),
         }
+    }
+
+    /// Its workers stand by: the shard is coming here (a planned handover),
+    /// or comes here if its owner dies (a warm successor).
+    fn stands_by(&self, shard: u32) -> bool {
+        self.ownership.is_incoming(shard)
+            || (self.settings.warm_successors && self.ownership.is_successor(shard))
     }
 
     /// A warning Event on GitTarget `key`, if it still exists.

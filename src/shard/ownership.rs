@@ -28,6 +28,9 @@ pub struct Ownership {
     /// Shards the assignment gives this replica that it does not hold yet:
     /// their workers prepare (standby) until the Lease comes.
     pub incoming: BTreeSet<u32>,
+    /// Shards another member owns that come to this replica if it dies:
+    /// their workers stand by warm (see `balance::successors`).
+    pub successor: BTreeSet<u32>,
     /// Shards lost only because their renewal failed (the API server could
     /// not be reached), by tenure, that no other replica is known to have
     /// held since. Their workers keep what they have not pushed: if the
@@ -50,6 +53,10 @@ impl Ownership {
         self.incoming.contains(&shard)
     }
 
+    pub fn is_successor(&self, shard: u32) -> bool {
+        self.successor.contains(&shard)
+    }
+
     pub fn is_held(&self, shard: u32) -> bool {
         self.held.contains_key(&shard)
     }
@@ -62,6 +69,7 @@ impl Ownership {
     /// The same shards in the same roles (expiry times aside).
     pub fn same_roles(&self, other: &Ownership) -> bool {
         self.incoming == other.incoming
+            && self.successor == other.successor
             && self.suspended == other.suspended
             && self.held.len() == other.held.len()
             && self

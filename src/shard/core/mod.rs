@@ -75,7 +75,7 @@ pub use types::{
 
 #[cfg(test)]
 use super::balance::Holding;
-use super::balance::{Rankings, Slot, place};
+use super::balance::{Rankings, Slot, place, successors};
 use super::hash::rank_among;
 use super::ownership::{HeldShard, Ownership};
 use super::plan::{self, Timing};
@@ -235,6 +235,8 @@ pub struct ShardCore {
     /// What the member Lease announces.
     announced: BTreeSet<u32>,
     incoming: BTreeSet<u32>,
+    /// Shards of other members that this replica is next in line for.
+    successors: BTreeSet<u32>,
     /// Desired shards not held, and since when.
     wanted_since: BTreeMap<u32, Instant>,
     /// When the next shard left free by its desired owner is this
@@ -291,6 +293,7 @@ impl ShardCore {
             standby_ready: BTreeSet::new(),
             announced: BTreeSet::new(),
             incoming: BTreeSet::new(),
+            successors: BTreeSet::new(),
             wanted_since: BTreeMap::new(),
             backup_due: None,
             backup_scanned: None,
@@ -908,15 +911,20 @@ impl ShardCore {
             return desired.clone();
         }
         let members = self.view.clone();
-        let desired: BTreeSet<u32> =
-            if members.contains(&self.settings.identity) { self.place_me(&members) } else { BTreeSet::new() };
+        let desired: BTreeSet<u32> = if members.contains(&self.settings.identity) {
+            self.place_me(&members)
+        } else {
+            self.successors.clear();
+            BTreeSet::new()
+        };
         self.assigned = Some((members, desired.clone()));
         self.assigned_at = self.holdings_changed;
         desired
     }
 
     /// This replica's shards in the placement among `members` (sorted,
-    /// distinct), from the holders as seen ([`holdings`] in one pass).
+    /// distinct), from the holders as seen ([`holdings`] in one pass), and
+    /// the shards it is next in line for (`successors`).
     fn place_me(&mut self, members: &[String]) -> BTreeSet<u32> {
         let names: Vec<&str> = members.iter().map(String::as_str).collect();
         let Ok(me) = names.binary_search(&self.settings.identity.as_str()) else { return BTreeSet::new() };
@@ -939,7 +947,9 @@ impl ShardCore {
             let slot = Slot { holder: index_of[id], since, bound_for: bound.get(&shard).copied().flatten() };
             Some((shard, slot))
         });
-        place(&mut self.rankings, &names, slots).swap_remove(me)
+        let mut placed = place(&mut self.rankings, &names, slots);
+        self.successors = successors(&mut self.rankings, &names, &placed, me);
+        placed.swap_remove(me)
     }
 
     /// Desired shards that are free, or whose Lease still names this
@@ -1153,6 +1163,8 @@ impl ShardCore {
                 })
                 .collect(),
             incoming: self.incoming.clone(),
+            // A shard still held is handed over first.
+            successor: self.successors.iter().filter(|s| !self.held.contains_key(s)).copied().collect(),
             // Suspension stays off, as in the coordinator before: a lapse
             // ends the tenure and fresh workers resync.
             suspended: BTreeMap::new(),

@@ -420,6 +420,24 @@ fn a_shard_handed_over_is_written_until_announced_then_drained_then_released_wit
 }
 
 #[test]
+fn a_replica_stands_by_warm_for_the_shards_it_is_next_in_line_for() {
+    let t0 = Instant::now();
+    let (mut h, now) = joined_by_b(t0);
+    let desired = h.core.assigned.clone().expect("assigned").1;
+    let moving: BTreeSet<u32> = (0..4).filter(|s| !desired.contains(s)).collect();
+    assert!(h.core.ownership().successor.is_empty(), "held here still: it hands them over first");
+    let announced: Vec<u32> = moving.iter().copied().collect();
+    h.observe(member("b"), member_record("mb-announce", "b", Duration::from_secs(4), &announced), now);
+    h.feed(Input::Tick, now + SETTLE);
+    for shard in &moving {
+        h.feed(Input::Drained(*shard), now + SETTLE);
+    }
+    // Of two members, each is next in line for all the other's shards.
+    assert_eq!(h.core.ownership().successor, moving, "{:?}", h.core.ownership());
+    assert!(desired.iter().all(|s| !h.core.ownership().is_successor(*s)), "never for its own");
+}
+
+#[test]
 fn without_an_announcement_a_handover_starts_after_the_wait() {
     let t0 = Instant::now();
     let (mut h, mut now) = joined_by_b(t0);
