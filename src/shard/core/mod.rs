@@ -1163,8 +1163,16 @@ impl ShardCore {
                 })
                 .collect(),
             incoming: self.incoming.clone(),
-            // A shard still held is handed over first.
-            successor: self.successors.iter().filter(|s| !self.held.contains_key(s)).copied().collect(),
+            // A shard still held is handed over first. One desired but not
+            // incoming yet (its move settles) keeps its standby meanwhile:
+            // a crashed owner's shards are desired here before they are free.
+            successor: self
+                .successors
+                .iter()
+                .chain(self.wanted_since.keys())
+                .filter(|s| !self.held.contains_key(s) && !self.incoming.contains(s))
+                .copied()
+                .collect(),
             // Suspension stays off, as in the coordinator before: a lapse
             // ends the tenure and fresh workers resync.
             suspended: BTreeMap::new(),

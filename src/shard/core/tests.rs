@@ -430,11 +430,40 @@ fn a_replica_stands_by_warm_for_the_shards_it_is_next_in_line_for() {
     h.observe(member("b"), member_record("mb-announce", "b", Duration::from_secs(4), &announced), now);
     h.feed(Input::Tick, now + SETTLE);
     for shard in &moving {
-        h.feed(Input::Drained(*shard), now + SETTLE);
+        let out = h.feed(Input::Drained(*shard), now + SETTLE);
+        for w in shard_writes(&out) {
+            h.feed(written(w.lease, &format!("released-{shard}")), now + SETTLE);
+        }
     }
     // Of two members, each is next in line for all the other's shards.
     assert_eq!(h.core.ownership().successor, moving, "{:?}", h.core.ownership());
     assert!(desired.iter().all(|s| !h.core.ownership().is_successor(*s)), "never for its own");
+
+    // b takes them, then is killed: its member Lease lapses first, and its
+    // shards are desired here seconds before they are free. Their standby
+    // must not stop in between, or it would take what b lost with it.
+    for shard in &moving {
+        h.observe(
+            LeaseName::Shard(*shard),
+            member_record(&format!("b{shard}"), "b", Duration::from_secs(5), &[]),
+            now,
+        );
+    }
+    let mut t = now;
+    while t < now + Duration::from_secs(20) && !moving.iter().all(|s| h.core.ownership().is_held(*s)) {
+        t += Duration::from_millis(500);
+        let out = h.feed(Input::Tick, t);
+        for w in shard_writes(&out) {
+            h.feed(written(w.lease, &format!("a-{}", t.duration_since(now).as_millis())), t);
+        }
+        let ownership = h.core.ownership();
+        for shard in &moving {
+            let covered =
+                ownership.is_successor(*shard) || ownership.is_incoming(*shard) || ownership.is_held(*shard);
+            assert!(covered, "shard {shard} without a standby at {:?}: {ownership:?}", t.duration_since(now));
+        }
+    }
+    assert!(moving.iter().all(|s| h.core.ownership().is_held(*s)), "taken over: {:?}", h.core.ownership());
 }
 
 #[test]
