@@ -616,9 +616,7 @@ impl Completeness {
         handovers: &[HandoverWindow],
         replicas: &Replicas,
     ) {
-        let declared: Vec<HandoverWindow> =
-            handovers.iter().filter(|h| h.drain_timed_out || h.reversed).cloned().collect();
-        self.assert_outside(test, (windows, windows), handovers, &declared, replicas);
+        self.assert_complete(test, windows, windows, handovers, replicas);
     }
 
     /// As [`Self::assert_explained`], but a value missing in a handover
@@ -635,7 +633,7 @@ impl Completeness {
         handovers: &[HandoverWindow],
         replicas: &Replicas,
     ) {
-        self.assert_outside(test, (windows, windows), handovers, handovers, replicas);
+        self.assert_complete_but_rejoins(test, windows, windows, handovers, replicas);
     }
 
     /// As [`Self::assert_explained`], but of the fault windows only
