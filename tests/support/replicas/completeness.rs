@@ -652,10 +652,10 @@ impl Completeness {
     }
 
     /// As [`Self::assert_explained_but_rejoins`], but of the fault windows
-    /// only `excused` excuse a value: the others (an owner's kill) only
-    /// locate a loss in the report. Since warm successors (issue 21) a
-    /// killed owner's unpushed changes are written by the standby of its
-    /// next-in-line replica, so a kill loses nothing either.
+    /// only `excused` excuse a value: the others only locate a loss in the
+    /// report. For when warm successors (issue 21) write everything a
+    /// killed owner had not pushed; not yet: the placement still gives a
+    /// few shards to a member other than their successor.
     pub fn assert_complete_but_rejoins(
         &self,
         test: &str,
