@@ -32,20 +32,17 @@ pub(super) const DRAIN_GATHER: Duration = Duration::from_secs(1);
 impl BranchCore {
     pub(super) fn fetch(&mut self, purpose: FetchPurpose, now: Instant, out: &mut Vec<Command>) {
         self.remote_op = RemoteOp::Fetching(purpose);
-        let mut history_after = None;
         if self.takeover == Takeover::Due {
             self.takeover = Takeover::Fetching;
-            // What the previous owner wrote while this worker stood by. No
-            // margin for clock skew: a deletion from before the standby's
-            // list (which then names no such file) must not be taken for a
-            // later one; skew only makes the takeover write a value again.
-            history_after = self.history_start(now);
-        } else if purpose == FetchPurpose::Trim {
-            history_after = self.history_start(now);
         }
+        // A takeover and a trim ask what the owner wrote while this worker stood by.
+        let history = match self.takeover == Takeover::Fetching || purpose == FetchPurpose::Trim {
+            true => self.history_start(now),
+            false => None,
+        };
         // A push whose answer was lost may have carried any of them.
         let known = self.chain.iter().map(|c| c.id).collect();
-        out.push(Command::Fetch { known, since: self.remote_tip, history: history_after });
+        out.push(Command::Fetch { known, since: self.remote_tip, history });
     }
 
     /// Where the history of what the owner wrote starts: at the newest mark
@@ -295,7 +292,6 @@ impl BranchCore {
             plan.repair.retain(|c| !lagging.contains(&c.path));
             plan.drift = plan.repair.len();
         }
-
         if plan.drift > 0 {
             out.push(Command::Note(Note::Drift { paths: plan.drift }));
         }

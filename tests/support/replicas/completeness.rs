@@ -616,7 +616,9 @@ impl Completeness {
         handovers: &[HandoverWindow],
         replicas: &Replicas,
     ) {
-        self.assert_complete(test, windows, windows, handovers, replicas);
+        let declared: Vec<HandoverWindow> =
+            handovers.iter().filter(|h| h.drain_timed_out || h.reversed).cloned().collect();
+        self.assert_outside(test, windows, handovers, &declared, replicas);
     }
 
     /// As [`Self::assert_explained`], but a value missing in a handover
@@ -633,57 +635,25 @@ impl Completeness {
         handovers: &[HandoverWindow],
         replicas: &Replicas,
     ) {
-        self.assert_complete_but_rejoins(test, windows, windows, handovers, replicas);
+        self.assert_outside(test, windows, handovers, handovers, replicas);
     }
 
-    /// As [`Self::assert_explained`], but of the fault windows only
-    /// `excused` excuse a value (see [`Self::assert_complete_but_rejoins`]).
-    pub fn assert_complete(
-        &self,
-        test: &str,
-        windows: &[FaultWindow],
-        excused: &[FaultWindow],
-        handovers: &[HandoverWindow],
-        replicas: &Replicas,
-    ) {
-        let declared: Vec<HandoverWindow> =
-            handovers.iter().filter(|h| h.drain_timed_out || h.reversed).cloned().collect();
-        self.assert_outside(test, (windows, excused), handovers, &declared, replicas);
-    }
-
-    /// As [`Self::assert_explained_but_rejoins`], but of the fault windows
-    /// only `excused` excuse a value: the others only locate a loss in the
-    /// report. For when warm successors (issue 21) write everything a
-    /// killed owner had not pushed; not yet: the placement still gives a
-    /// few shards to a member other than their successor.
-    pub fn assert_complete_but_rejoins(
-        &self,
-        test: &str,
-        windows: &[FaultWindow],
-        excused: &[FaultWindow],
-        handovers: &[HandoverWindow],
-        replicas: &Replicas,
-    ) {
-        self.assert_outside(test, (windows, excused), handovers, handovers, replicas);
-    }
-
-    /// `windows`: (all, for the report; those that excuse a missing value).
     fn assert_outside(
         &self,
         test: &str,
-        (windows, excused_windows): (&[FaultWindow], &[FaultWindow]),
+        windows: &[FaultWindow],
         handovers: &[HandoverWindow],
         excused: &[HandoverWindow],
         replicas: &Replicas,
     ) {
-        let unexplained = self.unexplained(excused_windows, excused);
+        let unexplained = self.unexplained(windows, excused);
         let lines: Vec<String> = unexplained
             .iter()
             .map(|((repo, branch), missing, coalesced)| {
                 let values: Vec<String> =
                     missing.iter().map(|m| format!("{}={:?}", m.object, m.value)).collect();
                 format!(
-                    "repo {repo} branch {branch}: {} missing outside excused windows, {coalesced} coalesced: {}",
+                    "repo {repo} branch {branch}: {} missing outside fault windows, {coalesced} coalesced: {}",
                     missing.len(),
                     values.join(", ")
                 )
@@ -694,7 +664,7 @@ impl Completeness {
             "{test}: values the load driver wrote are in no commit, beyond what the operator coalesced:\n{}\n\
              their shards around them (seconds from the value's acceptance):{}\n{}",
             lines.join("\n"),
-            self.shard_events(replicas, excused_windows, excused),
+            self.shard_events(replicas, windows, excused),
             self.report(test, windows, handovers)
         );
     }
