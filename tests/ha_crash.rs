@@ -152,6 +152,9 @@ async fn a_killed_owner_s_branches_fail_over() {
         started.elapsed()
     );
     assert!(per_branch.len() >= TRIALS, "every trial killed a replica with branches");
-    // The hand-back to each restarted victim: see `assert_explained_but_rejoins`.
-    completeness.assert_explained_but_rejoins("ha_crash", &[], &handovers, &replicas);
+    // The hand-backs to each restarted victim are planned handovers to a
+    // rejoining replica: they excuse no value either (once a known gap,
+    // 1 to 3 of about 700 values in some runs before warm successors; 0 in
+    // the 9 runs since).
+    completeness.assert_explained("ha_crash", &[], &handovers, &replicas);
 }

@@ -605,8 +605,7 @@ impl Completeness {
     /// the loss ("drain timed out" on that branch: a git server too slow
     /// to take its backlog within the shutdown timeout, which is a fault
     /// like a kill), where the handover was reversed while draining (a
-    /// known gap, see [`HandoverWindow::reversed`]), and in
-    /// [`Self::assert_explained_but_rejoins`].
+    /// known gap, see [`HandoverWindow::reversed`]).
     /// The message names each unexplained value and what its shard went
     /// through around it.
     pub fn assert_explained(
@@ -619,23 +618,6 @@ impl Completeness {
         let declared: Vec<HandoverWindow> =
             handovers.iter().filter(|h| h.drain_timed_out || h.reversed).cloned().collect();
         self.assert_outside(test, windows, handovers, &declared, replicas);
-    }
-
-    /// As [`Self::assert_explained`], but a value missing in a handover
-    /// window is excused: for tests whose planned handovers are hand-backs
-    /// to a replica restarted after a kill. KNOWN GAP (issue 18): a
-    /// rejoining replica announces its
-    /// standbys and still, rarely (1 value of about 700 in some `ha_crash`
-    /// runs), a value accepted just after the old owner stopped is in no
-    /// commit. The count is printed in the report either way.
-    pub fn assert_explained_but_rejoins(
-        &self,
-        test: &str,
-        windows: &[FaultWindow],
-        handovers: &[HandoverWindow],
-        replicas: &Replicas,
-    ) {
-        self.assert_outside(test, windows, handovers, handovers, replicas);
     }
 
     fn assert_outside(
