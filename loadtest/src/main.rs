@@ -187,8 +187,19 @@ fn plan(name: &str, c: Common, profile: Profile, faults: Faults) -> Plan {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), String> {
+fn main() -> Result<(), String> {
+    // The operator's heap settings (`gitops-reverser run` sets them before
+    // its runtime starts): `in-process` measures the operator's RSS, and
+    // glibc's default arenas per blocking thread kept 1.7× the heap there.
+    gitops_reverser::memory::limit_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run_scenario())
+}
+
+async fn run_scenario() -> Result<(), String> {
     let cli = Cli::parse();
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
     let env = env::Env::up(&root)?.with_server(cli.git_server);
@@ -226,6 +237,8 @@ async fn main() -> Result<(), String> {
                 &log_level,
                 "in-process",
             )?;
+            // And its periodic return of freed heap pages.
+            let _trimmer = AbortOnDrop(tokio::spawn(gitops_reverser::memory::trim_periodically()));
             let push =
                 gitops_reverser::worker::policy::PushPolicy { interval, max_commits: max_commits.max(1) };
             let settings =
@@ -254,4 +267,13 @@ async fn main() -> Result<(), String> {
         return Err(format!("{} changes lost", report["lost"]));
     }
     Ok(())
+}
+
+/// Aborts the task when dropped (the trimmer runs for the scenario only).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
