@@ -156,16 +156,7 @@ pub fn place(
         }
     }
     for shard in (0..shards).filter(|s| !kept[*s as usize]) {
-        // The highest weight below quota; equal weights to the smaller
-        // name (`names` is sorted, so the first seen).
-        let mut best: Option<(u64, usize)> = None;
-        for (i, column) in columns.iter().enumerate() {
-            let w = column[shard as usize];
-            if loads[i] < quotas[i] && best.is_none_or(|(bw, _)| w > bw) {
-                best = Some((w, i));
-            }
-        }
-        let (_, i) = best.expect("the quotas add up to the shards");
+        let i = heaviest(&columns, shard, |i| loads[i] < quotas[i]).expect("the quotas add up to the shards");
         loads[i] += 1;
         placed[i].insert(shard);
     }
@@ -194,10 +185,8 @@ pub fn successors(
     // The extra shards go by count, ties in name order (as `quotas`): a
     // member's rank among the survivors is its rank less one when the
     // one that left ranked before it.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|a, b| counts[*b].cmp(&counts[*a]));
     let mut rank = vec![0; n];
-    for (r, i) in order.into_iter().enumerate() {
+    for (r, i) in by_count(&counts).into_iter().enumerate() {
         rank[i] = r;
     }
     let (base, extra) = (shards / (n - 1), shards % (n - 1));
@@ -210,14 +199,8 @@ pub fn successors(
         }
         let mut loads = counts.clone();
         for shard in &placed[gone] {
-            let mut best: Option<(u64, usize)> = None;
-            for (i, column) in columns.iter().enumerate() {
-                let w = column[*shard as usize];
-                if i != gone && loads[i] < quota_without(i, gone) && best.is_none_or(|(bw, _)| w > bw) {
-                    best = Some((w, i));
-                }
-            }
-            let Some((_, to)) = best else { break };
+            let open = |i: usize| i != gone && loads[i] < quota_without(i, gone);
+            let Some(to) = heaviest(&columns, *shard, open) else { break };
             loads[to] += 1;
             if to == me {
                 mine.insert(*shard);
@@ -236,14 +219,33 @@ fn quotas(shards: u32, counts: &[usize]) -> Vec<usize> {
     let n = counts.len();
     let base = shards as usize / n;
     let extra = shards as usize % n;
-    let mut order: Vec<usize> = (0..n).collect();
-    // A stable sort leaves ties in name order.
-    order.sort_by(|a, b| counts[*b].cmp(&counts[*a]));
     let mut quotas = vec![base; n];
-    for i in order.into_iter().take(extra) {
+    for i in by_count(counts).into_iter().take(extra) {
         quotas[i] += 1;
     }
     quotas
+}
+
+/// Member indexes by Lease count, most first; ties in name order (`counts`
+/// is in name order, and the sort is stable).
+fn by_count(counts: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    order.sort_by(|a, b| counts[*b].cmp(&counts[*a]));
+    order
+}
+
+/// The member with the highest weight for `shard` among those `open`
+/// admits; equal weights to the smaller name (`names` is sorted, so the
+/// first seen).
+fn heaviest(columns: &[&[u64]], shard: u32, open: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for (i, column) in columns.iter().enumerate() {
+        let w = column[shard as usize];
+        if open(i) && best.is_none_or(|(bw, _)| w > bw) {
+            best = Some((w, i));
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 #[cfg(test)]

@@ -36,10 +36,8 @@ impl BranchCore {
             self.takeover = Takeover::Fetching;
         }
         // A takeover and a trim ask what the owner wrote while this worker stood by.
-        let history = match self.takeover == Takeover::Fetching || purpose == FetchPurpose::Trim {
-            true => self.history_start(now),
-            false => None,
-        };
+        let wants_history = self.takeover == Takeover::Fetching || purpose == FetchPurpose::Trim;
+        let history = if wants_history { self.history_start(now) } else { None };
         // A push whose answer was lost may have carried any of them.
         let known = self.chain.iter().map(|c| c.id).collect();
         out.push(Command::Fetch { known, since: self.remote_tip, history });
