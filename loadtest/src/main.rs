@@ -144,6 +144,10 @@ enum Scenario {
         /// Branch workers (GitTargets `t<i>` on branches `b<i>`).
         #[arg(long, default_value_t = 1)]
         branches: usize,
+        /// Repositories the branches are spread over: `b<i>` in repository
+        /// `i mod repositories` (1 to `branches`).
+        #[arg(long, default_value_t = 1)]
+        repositories: usize,
         /// ConfigMaps, listed once first; the changes go round-robin over them.
         #[arg(long, default_value_t = 1000)]
         objects: usize,
@@ -223,6 +227,7 @@ async fn run_scenario() -> Result<(), String> {
         }
         Scenario::InProcess {
             branches,
+            repositories,
             objects,
             changes,
             rate,
@@ -241,8 +246,15 @@ async fn run_scenario() -> Result<(), String> {
             let _trimmer = AbortOnDrop(tokio::spawn(gitops_reverser::memory::trim_periodically()));
             let push =
                 gitops_reverser::worker::policy::PushPolicy { interval, max_commits: max_commits.max(1) };
-            let settings =
-                inprocess::Settings { branches: branches.max(1), objects, changes, rate, push, settle };
+            let settings = inprocess::Settings {
+                branches: branches.max(1),
+                repositories,
+                objects,
+                changes,
+                rate,
+                push,
+                settle,
+            };
             let report = inprocess::run(&env, &out, settings).await?;
             println!("{report}");
             eprintln!(

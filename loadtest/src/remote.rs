@@ -65,7 +65,12 @@ impl<'a> Mirror<'a> {
 
     /// A mirror of repository `repo` (its name on the server) at `url`, in `dir/mirror`.
     pub fn of(env: &'a Env, url: &str, repo: &str, dir: &Path) -> Self {
-        Self { env, dir: dir.join("mirror"), url: url.to_owned(), repo: repo.to_owned() }
+        Self::at(env, url, repo, dir.join("mirror"))
+    }
+
+    /// A mirror of repository `repo` at `url` in the bare repository `path`.
+    pub fn at(env: &'a Env, url: &str, repo: &str, path: PathBuf) -> Self {
+        Self { env, dir: path, url: url.to_owned(), repo: repo.to_owned() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,7 +81,8 @@ impl<'a> Mirror<'a> {
     pub fn fetch(&self) -> Result<(), String> {
         if !self.dir.exists() {
             let parent = self.dir.parent().unwrap_or(Path::new("."));
-            self.env.git(parent, &["init", "--quiet", "--bare", "mirror"])?;
+            let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+            self.env.git(parent, &["init", "--quiet", "--bare", &name])?;
         }
         // An empty repository has nothing to fetch yet.
         let _ = self.env.git(&self.dir, &["fetch", "--quiet", &self.url, "+refs/heads/*:refs/heads/*"]);

@@ -1,6 +1,7 @@
-//! After the run, from the git server: every branch must hold each object's
-//! last value byte for byte (sanitized by the operator's own sanitizer), and
-//! the commits the load added are counted with `git rev-list`.
+//! After the run, from the git server (a mirror per repository): every
+//! branch must hold each object's last value byte for byte (sanitized by the
+//! operator's own sanitizer), and the commits the load added are counted
+//! with `git rev-list`.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use gitops_reverser::sanitize::{ResourceRef, join_base, normalize_base_folder, s
 use serde::Serialize;
 
 use super::objects::{self, target_of};
+use super::repos;
 use crate::cluster::branch_of;
 use crate::env::Env;
 use crate::remote::Mirror;
@@ -49,9 +51,9 @@ fn expected(last: &[u64], branches: usize) -> Result<Vec<BTreeMap<String, Vec<u8
     Ok(files)
 }
 
-/// `last[j]`: the last value given to object `o-<j>`; `synced[i]`: branch
-/// `b<i>`'s tip after the initial sync.
-pub fn verify(env: &Env, mirror: &Mirror, last: &[u64], synced: &[String]) -> Result<Verified, String> {
+/// `mirrors[k]`: repository `k`'s; `last[j]`: the last value given to object
+/// `o-<j>`; `synced[i]`: branch `b<i>`'s tip after the initial sync.
+pub fn verify(env: &Env, mirrors: &[Mirror], last: &[u64], synced: &[String]) -> Result<Verified, String> {
     let branches = synced.len();
     let mut v = Verified {
         lost: 0,
@@ -62,8 +64,11 @@ pub fn verify(env: &Env, mirror: &Mirror, last: &[u64], synced: &[String]) -> Re
         examples: Vec::new(),
         commits_on_remote: 0,
     };
-    mirror.fetch()?;
+    for mirror in mirrors {
+        mirror.fetch()?;
+    }
     for (i, files) in expected(last, branches)?.iter().enumerate() {
+        let mirror = repos::of_branch(mirrors, i);
         let actual = mirror.files(&branch_of(i), &format!("t{i}"))?;
         for (path, bytes) in files {
             match actual.get(path) {

@@ -1,7 +1,8 @@
 //! `in-process`: the operator's pipeline in this process, no API server.
 //! Synthetic ConfigMap watch events go through the watch's dispatch (route +
 //! sanitize) into real branch workers, which commit (gix) and push (git
-//! CLI over SSH) to a new repository on the loopback git server. Measures
+//! CLI over SSH) to new repositories on the loopback git server (branch
+//! `b<i>` in repository `i mod --repositories`). Measures
 //! changes and commits per second up to the last push, pushes, CPU and
 //! peak RSS, and checks the branches against the last values afterwards.
 
@@ -10,6 +11,7 @@ mod feed;
 mod objects;
 mod pipeline;
 mod report;
+mod repos;
 mod usage;
 
 use std::path::Path;
@@ -22,12 +24,13 @@ use self::pipeline::Pipeline;
 use self::usage::{Counters, Cpu};
 use crate::env::Env;
 use crate::histogram::{COMMIT_LAG, Histogram};
-use crate::remote::Mirror;
 use crate::sampler::now;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub branches: usize,
+    /// Repositories the branches are spread over: `b<i>` in repository `i mod repositories`.
+    pub repositories: usize,
     pub objects: usize,
     pub changes: usize,
     /// Changes per second; 0 = as fast as the queues accept.
@@ -35,6 +38,19 @@ pub struct Settings {
     pub push: PushPolicy,
     /// How long to wait after the last change was fed for it to be pushed.
     pub settle: f64,
+}
+
+impl Settings {
+    /// Every repository gets a branch.
+    fn validate(&self) -> Result<(), String> {
+        if (1..=self.branches).contains(&self.repositories) {
+            return Ok(());
+        }
+        Err(format!(
+            "--repositories must be between 1 and --branches ({}), not {}",
+            self.branches, self.repositories
+        ))
+    }
 }
 
 /// Everything the report is made of.
@@ -88,16 +104,17 @@ fn git_server_cpu(env: &Env, tps: f64) -> Option<Cpu> {
 }
 
 pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, String> {
+    settings.validate()?;
     let started_at = now();
     let run = format!("lt-in-process-{}-{:x}", std::process::id(), (started_at * 1000.0) as u64 % 0xfffff);
     let dir = out.join(&run);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     eprintln!("run {run}: {settings:?}");
-    let url = env.new_repo(&run)?;
+    let repos = repos::create(env, &run, settings.repositories)?;
     let tps = crate::replicas::ticks_per_second();
     let (branches, objects, changes) = (settings.branches, settings.objects.max(1), settings.changes);
 
-    let mut pipeline = Pipeline::start(env, &url, branches, settings.push, &dir).await?;
+    let mut pipeline = Pipeline::start(env, &repos, branches, settings.push, &dir).await?;
     let sync_started = Instant::now();
     feed::list(&mut pipeline, objects, branches).await?;
     let synced = wait_synced(&pipeline, Duration::from_secs(180)).await?;
@@ -151,13 +168,13 @@ pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, Str
     let (pipeline, fed) = fed.expect("the loop ends only after feeding");
     pipeline.drain(Duration::from_secs(10)).await;
 
-    let mirror = Mirror::of(env, &url, &run, &dir);
+    let mirrors = repos::mirrors(env, &repos, &dir);
     let mut last: Vec<u64> = (0..objects as u64).collect();
     for change in &fed.changes {
         last[change.object] = change.seq;
     }
-    let verified = check::verify(env, &mirror, &last, &synced)?;
-    let pushes: Vec<_> = mirror.pushes()?.into_iter().filter(|p| p.at >= fed.started_at).collect();
+    let verified = check::verify(env, &mirrors, &last, &synced)?;
+    let pushes = repos::pushes(&mirrors, fed.started_at)?;
     // The server's clock of its last ref update: the worker counts a change
     // pushed a little before it publishes the push in its state.
     let last_push = pushes.iter().map(|p| p.at).fold(fed.started_at, f64::max);

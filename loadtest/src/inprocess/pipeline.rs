@@ -1,7 +1,8 @@
 //! The operator's data path built from its library, without an API server:
 //! a RouteTable with one WatchRule per target, the watch's ObjectIndex,
 //! `dispatch::on_apply` (route + sanitize), and real branch workers that
-//! commit with gix and push to the loopback git server.
+//! commit with gix and push to the run's repositories on the loopback git
+//! server.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::objects::NAMESPACE;
+use super::repos::{self, Repo};
 use crate::cluster::branch_of;
 use crate::env::Env;
 
@@ -90,15 +92,17 @@ fn credentials(env: &Env, url: &str) -> Result<Credentials, String> {
 }
 
 impl Pipeline {
-    /// Starts one worker per branch and waits until each fetched its branch.
+    /// Starts one worker per branch, each on its branch's repository, and
+    /// waits until each fetched its branch.
     pub async fn start(
         env: &Env,
-        url: &str,
+        repos: &[Repo],
         branches: usize,
         push: PushPolicy,
         dir: &Path,
     ) -> Result<Self, String> {
-        let credentials = credentials(env, url)?;
+        let credentials: Vec<Credentials> =
+            repos.iter().map(|r| credentials(env, &r.url)).collect::<Result<_, _>>()?;
         let metrics = Arc::new(Metrics::new());
         let mut workers = Vec::with_capacity(branches);
         let pushers = gitops_reverser::worker::pushers::Pushers::new(
@@ -106,12 +110,13 @@ impl Pipeline {
         );
         let mut queues = HashMap::new();
         for i in 0..branches {
+            let url = &repos::of_branch(repos, i).url;
             let key = BranchKey::new(url, &branch_of(i));
             let settings = WorkerSettings {
                 repo_dir: gitops_reverser::worker::store::dir_of(&dir.join("repos"), &key.url),
                 key,
-                url: url.to_owned(),
-                credentials: credentials.clone(),
+                url: url.clone(),
+                credentials: repos::of_branch(&credentials, i).clone(),
                 signing: None,
                 push,
                 committer: Identity {

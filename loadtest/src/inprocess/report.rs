@@ -28,7 +28,7 @@ pub fn json(m: &Measured) -> Value {
         "started_at": m.started_at,
         "machine": {"cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
                     "loadavg_before": m.loadavg_before, "loadavg_after": m.loadavg_after},
-        "parameters": {"branches": s.branches, "objects": s.objects, "changes": s.changes,
+        "parameters": {"branches": s.branches, "repositories": s.repositories, "objects": s.objects, "changes": s.changes,
                        "rate": (s.rate > 0.0).then_some(s.rate),
                        "push_interval_seconds": s.push.interval.as_secs_f64(), "max_commits": s.push.max_commits},
         "initial_sync_seconds": m.sync_seconds,
