@@ -43,6 +43,13 @@ pub use super::core::INTAKE_LIMIT;
 pub const CHANNEL_CAPACITY: usize = 1024;
 /// Loose objects git may keep before it packs them (git's own default).
 const LOOSE_OBJECT_THRESHOLD: u32 = 6_700;
+/// Commits written at once by all workers of the replica. Each commit is
+/// CPU and small-file work; a hundred of them at once on two cores only
+/// contend for the allocator's arenas and the object folders' locks.
+static COMMITS_AT_ONCE: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    tokio::sync::Semaphore::new(2 * cores)
+});
 /// Commits the ancestry walk after a fetch reads at most.
 const ANCESTRY_LIMIT: usize = 100_000;
 /// Most commits a takeover reads the changes of; past it, it judges by the tip alone.
@@ -480,6 +487,7 @@ impl Shell {
         let span =
             observe::commit_span(&self.settings.key, &url, self.settings.fence.shard, &source, changes.len());
         async move {
+            let _permit = COMMITS_AT_ONCE.acquire().await.expect("the semaphore is never closed");
             let started = Instant::now();
             let files: Vec<FileChange> = changes.into_iter().map(file_change).collect();
             let result = with_repo(repo, move |r| {
