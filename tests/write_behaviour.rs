@@ -321,8 +321,14 @@ async fn assert_credentials_stay_inside(s: &Scenario, operator: &Operator, needl
     let _ = std::fs::remove_dir_all(&dir);
     s.git.ok(&scratch, &["clone", "--quiet", &s.repo.ssh_url, dir.to_str().unwrap()]);
     let history = s.git.ok(&dir, &["log", "--all", "-p", "--format=%H %an <%ae> %cn <%ce>%n%B"]);
+    // The push's own lines come once its git process ends, which can be
+    // after the branch already shows the push.
+    let log = wait_for("the push in the operator log", WAIT, || async {
+        Some(operator.logs()).filter(|log| log.contains("pushed"))
+    })
+    .await;
     let places = [
-        ("the operator log", operator.logs()),
+        ("the operator log", log),
         ("the GitTarget", serde_json::to_string(&target.get("t").await.unwrap()).unwrap()),
         ("the GitProvider", serde_json::to_string(&provider.get("git").await.unwrap()).unwrap()),
         ("the Events", serde_json::to_string(&events.items).unwrap()),
