@@ -5,13 +5,13 @@
 //! the git CLI. A commit and a push may run at the same time.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
@@ -46,9 +46,9 @@ const LOOSE_OBJECT_THRESHOLD: u32 = 6_700;
 /// Commits written at once by all workers of the replica. Each commit is
 /// CPU and small-file work; a hundred of them at once on two cores only
 /// contend for the allocator's arenas and the object folders' locks.
-static COMMITS_AT_ONCE: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+static COMMITS_AT_ONCE: LazyLock<Semaphore> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    tokio::sync::Semaphore::new(2 * cores)
+    Semaphore::new(2 * cores)
 });
 /// Commits the ancestry walk after a fetch reads at most.
 const ANCESTRY_LIMIT: usize = 100_000;
