@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -17,8 +17,23 @@ pub struct Jaeger {
 }
 
 impl Jaeger {
-    /// Starts Jaeger and waits until its query API answers.
+    /// Starts Jaeger and waits until its query API answers. The ports were free
+    /// a moment before Jaeger binds them, so another process may take one in
+    /// between; Jaeger then exits at once and is started again on fresh ports.
     pub async fn start() -> Self {
+        const ATTEMPTS: usize = 3;
+        let mut exits = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let mut jaeger = Self::spawn();
+            match jaeger.wait_until_ready(Duration::from_secs(60)).await {
+                Ok(()) => return jaeger,
+                Err(exit) => exits.push(exit),
+            }
+        }
+        panic!("Jaeger did not start in {ATTEMPTS} attempts: {exits:?} (its stderr is above)");
+    }
+
+    fn spawn() -> Self {
         let (otlp_grpc, otlp_http, query, query_grpc) =
             (free_local_addr(), free_local_addr(), free_local_addr(), free_local_addr());
         let child = Command::new(super::repo_root().join("tests/env/jaeger"))
@@ -28,12 +43,24 @@ impl Jaeger {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tests/env/jaeger");
-        let jaeger = Self { child, otlp_grpc, otlp_http, query };
-        super::wait_for("Jaeger's query API", Duration::from_secs(30), || async {
-            get(jaeger.query, "/api/services").filter(|(code, _)| *code == 200)
-        })
-        .await;
-        jaeger
+        Self { child, otlp_grpc, otlp_http, query }
+    }
+
+    /// Ok once the query API answers; Err with the exit status if Jaeger
+    /// stopped first. Panics at the deadline: a live Jaeger that never answers
+    /// is not a port race.
+    async fn wait_until_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if get(self.query, "/api/services").is_some_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}"));
+            }
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for Jaeger's query API");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `GET path` on the query API, as JSON.
