@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -50,17 +50,18 @@ impl Jaeger {
     /// stopped first. Panics at the deadline: a live Jaeger that never answers
     /// is not a port race.
     async fn wait_until_ready(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if get(self.query, "/api/services").is_some_and(|(code, _)| code == 200) {
-                return Ok(());
+        let (query, child) = (self.query, &mut self.child);
+        super::wait_for("Jaeger's query API", timeout, || {
+            let answered = get(query, "/api/services").is_some_and(|(code, _)| code == 200);
+            let exited = child.try_wait().ok().flatten();
+            async move {
+                match answered {
+                    true => Some(Ok(())),
+                    false => exited.map(|status| Err(format!("exited with {status}"))),
+                }
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}"));
-            }
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for Jaeger's query API");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// `GET path` on the query API, as JSON.
