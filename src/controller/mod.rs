@@ -96,13 +96,25 @@ const TICK: Duration = Duration::from_secs(1);
 struct RunningWorker {
     handle: WorkerHandle,
     settings: WorkerSettings,
-    /// Handing its shard over: it pushes what it holds and ends by then,
-    /// still taking in the changes routed to it.
+    /// Handing its shard over: it pushes what it holds by then, and then
+    /// stands by, still taking in the changes routed to it.
     handover_deadline: Option<Instant>,
     /// Its handover ran out of time: it was aborted, and said what it lost.
     given_up: bool,
     /// Kept through a lapse of its shard (suspended); resumed when it is back.
     lapsed: bool,
+}
+
+impl RunningWorker {
+    /// Its handover's drain is over: it stands by with what came since.
+    fn handed_over(&self) -> bool {
+        self.handover_deadline.is_some() && self.handle.state.borrow().handed_over
+    }
+
+    /// Its handover pushed what it must (or the task ended).
+    fn drained(&self) -> bool {
+        self.handle.is_finished() || self.handed_over()
+    }
 }
 
 pub struct Controller {
@@ -460,7 +472,7 @@ impl Controller {
         self.draining.retain(|_, handle| !handle.is_finished());
         let now = Instant::now();
         let late = self.workers.values_mut().filter(|w| w.handover_deadline.is_some_and(|d| d <= now));
-        for worker in late.filter(|w| !w.given_up && !w.handle.is_finished()) {
+        for worker in late.filter(|w| !w.given_up && !w.drained()) {
             worker.handle.give_up();
             worker.given_up = true;
         }
@@ -481,8 +493,11 @@ impl Controller {
                 });
                 let finished = worker.handle.is_finished();
                 let handing_over = worker.handover_deadline.is_some();
+                let handed_over = worker.handed_over();
                 let (tenure, lapsed) = (worker.settings.fence.tenure(), worker.lapsed);
-                (branch.clone(), workers::Running { finished, changed, handing_over, tenure, lapsed })
+                let running =
+                    workers::Running { finished, changed, handing_over, handed_over, tenure, lapsed };
+                (branch.clone(), running)
             })
             .collect();
         let draining: BTreeSet<BranchKey> = self.draining.keys().cloned().collect();
@@ -545,6 +560,14 @@ impl Controller {
             worker.handle.resume().await;
             worker.handover_deadline = None;
             worker.lapsed = false;
+        }
+        for branch in &plan.adopt {
+            let settings = self.worker_settings(branch, &branches[branch]);
+            let Some(worker) = self.workers.get_mut(branch) else { continue };
+            info!(%branch, standby = settings.standby, "handed over: the branch's worker stays on with what it holds");
+            worker.handle.update(settings.clone()).await;
+            worker.settings = settings;
+            worker.handover_deadline = None;
         }
         for branch in &plan.finished {
             self.workers.remove(branch);
@@ -723,7 +746,8 @@ impl Controller {
     /// The stop deadline or a handover's, whichever comes first: acting on
     /// them late would leave no time to release the shards.
     fn next_deadline(&self) -> Instant {
-        let handovers = self.workers.values().filter(|w| !w.given_up).filter_map(|w| w.handover_deadline);
+        let handovers =
+            self.workers.values().filter(|w| !w.given_up && !w.drained()).filter_map(|w| w.handover_deadline);
         handovers.chain(self.stop_deadline).min().unwrap_or_else(|| Instant::now() + TICK)
     }
 
@@ -741,7 +765,7 @@ impl Controller {
             self.handing_over.iter().map(|(s, b)| (*s, b.clone())).collect();
         let workers = &self.workers;
         let done = workers::drained_shards(&self.ownership, &handing_over, |b| {
-            workers.get(b).is_none_or(|w| w.handle.is_finished())
+            workers.get(b).is_none_or(RunningWorker::drained)
         });
         for shard in done {
             self.handing_over.remove(&shard);

@@ -18,8 +18,10 @@ pub struct Running {
     pub finished: bool,
     /// Its settings differ from the wanted ones (folders, credentials, push).
     pub changed: bool,
-    /// It is handing its shard over (pushing what it holds, then ending).
+    /// It is handing its shard over (pushing what it holds, then standing by).
     pub handing_over: bool,
+    /// Its handover pushed what it must: it stands by with what came since.
+    pub handed_over: bool,
     /// The shard tenure its pushes are bound to, once bound.
     pub tenure: Option<u64>,
     /// It was kept through a lapse of its shard (see `WorkerPlan::suspend`).
@@ -57,6 +59,11 @@ pub struct WorkerPlan {
     /// The shard came back while its worker was handing it over, or in
     /// the worker's tenure after a lapse: go on.
     pub resume: Vec<BranchKey>,
+    /// Its handover is over, and the branch is wanted here again (this
+    /// replica is its successor, or got the shard back): the worker goes on
+    /// with what it holds, with fresh settings (a fence not bound to the
+    /// tenure it handed over).
+    pub adopt: Vec<BranchKey>,
     /// Its shard lapsed (the renewal failed) and nobody else took it: keep
     /// the worker and what it has not pushed, pushing nothing meanwhile.
     pub suspend: Vec<BranchKey>,
@@ -82,6 +89,8 @@ pub fn plan(
             continue;
         }
         match running.get(branch) {
+            // Before `superseded`: its fence is bound to the tenure it handed over.
+            Some(worker) if worker.handed_over && !worker.finished => plan.adopt.push(branch.clone()),
             Some(worker) if worker.superseded(ownership, shard_of(branch)) => {
                 // Started again in the next pass, once this one is gone.
                 plan.abort.push(branch.clone());
@@ -192,6 +201,7 @@ mod tests {
                         finished: *finished,
                         changed: *changed,
                         handing_over: false,
+                        handed_over: false,
                         tenure: None,
                         lapsed: false,
                     },
@@ -253,8 +263,14 @@ mod tests {
     /// instead of a new worker waiting for the old one and resyncing.
     #[test]
     fn a_handover_called_off_resumes_and_a_finished_one_is_forgotten() {
-        let handing =
-            |finished| Running { finished, changed: false, handing_over: true, tenure: None, lapsed: false };
+        let handing = |finished| Running {
+            finished,
+            changed: false,
+            handing_over: true,
+            handed_over: false,
+            tenure: None,
+            lapsed: false,
+        };
         let running = BTreeMap::from([
             (key("b1"), handing(false)),
             (key("b2"), handing(false)),
@@ -269,14 +285,47 @@ mod tests {
         assert_eq!(released.abort, vec![key("b1"), key("b2")], "a shard lost mid-handover stops at once");
     }
 
+    /// A handover's drain is over and its worker stands by with what came
+    /// since. While the shard is still being released it waits; once
+    /// released, a replica that is the shard's successor keeps it (its
+    /// fence bound to the old tenure does not make it superseded), and one
+    /// that is not stops it.
+    #[test]
+    fn a_handed_over_worker_stays_on_where_the_branch_is_wanted() {
+        let handed = Running {
+            finished: false,
+            changed: true,
+            handing_over: true,
+            handed_over: true,
+            tenure: Some(1),
+            lapsed: false,
+        };
+        let running = BTreeMap::from([(key("b1"), handed), (key("b2"), handed)]);
+        let releasing =
+            plan(&BTreeSet::new(), &running, &BTreeSet::new(), &ownership(&[], &[1, 2]), shard_of);
+        assert_eq!(releasing, WorkerPlan::default(), "both wait for their shard's release");
+        let released = plan(&set(&["b1"]), &running, &BTreeSet::new(), &ownership(&[], &[]), shard_of);
+        assert_eq!(
+            released,
+            WorkerPlan { adopt: vec![key("b1")], abort: vec![key("b2")], ..WorkerPlan::default() },
+            "b1's replica is its successor; b2's is not"
+        );
+    }
+
     /// The API server went away: the Lease of shard 1 lapsed, and nobody
     /// else has held it since. Its worker keeps its unpushed commits; when
     /// the Lease comes back in the same tenure it goes on, and if anyone
     /// else held it meanwhile it stops and a fresh worker resyncs.
     #[test]
     fn a_worker_outlives_a_lapse_of_its_tenure_but_not_another_tenure() {
-        let bound =
-            |tenure, lapsed| Running { finished: false, changed: false, handing_over: false, tenure, lapsed };
+        let bound = |tenure, lapsed| Running {
+            finished: false,
+            changed: false,
+            handing_over: false,
+            handed_over: false,
+            tenure,
+            lapsed,
+        };
         let running = BTreeMap::from([(key("b1"), bound(Some(1), false)), (key("b2"), bound(None, false))]);
         let lapsed = Ownership { suspended: BTreeMap::from([(1, 1), (2, 1)]), ..Ownership::default() };
         let during = plan(&BTreeSet::new(), &running, &BTreeSet::new(), &lapsed, shard_of);

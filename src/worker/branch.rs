@@ -115,7 +115,7 @@ enum Control {
     Update(Box<WorkerSettings>),
     /// Stop intake, push, end; answer when done.
     Drain(oneshot::Sender<()>),
-    /// Push, end; changes routed meanwhile are still taken in.
+    /// Push, then stand by; changes routed meanwhile are still taken in.
     HandOver,
     Resume,
 }
@@ -155,9 +155,10 @@ impl WorkerHandle {
         self.task.abort();
     }
 
-    /// Hands the branch over: commit and push what is held, then end. It
-    /// goes on taking in what is routed to it until then, so a handover
-    /// called off leaves no gap (the new owner's standby has those too).
+    /// Hands the branch over: commit and push what is held, then stand by
+    /// (`WorkerState::handed_over`). It goes on taking in what is routed to
+    /// it, so a handover called off leaves no gap, and a new owner that
+    /// dies before its first push loses nothing (this worker has it too).
     pub async fn hand_over(&self) {
         let _ = self.control.send(Control::HandOver).await;
     }
@@ -238,7 +239,7 @@ async fn run(
                     intake.close();
                     Input::Drain
                 }
-                Some(Control::HandOver) => Input::Drain,
+                Some(Control::HandOver) => Input::HandOver,
                 Some(Control::Resume) => Input::Resume,
                 None => {
                     control_open = false;
@@ -398,6 +399,9 @@ impl Shell {
             }
             Note::Trimmed { dropped, pending } => {
                 debug!(branch = %key, dropped, pending, "standby: dropped what the owner pushed");
+            }
+            Note::HandedOver { pending } => {
+                info!(branch = %key, pending, "handed over: standing by with what the new owner writes");
             }
         }
     }

@@ -132,6 +132,8 @@ pub struct BranchCore {
     phase: Phase,
     /// Told to drain: commit and push what is pending, then stop.
     draining: bool,
+    /// The drain is a handover's: once it is over, stand by instead of stopping.
+    handing_over: bool,
     /// When the drain began: its first push waits a moment for the commits
     /// of what is queued (see `remote::DRAIN_GATHER`).
     draining_since: Option<Instant>,
@@ -203,6 +205,7 @@ impl BranchCore {
             settings,
             phase: Phase::Starting,
             draining: false,
+            handing_over: false,
             draining_since: None,
             queue,
             local_tip: None,
@@ -313,17 +316,20 @@ impl BranchCore {
                 out.push(Command::Done);
                 return out;
             }
+            // A standby never owned the branch: nothing to hand over.
+            Input::HandOver if self.settings.standby => {}
+            Input::HandOver => {
+                self.handing_over = true;
+                self.state.handed_over = false;
+                self.start_drain(at);
+            }
             Input::Drain => {
-                self.draining = true;
-                self.draining_since.get_or_insert(at.now);
-                // A later value merged into an earlier change would be
-                // pushed out of order with the rest, which may stay behind
-                // (see `drain_done`): the tip must stay one cut of the
-                // changes for the new owner's takeover.
-                self.queue.set_merging(false);
+                self.handing_over = false;
+                self.start_drain(at);
             }
             Input::Resume => {
                 self.draining = false;
+                self.handing_over = false;
                 self.draining_since = None;
                 self.queue.set_merging(!self.settings.standby);
                 // Its shard was handed over or lapsed in between: compare
@@ -376,6 +382,36 @@ impl BranchCore {
         wake.into_iter().min()
     }
 
+    fn start_drain(&mut self, at: At) {
+        self.draining = true;
+        self.draining_since.get_or_insert(at.now);
+        // A later value merged into an earlier change would be
+        // pushed out of order with the rest, which may stay behind
+        // (see `drain_done`): the tip must stay one cut of the
+        // changes for the new owner's takeover.
+        self.queue.set_merging(false);
+    }
+
+    /// A handover's drain is over: everything from before it is pushed.
+    /// The worker stands by with what came since (the new owner writes it
+    /// too), as a successor that started standing by when the handover
+    /// began: the new owner's first pushes may never come (it dies), and a
+    /// successor started only now would lack them.
+    fn stand_by_after_handover(&mut self, at: At, out: &mut Vec<Command>) {
+        self.draining = false;
+        self.draining_since = None;
+        self.handing_over = false;
+        self.settings.standby = true;
+        self.queue.set_merging(false);
+        // Whatever the new owner writes comes after the last tip pushed here.
+        let from = self.remote_tip.map_or(HistoryFrom::Time(at.wall), HistoryFrom::Commit);
+        self.standby_marks = VecDeque::from([(from, at.now)]);
+        self.trim_at = Some(at.now + self.standby_trim);
+        self.state.handed_over = true;
+        let pending = self.queue.len() + self.chain.iter().map(|c| c.changes.len()).sum::<usize>();
+        out.push(Command::Note(Note::HandedOver { pending }));
+    }
+
     fn intake(&mut self, item: WorkItem, out: &mut Vec<Command>) {
         match &item {
             WorkItem::Retain { target, owned } => {
@@ -402,6 +438,7 @@ impl BranchCore {
         }
         if self.settings.standby && !settings.standby {
             self.trim_at = None;
+            self.state.handed_over = false;
             // The previous owner pushed until it released: fetch its tip
             // before pushing, and audit soon in case a late push of it lands.
             self.takeover = Takeover::Due;
@@ -443,7 +480,13 @@ impl BranchCore {
         if self.phase == Phase::Starting || self.remote_op != RemoteOp::Idle || self.rebase_needed {
             return;
         }
-        if self.draining && self.drain_done() {
+        #[cfg(test)]
+        let handing_over = self.handing_over && self.sabotage != sim::Sabotage::StopAfterHandover;
+        #[cfg(not(test))]
+        let handing_over = self.handing_over;
+        if self.draining && self.drain_done() && handing_over {
+            self.stand_by_after_handover(at, out);
+        } else if self.draining && self.drain_done() {
             self.phase = Phase::Stopped;
             out.push(Command::Done);
         } else if self.push_due(now).is_some_and(|due| due <= now) {

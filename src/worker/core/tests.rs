@@ -1107,3 +1107,45 @@ fn a_commit_writes_each_file_once_and_restores_only_blobs_that_exist() {
     h.input(Input::Fetched(Ok(Fetched::default())));
     check(&h);
 }
+
+/// A handover pushes what arrived before it, then the worker stands by
+/// with what came since instead of ending: should the new owner die before
+/// its first push, this worker, its successor, still writes those changes.
+#[test]
+fn a_handed_over_worker_stands_by_with_what_came_since_and_writes_it_if_the_new_owner_dies() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.input(Input::HandOver);
+    let before = h.committed();
+    assert_eq!(h.push().map(|p| p.0), Some(before), "what came before the handover is pushed");
+    let tip = before.as_bytes()[0];
+    // Arrives while that push is out: the new owner's standby has it too.
+    h.clock += Duration::from_millis(100);
+    h.write(A, "2");
+    let since = h.committed();
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert!(!h.out.iter().any(|c| matches!(c, Command::Done)), "it does not end: {:?}", h.out);
+    assert!(h.core.state().handed_over, "the controller may release the shard");
+    assert!(h.notes().iter().any(|n| matches!(n, Note::HandedOver { pending: 1 })), "{:?}", h.out);
+    assert_eq!(h.core.state().unpushed, 1, "A=2 is kept");
+    h.write_committed(&[(A, "3")]);
+    for _ in 0..2 {
+        h.advance(Duration::from_secs(10));
+        assert!(h.push().is_none(), "a standby never pushes: {:?}", h.out);
+    }
+    // The new owner died before it pushed: this replica takes the shard
+    // back. What the new owner wrote comes after the tip pushed here.
+    h.set_standby(false);
+    assert!(!h.core.state().handed_over);
+    assert_eq!(h.fetch_history(), Some(HistoryFrom::Commit(before)));
+    let known = h.fetch().expect("the takeover fetches first");
+    assert!(known.contains(&since), "{known:?}");
+    h.fetched(tip, &[(A, "1")], &[(A, Some("1"))]);
+    let mut written = Vec::new();
+    while let Some((_, changes)) = h.commit() {
+        written.extend(changes.iter().map(|c| (c.path.clone(), bytes(c))));
+        h.committed();
+    }
+    let expected = vec![(A.to_string(), Some("2".to_string())), (A.to_string(), Some("3".to_string()))];
+    assert_eq!(written, expected, "both values the new owner never pushed");
+}

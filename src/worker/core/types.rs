@@ -135,6 +135,11 @@ pub enum Input {
     /// Commit and push what is pending, then stop. Items may still come
     /// (a handover keeps routing until the worker is done).
     Drain,
+    /// A handover: commit and push what arrived before it, then stand by
+    /// (`WorkerState::handed_over`) with what came since. The new owner
+    /// writes those too; should it die before it pushes them, this worker,
+    /// its likely successor, still has them.
+    HandOver,
     /// A drain that has not finished is called off (the shard came back).
     Resume,
     /// The result of the one outstanding `Command::Commit`: the new
@@ -194,6 +199,9 @@ pub enum Note {
     TakenOver { dropped: usize, pending: usize, by_history: bool },
     /// A standby dropped pending changes the owner has pushed meanwhile.
     Trimmed { dropped: usize, pending: usize },
+    /// A handover's drain is over; the worker stands by with this many
+    /// changes the new owner writes.
+    HandedOver { pending: usize },
 }
 
 /// Where the worker is in its life.
@@ -234,6 +242,9 @@ pub struct WorkerState {
     /// Every resource its targets own was listed into its queue since it
     /// started: from here on it receives every change (standby is ready).
     pub listed: bool,
+    /// A handover's drain is over: the worker stands by, holding what
+    /// arrived since the handover began (see `Input::HandOver`).
+    pub handed_over: bool,
     /// The branch's `.sops.yaml` at the last fetched tip (for targets that
     /// follow its creation rules).
     pub sops_config: Option<std::sync::Arc<[u8]>>,
