@@ -402,14 +402,17 @@ impl BranchCore {
         self.draining_since = None;
         self.handing_over = false;
         self.settings.standby = true;
-        self.queue.set_merging(false);
         // Whatever the new owner writes comes after the last tip pushed here.
-        let from = self.remote_tip.map_or(HistoryFrom::Time(at.wall), HistoryFrom::Commit);
-        self.standby_marks = VecDeque::from([(from, at.now)]);
-        self.trim_at = Some(at.now + self.standby_trim);
+        self.begin_standby(self.remote_tip.map_or(HistoryFrom::Time(at.wall), HistoryFrom::Commit), at.now);
         self.state.handed_over = true;
         let pending = self.queue.len() + self.chain.iter().map(|c| c.changes.len()).sum::<usize>();
         out.push(Command::Note(Note::HandedOver { pending }));
+    }
+
+    /// What the owner writes from now on comes after `from`; trims start.
+    fn begin_standby(&mut self, from: HistoryFrom, now: Instant) {
+        self.standby_marks = VecDeque::from([(from, now)]);
+        self.trim_at = Some(now + self.standby_trim);
     }
 
     fn intake(&mut self, item: WorkItem, out: &mut Vec<Command>) {
@@ -433,8 +436,7 @@ impl BranchCore {
         // A standby keeps every change apart: the takeover needs each value.
         self.queue.set_merging(!settings.standby);
         if !self.settings.standby && settings.standby {
-            self.standby_marks = VecDeque::from([(HistoryFrom::Time(at.wall), at.now)]);
-            self.trim_at = Some(at.now + self.standby_trim);
+            self.begin_standby(HistoryFrom::Time(at.wall), at.now);
         }
         if self.settings.standby && !settings.standby {
             self.trim_at = None;
@@ -484,11 +486,13 @@ impl BranchCore {
         let handing_over = self.handing_over && self.sabotage != sim::Sabotage::StopAfterHandover;
         #[cfg(not(test))]
         let handing_over = self.handing_over;
-        if self.draining && self.drain_done() && handing_over {
-            self.stand_by_after_handover(at, out);
-        } else if self.draining && self.drain_done() {
-            self.phase = Phase::Stopped;
-            out.push(Command::Done);
+        if self.draining && self.drain_done() {
+            if handing_over {
+                self.stand_by_after_handover(at, out);
+            } else {
+                self.phase = Phase::Stopped;
+                out.push(Command::Done);
+            }
         } else if self.push_due(now).is_some_and(|due| due <= now) {
             self.push(out);
         } else if self.audit_at.is_some_and(|due| due <= now)
