@@ -174,10 +174,11 @@ async fn a_full_disk_holds_changes_until_there_is_room_again() {
     let filler = mount.fill();
     branch.set("a").await;
     branch.set("b").await;
+    // Commits stay in memory; the pack each push writes first meets the full disk.
     let failing = branch
-        .wait_state("the failing commit to be reported", Duration::from_secs(60), |s| s.local_error.is_some())
+        .wait_state("the failing pack write to be reported", Duration::from_secs(60), |s| s.error.is_some())
         .await;
-    let message = failing.local_error.unwrap();
+    let (_, message) = failing.error.unwrap();
     assert!(message.to_lowercase().contains("space"), "says why: {message}");
     let mut lags = Vec::new();
     for round in 0..5 {
@@ -186,12 +187,13 @@ async fn a_full_disk_holds_changes_until_there_is_room_again() {
     }
     eprintln!("other branch while the disk was full: lag median {:.2} s", median(lags.clone()));
     assert!(lags.iter().all(|l| *l < Duration::from_secs(15)), "the other branch was held up: {lags:?}");
-    assert!(branch.worker.state.borrow().local_error.is_some(), "still failing while the disk is full");
+    assert!(branch.worker.state.borrow().error.is_some(), "still failing while the disk is full");
 
     drop(filler);
     let took = branch.wait_equal("the held changes after room was made", CONVERGE).await;
     eprintln!("caught up {:.1} s after the disk had room again", took.as_secs_f64());
-    assert!(branch.worker.state.borrow().local_error.is_none());
+    let state = branch.worker.state.borrow().clone();
+    assert!(state.error.is_none() && state.local_error.is_none(), "{state:?}");
     branch.check_history();
     other.check_history();
 }

@@ -5,7 +5,7 @@
 //! the git CLI. A commit and a push may run at the same time.
 
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
@@ -23,13 +23,14 @@ use super::core::{
 use super::credentials::Credentials;
 use super::fetches::{self, Depth};
 use super::files::fingerprint;
+use super::handle::{self, RepoSlot, ensure_open, with_repo};
 use super::limits::Limits;
 use super::observe::{self, Source};
 use super::policy::PushPolicy;
 use super::pushers::{PushRequest, Pushers};
 use super::queue::WorkItem;
 use super::remote::{RefUpdate, Remote, RemoteError};
-use super::repo::{CommitSpec, FileChange, Identity, LocalRepo, ObjectId, RepoError};
+use super::repo::{CommitSpec, FileChange, Identity, ObjectId, RepoError};
 use super::signing::SigningKey;
 use super::store;
 use crate::api::Reason;
@@ -50,6 +51,9 @@ static COMMITS_AT_ONCE: LazyLock<Semaphore> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     Semaphore::new(2 * cores)
 });
+/// Objects a worker holds in memory at most before it writes them as a
+/// pack without waiting for its push (about 5 per commit).
+const MAX_OBJECTS_HELD: usize = 50_000;
 /// Commits the ancestry walk after a fetch reads at most.
 const ANCESTRY_LIMIT: usize = 100_000;
 /// Most commits a takeover reads the changes of; past it, it judges by the tip alone.
@@ -284,7 +288,7 @@ fn log_listing(branch: &BranchKey, item: &WorkItem) {
 struct Shell {
     settings: WorkerSettings,
     remote: Result<Arc<Remote>, (Reason, String)>,
-    repo: Arc<Mutex<Option<LocalRepo>>>,
+    repo: RepoSlot,
     remote_tip: Option<ObjectId>,
     metrics: Arc<BranchMetrics>,
 }
@@ -295,7 +299,7 @@ impl Shell {
         let repository =
             remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_else(|_| settings.key.url.clone());
         let metrics = Arc::new(settings.metrics.branch(&repository, &settings.key.branch));
-        Self { settings, remote, repo: Arc::new(Mutex::new(None)), remote_tip: None, metrics }
+        Self { settings, remote, repo: handle::empty(), remote_tip: None, metrics }
     }
 
     fn reconfigure(&mut self, settings: WorkerSettings) {
@@ -422,7 +426,7 @@ impl Shell {
                 tokio::fs::create_dir_all(&dir)
                     .await
                     .map_err(|e| Failure::Local(format!("cannot create the local repository folder: {e}")))?;
-                ensure_open(&repo, &dir, limits).await?;
+                ensure_open(&repo, &dir, limits).await.map_err(Failure::from)?;
                 // Shallow only when no local commit's fate, nor history, must be known.
                 let depth = match known.is_empty() && history_from.is_none() {
                     true => Depth::Tip,
@@ -460,7 +464,14 @@ impl Shell {
                         true => r.read_file(tip, SOPS_CONFIG_PATH)?,
                         false => None,
                     };
-                    Ok(Fetched { tip: Some(tip), files, contains, history, sealed, sops_config })
+                    Ok(Fetched {
+                        tip: Some(tip),
+                        files,
+                        contains,
+                        history: history.clone(),
+                        sealed,
+                        sops_config,
+                    })
                 })
                 .await
                 .map_err(Failure::from)
@@ -505,7 +516,15 @@ impl Shell {
                     allow_empty,
                     signer: signer.as_deref(),
                 };
-                r.commit(parent, &files, &spec)
+                let committed = r.commit(parent, &files, &spec)?;
+                // A branch that cannot push for long would otherwise hold
+                // every commit since in memory.
+                if r.objects_in_memory() > MAX_OBJECTS_HELD
+                    && let Err(error) = r.persist_objects()
+                {
+                    warn!(error = %with_causes(&error), "cannot write the held objects; keeping them in memory");
+                }
+                Ok(committed)
             })
             .instrument(span.clone())
             .await;
@@ -531,7 +550,7 @@ impl Shell {
         commits: usize,
         sources: Vec<Source>,
     ) -> impl Future<Output = Input> + 'static {
-        let remote = self.remote.clone();
+        let (remote, repo) = (self.remote.clone(), self.repo.clone());
         let (fence, pushers, metrics) =
             (self.settings.fence.clone(), self.settings.pushers.clone(), self.metrics.clone());
         let (dir, branch) = (self.settings.repo_dir.clone(), self.settings.key.branch.clone());
@@ -541,9 +560,17 @@ impl Shell {
         let repository = self.settings.key.url.clone();
         async move {
             let started = Instant::now();
-            let reply = match remote {
-                Err((reason, message)) => PushReply::Failed { reason, message },
-                Ok(remote) => {
+            // git pushes from the disk: what this worker committed goes there first.
+            let persisted = match with_repo(repo, |r| r.persist_objects()).await {
+                Err(RepoError::NotOpen) => Ok(0),
+                other => other,
+            };
+            let reply = match (remote, persisted) {
+                (Err((reason, message)), _) => PushReply::Failed { reason, message },
+                (_, Err(error)) => {
+                    PushReply::Failed { reason: Reason::GitOperationFailed, message: with_causes(&error) }
+                }
+                (Ok(remote), Ok(_)) => {
                     let update = RefUpdate {
                         git_dir: dir,
                         branch: branch.clone(),
@@ -637,22 +664,19 @@ fn remote_of(settings: &WorkerSettings) -> Result<Remote, RemoteError> {
         .with_limits(settings.limits))
 }
 
-/// Opens (or creates) the local repository once.
 /// What the owner wrote since `from` (see `Fetched::history`), for a
 /// takeover or a standby's trim. A shallow repository may not reach that
 /// far back: it is deepened once by time (a server that cannot is only
 /// logged), and what it then reaches is used.
 async fn takeover_history(
-    repo: &Arc<Mutex<Option<LocalRepo>>>,
+    repo: &RepoSlot,
     remote: &Remote,
     dir: &std::path::Path,
     branch: &str,
     tip: ObjectId,
     from: HistoryFrom,
 ) -> Result<Option<Vec<(String, Option<ObjectId>)>>, Failure> {
-    let walk = |repo: Arc<Mutex<Option<LocalRepo>>>| {
-        with_repo(repo, move |r| r.changes_after(tip, from, HISTORY_LIMIT))
-    };
+    let walk = |repo: RepoSlot| with_repo(repo, move |r| r.changes_after(tip, from, HISTORY_LIMIT));
     let history = walk(repo.clone()).await.map_err(Failure::from)?;
     let after = match from {
         HistoryFrom::Time(after) => after,
@@ -670,58 +694,4 @@ async fn takeover_history(
         return Ok(history.map(|h| h.changes));
     }
     Ok(walk(repo.clone()).await.map_err(Failure::from)?.map(|h| h.changes))
-}
-
-async fn ensure_open(
-    repo: &Arc<Mutex<Option<LocalRepo>>>,
-    dir: &std::path::Path,
-    limits: Limits,
-) -> Result<(), Failure> {
-    if repo.lock().expect("the repository lock is never poisoned").is_some() {
-        return Ok(());
-    }
-    // Two workers of one store may open it first at once: one creates it.
-    let _store = store::exclusive(dir).await;
-    let (repo, dir) = (repo.clone(), dir.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let mut slot = repo.lock().expect("the repository lock is never poisoned");
-        if slot.is_none() {
-            let mut opened = LocalRepo::open_or_init(&dir)?;
-            opened.set_limits(limits);
-            *slot = Some(opened);
-        }
-        Ok(())
-    })
-    .await
-    .expect("opening the repository does not panic")
-    .map_err(|error: RepoError| Failure::from(error))
-}
-
-/// Runs `f` on the repository on a blocking thread.
-async fn with_repo<T: Send + 'static>(
-    repo: Arc<Mutex<Option<LocalRepo>>>,
-    f: impl FnOnce(&LocalRepo) -> Result<T, RepoError> + Send + 'static,
-) -> Result<T, RepoError> {
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut slot = repo.lock().expect("the repository lock is never poisoned");
-        let result = match slot.as_ref() {
-            Some(repo) => f(repo),
-            None => Err(RepoError::NotOpen),
-        };
-        // A handle can go bad for good (see `LocalRepo::reopened`); the
-        // retry after the back-off then runs on a fresh one.
-        if let (Err(RepoError::Git { .. }), Some(old)) = (&result, slot.as_ref())
-            && let Ok(fresh) = old.reopened()
-        {
-            *slot = Some(fresh);
-        }
-        result
-    })
-    .await;
-    match joined {
-        Ok(result) => result,
-        // Only a runtime shutting down cancels it; this task ends with it.
-        Err(join) if join.is_cancelled() => std::future::pending().await,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    }
 }

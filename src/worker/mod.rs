@@ -8,6 +8,7 @@ pub mod core;
 pub mod credentials;
 pub mod fetches;
 pub mod files;
+pub mod handle;
 pub mod kustomization;
 pub mod limits;
 pub mod message;

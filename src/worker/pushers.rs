@@ -126,6 +126,7 @@ async fn serve(
             waiting.push_back(request);
         }
         let batch = take_batch(&mut waiting, refs.current);
+        consolidate(&batch).await;
         let end = push_batch(batch).await;
         refs.after(end);
         slot.finish(end);
@@ -179,6 +180,27 @@ fn take_batch(waiting: &mut VecDeque<Request>, limit: usize) -> Vec<Request> {
     }
     *waiting = later;
     batch
+}
+
+/// Packs in a store past which the next push of it consolidates them first.
+const PACKS_BEFORE_CONSOLIDATION: usize = 32;
+
+/// Merges the store's small packs when there are many: each branch of the
+/// batch wrote one before it asked to push. Runs between the store's pushes,
+/// under the store's lock, so never beside a fetch or another repack.
+async fn consolidate(batch: &[Request]) {
+    let Some(first) = batch.first() else { return };
+    let dir = &first.push.update.git_dir;
+    if super::store::pack_count(dir) <= PACKS_BEFORE_CONSOLIDATION {
+        return;
+    }
+    let _store = super::store::exclusive(dir).await;
+    if super::store::pack_count(dir) <= PACKS_BEFORE_CONSOLIDATION {
+        return;
+    }
+    if let Err(error) = first.push.remote.consolidate_packs(dir).await {
+        tracing::warn!(store = %dir.display(), %error, "consolidating packs failed; pushing anyway");
+    }
 }
 
 /// Runs one push for `batch` and answers every request; says how it ended.

@@ -2,9 +2,9 @@
 //! that repository on this replica.
 //!
 //! One store per repository lets one `git push` carry many branches without
-//! borrowing objects from a store per branch (see `pushers`). Commits write
-//! loose objects and their own branch's refs, which git and gix allow
-//! concurrently. A fetch rewrites the store's `shallow` file and git's
+//! borrowing objects from a store per branch (see `pushers`). Workers write
+//! packs of their commits and their own branch's refs, which git and gix
+//! allow concurrently. A fetch rewrites the store's `shallow` file and git's
 //! maintenance rewrites packs and `packed-refs`; git guards both with lock
 //! files and fails rather than waits, so those operations take
 //! [`exclusive`] first.
@@ -55,7 +55,10 @@ pub async fn exclusive(dir: &Path) -> OwnedMutexGuard<()> {
     let owned = dir.to_owned();
     let (removed, packs) = tokio::task::spawn_blocking(move || {
         let locks = if first {
-            remove_lock_files(&owned, &owned)
+            // Before any worker of this process wrote a pack of its own.
+            let mut removed = remove_unfinished_packs(&owned);
+            removed.extend(remove_lock_files(&owned, &owned));
+            removed
         } else {
             EXCLUSIVE_LOCKS.iter().flat_map(|under| remove_lock_files(&owned, &owned.join(under))).collect()
         };
@@ -98,6 +101,25 @@ fn remove_lock_files(dir: &Path, path: &Path) -> Vec<String> {
     }
     removed.sort();
     removed
+}
+
+/// The packs of the store at `dir` (each fetch and each push adds one
+/// until they are consolidated).
+pub fn pack_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("objects/pack")).map_or(0, |entries| {
+        entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".idx")).count()
+    })
+}
+
+/// Removes the files of packs a killed worker was writing (`repo::pack`).
+fn remove_unfinished_packs(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("objects/pack")) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(crate::worker::repo::TMP_PACK_PREFIX))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .map(|e| format!("objects/pack/{}", e.file_name().to_string_lossy()))
+        .collect()
 }
 
 fn lock_of(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
@@ -150,17 +172,18 @@ mod tests {
     async fn every_take_of_a_store_removes_lock_files_left_behind() {
         let store = tempfile::tempdir().unwrap();
         let dir = store.path();
-        for folder in ["refs/heads", "objects/info", "objects/ab"] {
+        for folder in ["refs/heads", "objects/info", "objects/ab", "objects/pack"] {
             std::fs::create_dir_all(dir.join(folder)).unwrap();
         }
-        for file in ["shallow.lock", "refs/heads/b1.lock", "objects/info/commit-graph.lock"] {
+        let unfinished = format!("objects/pack/{}1234", crate::worker::repo::TMP_PACK_PREFIX);
+        for file in ["shallow.lock", "refs/heads/b1.lock", "objects/info/commit-graph.lock", &unfinished] {
             std::fs::write(dir.join(file), "").unwrap();
         }
         for file in ["shallow", "refs/heads/b1", "objects/ab/cdef"] {
             std::fs::write(dir.join(file), "kept").unwrap();
         }
         drop(exclusive(dir).await);
-        for file in ["shallow.lock", "refs/heads/b1.lock", "objects/info/commit-graph.lock"] {
+        for file in ["shallow.lock", "refs/heads/b1.lock", "objects/info/commit-graph.lock", &unfinished] {
             assert!(!dir.join(file).exists(), "{file} was left behind");
         }
         for file in ["shallow", "refs/heads/b1", "objects/ab/cdef"] {
@@ -169,11 +192,12 @@ mod tests {
         // Later, only what fetches and maintenance lock is stale: a commit's
         // ref lock may be this process's own commit at work.
         std::fs::create_dir_all(dir.join("refs/remotes/origin")).unwrap();
-        for file in ["shallow.lock", "refs/remotes/origin/b1.lock", "refs/heads/b1.lock"] {
+        for file in ["shallow.lock", "refs/remotes/origin/b1.lock", "refs/heads/b1.lock", &unfinished] {
             std::fs::write(dir.join(file), "").unwrap();
         }
         drop(exclusive(dir).await);
         assert!(!dir.join("shallow.lock").exists() && !dir.join("refs/remotes/origin/b1.lock").exists());
         assert!(dir.join("refs/heads/b1.lock").exists(), "a commit may hold it");
+        assert!(dir.join(&unfinished).exists(), "a worker may be writing it");
     }
 }

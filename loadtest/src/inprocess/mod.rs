@@ -73,8 +73,7 @@ pub struct Measured {
     pub commit_lag: Histogram,
     pub cpu: Cpu,
     pub git_server_cpu: Option<Cpu>,
-    pub rss_kib: u64,
-    pub peak_rss_kib: u64,
+    pub memory: usage::Memory,
     pub loadavg_before: String,
     pub loadavg_after: String,
     pub pushes: Vec<crate::remote::PushInfo>,
@@ -169,7 +168,7 @@ pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, Str
     let cpu = Cpu::of("self", tps).unwrap_or_default().since(&cpu_before);
     let git_server_cpu =
         git_server_cpu(env, tps).zip(server_before).map(|(after, before)| after.since(&before));
-    let (rss_kib, peak_rss_kib) = usage::memory_kib();
+    let memory = usage::memory_kib();
     let loadavg_after = usage::loadavg();
     let (pipeline, fed) = fed.expect("the loop ends only after feeding");
     pipeline.drain(Duration::from_secs(10)).await;
@@ -196,8 +195,7 @@ pub async fn run(env: &Env, out: &Path, settings: Settings) -> Result<Value, Str
         commit_lag,
         cpu,
         git_server_cpu,
-        rss_kib,
-        peak_rss_kib,
+        memory,
         loadavg_before,
         loadavg_after,
         pushes,

@@ -85,8 +85,21 @@ impl Cpu {
     }
 }
 
-/// (VmRSS, VmHWM) of this process in KiB.
-pub fn memory_kib() -> (u64, u64) {
+/// This process's memory in KiB, from /proc/self/status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// VmRSS: resident now.
+    pub rss: u64,
+    /// VmHWM: the most ever resident.
+    pub peak: u64,
+    /// RssAnon: the heap and stacks, this process's own.
+    pub anon: u64,
+    /// RssFile: mapped files, counted once per mapping though the page
+    /// cache holds each page once (every repository handle maps the packs).
+    pub file: u64,
+}
+
+pub fn memory_kib() -> Memory {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |field: &str| -> u64 {
         status
@@ -94,7 +107,7 @@ pub fn memory_kib() -> (u64, u64) {
             .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
             .unwrap_or(0)
     };
-    (kib("VmRSS:"), kib("VmHWM:"))
+    Memory { rss: kib("VmRSS:"), peak: kib("VmHWM:"), anon: kib("RssAnon:"), file: kib("RssFile:") }
 }
 
 pub fn loadavg() -> String {

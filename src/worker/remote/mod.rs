@@ -49,8 +49,10 @@ use crate::{api::Reason, worker::credentials::CredentialsError};
 
 /// Packs past which maintenance consolidates them into one: far below the
 /// index slots a repository handle has (`worker::repo`), so reads never run
-/// out of slots between two maintenances.
-pub const PACK_LIMIT: u32 = 16;
+/// out of slots between two maintenances. Above the pushers' cheaper
+/// consolidation (`worker::pushers`), which keeps a store that pushes below
+/// it; this is for stores that only fetch (standbys).
+pub const PACK_LIMIT: u32 = 64;
 
 /// The result of a compare-and-swap push that reached the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -524,6 +526,19 @@ impl Remote {
         let args = in_repo(
             git_dir,
             ["-c", &threshold, "-c", &packs, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
+        );
+        self.local_ok(args).await.map(drop)
+    }
+
+    /// Merges the smaller packs into fewer (`repack --geometric=2`), so
+    /// each pack holds at least twice the objects of all smaller ones
+    /// together: a worker writes a pack before each push, and lookups in
+    /// git and gix cost one index per pack. Only small packs are rewritten,
+    /// and every object is kept, reachable or not (commits not pushed yet).
+    pub async fn consolidate_packs(&self, git_dir: &Path) -> Result<(), RemoteError> {
+        let args = in_repo(
+            git_dir,
+            ["-c", "repack.writeBitmaps=false", "repack", "-d", "-l", "-q", "--geometric=2"],
         );
         self.local_ok(args).await.map(drop)
     }

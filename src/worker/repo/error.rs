@@ -62,6 +62,18 @@ pub enum RepoError {
         source: crate::worker::signing::SigningError,
     },
 
+    /// The objects held in memory could not be written as a pack.
+    #[error("write the committed objects as a pack in {}: {source}", dir.display())]
+    WritePack {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// gix panicked inside a call (a bug there); the handle is replaced.
+    #[error("the git library failed unexpectedly: {message}")]
+    Panicked { message: String },
+
     /// Any gix failure, with the operation and its subject. The cause is in
     /// the message too, since conditions and logs usually show only that.
     #[error("{op} failed: {source}")]

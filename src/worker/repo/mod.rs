@@ -14,6 +14,7 @@
 mod commit;
 mod error;
 mod history;
+mod pack;
 mod path;
 mod read;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use gix::ObjectId;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 pub use history::HistoryFrom;
+pub use pack::TMP_PREFIX as TMP_PACK_PREFIX;
 
 use crate::worker::limits::Limits;
 use crate::worker::signing::SigningKey;
@@ -150,13 +152,46 @@ impl LocalRepo {
         Ok(LocalRepo { repo, limits: Limits::default() })
     }
 
-    /// A fresh handle on the same repository, with the same limits: after a
-    /// gix failure, the next try starts from the disk's state, not from what
-    /// this handle loaded (its pack indices and slots).
+    /// A fresh handle on the same repository, with the same limits and the
+    /// objects this one holds in memory: after a gix failure, the next try
+    /// starts from the disk's state, not from what this handle loaded (its
+    /// pack indices and slots).
     pub fn reopened(&self) -> Result<Self, RepoError> {
         let mut fresh = Self::open_or_init(self.git_dir())?;
         fresh.limits = self.limits;
+        if let Some(held) = self.repo.objects.reset_object_memory() {
+            fresh.repo.objects.set_object_memory(held);
+        }
         Ok(fresh)
+    }
+
+    /// From now on, objects this handle writes stay in its memory until
+    /// [`persist_objects`](Self::persist_objects); it reads them from there.
+    /// git and other handles see them only once persisted.
+    pub fn hold_objects_in_memory(&mut self) {
+        self.repo.objects.enable_object_memory();
+    }
+
+    /// Objects written and not yet persisted.
+    pub fn objects_in_memory(&self) -> usize {
+        self.repo.objects.num_objects_in_memory()
+    }
+
+    /// Writes the objects held in memory as one pack into the object store;
+    /// returns how many. On failure they stay in memory for the next try.
+    pub fn persist_objects(&mut self) -> Result<usize, RepoError> {
+        let Some(held) = self.repo.objects.take_object_memory() else { return Ok(0) };
+        let dir = self.git_dir().join("objects").join("pack");
+        match pack::write(&dir, held.iter()) {
+            Ok(_) => {
+                self.repo.objects.enable_object_memory();
+                Ok(held.len())
+            }
+            Err(source) => {
+                self.repo.objects.set_object_memory(held);
+                Err(RepoError::WritePack { dir, source })
+            }
+        }
     }
 
     /// Bounds the walks of branches' trees (default: [`Limits::default`]).

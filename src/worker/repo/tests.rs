@@ -580,3 +580,71 @@ fn a_handle_reads_from_packs_added_after_it_was_opened() {
     assert_eq!(fresh.resolve("refs/heads/main").unwrap(), Some(newest));
     assert_eq!(fresh.limits.tree_entries, 7, "the limits carry over");
 }
+
+fn packs(repo: &LocalRepo) -> Vec<String> {
+    let dir = repo.git_dir().join("objects/pack");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".idx"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A worker's handle commits into memory; git sees the objects only once
+/// they are persisted, as one pack it verifies and reads back the same.
+#[test]
+fn objects_held_in_memory_are_persisted_as_one_pack_git_reads() {
+    let sandbox = Sandbox::new();
+    let mut repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    repo.hold_objects_in_memory();
+    // Several zlib rounds and a size header of several bytes.
+    let big: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let first = commit(&repo, None, &[write("a/x.yaml", b"one"), write("b/big.bin", &big)]).unwrap();
+    let second = commit(&repo, Some(first), &[write("a/x.yaml", b"two"), delete("b/big.bin")]).unwrap();
+    assert_eq!(loose_objects(&sandbox, &repo), "0 objects, 0 kilobytes");
+    assert_eq!(repo.read_file(second, "a/x.yaml").unwrap().as_deref(), Some(&b"two"[..]));
+
+    let held = repo.objects_in_memory();
+    assert!(held >= 8, "two commits, their trees and blobs: {held}");
+    assert_eq!(repo.persist_objects().unwrap(), held);
+    assert_eq!((repo.objects_in_memory(), repo.persist_objects().unwrap()), (0, 0));
+    assert_eq!(packs(&repo).len(), 1, "one pack, and none for nothing");
+    let idx = repo.git_dir().join("objects/pack").join(&packs(&repo)[0]);
+    sandbox.git(repo.git_dir(), &["verify-pack", idx.to_str().unwrap()]);
+    repo.set_ref("refs/heads/main", second).unwrap();
+    sandbox.fsck(&repo);
+    assert_eq!(sandbox.git(repo.git_dir(), &["show", &format!("{first}:b/big.bin")]), big);
+    assert_eq!(sandbox.git(repo.git_dir(), &["show", "main:a/x.yaml"]), b"two");
+
+    // This handle and a fresh one read the pack; commits go on from it.
+    let fresh = repo.reopened().unwrap();
+    assert_eq!(fresh.read_file(first, "b/big.bin").unwrap().as_deref(), Some(&big[..]));
+    let third = commit(&repo, Some(second), &[write("a/x.yaml", b"three")]).unwrap();
+    assert_eq!(repo.persist_objects().unwrap(), 4, "a commit, the root tree, a/ and its blob: {third}");
+    repo.set_ref("refs/heads/main", third).unwrap();
+    sandbox.fsck(&repo);
+    assert_eq!(packs(&repo).len(), 2);
+}
+
+/// A pack that cannot be written leaves every object in memory, so the
+/// next try (or a reopened handle) still has them.
+#[test]
+fn objects_stay_in_memory_when_their_pack_cannot_be_written() {
+    let sandbox = Sandbox::new();
+    let mut repo = LocalRepo::open_or_init(&sandbox.path("repo.git")).unwrap();
+    repo.hold_objects_in_memory();
+    let id = commit(&repo, None, &[write("a.yaml", b"a")]).unwrap();
+    let pack_dir = repo.git_dir().join("objects/pack");
+    std::fs::remove_dir_all(&pack_dir).unwrap();
+    assert!(matches!(repo.persist_objects(), Err(RepoError::WritePack { .. })));
+    assert_eq!(repo.objects_in_memory(), 3);
+
+    let mut repo = repo.reopened().unwrap();
+    assert_eq!(repo.objects_in_memory(), 3, "a reopened handle carries them over");
+    std::fs::create_dir(&pack_dir).unwrap();
+    assert_eq!(repo.persist_objects().unwrap(), 3);
+    repo.set_ref("refs/heads/main", id).unwrap();
+    sandbox.fsck(&repo);
+}
