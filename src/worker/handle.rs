@@ -39,7 +39,7 @@ pub async fn ensure_open(slot: &RepoSlot, dir: &Path, limits: Limits) -> Result<
     tokio::task::spawn_blocking(move || {
         let mut slot = lock(&slot);
         if slot.is_none() {
-            let mut repo = LocalRepo::open_or_init(&dir)?;
+            let mut repo = LocalRepo::open_shared(&dir)?;
             repo.set_limits(limits);
             repo.hold_objects_in_memory();
             *slot = Some(repo);

@@ -17,6 +17,7 @@ mod history;
 mod pack;
 mod path;
 mod read;
+mod shared;
 #[cfg(test)]
 mod signed_tests;
 #[cfg(test)]
@@ -104,6 +105,8 @@ pub struct LocalRepo {
     repo: gix::Repository,
     /// Bounds on every walk of a branch's trees (`read`).
     limits: Limits,
+    /// Whether the object store is the process's one for this path.
+    shared: bool,
 }
 
 // Trees on the changed path are read twice per commit (check, then edit),
@@ -128,36 +131,58 @@ fn open_options() -> gix::open::Options {
     gix::open::Options::isolated().object_store_slots(INDEX_SLOTS)
 }
 
+/// Opens the bare repository at `path`, or creates it where `path` is
+/// missing or an empty directory.
+fn open_store(path: &Path) -> Result<gix::ThreadSafeRepository, RepoError> {
+    let has_content = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
+    if has_content {
+        gix::ThreadSafeRepository::open_opts(path, open_options())
+            .context(|| format!("open repository {}", path.display()))
+    } else {
+        gix::ThreadSafeRepository::init_opts(
+            path,
+            gix::create::Kind::Bare,
+            gix::create::Options::default(),
+            open_options(),
+        )
+        .context(|| format!("init bare repository {}", path.display()))
+    }
+}
+
 impl LocalRepo {
     /// Opens the bare repository at `path`, or creates one if `path` is
     /// missing or an empty directory. Neither reads user or system git config.
+    /// The handle has an object store of its own.
     pub fn open_or_init(path: &Path) -> Result<Self, RepoError> {
-        let has_content = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
-        let mut repo = if has_content {
-            gix::open_opts(path, open_options()).context(|| format!("open repository {}", path.display()))?
-        } else {
-            gix::ThreadSafeRepository::init_opts(
-                path,
-                gix::create::Kind::Bare,
-                gix::create::Options::default(),
-                open_options(),
-            )
-            .context(|| format!("init bare repository {}", path.display()))?
-            .to_thread_local()
-        };
+        Self::from_handle(open_store(path)?.to_thread_local(), false)
+    }
+
+    /// As [`open_or_init`](Self::open_or_init), but on the object store that
+    /// every shared handle of `path` in this process uses (see `shared`).
+    pub fn open_shared(path: &Path) -> Result<Self, RepoError> {
+        Self::from_handle(shared::handle(path, || open_store(path))?, true)
+    }
+
+    fn from_handle(mut repo: gix::Repository, shared: bool) -> Result<Self, RepoError> {
         if !repo.is_bare() {
-            return Err(RepoError::NotBare { path: path.to_owned() });
+            return Err(RepoError::NotBare { path: repo.git_dir().to_owned() });
         }
         repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
-        Ok(LocalRepo { repo, limits: Limits::default() })
+        Ok(LocalRepo { repo, limits: Limits::default(), shared })
     }
 
     /// A fresh handle on the same repository, with the same limits and the
     /// objects this one holds in memory: after a gix failure, the next try
     /// starts from the disk's state, not from what this handle loaded (its
-    /// pack indices and slots).
+    /// pack indices and slots). A shared store that this handle still uses
+    /// is opened anew for every handle that comes after.
     pub fn reopened(&self) -> Result<Self, RepoError> {
-        let mut fresh = Self::open_or_init(self.git_dir())?;
+        let path = self.git_dir();
+        let mut fresh = if self.shared {
+            Self::from_handle(shared::renewed(path, &self.repo, || open_store(path))?, true)?
+        } else {
+            Self::open_or_init(path)?
+        };
         fresh.limits = self.limits;
         if let Some(held) = self.repo.objects.reset_object_memory() {
             fresh.repo.objects.set_object_memory(held);

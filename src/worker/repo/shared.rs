@@ -1,0 +1,109 @@
+//! One gix object store per repository directory in this process.
+//!
+//! Every branch worker of a repository holds its own handle (its objects in
+//! memory, its caches), but the handles share the store: each pack's index
+//! and data are mapped once per process, not once per worker. With a store
+//! per handle, 1,000 workers of 10 repositories mapped every pack 1,000
+//! times and ran out of memory maps (`vm.max_map_count`).
+//!
+//! A store that failed inside gix (a panic) is replaced for the handles
+//! opened after it; handles on the old one keep it until they are reopened.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+
+/// A store, and the directory it was opened on: a directory removed and
+/// made again at the same path is another repository.
+struct Entry {
+    repo: gix::ThreadSafeRepository,
+    dir: (u64, u64),
+}
+
+static STORES: LazyLock<Mutex<HashMap<PathBuf, Entry>>> = LazyLock::new(Mutex::default);
+
+/// A new handle on the store of `path`, opening it first where needed with
+/// `open` (which creates the repository if it is missing).
+pub(super) fn handle(
+    path: &Path,
+    open: impl FnOnce() -> Result<gix::ThreadSafeRepository, super::RepoError>,
+) -> Result<gix::Repository, super::RepoError> {
+    handle_replacing(path, None, open)
+}
+
+/// As [`handle`], but when the store in use is still `failed` (compared by
+/// identity) it is opened anew from the disk first.
+pub(super) fn renewed(
+    path: &Path,
+    failed: &gix::Repository,
+    open: impl FnOnce() -> Result<gix::ThreadSafeRepository, super::RepoError>,
+) -> Result<gix::Repository, super::RepoError> {
+    handle_replacing(path, Some(failed.objects.store_ref()), open)
+}
+
+fn handle_replacing(
+    path: &Path,
+    failed: Option<&gix::odb::Store>,
+    open: impl FnOnce() -> Result<gix::ThreadSafeRepository, super::RepoError>,
+) -> Result<gix::Repository, super::RepoError> {
+    // Held while opening, so two workers of a new store open it once.
+    let mut stores = STORES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = identity(path);
+    if let Some(entry) = stores.get(path)
+        && Some(entry.dir) == dir
+        && !failed.is_some_and(|failed| std::ptr::eq(failed, &*entry.repo.objects))
+    {
+        return Ok(entry.repo.to_thread_local());
+    }
+    let repo = open()?;
+    // `open` made the directory where it was missing.
+    let dir = identity(path).unwrap_or_default();
+    let handle = repo.to_thread_local();
+    stores.insert(path.to_owned(), Entry { repo, dir });
+    Ok(handle)
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::LocalRepo;
+
+    fn store(repo: &LocalRepo) -> *const gix::odb::Store {
+        repo.repo.objects.store_ref()
+    }
+
+    #[test]
+    fn handles_of_one_path_share_a_store_and_a_failed_store_is_replaced_once() {
+        let home = tempfile::tempdir().unwrap();
+        let (a, b) = (home.path().join("a.git"), home.path().join("b.git"));
+        let first = LocalRepo::open_shared(&a).unwrap();
+        let second = LocalRepo::open_shared(&a).unwrap();
+        let other = LocalRepo::open_shared(&b).unwrap();
+        assert_eq!(store(&first), store(&second));
+        assert_ne!(store(&first), store(&other));
+        // A handle of its own never joins the shared store.
+        assert_ne!(store(&LocalRepo::open_or_init(&a).unwrap()), store(&first));
+
+        let renewed = first.reopened().unwrap();
+        assert_ne!(store(&renewed), store(&first));
+        assert_eq!(store(&LocalRepo::open_shared(&a).unwrap()), store(&renewed));
+        // The second handle failing on the old store does not replace the new one.
+        assert_eq!(store(&second.reopened().unwrap()), store(&renewed));
+    }
+
+    #[test]
+    fn a_directory_made_again_at_the_same_path_gets_a_new_store() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("r.git");
+        let before = LocalRepo::open_shared(&path).unwrap();
+        let old = store(&before);
+        std::fs::rename(&path, home.path().join("moved.git")).unwrap();
+        let after = LocalRepo::open_shared(&path).unwrap();
+        assert!(after.git_dir().join("HEAD").exists());
+        assert_ne!(store(&after), old);
+    }
+}
