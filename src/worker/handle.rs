@@ -61,7 +61,7 @@ pub async fn with_repo<T: Send + 'static>(
         let mut result = guarded(repo, &mut f);
         // The handle's view of the disk is gone or bad (see the module).
         if matches!(result, Err(RepoError::MissingObject { .. } | RepoError::Panicked { .. }))
-            && let Ok(fresh) = repo.reopened()
+            && let Ok(fresh) = reopened(repo, &result)
         {
             *repo = fresh;
             result = guarded(repo, &mut f);
@@ -69,7 +69,7 @@ pub async fn with_repo<T: Send + 'static>(
         // A handle can go bad for good (see `LocalRepo::reopened`); the
         // retry after the back-off then runs on a fresh one.
         if matches!(result, Err(RepoError::Git { .. } | RepoError::Panicked { .. }))
-            && let Ok(fresh) = repo.reopened()
+            && let Ok(fresh) = reopened(repo, &result)
         {
             *repo = fresh;
         }
@@ -81,6 +81,14 @@ pub async fn with_repo<T: Send + 'static>(
         // Only a runtime shutting down cancels it; this task ends with it.
         Err(join) if join.is_cancelled() => std::future::pending().await,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+/// A fresh handle after `failed`; on a new store only after a panic.
+fn reopened<T>(repo: &LocalRepo, failed: &Result<T, RepoError>) -> Result<LocalRepo, RepoError> {
+    match failed {
+        Err(RepoError::Panicked { .. }) => repo.reopened_on_new_store(),
+        _ => repo.reopened(),
     }
 }
 

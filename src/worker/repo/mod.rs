@@ -174,14 +174,25 @@ impl LocalRepo {
     /// A fresh handle on the same repository, with the same limits and the
     /// objects this one holds in memory: after a gix failure, the next try
     /// starts from the disk's state, not from what this handle loaded (its
-    /// pack indices and slots). A shared store that this handle still uses
-    /// is opened anew for every handle that comes after.
+    /// pack indices and slots). A shared handle stays on the shared store.
     pub fn reopened(&self) -> Result<Self, RepoError> {
+        self.reopen(false)
+    }
+
+    /// As [`reopened`](Self::reopened), but after a panic inside gix: the
+    /// shared store itself is suspect, so where this handle still uses it,
+    /// it is opened anew for every handle that comes after. (Not after a
+    /// miss: a truly missing object would open a store per retry.)
+    pub fn reopened_on_new_store(&self) -> Result<Self, RepoError> {
+        self.reopen(true)
+    }
+
+    fn reopen(&self, new_store: bool) -> Result<Self, RepoError> {
         let path = self.git_dir();
-        let mut fresh = if self.shared {
-            Self::from_handle(shared::renewed(path, &self.repo, || open_store(path))?, true)?
-        } else {
-            Self::open_or_init(path)?
+        let mut fresh = match (self.shared, new_store) {
+            (true, true) => Self::from_handle(shared::renewed(path, &self.repo, || open_store(path))?, true)?,
+            (true, false) => Self::open_shared(path)?,
+            (false, _) => Self::open_or_init(path)?,
         };
         fresh.limits = self.limits;
         if let Some(held) = self.repo.objects.reset_object_memory() {
