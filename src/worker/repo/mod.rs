@@ -160,7 +160,7 @@ impl LocalRepo {
     /// As [`open_or_init`](Self::open_or_init), but on the object store that
     /// every shared handle of `path` in this process uses (see `shared`).
     pub fn open_shared(path: &Path) -> Result<Self, RepoError> {
-        Self::from_handle(shared::handle(path, || open_store(path))?, true)
+        Self::from_handle(shared::handle(path)?, true)
     }
 
     fn from_handle(mut repo: gix::Repository, shared: bool) -> Result<Self, RepoError> {
@@ -190,7 +190,7 @@ impl LocalRepo {
     fn reopen(&self, new_store: bool) -> Result<Self, RepoError> {
         let path = self.git_dir();
         let mut fresh = match (self.shared, new_store) {
-            (true, true) => Self::from_handle(shared::renewed(path, &self.repo, || open_store(path))?, true)?,
+            (true, true) => Self::from_handle(shared::renewed(path, &self.repo)?, true)?,
             (true, false) => Self::open_shared(path)?,
             (false, _) => Self::open_or_init(path)?,
         };

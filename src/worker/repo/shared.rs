@@ -23,29 +23,21 @@ struct Entry {
 
 static STORES: LazyLock<Mutex<HashMap<PathBuf, Entry>>> = LazyLock::new(Mutex::default);
 
-/// A new handle on the store of `path`, opening it first where needed with
-/// `open` (which creates the repository if it is missing).
-pub(super) fn handle(
-    path: &Path,
-    open: impl FnOnce() -> Result<gix::ThreadSafeRepository, super::RepoError>,
-) -> Result<gix::Repository, super::RepoError> {
-    handle_replacing(path, None, open)
+/// A new handle on the store of `path`, opening it first where needed
+/// (which creates the repository if it is missing).
+pub(super) fn handle(path: &Path) -> Result<gix::Repository, super::RepoError> {
+    handle_replacing(path, None)
 }
 
 /// As [`handle`], but when the store in use is still `failed` (compared by
 /// identity) it is opened anew from the disk first.
-pub(super) fn renewed(
-    path: &Path,
-    failed: &gix::Repository,
-    open: impl FnOnce() -> Result<gix::ThreadSafeRepository, super::RepoError>,
-) -> Result<gix::Repository, super::RepoError> {
-    handle_replacing(path, Some(failed.objects.store_ref()), open)
+pub(super) fn renewed(path: &Path, failed: &gix::Repository) -> Result<gix::Repository, super::RepoError> {
+    handle_replacing(path, Some(failed.objects.store_ref()))
 }
 
 fn handle_replacing(
     path: &Path,
     failed: Option<&gix::odb::Store>,
-    open: impl FnOnce() -> Result<gix::ThreadSafeRepository, super::RepoError>,
 ) -> Result<gix::Repository, super::RepoError> {
     // Held while opening, so two workers of a new store open it once.
     let mut stores = STORES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -56,8 +48,8 @@ fn handle_replacing(
     {
         return Ok(entry.repo.to_thread_local());
     }
-    let repo = open()?;
-    // `open` made the directory where it was missing.
+    let repo = super::open_store(path)?;
+    // `open_store` made the directory where it was missing.
     let dir = identity(path).unwrap_or_default();
     let handle = repo.to_thread_local();
     stores.insert(path.to_owned(), Entry { repo, dir });
