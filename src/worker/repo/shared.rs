@@ -101,4 +101,93 @@ mod tests {
         assert!(after.git_dir().join("HEAD").exists());
         assert_ne!(store(&after), old);
     }
+
+    /// Workers of one store write a pack each per round and record their
+    /// tip, while packs are merged (as the pushers do) and everything is
+    /// repacked (as maintenance does) beside them: a read that misses
+    /// finds its object on a handle reopened once, on the same store.
+    #[test]
+    fn shared_handles_find_their_objects_while_packs_are_merged_under_them() {
+        use super::super::{CommitSpec, FileChange, Identity, RepoError};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let home = tempfile::tempdir().unwrap();
+        let path = Arc::new(home.path().join("r.git"));
+        LocalRepo::open_shared(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let merger = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut merges = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    if crate::worker::store::pack_count(&path) > 8 {
+                        let args: &[&str] = if merges % 2 == 0 {
+                            &["repack", "-d", "-l", "-q", "--geometric=2"]
+                        } else {
+                            &["repack", "-A", "-d", "-l", "-q"]
+                        };
+                        let status = std::process::Command::new("git")
+                            .arg("--git-dir")
+                            .arg(&*path)
+                            .args(["-c", "repack.writeBitmaps=false"])
+                            .args(args)
+                            .status()
+                            .unwrap();
+                        assert!(status.success());
+                        merges += 1;
+                    }
+                    std::thread::yield_now();
+                }
+                merges
+            })
+        };
+        let workers: Vec<_> = (0..6)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut repo = LocalRepo::open_shared(&path).unwrap();
+                    repo.hold_objects_in_memory();
+                    let who = Identity { name: "T".into(), email: "t@example.com".into() };
+                    let spec = CommitSpec {
+                        message: "m",
+                        author: &who,
+                        committer: &who,
+                        time: None,
+                        signer: None,
+                        allow_empty: false,
+                    };
+                    let (file, refname) = (format!("w{w}.yaml"), format!("refs/heads/w{w}"));
+                    let mut tip = None;
+                    let mut reopened = 0;
+                    for i in 0..150 {
+                        let content = format!("v: {i}\n").into_bytes();
+                        let change = FileChange::Write { path: file.clone(), content: content.clone() };
+                        let commit = repo.commit(tip, &[change], &spec).unwrap().unwrap();
+                        tip = Some(commit);
+                        repo.persist_objects().unwrap();
+                        let record = |r: &LocalRepo| {
+                            let read = r.read_file(commit, &file)?;
+                            r.set_ref(&refname, commit).map(|()| read)
+                        };
+                        let read = match record(&repo) {
+                            Err(RepoError::MissingObject { .. }) => {
+                                repo = repo.reopened().unwrap();
+                                reopened += 1;
+                                record(&repo)
+                            }
+                            other => other,
+                        };
+                        assert_eq!(read.unwrap(), Some(content), "worker {w}, round {i}");
+                    }
+                    reopened
+                })
+            })
+            .collect();
+        let reopened: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        stop.store(true, Ordering::SeqCst);
+        let merges = merger.join().unwrap();
+        assert!(merges > 0, "the packs were never merged");
+        eprintln!("{merges} merges, {reopened} handles reopened after a miss");
+    }
 }
