@@ -10,6 +10,9 @@ use crate::exposition::sample;
 
 /// The operator's histogram of watch event → local commit.
 pub const COMMIT_LAG: &str = "gitops_reverser_event_to_commit_lag_seconds";
+/// The operator's histogram of one push attempt: writing the pack, waiting
+/// for the repository's push in flight, and the push.
+pub const PUSH_DURATION: &str = "gitops_reverser_push_duration_seconds";
 
 /// Cumulative counts by upper bound (`le`), plus `+Inf` as the count.
 #[derive(Debug, Clone, Default, PartialEq)]

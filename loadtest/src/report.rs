@@ -97,6 +97,7 @@ pub fn json(outcome: &Outcome, lags: &[Option<f64>], plots: &[String], plot_erro
         // Per commit (from its oldest event's arrival at the operator), from
         // the replicas' histograms: git commit dates have whole seconds.
         "commit_lag_seconds": outcome.commit_lag.summary(),
+        "push_attempt_seconds": outcome.push_duration.summary(),
         "pushes": {"count": pushes_in_run, "per_second": pushes_in_run as f64 / window,
                    "commits": commits, "commits_per_second": commits as f64 / window},
         "replicas": replicas(outcome),
@@ -168,7 +169,7 @@ pub fn markdown(report: &Value) -> String {
     let _ = writeln!(md, "Parameters: `{}`\n", r["parameters"]);
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
     let c = &r["completeness"];
-    let rows: [(&str, &Value); 35] = [
+    let rows: [(&str, &Value); 37] = [
         ("changes accepted", &r["changes"]["accepted"]),
         ("changes accepted per second", &r["changes"]["accepted_per_second"]),
         ("changes pushed per second", &r["changes"]["pushed_per_second"]),
@@ -180,6 +181,11 @@ pub fn markdown(report: &Value) -> String {
         ("lag event → commit p90 (s)", &r["commit_lag_seconds"]["p90"]),
         ("lag event → commit p99 (s)", &r["commit_lag_seconds"]["p99"]),
         ("lag event → commit max ≤ (s, bucket bound)", &r["commit_lag_seconds"]["max_at_most"]),
+        (
+            "push attempt p50 (s: pack, wait for the repository's push, push)",
+            &r["push_attempt_seconds"]["p50"],
+        ),
+        ("push attempt p99 (s)", &r["push_attempt_seconds"]["p99"]),
         ("pushes", &r["pushes"]["count"]),
         ("pushes per second", &r["pushes"]["per_second"]),
         ("commits pushed", &r["pushes"]["commits"]),

@@ -69,6 +69,8 @@ pub struct Outcome {
     pub samples: Vec<Sample>,
     /// The operator's event → commit lag over the load, all replicas.
     pub commit_lag: Histogram,
+    /// The operator's push attempts over the load, all replicas.
+    pub push_duration: Histogram,
     pub disruptions: Vec<Disruption>,
     pub final_check: FinalCheck,
     /// Summed RSS of the idle replicas before the objects existed (initial sync).
@@ -82,12 +84,16 @@ pub struct Outcome {
     pub completeness: Completeness,
 }
 
-/// The commit lag observed during the load, summed over replicas.
-fn commit_lag_since(end: &BTreeMap<String, Scraped>, start: &BTreeMap<String, Scraped>) -> Histogram {
+/// A histogram (`pick`) observed during the load, summed over replicas.
+fn observed_since(
+    end: &BTreeMap<String, Scraped>,
+    start: &BTreeMap<String, Scraped>,
+    pick: fn(&Scraped) -> &Histogram,
+) -> Histogram {
     let mut total = Histogram::default();
     for (name, last) in end {
-        let last = &last.commit_lag;
-        total.add(&start.get(name).map_or_else(|| last.clone(), |first| last.since(&first.commit_lag)));
+        let last = pick(last);
+        total.add(&start.get(name).map_or_else(|| last.clone(), |first| last.since(pick(first))));
     }
     total
 }
@@ -390,7 +396,8 @@ pub async fn execute(env: &Env, operator: &Path, out: &Path, plan: Plan) -> Resu
         errors,
         pushes,
         samples: sampled.timeline,
-        commit_lag: commit_lag_since(&scraped, &at_start),
+        commit_lag: observed_since(&scraped, &at_start, |s| &s.commit_lag),
+        push_duration: observed_since(&scraped, &at_start, |s| &s.push_duration),
         disruptions,
         final_check,
         baseline_rss_kib,

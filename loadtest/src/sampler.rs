@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::completeness::coalesced_by_branch;
-use crate::histogram::{COMMIT_LAG, Histogram};
+use crate::histogram::{COMMIT_LAG, Histogram, PUSH_DURATION};
 use crate::replicas::{Fleet, LEASE_PREFIX, proc_usage, ticks_per_second};
 
 /// `/metrics` is read every this many samples.
@@ -82,6 +82,8 @@ async fn shard_holders(
 pub struct Scraped {
     /// Event → commit lag, summed over the replica's branches.
     pub commit_lag: Histogram,
+    /// Push attempts, summed over the replica's branches.
+    pub push_duration: Histogram,
     /// `events_coalesced_total` by branch.
     pub coalesced: BTreeMap<String, f64>,
 }
@@ -118,8 +120,11 @@ async fn scrape(addr: &str) -> Result<String, String> {
 /// Reads one replica's `/metrics` into `last` (kept as it was if it does not answer).
 pub async fn scrape_one(name: &str, addr: &str, last: &Mutex<BTreeMap<String, Scraped>>) {
     if let Ok(text) = scrape(addr).await {
-        let scraped =
-            Scraped { commit_lag: Histogram::read(&text, COMMIT_LAG), coalesced: coalesced_by_branch(&text) };
+        let scraped = Scraped {
+            commit_lag: Histogram::read(&text, COMMIT_LAG),
+            push_duration: Histogram::read(&text, PUSH_DURATION),
+            coalesced: coalesced_by_branch(&text),
+        };
         last.lock().await.insert(name.to_owned(), scraped);
     }
 }
