@@ -572,7 +572,9 @@ impl ShardCore {
             (Action::Renew { .. }, WriteOutcome::TimedOut { renew_time }) => {
                 self.renewal_unanswered(&lease, renew_time, pending.sent_at, out)
             }
-            (Action::Renew { .. }, WriteOutcome::Conflict) => self.renewal_conflicted(&lease, out),
+            (Action::Renew { .. }, WriteOutcome::Conflict) => {
+                self.renewal_conflicted(&lease, pending.precondition.as_deref(), out)
+            }
             _ => {}
         }
     }
@@ -640,12 +642,16 @@ impl ShardCore {
     }
 
     /// A renewal's conflict ends the tenure, unless an unanswered renewal
-    /// may explain it: then the watch decides.
-    fn renewal_conflicted(&mut self, lease: &LeaseName, out: &mut Vec<Command>) {
+    /// may explain it: then the watch decides. A retry that required a
+    /// version this replica has since moved past (the watch showed its
+    /// unanswered renewal applied, before the retry's answer came) explains
+    /// its own conflict: the next renewal requires the version adopted.
+    fn renewal_conflicted(&mut self, lease: &LeaseName, required: Option<&str>, out: &mut Vec<Command>) {
         if self.adopt_seen(lease, out) == Settled::Adopted {
             return;
         }
         match self.held_mut(lease) {
+            Some(held) if required.is_some_and(|v| v != held.resource_version) => {}
             Some(held) if !held.unanswered.is_empty() => {
                 held.awaiting = true;
                 // The watch may have shown another holder already.
@@ -687,7 +693,7 @@ impl ShardCore {
                 self.renewal_unanswered(&LeaseName::Shard(shard), renew_time, pending.sent_at, out)
             }
             (Action::Renew { .. }, WriteOutcome::Conflict) => {
-                self.renewal_conflicted(&LeaseName::Shard(shard), out)
+                self.renewal_conflicted(&LeaseName::Shard(shard), pending.precondition.as_deref(), out)
             }
             (Action::Release, WriteOutcome::Written { .. }) => {
                 out.push(Command::Event(Event::Released(shard)))

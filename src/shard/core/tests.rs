@@ -269,6 +269,28 @@ fn a_renewal_applied_without_an_answer_is_adopted_from_the_watch() {
 }
 
 #[test]
+fn a_retry_whose_conflict_comes_after_the_watch_showed_the_lost_renewal_keeps_the_shard() {
+    // As above, but the watch shows the lost write applied before the
+    // retry's conflict comes (seen under load: the shard was given up and
+    // its workers stopped, then taken again 0.1 s later).
+    let t0 = Instant::now();
+    let mut h = alone(t0);
+    let lease = LeaseName::Shard(1);
+    h.feed(Input::Tick, t0 + 2 * SECOND);
+    h.feed(Input::Written { lease: lease.clone(), outcome: timed_out(100) }, t0 + 3 * SECOND);
+    h.observe(lease.clone(), renewed("a1+", "a", 100), t0 + 3 * SECOND);
+    let out =
+        h.feed(Input::Written { lease: lease.clone(), outcome: WriteOutcome::Conflict }, t0 + 3 * SECOND);
+    assert!(!events(&out).iter().any(|e| matches!(e, Event::Lost { .. })), "{out:?}");
+    assert_eq!(h.core.ownership().held[&1].tenure, 2, "the same tenure: the branch worker goes on");
+    let out = h.feed(Input::Tick, t0 + 5 * SECOND);
+    assert!(shard_writes(&out).contains(&shard_write(1, version("a1+"), Action::Renew { standby: None })));
+    // A conflict of that renewal is another holder's doing.
+    let out = h.feed(Input::Written { lease, outcome: WriteOutcome::Conflict }, t0 + 5 * SECOND);
+    assert!(events(&out).contains(&Event::Lost { shard: 1, why: "another replica wrote the Lease" }));
+}
+
+#[test]
 fn a_conflict_after_an_unanswered_renewal_loses_when_the_watch_shows_another_holder() {
     let t0 = Instant::now();
     let (mut h, _) = conflict_after_an_unanswered_renewal(t0);
