@@ -127,6 +127,10 @@ const REFLOG_NAME: &str = "gitops-reverser";
 const INDEX_SLOTS: gix::odb::store::init::Slots =
     gix::odb::store::init::Slots::AsNeededByDiskState { multiplier: 2.0, minimum: 512 };
 
+/// A miss opens the shared store anew once the store is at least this old
+/// (see `shared::renewed_if_older`).
+const MISS_RENEWS_STORE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn open_options() -> gix::open::Options {
     gix::open::Options::isolated().object_store_slots(INDEX_SLOTS)
 }
@@ -174,25 +178,29 @@ impl LocalRepo {
     /// A fresh handle on the same repository, with the same limits and the
     /// objects this one holds in memory: after a gix failure, the next try
     /// starts from the disk's state, not from what this handle loaded (its
-    /// pack indices and slots). A shared handle stays on the shared store.
+    /// pack indices and slots). After a miss: a shared handle's store is
+    /// opened anew if it is older than [`MISS_RENEWS_STORE_AFTER`], else
+    /// the handle stays on it (a truly missing object, retried, must not
+    /// open a store per retry).
     pub fn reopened(&self) -> Result<Self, RepoError> {
-        self.reopen(false)
+        self.reopen(MISS_RENEWS_STORE_AFTER)
     }
 
     /// As [`reopened`](Self::reopened), but after a panic inside gix: the
     /// shared store itself is suspect, so where this handle still uses it,
-    /// it is opened anew for every handle that comes after. (Not after a
-    /// miss: a truly missing object would open a store per retry.)
+    /// it is opened anew for every handle that comes after.
     pub fn reopened_on_new_store(&self) -> Result<Self, RepoError> {
-        self.reopen(true)
+        self.reopen(std::time::Duration::ZERO)
     }
 
-    fn reopen(&self, new_store: bool) -> Result<Self, RepoError> {
+    /// A fresh handle; a shared one on a new store if its store is at
+    /// least `renew_after` old.
+    fn reopen(&self, renew_after: std::time::Duration) -> Result<Self, RepoError> {
         let path = self.git_dir();
-        let mut fresh = match (self.shared, new_store) {
-            (true, true) => Self::from_handle(shared::renewed(path, &self.repo)?, true)?,
-            (true, false) => Self::open_shared(path)?,
-            (false, _) => Self::open_or_init(path)?,
+        let mut fresh = if self.shared {
+            Self::from_handle(shared::renewed_if_older(path, &self.repo, renew_after)?, true)?
+        } else {
+            Self::open_or_init(path)?
         };
         fresh.limits = self.limits;
         if let Some(held) = self.repo.objects.reset_object_memory() {

@@ -6,19 +6,22 @@
 //! per handle, 1,000 workers of 10 repositories mapped every pack 1,000
 //! times and ran out of memory maps (`vm.max_map_count`).
 //!
-//! A store that failed inside gix (a panic) is replaced for the handles
-//! opened after it; handles on the old one keep it until they are reopened.
+//! A store that failed inside gix (a panic), or missed an object and is
+//! older than a second, is replaced for the handles opened after it;
+//! handles on the old one keep it until they are reopened.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// A store, and the directory it was opened on: a directory removed and
 /// made again at the same path is another repository.
 struct Entry {
     repo: gix::ThreadSafeRepository,
     dir: (u64, u64),
+    opened: Instant,
 }
 
 static STORES: LazyLock<Mutex<HashMap<PathBuf, Entry>>> = LazyLock::new(Mutex::default);
@@ -30,21 +33,31 @@ pub(super) fn handle(path: &Path) -> Result<gix::Repository, super::RepoError> {
 }
 
 /// As [`handle`], but when the store in use is still `failed` (compared by
-/// identity) it is opened anew from the disk first.
-pub(super) fn renewed(path: &Path, failed: &gix::Repository) -> Result<gix::Repository, super::RepoError> {
-    handle_replacing(path, Some(failed.objects.store_ref()))
+/// identity) and at least `min_age` old, it is opened anew from the disk first.
+/// A handle that misses an object the disk has (its pack came after a
+/// consolidation) misses it again on a fresh handle of the same store; a
+/// new store reads the pack directory afresh. The age bounds how many
+/// stores a truly missing object, retried, opens.
+pub(super) fn renewed_if_older(
+    path: &Path,
+    failed: &gix::Repository,
+    min_age: Duration,
+) -> Result<gix::Repository, super::RepoError> {
+    handle_replacing(path, Some((failed.objects.store_ref(), min_age)))
 }
 
 fn handle_replacing(
     path: &Path,
-    failed: Option<&gix::odb::Store>,
+    failed: Option<(&gix::odb::Store, Duration)>,
 ) -> Result<gix::Repository, super::RepoError> {
     // Held while opening, so two workers of a new store open it once.
     let mut stores = STORES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = identity(path);
     if let Some(entry) = stores.get(path)
         && Some(entry.dir) == dir
-        && !failed.is_some_and(|failed| std::ptr::eq(failed, &*entry.repo.objects))
+        && !failed.is_some_and(|(failed, min_age)| {
+            std::ptr::eq(failed, &*entry.repo.objects) && entry.opened.elapsed() >= min_age
+        })
     {
         return Ok(entry.repo.to_thread_local());
     }
@@ -52,7 +65,7 @@ fn handle_replacing(
     // `open_store` made the directory where it was missing.
     let dir = identity(path).unwrap_or_default();
     let handle = repo.to_thread_local();
-    stores.insert(path.to_owned(), Entry { repo, dir });
+    stores.insert(path.to_owned(), Entry { repo, dir, opened: Instant::now() });
     Ok(handle)
 }
 
@@ -80,9 +93,9 @@ mod tests {
         // A handle of its own never joins the shared store.
         assert_ne!(store(&LocalRepo::open_or_init(&a).unwrap()), store(&first));
 
-        // After a miss the fresh handle stays on the store; after a panic
-        // the store is opened anew, once.
-        assert_eq!(store(&first.reopened().unwrap()), store(&first));
+        // After a miss the fresh handle stays on a store younger than the
+        // bound; after a panic the store is opened anew, once.
+        assert_eq!(store(&first.reopen(std::time::Duration::MAX).unwrap()), store(&first));
         let renewed = first.reopened_on_new_store().unwrap();
         assert_ne!(store(&renewed), store(&first));
         assert_eq!(store(&LocalRepo::open_shared(&a).unwrap()), store(&renewed));
