@@ -15,6 +15,7 @@
 //! without pushes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,7 @@ async fn serve(
 ) {
     let mut waiting: VecDeque<Request> = VecDeque::new();
     let mut refs = RefLimit::default();
+    let consolidating = Arc::new(AtomicBool::new(false));
     loop {
         if waiting.is_empty() {
             match tokio::time::timeout(IDLE, intake.recv()).await {
@@ -126,7 +128,7 @@ async fn serve(
             waiting.push_back(request);
         }
         let batch = take_batch(&mut waiting, refs.current);
-        consolidate(&batch).await;
+        consolidate_beside(&batch, &consolidating);
         let end = push_batch(batch).await;
         refs.after(end);
         slot.finish(end);
@@ -182,25 +184,37 @@ fn take_batch(waiting: &mut VecDeque<Request>, limit: usize) -> Vec<Request> {
     batch
 }
 
-/// Packs in a store past which the next push of it consolidates them first.
+/// Packs in a store past which a push starts a consolidation beside it.
 const PACKS_BEFORE_CONSOLIDATION: usize = 32;
 
-/// Merges the store's small packs when there are many: each branch of the
-/// batch wrote one before it asked to push. Runs between the store's pushes,
-/// under the store's lock, so never beside a fetch or another repack.
-async fn consolidate(batch: &[Request]) {
+/// Merges the store's small packs when there are many: each branch of a
+/// push wrote one before it asked to push. Runs beside the repository's
+/// pushes, not before them (under load a merge took 0.1 s, at times 1 s,
+/// and every waiting branch waited for it): git keeps reading a pack it
+/// opened once it is merged away, and a gix handle that misses reopens.
+/// Under the store's lock, so never beside a fetch or another repack; at
+/// most one at a time per repository (`running`).
+fn consolidate_beside(batch: &[Request], running: &Arc<AtomicBool>) {
     let Some(first) = batch.first() else { return };
-    let dir = &first.push.update.git_dir;
-    if super::store::pack_count(dir) <= PACKS_BEFORE_CONSOLIDATION {
+    let dir = first.push.update.git_dir.clone();
+    if super::store::pack_count(&dir) <= PACKS_BEFORE_CONSOLIDATION || running.swap(true, Ordering::AcqRel) {
         return;
     }
-    let _store = super::store::exclusive(dir).await;
-    if super::store::pack_count(dir) <= PACKS_BEFORE_CONSOLIDATION {
-        return;
-    }
-    if let Err(error) = first.push.remote.consolidate_packs(dir).await {
-        tracing::warn!(store = %dir.display(), %error, "consolidating packs failed; pushing anyway");
-    }
+    let (remote, running) = (first.push.remote.clone(), running.clone());
+    tokio::spawn(async move {
+        let store = super::store::exclusive(&dir).await;
+        if super::store::pack_count(&dir) > PACKS_BEFORE_CONSOLIDATION {
+            let started = Instant::now();
+            match remote.consolidate_packs(&dir).await {
+                Ok(()) => {
+                    tracing::debug!(store = %dir.display(), took = ?started.elapsed(), "consolidated packs")
+                }
+                Err(error) => tracing::warn!(store = %dir.display(), %error, "consolidating packs failed"),
+            }
+        }
+        drop(store);
+        running.store(false, Ordering::Release);
+    });
 }
 
 /// Runs one push for `batch` and answers every request; says how it ended.
