@@ -565,6 +565,9 @@ impl Shell {
                 Err(RepoError::NotOpen) => Ok(0),
                 other => other,
             };
+            if started.elapsed() >= SLOW_PERSIST {
+                debug!(%branch, took = ?started.elapsed(), "writing the pack before the push was slow");
+            }
             let reply = match (remote, persisted) {
                 (Err((reason, message)), _) => PushReply::Failed { reason, message },
                 (_, Err(error)) => {
@@ -601,6 +604,9 @@ impl Shell {
         }
     }
 }
+
+/// A pack written before a push taking this long is logged (debug).
+const SLOW_PERSIST: Duration = Duration::from_millis(50);
 
 fn file_change(change: Change) -> FileChange {
     match change.content {

@@ -56,6 +56,8 @@ pub struct PushRequest {
 struct Request {
     push: PushRequest,
     reply: oneshot::Sender<PushReply>,
+    /// When it was handed over, for the log of how long pushes wait.
+    queued_at: Instant,
 }
 
 impl Pushers {
@@ -68,7 +70,7 @@ impl Pushers {
     /// whatever else of that repository is waiting.
     pub async fn push(&self, repository: &str, push: PushRequest) -> PushReply {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(repository, Request { push, reply });
+        self.enqueue(repository, Request { push, reply, queued_at: Instant::now() });
         answer.await.unwrap_or_else(|_| PushReply::Failed {
             reason: crate::api::Reason::GitOperationFailed,
             message: "the repository's push task ended before it answered".into(),
@@ -238,8 +240,17 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     let updates: Vec<RefUpdate> = live.iter().map(|r| r.push.update.clone()).collect();
     let span = tracing::debug_span!("push_batch", url = %remote.url(), refs = updates.len());
     let started = Instant::now();
+    let waited =
+        live.iter().map(|r| started.saturating_duration_since(r.queued_at)).max().unwrap_or_default();
     let result = remote.push_refs_until(deadline, &updates).instrument(span).await;
-    tracing::debug!(url = %remote.url(), refs = updates.len(), took = ?started.elapsed(), ok = result.is_ok(), "pushed branches together");
+    tracing::debug!(
+        url = %remote.url(),
+        refs = updates.len(),
+        ?waited,
+        took = ?started.elapsed(),
+        ok = result.is_ok(),
+        "pushed branches together"
+    );
     let end = match &result {
         Ok(_) => PushEnd::Answered,
         Err(RemoteError::Timeout { .. }) => PushEnd::TimedOut,
@@ -298,7 +309,7 @@ mod tests {
         };
         let push =
             PushRequest { remote: remote.clone(), update, fence: Fence::unfenced(Duration::from_secs(4)) };
-        (Request { push, reply }, answer)
+        (Request { push, reply, queued_at: Instant::now() }, answer)
     }
 
     fn branches(batch: &[Request]) -> Vec<&str> {
