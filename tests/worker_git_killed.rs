@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use harness::{Branch, Options, repo_name};
 
-fn pushes(repo: &str) -> usize {
+/// The push log's lines of `repo`, split into fields.
+fn pushes(repo: &str) -> Vec<Vec<String>> {
     let log = std::fs::read_to_string(support::env().var("GITENV_PUSHLOG")).unwrap_or_default();
-    log.lines().filter(|l| l.split(' ').nth(1) == Some(repo)).count()
+    log.lines()
+        .map(|l| l.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|f| f.get(1).map(String::as_str) == Some(repo))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,6 +38,14 @@ async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
     let mut branch = Branch::start(env, &repo.ssh_url, options);
     branch.set("a").await;
     branch.wait_equal("the first push", Duration::from_secs(60)).await;
+    // The branch moves before the server's post-receive hook logs the push:
+    // wait for the log, or a late line of this push looks like the held one.
+    let head = branch.remote_head().expect("the first push made the branch");
+    support::wait_for("the first push in the server's push log", Duration::from_secs(30), || {
+        let logged = pushes(&name).iter().any(|f| f.get(6) == Some(&head));
+        async move { logged.then_some(()) }
+    })
+    .await;
 
     // The next push's ref update is held for 60 s after it is committed, before
     // the server answers: git's reference-transaction hook, in the repository.
@@ -50,7 +62,7 @@ async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let before = pushes(&name);
+    let before = pushes(&name).len();
     for _ in 0..3 {
         branch.set("a").await;
     }
@@ -60,7 +72,7 @@ async fn a_push_whose_answer_was_lost_is_recognised_not_replayed() {
         async move { done.then_some(()) }
     })
     .await;
-    assert_eq!(pushes(&name), before, "the answer (and the post-receive log) is still held");
+    assert_eq!(pushes(&name).len(), before, "the answer (and the post-receive log) is still held");
     let restart = support::StartOnDrop("git");
     support::component("kill", "git");
     std::fs::remove_file(&hook).unwrap();

@@ -222,6 +222,11 @@ impl Branch {
             .unwrap_or_default()
     }
 
+    /// The server's tip of the branch, if it has one.
+    pub fn remote_head(&self) -> Option<String> {
+        self.git.read_branch(&self.url, "main").map(|v| v.head)
+    }
+
     /// Waits until the server's folder equals the model; returns how long it took.
     pub async fn wait_equal(&self, what: &str, timeout: Duration) -> Duration {
         let started = Instant::now();
