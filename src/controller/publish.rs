@@ -33,6 +33,7 @@ const COUNTER_WRITES_PER_SECOND: f64 = 5.0;
 fn counter_write_interval(owned: usize) -> Duration {
     COUNTER_WRITE_INTERVAL.max(Duration::from_secs_f64(owned as f64 / COUNTER_WRITES_PER_SECOND))
 }
+
 /// GitTarget status writes in flight at once: one by one, 32 targets whose
 /// counters changed held a controller pass (and with it a handover) for
 /// hundreds of milliseconds.

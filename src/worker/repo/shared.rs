@@ -121,7 +121,8 @@ mod tests {
     /// finds its object on a handle reopened once, on the same store.
     #[test]
     fn shared_handles_find_their_objects_while_packs_are_merged_under_them() {
-        use super::super::{CommitSpec, FileChange, Identity, RepoError};
+        use super::super::tests::commit;
+        use super::super::{FileChange, RepoError};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -161,22 +162,13 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut repo = LocalRepo::open_shared(&path).unwrap();
                     repo.hold_objects_in_memory();
-                    let who = Identity { name: "T".into(), email: "t@example.com".into() };
-                    let spec = CommitSpec {
-                        message: "m",
-                        author: &who,
-                        committer: &who,
-                        time: None,
-                        signer: None,
-                        allow_empty: false,
-                    };
                     let (file, refname) = (format!("w{w}.yaml"), format!("refs/heads/w{w}"));
                     let mut tip = None;
                     let mut reopened = 0;
                     for i in 0..150 {
                         let content = format!("v: {i}\n").into_bytes();
                         let change = FileChange::Write { path: file.clone(), content: content.clone() };
-                        let commit = repo.commit(tip, &[change], &spec).unwrap().unwrap();
+                        let commit = commit(&repo, tip, &[change]).unwrap();
                         tip = Some(commit);
                         repo.persist_objects().unwrap();
                         let record = |r: &LocalRepo| {

@@ -103,7 +103,7 @@ fn delete(path: &str) -> FileChange {
 }
 
 /// Commits `changes` with a fixed spec; panics on error.
-fn commit(repo: &LocalRepo, parent: Option<ObjectId>, changes: &[FileChange]) -> Option<ObjectId> {
+pub(super) fn commit(repo: &LocalRepo, parent: Option<ObjectId>, changes: &[FileChange]) -> Option<ObjectId> {
     let (a, c) = (who("Alice"), who("Bot"));
     repo.commit(parent, changes, &spec("update", &a, &c)).unwrap()
 }
