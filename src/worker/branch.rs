@@ -560,29 +560,37 @@ impl Shell {
         let repository = self.settings.key.url.clone();
         async move {
             let started = Instant::now();
-            // git pushes from the disk: what this worker committed goes there first.
-            let persisted = match with_repo(repo, |r| r.persist_objects()).await {
-                Err(RepoError::NotOpen) => Ok(0),
-                other => other,
-            };
-            // Under load the pack write is a large share of a push's wait.
-            span.record("pack_seconds", started.elapsed().as_secs_f64());
-            let reply = match (remote, persisted) {
-                (Err((reason, message)), _) => PushReply::Failed { reason, message },
-                (_, Err(error)) => {
-                    PushReply::Failed { reason: Reason::GitOperationFailed, message: with_causes(&error) }
-                }
-                (Ok(remote), Ok(_)) => {
+            let reply = match remote {
+                Err((reason, message)) => PushReply::Failed { reason, message },
+                Ok(remote) => {
+                    // git pushes from the disk: the pusher writes what this
+                    // worker committed, in one pack with the push's other branches.
+                    let held = match with_repo(repo.clone(), |r| Ok(r.held_objects())).await {
+                        Ok(held) => Arc::new(held),
+                        Err(_) => Arc::default(),
+                    };
                     let update = RefUpdate {
                         git_dir: dir,
                         branch: branch.clone(),
                         local: local.to_string(),
                         expected: expected.map(|t| t.to_string()),
                     };
-                    pushers
-                        .push(&repository, PushRequest { remote, update, fence })
+                    let objects = held.clone();
+                    let reply = pushers
+                        .push(&repository, PushRequest { remote, update, fence, objects })
                         .instrument(span.clone())
-                        .await
+                        .await;
+                    // git ran, so the pack was written: hold those objects no longer.
+                    if matches!(reply, PushReply::Pushed | PushReply::Stale | PushReply::Rejected(_))
+                        && !held.is_empty()
+                    {
+                        let _ = with_repo(repo, move |r| {
+                            r.forget_written(&held);
+                            Ok(())
+                        })
+                        .await;
+                    }
+                    reply
                 }
             };
             let (result, reason) = match &reply {
@@ -645,7 +653,7 @@ impl From<RepoError> for Failure {
 
 /// A local error with what caused it ("No space left on device" sits deep
 /// in gix's chain); local errors carry paths, never credentials.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {

@@ -93,7 +93,7 @@ pub fn push_span<'a>(
 ) -> tracing::Span {
     let span = tracing::info_span!(target: TARGET, parent: None, "push",
         repository, branch = %key.branch, shard, commits, replica = trace::replica(),
-        sha = Empty, result = Empty, reason = Empty, replays = Empty, pack_seconds = Empty);
+        sha = Empty, result = Empty, reason = Empty, replays = Empty);
     if trace::enabled() {
         let mut linked = 0;
         for source in sources {

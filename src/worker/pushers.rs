@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::core::PushReply;
 use super::push_slots::{PushEnd, PushSlots};
 use super::remote::{PushOutcome, RefUpdate, Remote, RemoteError};
+use super::repo::{HeldObjects, write_held};
 use crate::shard::Fence;
 
 /// Refs one push carries at most. Each ref's repository joins the push as
@@ -50,6 +51,9 @@ pub struct PushRequest {
     pub update: RefUpdate,
     /// The branch's shard fence, checked right before git runs.
     pub fence: Fence,
+    /// What the branch committed that is not on disk yet: the push writes
+    /// it, with the other branches' objects, as one pack.
+    pub objects: Arc<HeldObjects>,
 }
 
 #[derive(Debug)]
@@ -237,6 +241,17 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     }
     let (Some(deadline), Some(first)) = (deadline, live.first()) else { return PushEnd::Other };
     let remote = first.push.remote.clone();
+    let packing = Instant::now();
+    if let Err(message) = write_pack(&live).await {
+        for request in live {
+            let _ = request.reply.send(PushReply::Failed {
+                reason: crate::api::Reason::GitOperationFailed,
+                message: message.clone(),
+            });
+        }
+        return PushEnd::Other;
+    }
+    let packed = packing.elapsed();
     let updates: Vec<RefUpdate> = live.iter().map(|r| r.push.update.clone()).collect();
     let span = tracing::debug_span!("push_batch", url = %remote.url(), refs = updates.len());
     let started = Instant::now();
@@ -247,6 +262,7 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
         url = %remote.url(),
         refs = updates.len(),
         ?waited,
+        ?packed,
         took = ?started.elapsed(),
         ok = result.is_ok(),
         "pushed branches together"
@@ -270,6 +286,28 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
         }
     }
     end
+}
+
+/// Writes what the branches of a push committed as one pack into their
+/// store (one pack per push, not per branch: fewer files for git to open
+/// and fewer merges of small packs).
+async fn write_pack(live: &[Request]) -> Result<(), String> {
+    let Some(first) = live.first() else { return Ok(()) };
+    let held: Vec<_> = live.iter().map(|r| r.push.objects.clone()).filter(|o| !o.is_empty()).collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let dir = first.push.update.git_dir.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let held: Vec<&HeldObjects> = held.iter().map(|o| o.as_ref()).collect();
+        write_held(&dir, &held)
+    })
+    .await;
+    match written {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(super::branch::with_causes(&error)),
+        Err(join) => Err(format!("writing the push's pack stopped: {join}")),
+    }
 }
 
 fn reply_of(outcome: Result<PushOutcome, RemoteError>) -> PushReply {
@@ -307,8 +345,12 @@ mod tests {
             local: "a".repeat(40),
             expected: None,
         };
-        let push =
-            PushRequest { remote: remote.clone(), update, fence: Fence::unfenced(Duration::from_secs(4)) };
+        let push = PushRequest {
+            remote: remote.clone(),
+            update,
+            fence: Fence::unfenced(Duration::from_secs(4)),
+            objects: Arc::default(),
+        };
         (Request { push, reply, queued_at: Instant::now() }, answer)
     }
 

@@ -33,6 +33,22 @@ use gix::refs::{FullName, Target};
 pub use history::HistoryFrom;
 pub use pack::TMP_PREFIX as TMP_PACK_PREFIX;
 
+/// Objects a handle holds in memory (see [`LocalRepo::hold_objects_in_memory`]).
+pub type HeldObjects = gix::odb::memory::Storage;
+
+/// Writes the objects of several handles of the store at `git_dir` as one
+/// pack (an object held by several is written once); returns how many.
+pub fn write_held(git_dir: &Path, held: &[&HeldObjects]) -> Result<usize, RepoError> {
+    let mut objects = std::collections::BTreeMap::new();
+    for (id, object) in held.iter().flat_map(|h| h.iter()) {
+        objects.entry(id).or_insert(object);
+    }
+    let dir = git_dir.join("objects").join("pack");
+    pack::write(&dir, objects.iter().map(|(id, object)| (*id, *object)))
+        .map_err(|source| RepoError::WritePack { dir, source })?;
+    Ok(objects.len())
+}
+
 use crate::worker::limits::Limits;
 use crate::worker::signing::SigningKey;
 
@@ -219,6 +235,24 @@ impl LocalRepo {
     /// Objects written and not yet persisted.
     pub fn objects_in_memory(&self) -> usize {
         self.repo.objects.num_objects_in_memory()
+    }
+
+    /// A copy of the objects held in memory, for a pack written elsewhere:
+    /// the repository's pusher writes one for every branch of a push. They
+    /// stay held until [`forget_written`](Self::forget_written).
+    pub fn held_objects(&mut self) -> HeldObjects {
+        let Some(held) = self.repo.objects.take_object_memory() else { return HeldObjects::default() };
+        let copy = held.clone();
+        self.repo.objects.set_object_memory(held);
+        copy
+    }
+
+    /// Stops holding `written` in memory: they are in a pack on disk now
+    /// (objects written since the copy stay held).
+    pub fn forget_written(&mut self, written: &HeldObjects) {
+        let Some(mut held) = self.repo.objects.take_object_memory() else { return };
+        held.retain(|id, _| !written.contains_key(id));
+        self.repo.objects.set_object_memory(held);
     }
 
     /// Writes the objects held in memory as one pack into the object store;

@@ -628,6 +628,42 @@ fn objects_held_in_memory_are_persisted_as_one_pack_git_reads() {
     assert_eq!(packs(&repo).len(), 2);
 }
 
+/// Two handles of one store hand copies of what they hold to one pack
+/// written for both (the repository's pusher does this); each then drops
+/// what was written and keeps holding what it committed since.
+#[test]
+fn held_objects_of_two_handles_go_into_one_pack_and_are_then_forgotten() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.path("repo.git");
+    let (mut a, mut b) = (LocalRepo::open_shared(&path).unwrap(), LocalRepo::open_shared(&path).unwrap());
+    a.hold_objects_in_memory();
+    b.hold_objects_in_memory();
+    // The same blob in both: written once.
+    let first = commit(&a, None, &[write("x.yaml", b"same")]).unwrap();
+    let other = commit(&b, None, &[write("y.yaml", b"same")]).unwrap();
+    let (held_a, held_b) = (a.held_objects(), b.held_objects());
+    assert_eq!((held_a.len(), held_b.len()), (3, 3), "a commit, a tree and the blob each");
+    assert_eq!(a.objects_in_memory(), 3, "a copy: still held");
+    let later = commit(&a, Some(first), &[write("x.yaml", b"later")]).unwrap();
+
+    assert_eq!(write_held(&path, &[&held_a, &held_b]).unwrap(), 5, "the shared blob once");
+    assert_eq!(packs(&a).len(), 1);
+    a.forget_written(&held_a);
+    b.forget_written(&held_b);
+    assert_eq!((a.objects_in_memory(), b.objects_in_memory()), (3, 0), "what came after the copy stays");
+    let fresh = LocalRepo::open_or_init(&path).unwrap();
+    assert_eq!(fresh.read_file(other, "y.yaml").unwrap().as_deref(), Some(&b"same"[..]));
+    assert_eq!(a.read_file(first, "x.yaml").unwrap().as_deref(), Some(&b"same"[..]), "read from the pack");
+    assert!(
+        matches!(fresh.read_file(later, "x.yaml"), Err(RepoError::MissingObject { .. })),
+        "not written yet"
+    );
+    assert_eq!(a.persist_objects().unwrap(), 3);
+    a.set_ref("refs/heads/main", later).unwrap();
+    a.set_ref("refs/heads/other", other).unwrap();
+    sandbox.fsck(&a);
+}
+
 /// A pack that cannot be written leaves every object in memory, so the
 /// next try (or a reopened handle) still has them.
 #[test]
