@@ -193,8 +193,8 @@ fn take_batch(waiting: &mut VecDeque<Request>, limit: usize) -> Vec<Request> {
 /// Packs in a store past which a push starts a consolidation beside it.
 const PACKS_BEFORE_CONSOLIDATION: usize = 32;
 
-/// Merges the store's small packs when there are many: each branch of a
-/// push wrote one before it asked to push. Runs beside the repository's
+/// Merges the store's small packs when there are many: each push writes
+/// one, and so does each fetch. Runs beside the repository's
 /// pushes, not before them (under load a merge took 0.1 s, at times 1 s,
 /// and every waiting branch waited for it): git keeps reading a pack it
 /// opened once it is merged away, and a gix handle that misses reopens.
