@@ -243,12 +243,7 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     let remote = first.push.remote.clone();
     let packing = Instant::now();
     if let Err(message) = write_pack(&live).await {
-        for request in live {
-            let _ = request.reply.send(PushReply::Failed {
-                reason: crate::api::Reason::GitOperationFailed,
-                message: message.clone(),
-            });
-        }
+        fail_all(live, crate::api::Reason::GitOperationFailed, &message);
         return PushEnd::Other;
     }
     let packed = packing.elapsed();
@@ -278,14 +273,16 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
                 let _ = request.reply.send(reply_of(outcome));
             }
         }
-        Err(error) => {
-            let (reason, message) = (error.reason(), error.to_string());
-            for request in live {
-                let _ = request.reply.send(PushReply::Failed { reason, message: message.clone() });
-            }
-        }
+        Err(error) => fail_all(live, error.reason(), &error.to_string()),
     }
     end
+}
+
+/// Answers every request of a push that failed as a whole.
+fn fail_all(live: Vec<Request>, reason: crate::api::Reason, message: &str) {
+    for request in live {
+        let _ = request.reply.send(PushReply::Failed { reason, message: message.to_owned() });
+    }
 }
 
 /// Writes what the branches of a push committed as one pack into their

@@ -259,15 +259,14 @@ impl LocalRepo {
     /// returns how many. On failure they stay in memory for the next try.
     pub fn persist_objects(&mut self) -> Result<usize, RepoError> {
         let Some(held) = self.repo.objects.take_object_memory() else { return Ok(0) };
-        let dir = self.git_dir().join("objects").join("pack");
-        match pack::write(&dir, held.iter()) {
-            Ok(_) => {
+        match write_held(self.git_dir(), &[&held]) {
+            Ok(written) => {
                 self.repo.objects.enable_object_memory();
-                Ok(held.len())
+                Ok(written)
             }
-            Err(source) => {
+            Err(error) => {
                 self.repo.objects.set_object_memory(held);
-                Err(RepoError::WritePack { dir, source })
+                Err(error)
             }
         }
     }
