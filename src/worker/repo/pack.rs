@@ -40,9 +40,22 @@ pub fn write<'a>(
     let index = index(&mut entries, &checksum)?;
     let name = format!("pack-{checksum}");
     let pack_path = pack_dir.join(format!("{name}.pack"));
+    // A `.keep` while the pack has no index yet, as git's index-pack and
+    // gix write theirs: a `git repack -A -d` beside this write lists packs
+    // by their `.pack` (git 2.39) but packs only what has an index, and
+    // would delete this one with objects it never copied.
+    let keep = pack_dir.join(format!("{name}.keep"));
+    std::fs::write(&keep, b"gitops-reverser: being written\n")?;
     // The index last: readers find a pack through its index.
-    persist(pack_dir, &pack, &pack_path)?;
-    persist(pack_dir, &index, &pack_dir.join(format!("{name}.idx")))?;
+    let written = persist(pack_dir, &pack, &pack_path)
+        .and_then(|()| persist(pack_dir, &index, &pack_dir.join(format!("{name}.idx"))));
+    // NotFound: a writer of the same objects (the same name) removed it.
+    let unkept = std::fs::remove_file(&keep).or_else(|e| match e.kind() {
+        io::ErrorKind::NotFound => Ok(()),
+        _ => Err(e),
+    });
+    written?;
+    unkept?;
     Ok(Some(pack_path))
 }
 
