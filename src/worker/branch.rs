@@ -209,7 +209,8 @@ async fn run(
     let mut drained: Vec<oneshot::Sender<()>> = Vec::new();
     let mut commands = core.handle(Input::Tick, at());
     let mut started = false;
-    let (mut intake_open, mut control_open) = (true, true);
+    let (mut intake_open, mut control_open, mut rounds_open) = (true, true, true);
+    let mut rounds = shell.settings.pushers.rounds(&shell.settings.key.url);
     loop {
         for command in commands.drain(..) {
             if let Command::Done = command {
@@ -265,8 +266,17 @@ async fn run(
                     Input::Drain
                 }
             },
+            changed = rounds.changed(), if rounds_open => match changed {
+                Ok(()) => Input::PushRound,
+                Err(_) => {
+                    rounds_open = false;
+                    continue;
+                }
+            },
             _ = tokio::time::sleep_until(wake.into()) => Input::Tick,
         };
+        // A push the round brings out joins it rather than opening another.
+        shell.joins_round = matches!(input, Input::PushRound);
         commands = core.handle(input, at());
     }
 }
@@ -291,6 +301,8 @@ struct Shell {
     repo: RepoSlot,
     remote_tip: Option<ObjectId>,
     metrics: Arc<BranchMetrics>,
+    /// The commands being run answer a round of the repository's pushes.
+    joins_round: bool,
 }
 
 impl Shell {
@@ -299,7 +311,7 @@ impl Shell {
         let repository =
             remote.as_ref().map(|r| r.url().to_owned()).unwrap_or_else(|_| settings.key.url.clone());
         let metrics = Arc::new(settings.metrics.branch(&repository, &settings.key.branch));
-        Self { settings, remote, repo: handle::empty(), remote_tip: None, metrics }
+        Self { settings, remote, repo: handle::empty(), remote_tip: None, metrics, joins_round: false }
     }
 
     fn reconfigure(&mut self, settings: WorkerSettings) {
@@ -558,6 +570,7 @@ impl Shell {
         let span = observe::push_span(&self.settings.key, &url, fence.shard, commits, sources.iter());
         let trace_id = crate::telemetry::trace::trace_id(&crate::telemetry::trace::context_of(&span));
         let repository = self.settings.key.url.clone();
+        let joins_round = self.joins_round;
         async move {
             let started = Instant::now();
             let reply = match remote {
@@ -577,7 +590,7 @@ impl Shell {
                     };
                     let objects = held.clone();
                     let reply = pushers
-                        .push(&repository, PushRequest { remote, update, fence, objects })
+                        .push(&repository, PushRequest { remote, update, fence, objects, joins_round })
                         .instrument(span.clone())
                         .await;
                     // git ran, so the pack was written: hold those objects no longer.

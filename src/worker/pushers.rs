@@ -9,6 +9,13 @@
 //! hundreds of branches. Each ref keeps its own lease, so one stale branch
 //! holds no other back.
 //!
+//! A push that is due opens a round: the other branches of the repository
+//! hear of it ([`Pushers::rounds`]) and join it with what they committed,
+//! even before their own interval is up. What is committed while a push
+//! runs then waits for the next round, so a replica pushes a repository
+//! about once per interval, and a change waits for at most one interval
+//! and one push (not for the pushes of other branches queued before it).
+//!
 //! A push still takes one of the replica's [`PushSlots`] and passes each
 //! branch's fence before git runs; a branch whose fence fails is answered
 //! `Fenced` and left out. The task of a repository ends after a minute
@@ -19,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::core::PushReply;
@@ -35,13 +42,21 @@ use crate::shard::Fence;
 pub const MAX_REFS_PER_PUSH: usize = 128;
 /// A repository's task ends after this long without a push.
 const IDLE: Duration = Duration::from_secs(60);
+/// How long a push that opens a round on an idle repository waits for the
+/// branches that join it: they only copy what they hold and hand it over.
+/// A branch that misses it goes out in a push of its own right after.
+const ROUND_GATHER: Duration = Duration::from_millis(25);
 
 /// The replica's pushers: one task per repository, created on first use.
 #[derive(Clone, Debug)]
 pub struct Pushers {
     slots: PushSlots,
     repositories: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Request>>>>,
+    rounds: Rounds,
 }
+
+/// Per repository, a counter that moves whenever a push of it opens a round.
+type Rounds = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
 
 /// One branch's push.
 #[derive(Debug)]
@@ -54,6 +69,8 @@ pub struct PushRequest {
     /// What the branch committed that is not on disk yet: the push writes
     /// it, with the other branches' objects, as one pack.
     pub objects: Arc<HeldObjects>,
+    /// The branch joins a round another branch opened: its push opens none.
+    pub joins_round: bool,
 }
 
 #[derive(Debug)]
@@ -67,7 +84,13 @@ struct Request {
 impl Pushers {
     /// At most `max_concurrent` pushes (of all repositories) run at once.
     pub fn new(max_concurrent: usize) -> Self {
-        Self { slots: PushSlots::new(max_concurrent), repositories: Arc::default() }
+        Self { slots: PushSlots::new(max_concurrent), repositories: Arc::default(), rounds: Arc::default() }
+    }
+
+    /// Changes whenever a push of `repository` (its normalised URL) opens a
+    /// round: a branch with commits that waits for its interval joins it.
+    pub fn rounds(&self, repository: &str) -> watch::Receiver<u64> {
+        round_of(&self.rounds, repository).subscribe()
     }
 
     /// Pushes one branch of `repository` (its normalised URL), together with
@@ -96,7 +119,33 @@ impl Pushers {
         sender.send(request).expect("the receiver is alive");
         repositories.insert(repository.to_owned(), sender);
         let (slots, registry, key) = (self.slots.clone(), self.repositories.clone(), repository.to_owned());
-        tokio::spawn(serve(intake, slots, registry, key));
+        let round = Round { sender: round_of(&self.rounds, repository), rounds: self.rounds.clone() };
+        tokio::spawn(serve(intake, slots, registry, key, round));
+    }
+}
+
+fn round_of(rounds: &Rounds, repository: &str) -> watch::Sender<u64> {
+    let mut rounds = rounds.lock().expect("rounds lock");
+    rounds.entry(repository.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
+}
+
+/// The rounds of one repository's task.
+struct Round {
+    sender: watch::Sender<u64>,
+    rounds: Rounds,
+}
+
+impl Round {
+    fn open(&self) {
+        self.sender.send_modify(|round| *round = round.wrapping_add(1));
+    }
+
+    /// The task ends: forget the repository unless a branch still listens.
+    fn end(self, repository: &str) {
+        let mut rounds = self.rounds.lock().expect("rounds lock");
+        if self.sender.receiver_count() == 0 {
+            rounds.remove(repository);
+        }
     }
 }
 
@@ -105,6 +154,7 @@ async fn serve(
     slots: PushSlots,
     registry: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Request>>>>,
     repository: String,
+    round: Round,
 ) {
     let mut waiting: VecDeque<Request> = VecDeque::new();
     let mut refs = RefLimit::default();
@@ -112,8 +162,15 @@ async fn serve(
     loop {
         if waiting.is_empty() {
             match tokio::time::timeout(IDLE, intake.recv()).await {
-                Ok(Some(request)) => waiting.push_back(request),
-                Ok(None) => return,
+                Ok(Some(request)) => {
+                    let opens = !request.push.joins_round;
+                    waiting.push_back(request);
+                    if opens {
+                        round.open();
+                        tokio::time::sleep(ROUND_GATHER).await;
+                    }
+                }
+                Ok(None) => return round.end(&repository),
                 Err(_) => {
                     let mut repositories = registry.lock().expect("pushers lock");
                     if let Ok(request) = intake.try_recv() {
@@ -124,7 +181,8 @@ async fn serve(
                     if repositories.get(&repository).is_some_and(mpsc::UnboundedSender::is_closed) {
                         repositories.remove(&repository);
                     }
-                    return;
+                    drop(repositories);
+                    return round.end(&repository);
                 }
             }
         }
@@ -135,7 +193,27 @@ async fn serve(
         }
         let batch = take_batch(&mut waiting, refs.current);
         consolidate_beside(&batch, &consolidating);
-        let end = push_batch(batch).await;
+        // A due branch left for the next push opens its round now, so the
+        // others join while this push runs.
+        let mut next_round_open = waiting.iter().any(|r| !r.push.joins_round);
+        if next_round_open {
+            round.open();
+        }
+        let push = push_batch(batch);
+        tokio::pin!(push);
+        let end = loop {
+            tokio::select! {
+                biased;
+                end = &mut push => break end,
+                Some(request) = intake.recv() => {
+                    if !next_round_open && !request.push.joins_round {
+                        next_round_open = true;
+                        round.open();
+                    }
+                    waiting.push_back(request);
+                }
+            }
+        };
         refs.after(end);
         slot.finish(end);
     }
@@ -248,6 +326,7 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     }
     let packed = packing.elapsed();
     let updates: Vec<RefUpdate> = live.iter().map(|r| r.push.update.clone()).collect();
+    let joined = live.iter().filter(|r| r.push.joins_round).count();
     let span = tracing::debug_span!("push_batch", url = %remote.url(), refs = updates.len());
     let started = Instant::now();
     let waited =
@@ -256,6 +335,7 @@ async fn push_batch(batch: Vec<Request>) -> PushEnd {
     tracing::debug!(
         url = %remote.url(),
         refs = updates.len(),
+        joined,
         ?waited,
         ?packed,
         took = ?started.elapsed(),
@@ -347,6 +427,7 @@ mod tests {
             update,
             fence: Fence::unfenced(Duration::from_secs(4)),
             objects: Arc::default(),
+            joins_round: false,
         };
         (Request { push, reply, queued_at: Instant::now() }, answer)
     }
@@ -433,6 +514,38 @@ mod tests {
             refs.after(PushEnd::Answered);
         }
         assert_eq!(refs.current, MAX_REFS_PER_PUSH);
+    }
+
+    fn fenced(remote: &Arc<Remote>, branch: &str, joins_round: bool) -> PushRequest {
+        let (mut request, _) = request(remote, branch);
+        // Shard 7 is not held: the push is answered without git.
+        let (_, view) = tokio::sync::watch::channel(Arc::default());
+        request.push.fence = Fence::new(7, Duration::from_secs(4), view);
+        request.push.joins_round = joins_round;
+        request.push
+    }
+
+    #[tokio::test]
+    async fn a_due_push_opens_a_round_of_its_repository_and_a_joining_one_does_not() {
+        let pushers = Pushers::new(2);
+        let ours = remote("https://h/r.git", "pw");
+        let mut rounds = pushers.rounds("h/r");
+        let elsewhere = pushers.rounds("h/other");
+        let reply = pushers.push("h/r", fenced(&ours, "a", true)).await;
+        assert_eq!(reply, PushReply::Fenced);
+        assert!(!rounds.has_changed().unwrap(), "a branch that joins opens no round");
+        let reply = pushers.push("h/r", fenced(&ours, "a", false)).await;
+        assert_eq!(reply, PushReply::Fenced);
+        assert!(rounds.has_changed().unwrap(), "a due push opens one");
+        rounds.mark_unchanged();
+        assert!(!elsewhere.has_changed().unwrap(), "only for its own repository");
+        let (first, second) = tokio::join!(
+            pushers.push("h/r", fenced(&ours, "a", false)),
+            pushers.push("h/r", fenced(&ours, "b", false)),
+        );
+        assert_eq!((first, second), (PushReply::Fenced, PushReply::Fenced));
+        assert!(rounds.has_changed().unwrap());
+        assert!(!elsewhere.has_changed().unwrap());
     }
 
     #[tokio::test]

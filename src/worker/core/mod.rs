@@ -70,7 +70,12 @@ pub const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RemoteOp {
     Idle,
-    Pushing { commits: usize },
+    /// `left_behind`: the chain held more than the push carries (it was
+    /// capped), so the rest goes out as soon as it is answered.
+    Pushing {
+        commits: usize,
+        left_behind: bool,
+    },
     Fetching(FetchPurpose),
 }
 
@@ -168,6 +173,9 @@ pub struct BranchCore {
     replays: u32,
     push_limit: usize,
     push_now: bool,
+    /// A push of the repository is starting (`Input::PushRound`): a push
+    /// is due now. Set for one `handle` only.
+    round: bool,
     failures: u32,
     retry_at: Option<Instant>,
     rejection: Option<(String, u32)>,
@@ -224,6 +232,7 @@ impl BranchCore {
             replays: 0,
             push_limit: MAX_COMMITS_PER_PUSH,
             push_now: false,
+            round: false,
             failures: 0,
             retry_at: None,
             rejection: None,
@@ -340,9 +349,11 @@ impl BranchCore {
             Input::Committed(result) => self.on_committed(result, at, &mut out),
             Input::Pushed(reply) => self.on_pushed(reply, at, &mut out),
             Input::Fetched(result) => self.on_fetched(result, at, &mut out),
+            Input::PushRound => self.round = true,
             Input::Tick => {}
         }
         self.step(at, &mut out);
+        self.round = false;
         self.refresh_state();
         out
     }

@@ -75,7 +75,7 @@ impl BranchCore {
         let due = match self.draining_since {
             Some(since) if self.gathering_for_drain() => since + DRAIN_GATHER,
             Some(_) => now,
-            None if self.push_now => now,
+            None if self.push_now || self.round => now,
             None => due,
         };
         let due = self.retry_at.map_or(due, |retry| retry.max(due));
@@ -103,12 +103,12 @@ impl BranchCore {
         let sources = self.chain.iter().take(commits).map(|c| c.source.clone()).collect();
         // What waited to go out at once is in this push.
         self.push_now = false;
-        self.remote_op = RemoteOp::Pushing { commits };
+        self.remote_op = RemoteOp::Pushing { commits, left_behind: self.chain.len() > commits };
         out.push(Command::Push { local, expected: self.remote_tip, commits, sources });
     }
 
     pub(super) fn on_pushed(&mut self, reply: PushReply, at: At, out: &mut Vec<Command>) {
-        let RemoteOp::Pushing { commits } = self.remote_op else { return };
+        let RemoteOp::Pushing { commits, left_behind } = self.remote_op else { return };
         self.remote_op = RemoteOp::Idle;
         match reply {
             PushReply::Pushed => {
@@ -116,8 +116,10 @@ impl BranchCore {
                 self.acknowledge(commits, out);
                 self.remote_tip = Some(tip);
                 self.push_limit = next_push_limit(self.push_limit, commits, true, MAX_COMMITS_PER_PUSH);
-                // The rest of a capped backlog goes out at once.
-                self.push_now = !self.chain.is_empty();
+                // The rest of a capped backlog goes out at once; what was
+                // committed while the push ran waits for its interval (or
+                // for the next push of the repository).
+                self.push_now |= left_behind && !self.chain.is_empty();
                 self.remote_ok(at);
                 self.replays = 0;
                 self.rejection = None;

@@ -394,7 +394,8 @@ impl Sim {
             self.log.drain(..64 * 1024);
         }
         let _ = writeln!(self.log, "[{:>8.3}s] {line}", self.clock.as_secs_f64());
-        if let Some(kind) = KINDS.iter().find(|k| line.contains(*k)) {
+        // Every kind a line names: a takeover is also a crash or a handover.
+        for kind in KINDS.iter().filter(|k| line.contains(*k)) {
             *self.stats.entry((*kind).to_owned()).or_default() += 1;
         }
     }
@@ -588,6 +589,7 @@ impl Sim {
                 _ if !self.replicas[0].draining => self.announce_standby(),
                 _ => self.call_off_handover(),
             },
+            7 if self.rng.chance(30) => self.push_round(),
             _ => {}
         }
         if self.rng.chance(self.faults.hook_starts) {
@@ -704,6 +706,16 @@ impl Sim {
                     self.feed(replica, input);
                 }
             }
+            replica += 1;
+        }
+    }
+
+    /// Another branch of the repository pushes: each replica's worker may join.
+    fn push_round(&mut self) {
+        self.note("a push of the repository starts");
+        let mut replica = 0;
+        while replica < self.replicas.len() {
+            self.feed(replica, Input::PushRound);
             replica += 1;
         }
     }

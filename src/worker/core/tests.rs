@@ -233,6 +233,77 @@ fn commits_go_on_while_a_push_is_in_flight() {
 }
 
 #[test]
+fn what_is_committed_while_a_push_runs_waits_for_its_interval_not_the_push_s_end() {
+    let mut h = Harness::started(&[]);
+    h.write(A, "1");
+    h.committed();
+    h.advance(Duration::from_secs(5));
+    assert!(h.push().is_some());
+    h.advance(Duration::from_millis(200));
+    h.write(B, "2");
+    h.committed();
+    let second = h.at().now;
+    h.advance(Duration::from_millis(300));
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert!(h.push().is_none(), "a partial batch does not go out on the heels of the last push");
+    assert_eq!(h.core.wake_at(h.at().now), Some(second + Duration::from_secs(5)));
+}
+
+#[test]
+fn the_rest_of_a_capped_push_goes_out_at_once() {
+    let mut h = Harness::started(&[]);
+    h.write_committed(&[(A, "1"), (B, "2"), (C, "3")]);
+    let (_, _, commits) = h.push().expect("a full batch of three goes at once");
+    assert_eq!(commits, 3);
+    h.input(Input::Pushed(PushReply::Failed { reason: Reason::GitOperationFailed, message: "x".into() }));
+    h.advance(Duration::from_secs(5));
+    let (_, _, commits) = h.push().expect("retried after the backoff");
+    assert_eq!(commits, 1, "half of what failed");
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert_eq!(h.push().map(|(_, _, n)| n), Some(2), "the two left behind go at once");
+}
+
+#[test]
+fn a_push_of_the_repository_takes_a_branch_whose_interval_is_not_up() {
+    let mut h = Harness::started(&[]);
+    h.input(Input::PushRound);
+    assert!(h.push().is_none(), "nothing to push");
+    h.write(A, "1");
+    let c1 = h.committed();
+    h.advance(Duration::from_millis(100));
+    assert!(h.push().is_none());
+    h.input(Input::PushRound);
+    assert_eq!(h.push(), Some((c1, Some(oid(1)), 1)), "joins the push");
+    h.write(B, "2");
+    h.committed();
+    h.input(Input::PushRound);
+    assert!(h.push().is_none(), "one push at a time");
+    h.input(Input::Pushed(PushReply::Failed { reason: Reason::GitOperationFailed, message: "x".into() }));
+    h.input(Input::PushRound);
+    assert!(h.push().is_none(), "a branch backing off does not join");
+    h.advance(Duration::from_secs(5));
+    let (_, _, commits) = h.push().expect("retried once the backoff is over");
+    assert_eq!(commits, 1, "half of what failed");
+    h.input(Input::Pushed(PushReply::Pushed));
+    let (local, _, commits) = h.push().expect("the commit left behind goes at once");
+    assert_eq!(commits, 1);
+    h.input(Input::Pushed(PushReply::Pushed));
+    assert_eq!(h.core.state().remote_tip, Some(local.to_string()));
+    h.write(C, "3");
+    h.committed();
+    h.advance(Duration::from_secs(1));
+    assert!(h.push().is_none(), "a round joins only while it starts, it leaves no push due behind");
+}
+
+#[test]
+fn a_standby_does_not_join_a_push_of_the_repository() {
+    let mut h = Harness::on_standby();
+    h.write_committed(&[(A, "1")]);
+    h.input(Input::PushRound);
+    assert!(h.push().is_none(), "{:?}", h.out);
+}
+
+#[test]
 fn a_stale_push_fetches_and_replays_on_the_new_tip() {
     let mut h = Harness::started(&[]);
     h.write(A, "1");

@@ -149,6 +149,11 @@ pub enum Input {
     Pushed(PushReply),
     /// The result of the one outstanding `Command::Fetch`.
     Fetched(Result<Fetched, (Reason, String)>),
+    /// A push of the branch's repository is about to start: the branch
+    /// joins it with whatever it committed, even before its own interval
+    /// is up, so that a replica pushes a repository about once per interval
+    /// instead of once per branch.
+    PushRound,
     /// Time passed (a wake-up the core asked for, or any other).
     Tick,
 }
