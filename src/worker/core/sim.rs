@@ -140,6 +140,7 @@ const KINDS: &[&str] = &[
     "fails, not applied",
     "answer lost",
     "remote: pushed",
+    "a push of the repository starts",
     "standby announced",
     "standby trimmed",
     "owner crashed",
