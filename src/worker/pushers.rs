@@ -181,7 +181,9 @@ async fn serve(
                     if repositories.get(&repository).is_some_and(mpsc::UnboundedSender::is_closed) {
                         repositories.remove(&repository);
                     }
-                    drop(repositories);
+                    // Under the registry's lock: a task started for the
+                    // repository after this one must find the rounds its
+                    // branches listen to, not one forgotten after it began.
                     return round.end(&repository);
                 }
             }

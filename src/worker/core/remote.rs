@@ -119,7 +119,7 @@ impl BranchCore {
                 // The rest of a capped backlog goes out at once; what was
                 // committed while the push ran waits for its interval (or
                 // for the next push of the repository).
-                self.push_now |= left_behind && !self.chain.is_empty();
+                self.push_now = (self.push_now || left_behind) && !self.chain.is_empty();
                 self.remote_ok(at);
                 self.replays = 0;
                 self.rejection = None;
